@@ -1,0 +1,27 @@
+/* Commands not built yet: they say so and exit with the usage status. Each moves to its own
+ * src/cloq_cmd_<name>.c when it is implemented. */
+#include <string.h>
+
+#include "cloq_cli.h"
+
+int cloq_cli_wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
+			return 1;
+	return 0;
+}
+
+#define NOT_YET(fn, name)                                                                       \
+	int fn(int argc, char **argv, cloq_err *err)                                            \
+	{                                                                                       \
+		return cloq_err_set(err, CLOQ_EUSAGE, "'%s' is not available in this build yet", \
+				    name);                                                      \
+	}
+NOT_YET(cloq_cmd_inspect, "inspect")
+NOT_YET(cloq_cmd_tokenize, "tokenize")
+NOT_YET(cloq_cmd_ppl, "ppl")
+NOT_YET(cloq_cmd_convert, "convert")
+NOT_YET(cloq_cmd_resume, "resume")
+NOT_YET(cloq_cmd_verify, "verify")
+NOT_YET(cloq_cmd_export, "export")

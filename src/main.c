@@ -1,0 +1,74 @@
+/*
+ * main.c - the cloq command line. Parses the sub-command, hands off to src/cloq_cmd_*.c, and is
+ * the only place where a cloq_status becomes a process exit code (DESIGN.md: 0 ok, 1 usage,
+ * 2 bad input, 3 I/O failure, 4 integrity failure).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cloq_cli.h"
+#include "cloq_error.h"
+#include "cloq_sys.h"
+
+static const char usage_text[] =
+	"cloq - quantize a Hugging Face LLaMA-family model to 2/3/4/8 bits with a calibrated LoRA (CLoQ)\n"
+	"\n"
+	"usage: cloq COMMAND [ARGS]\n"
+	"\n"
+	"commands:\n"
+	"  inspect MODEL_DIR                    model summary and the memory plan of a conversion\n"
+	"  convert MODEL_DIR -o OUT [options]   run (or continue) a conversion job\n"
+	"  resume OUT                           continue an interrupted job\n"
+	"  verify OUT                           re-check every checksum; exit 0 only if all hold\n"
+	"  export OUT --to DIR [--format gptq|dequant]\n"
+	"                                       HF GPTQ checkpoint (or dense fp16) + DIR/adapter (PEFT)\n"
+	"  ppl MODEL_DIR|OUT --text FILE | --tokens FILE.npy [--seqlen N]\n"
+	"                                       perplexity\n"
+	"  tokenize MODEL_DIR [--text FILE]     print token ids, as the HF tokenizer would\n"
+	"\n"
+	"'cloq COMMAND --help' describes one command.\n"
+	"exit status: 0 success, 1 usage, 2 bad input, 3 I/O failure, 4 integrity failure\n";
+
+struct command {
+	const char *name;
+	int (*run)(int argc, char **argv, cloq_err *err);
+};
+
+static const struct command commands[] = {
+	{"inspect", cloq_cmd_inspect},
+	{"tokenize", cloq_cmd_tokenize},
+	{"ppl", cloq_cmd_ppl},
+	{"convert", cloq_cmd_convert},
+	{"resume", cloq_cmd_resume},
+	{"verify", cloq_cmd_verify},
+	{"export", cloq_cmd_export},
+};
+
+int main(int argc, char **argv)
+{
+	cloq_fault_from_env();
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		fputs(usage_text, argc < 2 ? stderr : stdout);
+		return argc < 2 ? CLOQ_EUSAGE : CLOQ_OK;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("cloq %s\n", CLOQ_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+		if (strcmp(argv[1], commands[i].name) != 0)
+			continue;
+		cloq_err err;
+		cloq_err_clear(&err);
+		int rc = commands[i].run(argc - 1, argv + 1, &err);
+		if (rc != CLOQ_OK) {
+			fprintf(stderr, "cloq %s: error: %s\n", commands[i].name,
+				err.msg[0] ? err.msg : cloq_status_name(rc));
+			if (rc == CLOQ_EUSAGE)
+				fprintf(stderr, "try 'cloq %s --help'\n", commands[i].name);
+		}
+		return rc;
+	}
+	fprintf(stderr, "cloq: unknown command '%s'\n\n%s", argv[1], usage_text);
+	return CLOQ_EUSAGE;
+}
