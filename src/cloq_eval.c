@@ -1,0 +1,159 @@
+/* cloq_eval.c - logits and perplexity through a cloq_lm (see cloq_eval.h). */
+#include "cloq_eval.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "cloq_sys.h"
+
+#define HEAD_CHUNK 4096 /* lm_head rows per GEMM: bounds memory at HEAD_CHUNK x hidden */
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Run every layer over every window of x (n*T, hidden), layer-major so each layer is loaded once. */
+static int run_layers(const cloq_lm *lm, float *x, int n, int T, int progress, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_config *c = lm->cfg;
+	cloq_rope rope = {0};
+	cloq_block_ws *ws = NULL;
+	CLOQ_TRY(cloq_rope_init(&rope, c, T, err));
+	CLOQ_TRY(cloq_block_ws_create(c, T, &ws, err));
+	for (int l = 0; l < c->layers; l++) {
+		cloq_layer_w w;
+		CLOQ_TRY(lm->layer(lm->ctx, l, &w, err));
+		for (int i = 0; i < n; i++)
+			CLOQ_TRY(cloq_block_forward(c, &w, &rope, ws, x + (size_t)i * T * c->hidden, T, NULL, NULL, -1,
+						    err));
+		if (progress)
+			fprintf(stderr, "\r  layer %d/%d", l + 1, c->layers);
+	}
+	if (progress)
+		fprintf(stderr, "\n");
+fail:
+	cloq_block_ws_free(ws);
+	cloq_rope_free(&rope);
+	return rc;
+}
+
+static int embed_all(const cloq_lm *lm, const int32_t *ids, int n, int T, float **xo, cloq_err *err)
+{
+	size_t cells;
+	if (!cloq_mul_ok((size_t)n * T, (size_t)lm->cfg->hidden, &cells))
+		return cloq_err_set(err, CLOQ_EUSAGE, "too many tokens to evaluate");
+	float *x = cloq_malloc(cells * sizeof(float));
+	if (!x)
+		return cloq_err_set(err, CLOQ_EIO, "out of memory for %d x %d hidden states (%zu MiB)", n, T,
+				    cells * sizeof(float) >> 20);
+	for (int i = 0; i < n; i++) {
+		int rc = lm->embed(lm->ctx, ids + (size_t)i * T, T, x + (size_t)i * T * lm->cfg->hidden, err);
+		if (rc) {
+			cloq_free(x);
+			return rc;
+		}
+	}
+	*xo = x;
+	return CLOQ_OK;
+}
+
+int cloq_eval_ppl(const cloq_lm *lm, const cloq_windows *w, cloq_eval_result *res, int progress, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_config *c = lm->cfg;
+	int n = w->n, T = w->seqlen, D = c->hidden, V = c->vocab;
+	size_t rows = (size_t)n * T;
+	float *x = NULL, *head = NULL, *logits = NULL;
+	double *mx = NULL, *sum = NULL, *tgt = NULL;
+	double t0 = now();
+	memset(res, 0, sizeof *res);
+	CLOQ_FAIL_IF(T < 2, err, CLOQ_EUSAGE, "perplexity needs windows of at least 2 tokens (got %d)", T);
+	CLOQ_TRY(embed_all(lm, w->ids, n, T, &x, err));
+	CLOQ_TRY(run_layers(lm, x, n, T, progress, err));
+	for (size_t r = 0; r < rows; r++)
+		cloq_rmsnorm(x + r * D, lm->final_norm, x + r * D, 1, D, c->rms_eps);
+
+	int chunk = V < HEAD_CHUNK ? V : HEAD_CHUNK;
+	head = cloq_malloc((size_t)chunk * D * sizeof(float));
+	logits = cloq_malloc((size_t)T * chunk * sizeof(float));
+	mx = cloq_malloc(rows * sizeof(double));
+	sum = cloq_calloc(rows, sizeof(double));
+	tgt = cloq_malloc(rows * sizeof(double));
+	CLOQ_FAIL_IF(!head || !logits || !mx || !sum || !tgt, err, CLOQ_EIO, "out of memory for the lm_head pass");
+	for (size_t r = 0; r < rows; r++)
+		mx[r] = -INFINITY;
+	/* Online log-sum-exp over vocab chunks: lm_head is read once whatever the number of windows. */
+	for (int v0 = 0; v0 < V; v0 += chunk) {
+		int nv = V - v0 < chunk ? V - v0 : chunk;
+		CLOQ_TRY(lm->head_rows(lm->ctx, v0, nv, head, err));
+		for (int i = 0; i < n; i++) {
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nv, D, 1.0f, x + (size_t)i * T * D, D, head,
+				    D, 0.0f, logits, nv);
+#pragma omp parallel for schedule(static)
+			for (int t = 0; t < T - 1; t++) {
+				size_t r = (size_t)i * T + t;
+				const float *lr = logits + (size_t)t * nv;
+				double m = mx[r];
+				for (int j = 0; j < nv; j++)
+					m = lr[j] > m ? lr[j] : m;
+				double s = sum[r] * exp(mx[r] - m);
+				for (int j = 0; j < nv; j++)
+					s += exp((double)lr[j] - m);
+				mx[r] = m;
+				sum[r] = s;
+				int target = w->ids[r + 1];
+				if (target >= v0 && target < v0 + nv)
+					tgt[r] = lr[target - v0];
+			}
+		}
+	}
+	double nll = 0;
+	for (int i = 0; i < n; i++)
+		for (int t = 0; t < T - 1; t++) {
+			size_t r = (size_t)i * T + t;
+			nll += mx[r] + log(sum[r]) - tgt[r];
+		}
+	res->nll_sum = nll;
+	res->count = (long long)n * (T - 1);
+	res->ppl = exp(nll / res->count);
+	res->seconds = now() - t0;
+fail:
+	cloq_free(x);
+	cloq_free(head);
+	cloq_free(logits);
+	cloq_free(mx);
+	cloq_free(sum);
+	cloq_free(tgt);
+	return rc;
+}
+
+int cloq_eval_logits(const cloq_lm *lm, const int32_t *ids, int T, float *logits, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_config *c = lm->cfg;
+	int D = c->hidden, V = c->vocab;
+	float *x = NULL, *head = NULL;
+	CLOQ_TRY(embed_all(lm, ids, 1, T, &x, err));
+	CLOQ_TRY(run_layers(lm, x, 1, T, 0, err));
+	cloq_rmsnorm(x, lm->final_norm, x, T, D, c->rms_eps);
+	int chunk = V < HEAD_CHUNK ? V : HEAD_CHUNK;
+	head = cloq_malloc((size_t)chunk * D * sizeof(float));
+	CLOQ_FAIL_IF(!head, err, CLOQ_EIO, "out of memory for lm_head rows");
+	for (int v0 = 0; v0 < V; v0 += chunk) {
+		int nv = V - v0 < chunk ? V - v0 : chunk;
+		CLOQ_TRY(lm->head_rows(lm->ctx, v0, nv, head, err));
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nv, D, 1.0f, x, D, head, D, 0.0f, logits + v0, V);
+	}
+fail:
+	cloq_free(x);
+	cloq_free(head);
+	return rc;
+}

@@ -1,0 +1,287 @@
+/* cloq_llama.c - LLaMA decoder block forward (see cloq_llama.h). */
+#include "cloq_llama.h"
+
+#include <math.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "cloq_sys.h"
+
+const char *const cloq_linear_names[CLOQ_LINEARS] = {"q_proj", "k_proj", "v_proj", "o_proj",
+						     "gate_proj", "up_proj", "down_proj"};
+const char *const cloq_linear_parent[CLOQ_LINEARS] = {"self_attn", "self_attn", "self_attn", "self_attn",
+						      "mlp", "mlp", "mlp"};
+const char *const cloq_group_names[CLOQ_GROUPS] = {"qkv", "o", "gateup", "down"};
+
+int cloq_linear_group(int lin)
+{
+	static const int g[CLOQ_LINEARS] = {CLOQ_GROUP_QKV, CLOQ_GROUP_QKV, CLOQ_GROUP_QKV, CLOQ_GROUP_O,
+					    CLOQ_GROUP_GATEUP, CLOQ_GROUP_GATEUP, CLOQ_GROUP_DOWN};
+	return g[lin];
+}
+
+void cloq_linear_shape(const cloq_config *cfg, int lin, int *out, int *in)
+{
+	int qd = cfg->heads * cfg->head_dim, kvd = cfg->kv_heads * cfg->head_dim;
+	switch (lin) {
+	case CLOQ_LIN_Q: *out = qd; *in = cfg->hidden; break;
+	case CLOQ_LIN_K:
+	case CLOQ_LIN_V: *out = kvd; *in = cfg->hidden; break;
+	case CLOQ_LIN_O: *out = cfg->hidden; *in = qd; break;
+	case CLOQ_LIN_GATE:
+	case CLOQ_LIN_UP: *out = cfg->intermediate; *in = cfg->hidden; break;
+	default: *out = cfg->hidden; *in = cfg->intermediate; break;
+	}
+}
+
+/* ---- RoPE ---------------------------------------------------------------------------------- */
+int cloq_rope_init(cloq_rope *r, const cloq_config *cfg, int max_t, cloq_err *err)
+{
+	memset(r, 0, sizeof *r);
+	int half = cfg->head_dim / 2;
+	size_t n;
+	if (max_t <= 0 || !cloq_mul_ok((size_t)max_t, (size_t)half, &n))
+		return cloq_err_set(err, CLOQ_EUSAGE, "bad RoPE table size %d", max_t);
+	r->cos = cloq_malloc(n * sizeof(float));
+	r->sin = cloq_malloc(n * sizeof(float));
+	if (!r->cos || !r->sin) {
+		cloq_rope_free(r);
+		return cloq_err_set(err, CLOQ_EIO, "out of memory for RoPE tables (%zu entries)", n);
+	}
+	r->max_t = max_t;
+	r->half = half;
+	for (int i = 0; i < half; i++) {
+		double inv = 1.0 / pow(cfg->rope_theta, (2.0 * i) / cfg->head_dim);
+		if (cfg->rope_type == CLOQ_ROPE_LINEAR) {
+			inv /= cfg->rope_factor;
+		} else if (cfg->rope_type == CLOQ_ROPE_LLAMA3) {
+			/* Llama 3.1: long wavelengths scaled by factor, short kept, a smooth ramp between. */
+			double lo_wl = cfg->rope_orig_max_pos / cfg->rope_low_freq;
+			double hi_wl = cfg->rope_orig_max_pos / cfg->rope_high_freq;
+			double wl = 2.0 * M_PI / inv;
+			if (wl > lo_wl) {
+				inv /= cfg->rope_factor;
+			} else if (wl >= hi_wl) {
+				double s = (cfg->rope_orig_max_pos / wl - cfg->rope_low_freq) /
+					   (cfg->rope_high_freq - cfg->rope_low_freq);
+				inv = (1.0 - s) * inv / cfg->rope_factor + s * inv;
+			}
+		}
+		for (int t = 0; t < max_t; t++) {
+			double a = t * inv;
+			r->cos[(size_t)t * half + i] = (float)cos(a);
+			r->sin[(size_t)t * half + i] = (float)sin(a);
+		}
+	}
+	return CLOQ_OK;
+}
+
+void cloq_rope_free(cloq_rope *r)
+{
+	cloq_free(r->cos);
+	cloq_free(r->sin);
+	r->cos = r->sin = NULL;
+}
+
+/* Rotate each head of x (T, nheads*hd) in place, rotate_half layout. */
+static void rope_apply(const cloq_rope *r, float *x, int T, int nheads, int hd)
+{
+	int half = hd / 2, stride = nheads * hd;
+#pragma omp parallel for schedule(static) if (T * nheads > 256)
+	for (int t = 0; t < T; t++) {
+		const float *c = r->cos + (size_t)t * half, *s = r->sin + (size_t)t * half;
+		for (int h = 0; h < nheads; h++) {
+			float *v = x + (size_t)t * stride + (size_t)h * hd;
+			for (int i = 0; i < half; i++) {
+				float a = v[i], b = v[i + half];
+				v[i] = a * c[i] - b * s[i];
+				v[i + half] = b * c[i] + a * s[i];
+			}
+		}
+	}
+}
+
+/* ---- primitives ---------------------------------------------------------------------------- */
+void cloq_rmsnorm(const float *x, const float *weight, float *y, int T, int n, double eps)
+{
+#pragma omp parallel for schedule(static) if (T > 64)
+	for (int t = 0; t < T; t++) {
+		const float *xr = x + (size_t)t * n;
+		float *yr = y + (size_t)t * n;
+		double ss = 0;
+		for (int i = 0; i < n; i++)
+			ss += (double)xr[i] * xr[i];
+		float inv = (float)(1.0 / sqrt(ss / n + eps));
+		for (int i = 0; i < n; i++)
+			yr[i] = weight[i] * (xr[i] * inv);
+	}
+}
+
+void cloq_linear_fwd(const float *x, const float *W, const float *b, float *y, int T, int in, int out)
+{
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+	if (b) {
+		for (int t = 0; t < T; t++)
+			for (int o = 0; o < out; o++)
+				y[(size_t)t * out + o] += b[o];
+	}
+}
+
+/* ---- workspace ----------------------------------------------------------------------------- */
+struct cloq_block_ws {
+	int max_t;
+	float *xn;    /* (T, hidden)  normed input */
+	float *q;     /* (T, heads*hd) */
+	float *k;     /* (T, kv*hd) */
+	float *v;     /* (T, kv*hd) */
+	float *att;   /* (T, heads*hd) attention output */
+	float *s;     /* (T, T) scores of one head */
+	float *g;     /* (T, inter) gate, then silu(gate)*up */
+	float *u;     /* (T, inter) up */
+	float *y;     /* (T, hidden) projection output */
+};
+
+static size_t ws_floats(const cloq_config *c, int T, size_t *parts)
+{
+	size_t t = (size_t)T, qd = (size_t)c->heads * c->head_dim, kvd = (size_t)c->kv_heads * c->head_dim;
+	size_t p[9] = {t * c->hidden, t * qd, t * kvd, t * kvd, t * qd, t * t, t * c->intermediate,
+		       t * c->intermediate, t * c->hidden};
+	size_t sum = 0;
+	for (int i = 0; i < 9; i++) {
+		if (parts)
+			parts[i] = p[i];
+		sum += p[i];
+	}
+	return sum;
+}
+
+size_t cloq_block_ws_bytes(const cloq_config *cfg, int max_t)
+{
+	return ws_floats(cfg, max_t, NULL) * sizeof(float) + sizeof(cloq_block_ws);
+}
+
+int cloq_block_ws_create(const cloq_config *cfg, int max_t, cloq_block_ws **out, cloq_err *err)
+{
+	size_t parts[9];
+	size_t total = ws_floats(cfg, max_t, parts);
+	cloq_block_ws *ws = cloq_calloc(1, sizeof *ws);
+	float *mem = cloq_aligned_alloc(64, total * sizeof(float));
+	if (!ws || !mem) {
+		cloq_free(ws);
+		cloq_free(mem);
+		return cloq_err_set(err, CLOQ_EIO, "out of memory for a %d-token forward workspace (%zu MiB)", max_t,
+				    total * sizeof(float) >> 20);
+	}
+	float **slots[9] = {&ws->xn, &ws->q, &ws->k, &ws->v, &ws->att, &ws->s, &ws->g, &ws->u, &ws->y};
+	float *p = mem;
+	for (int i = 0; i < 9; i++) {
+		*slots[i] = p;
+		p += parts[i];
+	}
+	ws->max_t = max_t;
+	*out = ws;
+	return CLOQ_OK;
+}
+
+void cloq_block_ws_free(cloq_block_ws *ws)
+{
+	if (!ws)
+		return;
+	cloq_free(ws->xn); /* the one allocation starts at xn */
+	cloq_free(ws);
+}
+
+/* ---- attention ----------------------------------------------------------------------------- */
+/* Causal GQA attention of one window: q (T, H*hd), k, v (T, KV*hd) -> att (T, H*hd). */
+static void attention(const cloq_config *c, cloq_block_ws *ws, int T)
+{
+	int hd = c->head_dim, H = c->heads, KV = c->kv_heads, rep = H / KV;
+	int qs = H * hd, ks = KV * hd;
+	float scale = (float)(1.0 / sqrt((double)hd));
+	float *S = ws->s;
+	for (int h = 0; h < H; h++) {
+		int g = h / rep;
+		/* S (T, T) = q_h k_g^T * scale; the masked upper triangle is computed and discarded,
+		 * which keeps this one GEMM instead of T small ones. */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, ws->q + (size_t)h * hd, qs,
+			    ws->k + (size_t)g * hd, ks, 0.0f, S, T);
+#pragma omp parallel for schedule(static) if (T > 64)
+		for (int i = 0; i < T; i++) {
+			float *row = S + (size_t)i * T;
+			float mx = row[0];
+			for (int j = 1; j <= i; j++)
+				mx = row[j] > mx ? row[j] : mx;
+			double sum = 0;
+			for (int j = 0; j <= i; j++) {
+				row[j] = expf(row[j] - mx);
+				sum += row[j];
+			}
+			float inv = (float)(1.0 / sum);
+			for (int j = 0; j <= i; j++)
+				row[j] *= inv;
+			for (int j = i + 1; j < T; j++)
+				row[j] = 0.0f;
+		}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, S, T, ws->v + (size_t)g * hd, ks,
+			    0.0f, ws->att + (size_t)h * hd, qs);
+	}
+}
+
+/* ---- block --------------------------------------------------------------------------------- */
+int cloq_block_forward(const cloq_config *c, const cloq_layer_w *w, const cloq_rope *rope, cloq_block_ws *ws,
+		       float *x, int T, cloq_block_hook hook, void *hook_ctx, int stop_after, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	int D = c->hidden, NI = c->intermediate, qd = c->heads * c->head_dim, kvd = c->kv_heads * c->head_dim;
+	CLOQ_FAIL_IF(T <= 0 || T > ws->max_t || T > rope->max_t, err, CLOQ_EUSAGE,
+		     "window of %d tokens exceeds the forward workspace (%d)", T, ws->max_t);
+
+	/* attention */
+	cloq_rmsnorm(x, w->attn_norm, ws->xn, T, D, c->rms_eps);
+	if (hook)
+		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_QKV, ws->xn, T, D, err));
+	if (stop_after == CLOQ_GROUP_QKV)
+		return CLOQ_OK;
+	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_Q], w->b[CLOQ_LIN_Q], ws->q, T, D, qd);
+	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_K], w->b[CLOQ_LIN_K], ws->k, T, D, kvd);
+	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_V], w->b[CLOQ_LIN_V], ws->v, T, D, kvd);
+	rope_apply(rope, ws->q, T, c->heads, c->head_dim);
+	rope_apply(rope, ws->k, T, c->kv_heads, c->head_dim);
+	attention(c, ws, T);
+	if (hook)
+		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_O, ws->att, T, qd, err));
+	if (stop_after == CLOQ_GROUP_O)
+		return CLOQ_OK;
+	cloq_linear_fwd(ws->att, w->w[CLOQ_LIN_O], w->b[CLOQ_LIN_O], ws->y, T, qd, D);
+
+	/* The residual is only added once the pass is known to complete, so a stopped pass leaves x
+	 * untouched. h = x + attn lives in ws->y until then. */
+	for (size_t i = 0; i < (size_t)T * D; i++)
+		ws->y[i] += x[i];
+
+	/* MLP */
+	cloq_rmsnorm(ws->y, w->ffn_norm, ws->xn, T, D, c->rms_eps);
+	if (hook)
+		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_GATEUP, ws->xn, T, D, err));
+	if (stop_after == CLOQ_GROUP_GATEUP)
+		return CLOQ_OK;
+	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_GATE], w->b[CLOQ_LIN_GATE], ws->g, T, D, NI);
+	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_UP], w->b[CLOQ_LIN_UP], ws->u, T, D, NI);
+#pragma omp parallel for schedule(static) if ((size_t)T * NI > 65536)
+	for (size_t i = 0; i < (size_t)T * NI; i++) {
+		float gv = ws->g[i];
+		ws->g[i] = gv / (1.0f + expf(-gv)) * ws->u[i];
+	}
+	if (hook)
+		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_DOWN, ws->g, T, NI, err));
+	if (stop_after == CLOQ_GROUP_DOWN)
+		return CLOQ_OK;
+	/* x = h + down(...): h is in ws->y, the down projection goes to xn (free by now). */
+	cloq_linear_fwd(ws->g, w->w[CLOQ_LIN_DOWN], w->b[CLOQ_LIN_DOWN], ws->xn, T, NI, D);
+	for (size_t i = 0; i < (size_t)T * D; i++)
+		x[i] = ws->y[i] + ws->xn[i];
+	return CLOQ_OK;
+fail:
+	return rc;
+}

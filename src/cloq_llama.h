@@ -1,0 +1,78 @@
+/*
+ * cloq_llama.h - the LLaMA decoder block forward pass (HF LlamaForCausalLM conventions), fp32 on
+ * OpenBLAS GEMMs, one window (sequence) at a time so memory is bounded by the window.
+ *
+ * Conventions: activations x are (T, hidden) row-major, one row per token; weights are torch
+ * layout (out, in) row-major, so a linear layer is y = x W^T (+ b). RoPE follows HF's rotate_half
+ * layout (pairs i and i + head_dim/2), positions start at 0 in every window.
+ *
+ * A hook receives the input of each linear group as it is formed: that is how Gram matrices are
+ * collected without keeping activations. Groups sharing an input share one call:
+ *   QKV    input_layernorm(x)                    (T, hidden)        -> q_proj, k_proj, v_proj
+ *   O      attention output, before o_proj        (T, heads*head_dim) -> o_proj
+ *   GATEUP post_attention_layernorm(h)            (T, hidden)        -> gate_proj, up_proj
+ *   DOWN   silu(gate) * up                        (T, intermediate)  -> down_proj
+ */
+#ifndef CLOQ_LLAMA_H
+#define CLOQ_LLAMA_H
+
+#include <stddef.h>
+
+#include "cloq_config.h"
+#include "cloq_error.h"
+
+enum cloq_group { CLOQ_GROUP_QKV, CLOQ_GROUP_O, CLOQ_GROUP_GATEUP, CLOQ_GROUP_DOWN, CLOQ_GROUPS };
+
+/* The seven linears of a block, in a fixed order used everywhere (shards, reports, exports). */
+enum cloq_linear { CLOQ_LIN_Q, CLOQ_LIN_K, CLOQ_LIN_V, CLOQ_LIN_O, CLOQ_LIN_GATE, CLOQ_LIN_UP, CLOQ_LIN_DOWN,
+		   CLOQ_LINEARS };
+
+extern const char *const cloq_linear_names[CLOQ_LINEARS];  /* "q_proj", ... */
+extern const char *const cloq_linear_parent[CLOQ_LINEARS]; /* "self_attn" or "mlp" */
+extern const char *const cloq_group_names[CLOQ_GROUPS];    /* "qkv", "o", "gateup", "down" */
+int cloq_linear_group(int lin);
+/* (out, in) of a linear under cfg. */
+void cloq_linear_shape(const cloq_config *cfg, int lin, int *out, int *in);
+
+/* One decoder layer's weights in fp32. Pointers are owned by whoever filled the struct. */
+typedef struct cloq_layer_w {
+	float *attn_norm;         /* (hidden) */
+	float *ffn_norm;          /* (hidden) */
+	float *w[CLOQ_LINEARS];   /* torch (out, in) per cloq_linear_shape */
+	float *b[CLOQ_LINEARS];   /* (out) or NULL */
+} cloq_layer_w;
+
+/* Precomputed RoPE tables for positions 0..max_t-1. */
+typedef struct cloq_rope {
+	int max_t, half;          /* half = head_dim / 2 */
+	float *cos, *sin;         /* (max_t, half) */
+} cloq_rope;
+
+int cloq_rope_init(cloq_rope *r, const cloq_config *cfg, int max_t, cloq_err *err);
+void cloq_rope_free(cloq_rope *r);
+
+/* Scratch for one window of up to max_t tokens; reused across calls and layers. */
+typedef struct cloq_block_ws cloq_block_ws;
+int cloq_block_ws_create(const cloq_config *cfg, int max_t, cloq_block_ws **out, cloq_err *err);
+void cloq_block_ws_free(cloq_block_ws *ws);
+/* Bytes a workspace for max_t tokens needs (for the memory planner). */
+size_t cloq_block_ws_bytes(const cloq_config *cfg, int max_t);
+
+/* Called with the input of a linear group: X (t, n) row-major, valid only during the call. */
+typedef int (*cloq_block_hook)(void *ctx, int group, const float *X, int t, int n, cloq_err *err);
+
+/*
+ * Run one decoder block on one window: x (T, hidden) is updated in place to the block's output.
+ * `hook` (may be NULL) sees each group's input. With stop_after = g (0..3) the pass ends right
+ * after the hook of group g and x is left unchanged; stop_after = -1 runs the whole block.
+ */
+int cloq_block_forward(const cloq_config *cfg, const cloq_layer_w *w, const cloq_rope *rope, cloq_block_ws *ws,
+		       float *x, int T, cloq_block_hook hook, void *hook_ctx, int stop_after, cloq_err *err);
+
+/* y = rmsnorm(x) * weight, row by row: x, y (T, n); y may equal x. */
+void cloq_rmsnorm(const float *x, const float *weight, float *y, int T, int n, double eps);
+
+/* y (T, out) = x (T, in) W^T + b, W (out, in). */
+void cloq_linear_fwd(const float *x, const float *W, const float *b, float *y, int T, int in, int out);
+
+#endif
