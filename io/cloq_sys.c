@@ -1,5 +1,4 @@
 /* cloq_sys.c - allocation and file-output seam, fault injection, durable writes. */
-#define _GNU_SOURCE
 #include "cloq_sys.h"
 
 #include <errno.h>

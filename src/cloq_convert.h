@@ -1,0 +1,69 @@
+/*
+ * cloq_convert.h - the conversion job: settings, and the staged per-layer pipeline.
+ *
+ * OUT/ layout (a job directory):
+ *   journal.json            settings, input fingerprint, per-layer state; rewritten atomically.
+ *                           A layer is "done" only after its shard is durable.
+ *   calib_windows.npy       the calibration windows used, int32 (n, seqlen)
+ *   shards/layer_NNNNN.cloqshard   one per decoder layer (docs/FORMAT.md)
+ *   shards/base.cloqshard   embeddings, final norm, lm_head (original dtype)
+ *   cache/act_NNNNN.cloqact activation cache at the input of layer N (only the newest is kept)
+ *   manifest.json           written at the end: shards, their XXH3 and tensors
+ *   report.json             per-layer errors, timings, peak memory, settings
+ *
+ * Per layer l: statistics (Gram matrices from cache l, true-sequential by group unless one_pass),
+ * quantize + solve each linear, propagate (cache l -> cache l+1 through Q, Q + sBA or W),
+ * write the shard, commit the journal. Same inputs and settings give the same shard bytes, and a
+ * resumed job gives the same bytes as an uninterrupted one.
+ */
+#ifndef CLOQ_CONVERT_H
+#define CLOQ_CONVERT_H
+
+#include <stdint.h>
+
+#include "cloq_error.h"
+
+enum cloq_quantizer_kind { CLOQ_Q_GPTQ, CLOQ_Q_RTN, CLOQ_Q_NF };
+enum cloq_init_kind { CLOQ_INIT_CLOQ, CLOQ_INIT_LOFTQ, CLOQ_INIT_ZERO };
+enum cloq_propagate_kind { CLOQ_PROP_QUANTIZED, CLOQ_PROP_LORA, CLOQ_PROP_FP };
+
+typedef struct cloq_convert_opts {
+	const char *model_dir;
+	const char *out_dir;
+	const char *calib_text;     /* --calib */
+	const char *calib_tokens;   /* --calib-tokens (.npy) */
+	int nsamples;               /* 128; with a 2-D tokens file: 0 = all rows */
+	int nsamples_given;
+	int seqlen;                 /* 2048 (clamped to max_position_embeddings when not given) */
+	int seqlen_given;
+	uint64_t seed;              /* 0 */
+	int bits;                   /* 4 */
+	int group_size;             /* 64 */
+	int quantizer;              /* enum cloq_quantizer_kind */
+	int sym, act_order;
+	int init;                   /* enum cloq_init_kind */
+	int rank;                   /* 64 */
+	double lora_alpha;          /* 0 = rank (s = 1) */
+	int cloq_iters, loftq_iters;/* 1, 1 */
+	int propagate;              /* enum cloq_propagate_kind */
+	int one_pass;
+	int cache_bf16;             /* activation cache in bf16 (default fp32: bit-exact) */
+	int baselines;              /* also compute zero/LoftQ(T=1) objectives for the report (1) */
+	int64_t mem_budget;         /* bytes, 0 = none */
+	int threads;                /* 0 = all cores */
+	int force;                  /* start over when settings or inputs differ */
+	int quiet;
+} cloq_convert_opts;
+
+void cloq_convert_default_opts(cloq_convert_opts *o);
+/* Parse convert's options (argv after "convert"); fills o. */
+int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_err *err);
+extern const char cloq_convert_help[];
+
+/* Run or continue the job in o->out_dir. */
+int cloq_convert_run(const cloq_convert_opts *o, cloq_err *err);
+
+/* Continue the job in out_dir with the settings its journal recorded. */
+int cloq_convert_resume(const char *out_dir, int force, int quiet, cloq_err *err);
+
+#endif

@@ -1,0 +1,258 @@
+/* cloq_convert_args.c - `cloq convert` options and help (see cloq_convert.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cloq_convert.h"
+
+const char cloq_convert_help[] =
+	"usage: cloq convert MODEL_DIR -o OUT [options]\n"
+	"\n"
+	"Quantize every decoder layer of MODEL_DIR and initialise a LoRA adapter, one layer at a time.\n"
+	"Re-running the same command (or 'cloq resume OUT') continues an interrupted job.\n"
+	"\n"
+	"calibration:\n"
+	"  --calib FILE.txt          text to tokenize with MODEL_DIR's tokenizer\n"
+	"  --calib-tokens FILE.npy   int32/int64 ids: 2-D = these exact windows, 1-D = a stream\n"
+	"  --nsamples N              windows (default 128; 2-D tokens: all rows)\n"
+	"  --seqlen N                tokens per window (default 2048, at most max_position_embeddings)\n"
+	"  --seed N                  window draw seed (default 0)\n"
+	"quantization:\n"
+	"  --bits 2|3|4|8            (default 4)\n"
+	"  --group-size N            input columns per scale/zero group (default 64)\n"
+	"  --quantizer gptq|rtn      (default gptq)\n"
+	"  --sym                     symmetric groups (default asymmetric)\n"
+	"  --act-order               GPTQ act-order with static groups\n"
+	"LoRA initialisation:\n"
+	"  --init cloq|loftq|zero    (default cloq)\n"
+	"  --rank R                  (default 64)\n"
+	"  --lora-alpha A            scaling s = A / R (default A = R, s = 1)\n"
+	"  --cloq-iters T            alternating CLoQ iterations (default 1 = the paper's one-shot)\n"
+	"  --loftq-iters T           LoftQ iterations (default 1)\n"
+	"  --no-baselines            skip the zero/LoftQ comparison errors in report.json\n"
+	"pipeline:\n"
+	"  --propagate quantized|lora|fp   what feeds layer l+1 (default quantized)\n"
+	"  --one-pass                all Gram matrices of a layer from one pass with the original weights\n"
+	"  --cache-dtype fp32|bf16   activation cache encoding (default fp32, bit-exact)\n"
+	"  --mem-budget SIZE         e.g. 32G; refuse to start when a layer cannot fit\n"
+	"  --threads N               (default: all cores)\n"
+	"  --device cpu              (cuda: only in builds with CUDA=1)\n"
+	"  --force                   start over when the job in OUT has other settings or inputs\n"
+	"  --quiet                   no progress lines\n";
+
+void cloq_convert_default_opts(cloq_convert_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->nsamples = 128;
+	o->seqlen = 2048;
+	o->seed = 0;
+	o->bits = 4;
+	o->group_size = 64;
+	o->quantizer = CLOQ_Q_GPTQ;
+	o->init = CLOQ_INIT_CLOQ;
+	o->rank = 64;
+	o->cloq_iters = 1;
+	o->loftq_iters = 1;
+	o->propagate = CLOQ_PROP_QUANTIZED;
+	o->baselines = 1;
+}
+
+static int parse_long(const char *opt, const char *v, long lo, long hi, long *out, cloq_err *err)
+{
+	char *end;
+	errno = 0;
+	long x = strtol(v, &end, 10);
+	if (errno || *end || end == v || x < lo || x > hi)
+		return cloq_err_set(err, CLOQ_EUSAGE, "%s: expected an integer in [%ld, %ld], got '%s'", opt, lo, hi, v);
+	*out = x;
+	return CLOQ_OK;
+}
+
+static int parse_size(const char *opt, const char *v, int64_t *out, cloq_err *err)
+{
+	char *end;
+	errno = 0;
+	double x = strtod(v, &end);
+	double mul = 1;
+	switch (*end) {
+	case 'k': case 'K': mul = 1024.0; end++; break;
+	case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
+	case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
+	case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+	}
+	if (*end == 'i' || *end == 'B' || *end == 'b')
+		end++;
+	if (*end == 'B')
+		end++;
+	if (errno || *end || end == v || x <= 0)
+		return cloq_err_set(err, CLOQ_EUSAGE, "%s: expected a size such as 32G, got '%s'", opt, v);
+	*out = (int64_t)(x * mul);
+	return CLOQ_OK;
+}
+
+int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_err *err)
+{
+	cloq_convert_default_opts(o);
+	long x;
+	int rc;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED()                                                                                 \
+	do {                                                                                   \
+		if (!v)                                                                        \
+			return cloq_err_set(err, CLOQ_EUSAGE, "option %s needs a value", a);   \
+		i++;                                                                           \
+	} while (0)
+#define LONGOPT(name, lo, hi, field)                                                           \
+	if (!strcmp(a, name)) {                                                                \
+		NEED();                                                                        \
+		if ((rc = parse_long(a, v, lo, hi, &x, err)))                                  \
+			return rc;                                                             \
+		o->field = x;                                                                  \
+		continue;                                                                      \
+	}
+		if (a[0] != '-') {
+			if (o->model_dir)
+				return cloq_err_set(err, CLOQ_EUSAGE, "unexpected argument '%s'", a);
+			o->model_dir = a;
+			continue;
+		}
+		if (!strcmp(a, "-o") || !strcmp(a, "--out")) {
+			NEED();
+			o->out_dir = v;
+			continue;
+		}
+		if (!strcmp(a, "--calib")) {
+			NEED();
+			o->calib_text = v;
+			continue;
+		}
+		if (!strcmp(a, "--calib-tokens")) {
+			NEED();
+			o->calib_tokens = v;
+			continue;
+		}
+		if (!strcmp(a, "--nsamples")) {
+			NEED();
+			if ((rc = parse_long(a, v, 1, 1 << 24, &x, err)))
+				return rc;
+			o->nsamples = (int)x;
+			o->nsamples_given = 1;
+			continue;
+		}
+		if (!strcmp(a, "--seqlen")) {
+			NEED();
+			if ((rc = parse_long(a, v, 2, 1 << 20, &x, err)))
+				return rc;
+			o->seqlen = (int)x;
+			o->seqlen_given = 1;
+			continue;
+		}
+		if (!strcmp(a, "--seed")) {
+			NEED();
+			if ((rc = parse_long(a, v, 0, 0x7fffffffL, &x, err)))
+				return rc;
+			o->seed = (uint64_t)x;
+			continue;
+		}
+		if (!strcmp(a, "--bits")) {
+			NEED();
+			if ((rc = parse_long(a, v, 2, 8, &x, err)))
+				return rc;
+			if (x != 2 && x != 3 && x != 4 && x != 8)
+				return cloq_err_set(err, CLOQ_EUSAGE, "--bits: expected 2, 3, 4 or 8, got %ld", x);
+			o->bits = (int)x;
+			continue;
+		}
+		LONGOPT("--group-size", 1, 1 << 20, group_size)
+		LONGOPT("--rank", 1, 1 << 16, rank)
+		LONGOPT("--cloq-iters", 1, 100, cloq_iters)
+		LONGOPT("--loftq-iters", 1, 100, loftq_iters)
+		LONGOPT("--threads", 1, 1024, threads)
+		if (!strcmp(a, "--lora-alpha")) {
+			NEED();
+			char *end;
+			o->lora_alpha = strtod(v, &end);
+			if (*end || o->lora_alpha <= 0)
+				return cloq_err_set(err, CLOQ_EUSAGE, "--lora-alpha: expected a positive number, got '%s'", v);
+			continue;
+		}
+		if (!strcmp(a, "--quantizer")) {
+			NEED();
+			if (!strcmp(v, "gptq"))
+				o->quantizer = CLOQ_Q_GPTQ;
+			else if (!strcmp(v, "rtn"))
+				o->quantizer = CLOQ_Q_RTN;
+			else
+				return cloq_err_set(err, CLOQ_EUSAGE,
+						    "--quantizer: expected gptq or rtn, got '%s' (nf is used by LoftQ baselines only)", v);
+			continue;
+		}
+		if (!strcmp(a, "--init")) {
+			NEED();
+			if (!strcmp(v, "cloq"))
+				o->init = CLOQ_INIT_CLOQ;
+			else if (!strcmp(v, "loftq"))
+				o->init = CLOQ_INIT_LOFTQ;
+			else if (!strcmp(v, "zero"))
+				o->init = CLOQ_INIT_ZERO;
+			else
+				return cloq_err_set(err, CLOQ_EUSAGE, "--init: expected cloq, loftq or zero, got '%s'", v);
+			continue;
+		}
+		if (!strcmp(a, "--propagate")) {
+			NEED();
+			if (!strcmp(v, "quantized"))
+				o->propagate = CLOQ_PROP_QUANTIZED;
+			else if (!strcmp(v, "lora"))
+				o->propagate = CLOQ_PROP_LORA;
+			else if (!strcmp(v, "fp"))
+				o->propagate = CLOQ_PROP_FP;
+			else
+				return cloq_err_set(err, CLOQ_EUSAGE, "--propagate: expected quantized, lora or fp, got '%s'", v);
+			continue;
+		}
+		if (!strcmp(a, "--cache-dtype")) {
+			NEED();
+			if (!strcmp(v, "fp32"))
+				o->cache_bf16 = 0;
+			else if (!strcmp(v, "bf16"))
+				o->cache_bf16 = 1;
+			else
+				return cloq_err_set(err, CLOQ_EUSAGE, "--cache-dtype: expected fp32 or bf16, got '%s'", v);
+			continue;
+		}
+		if (!strcmp(a, "--mem-budget")) {
+			NEED();
+			if ((rc = parse_size(a, v, &o->mem_budget, err)))
+				return rc;
+			continue;
+		}
+		if (!strcmp(a, "--device")) {
+			NEED();
+			if (strcmp(v, "cpu") != 0)
+				return cloq_err_set(err, CLOQ_EUSAGE, "--device %s: this build has only the cpu backend", v);
+			continue;
+		}
+		if (!strcmp(a, "--sym")) { o->sym = 1; continue; }
+		if (!strcmp(a, "--act-order")) { o->act_order = 1; continue; }
+		if (!strcmp(a, "--one-pass")) { o->one_pass = 1; continue; }
+		if (!strcmp(a, "--no-baselines")) { o->baselines = 0; continue; }
+		if (!strcmp(a, "--force")) { o->force = 1; continue; }
+		if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) { o->quiet = 1; continue; }
+		return cloq_err_set(err, CLOQ_EUSAGE, "unknown option '%s'", a);
+#undef NEED
+#undef LONGOPT
+	}
+	if (!o->model_dir)
+		return cloq_err_set(err, CLOQ_EUSAGE, "missing MODEL_DIR");
+	if (!o->out_dir)
+		return cloq_err_set(err, CLOQ_EUSAGE, "missing -o OUT");
+	if (!o->calib_text && !o->calib_tokens)
+		return cloq_err_set(err, CLOQ_EUSAGE, "missing calibration data: --calib FILE.txt or --calib-tokens FILE.npy");
+	if (o->calib_text && o->calib_tokens)
+		return cloq_err_set(err, CLOQ_EUSAGE, "give either --calib or --calib-tokens, not both");
+	return CLOQ_OK;
+}

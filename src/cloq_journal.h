@@ -1,0 +1,34 @@
+/*
+ * cloq_journal.h - the job journal (OUT/journal.json): what a job is (settings + input
+ * fingerprint) and how far it got (per-layer state). Rewritten whole and atomically (temp + fsync +
+ * rename + dir fsync) after every state change, so a kill at any moment leaves either the old or
+ * the new journal, never a torn one.
+ */
+#ifndef CLOQ_JOURNAL_H
+#define CLOQ_JOURNAL_H
+
+#include <cjson/cJSON.h>
+
+#include "cloq_error.h"
+
+typedef struct cloq_journal {
+	cJSON *settings;      /* owned: every setting that changes output bytes */
+	cJSON *fingerprint;   /* owned: config/safetensors/calibration hashes, tool version */
+	int nlayers;
+	int *layer_done;      /* (nlayers) */
+	char (*layer_hash)[40]; /* (nlayers) XXH3 of the layer's shard file, hex */
+	cJSON **layer_report; /* (nlayers) owned, NULL until the layer is done: errors, timings */
+	int base_done;
+	int finished;
+} cloq_journal;
+
+int cloq_journal_init(cloq_journal *j, int nlayers, cJSON *settings, cJSON *fingerprint, cloq_err *err);
+/* Read OUT/journal.json; CLOQ_EINPUT when absent (check existence first) or malformed. */
+int cloq_journal_load(const char *out_dir, cloq_journal *j, cloq_err *err);
+int cloq_journal_save(const char *out_dir, const cloq_journal *j, cloq_err *err);
+void cloq_journal_free(cloq_journal *j);
+
+/* Describe the first difference between two JSON objects ("bits: 2 -> 4"); 0 when equal. */
+int cloq_json_diff(const cJSON *old, const cJSON *cur, char *buf, size_t cap);
+
+#endif

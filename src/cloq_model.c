@@ -1,0 +1,267 @@
+/* cloq_model.c - HF model directory: tensor checks, fp32 layer loads, row reads (see cloq_model.h). */
+#include "cloq_model.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cloq_dtype.h"
+#include "cloq_sys.h"
+
+static const cloq_st_tensor *find(const cloq_model *m, const char *fmt, int l, const char *a, const char *b)
+{
+	char name[256];
+	snprintf(name, sizeof name, fmt, l, a, b);
+	return cloq_st_find(m->st, name);
+}
+
+const cloq_st_tensor *cloq_model_linear(const cloq_model *m, int l, int lin, int bias)
+{
+	return find(m, bias ? "model.layers.%d.%s.%s.bias" : "model.layers.%d.%s.%s.weight", l,
+		    cloq_linear_parent[lin], cloq_linear_names[lin]);
+}
+
+const cloq_st_tensor *cloq_model_norm(const cloq_model *m, int l, int post)
+{
+	return find(m, "model.layers.%d.%s%s.weight", l, post ? "post_attention_layernorm" : "input_layernorm", "");
+}
+
+static int has_bias(const cloq_config *c, int lin)
+{
+	if (lin <= CLOQ_LIN_V)
+		return c->qkv_bias;
+	if (lin == CLOQ_LIN_O)
+		return c->o_bias;
+	return c->mlp_bias;
+}
+
+/* The tensor must exist with exactly this shape (ndim 1 when d1 < 0). */
+static int expect(const cloq_model *m, const cloq_st_tensor *t, const char *name, int64_t d0, int64_t d1,
+		  cloq_err *err)
+{
+	if (!t)
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: tensor '%s' is missing (config.json: %s, %d layers)", m->dir,
+				    name, m->cfg.arch_name, m->cfg.layers);
+	const char *file = cloq_st_file_path(m->st, (size_t)t->file);
+	int ndim = d1 < 0 ? 1 : 2;
+	if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
+		char got[128] = "";
+		for (int i = 0; i < t->ndim && i < 4; i++)
+			snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+		if (ndim == 1)
+			return cloq_err_set(err, CLOQ_EINPUT, "%s: tensor '%s' has shape [%s] but config.json implies [%lld]",
+					    file, name, got, (long long)d0);
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: tensor '%s' has shape [%s] but config.json implies [%lld, %lld]",
+				    file, name, got, (long long)d0, (long long)d1);
+	}
+	if (!cloq_dtype_is_float(t->dtype) || (t->dtype != CLOQ_DT_F32 && t->dtype != CLOQ_DT_F16 &&
+					       t->dtype != CLOQ_DT_BF16))
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: tensor '%s' has dtype %s (supported: F32, F16, BF16)", file,
+				    name, cloq_dtype_name(t->dtype));
+	return CLOQ_OK;
+}
+
+static int check_tensors(cloq_model *m, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_config *c = &m->cfg;
+	char name[256];
+	m->embed = cloq_st_find(m->st, "model.embed_tokens.weight");
+	CLOQ_TRY(expect(m, m->embed, "model.embed_tokens.weight", c->vocab, c->hidden, err));
+	m->norm = cloq_st_find(m->st, "model.norm.weight");
+	CLOQ_TRY(expect(m, m->norm, "model.norm.weight", c->hidden, -1, err));
+	m->head = cloq_st_find(m->st, "lm_head.weight");
+	if (!m->head || c->tie_embeddings) {
+		m->head = m->embed;
+		m->cfg.tie_embeddings = 1;
+	} else {
+		CLOQ_TRY(expect(m, m->head, "lm_head.weight", c->vocab, c->hidden, err));
+	}
+	for (int l = 0; l < c->layers; l++) {
+		for (int post = 0; post < 2; post++) {
+			snprintf(name, sizeof name, "model.layers.%d.%s.weight", l,
+				 post ? "post_attention_layernorm" : "input_layernorm");
+			CLOQ_TRY(expect(m, cloq_model_norm(m, l, post), name, c->hidden, -1, err));
+		}
+		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+			int out, in;
+			cloq_linear_shape(c, lin, &out, &in);
+			snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, cloq_linear_parent[lin],
+				 cloq_linear_names[lin]);
+			CLOQ_TRY(expect(m, cloq_model_linear(m, l, lin, 0), name, out, in, err));
+			const cloq_st_tensor *b = cloq_model_linear(m, l, lin, 1);
+			snprintf(name, sizeof name, "model.layers.%d.%s.%s.bias", l, cloq_linear_parent[lin],
+				 cloq_linear_names[lin]);
+			if (has_bias(c, lin))
+				CLOQ_TRY(expect(m, b, name, out, -1, err));
+			else
+				CLOQ_FAIL_IF(b, err, CLOQ_EINPUT,
+					     "%s: tensor '%s' is present but config.json declares no such bias", m->dir, name);
+		}
+	}
+	/* A tensor of a layer beyond num_hidden_layers means config and weights disagree. */
+	int stl = cloq_st_layer_count(m->st);
+	CLOQ_FAIL_IF(stl > c->layers, err, CLOQ_EINPUT,
+		     "%s: the safetensors hold %d decoder layers but config.json says num_hidden_layers = %d", m->dir,
+		     stl, c->layers);
+fail:
+	return rc;
+}
+
+int cloq_model_open(const char *dir, cloq_model **out, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	cloq_model *m = cloq_calloc(1, sizeof *m);
+	if (!m)
+		return cloq_err_set(err, CLOQ_EIO, "out of memory");
+	m->loaded_layer = -1;
+	m->dir = cloq_strdup(dir);
+	CLOQ_FAIL_IF(!m->dir, err, CLOQ_EIO, "out of memory");
+	CLOQ_TRY(cloq_config_load(dir, &m->cfg, err));
+	CLOQ_TRY(cloq_st_open(dir, &m->st, err));
+	CLOQ_TRY(check_tensors(m, err));
+	m->final_norm = cloq_malloc((size_t)m->cfg.hidden * sizeof(float));
+	CLOQ_FAIL_IF(!m->final_norm, err, CLOQ_EIO, "out of memory");
+	CLOQ_TRY(cloq_st_read_f32(m->st, m->norm, m->final_norm, err));
+	m->nfds = cloq_st_nfiles(m->st);
+	m->fds = cloq_malloc(m->nfds * sizeof(int));
+	CLOQ_FAIL_IF(!m->fds, err, CLOQ_EIO, "out of memory");
+	for (size_t i = 0; i < m->nfds; i++)
+		m->fds[i] = -1;
+	for (size_t i = 0; i < m->nfds; i++) {
+		const char *p = cloq_st_file_path(m->st, i);
+		m->fds[i] = open(p, O_RDONLY | O_CLOEXEC);
+		CLOQ_FAIL_IF(m->fds[i] < 0, err, CLOQ_EIO, "%s: cannot open: %m", p);
+	}
+	*out = m;
+	return CLOQ_OK;
+fail:
+	cloq_model_close(m);
+	return rc;
+}
+
+void cloq_layer_w_free(cloq_layer_w *w)
+{
+	if (!w)
+		return;
+	cloq_free(w->attn_norm);
+	cloq_free(w->ffn_norm);
+	for (int i = 0; i < CLOQ_LINEARS; i++) {
+		cloq_free(w->w[i]);
+		cloq_free(w->b[i]);
+	}
+	memset(w, 0, sizeof *w);
+}
+
+void cloq_model_close(cloq_model *m)
+{
+	if (!m)
+		return;
+	if (m->fds)
+		for (size_t i = 0; i < m->nfds; i++)
+			if (m->fds[i] >= 0)
+				close(m->fds[i]);
+	cloq_free(m->fds);
+	cloq_layer_w_free(&m->lw);
+	cloq_free(m->final_norm);
+	cloq_st_close(m->st);
+	cloq_free(m->dir);
+	cloq_free(m);
+}
+
+static int load_f32(const cloq_model *m, const cloq_st_tensor *t, float **dst, cloq_err *err)
+{
+	*dst = NULL;
+	if (!t)
+		return CLOQ_OK;
+	*dst = cloq_malloc(t->nelem * sizeof(float));
+	if (!*dst)
+		return cloq_err_set(err, CLOQ_EIO, "out of memory loading '%s' (%llu elements)", t->name,
+				    (unsigned long long)t->nelem);
+	return cloq_st_read_f32(m->st, t, *dst, err);
+}
+
+int cloq_model_load_layer(const cloq_model *m, int l, cloq_layer_w *w, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	memset(w, 0, sizeof *w);
+	CLOQ_TRY(load_f32(m, cloq_model_norm(m, l, 0), &w->attn_norm, err));
+	CLOQ_TRY(load_f32(m, cloq_model_norm(m, l, 1), &w->ffn_norm, err));
+	for (int i = 0; i < CLOQ_LINEARS; i++) {
+		CLOQ_TRY(load_f32(m, cloq_model_linear(m, l, i, 0), &w->w[i], err));
+		CLOQ_TRY(load_f32(m, cloq_model_linear(m, l, i, 1), &w->b[i], err));
+	}
+	return CLOQ_OK;
+fail:
+	cloq_layer_w_free(w);
+	return rc;
+}
+
+int cloq_model_read_rows(cloq_model *m, const cloq_st_tensor *t, int64_t row0, int64_t n, float *dst, cloq_err *err)
+{
+	int64_t cols = t->shape[1];
+	size_t es = cloq_dtype_size(t->dtype);
+	size_t nb = (size_t)n * (size_t)cols * es;
+	const char *path = cloq_st_file_path(m->st, (size_t)t->file);
+	if (row0 < 0 || n < 0 || row0 + n > t->shape[0])
+		return cloq_err_set(err, CLOQ_EUSAGE, "rows [%lld, %lld) outside tensor '%s'", (long long)row0,
+				    (long long)(row0 + n), t->name);
+	uint64_t off = t->offset + (uint64_t)row0 * (uint64_t)cols * es;
+	int rc;
+	if (t->dtype == CLOQ_DT_F32) {
+		rc = cloq_pread_all(m->fds[t->file], dst, nb, off, path, err);
+	} else {
+		void *raw = cloq_malloc(nb);
+		if (!raw)
+			return cloq_err_set(err, CLOQ_EIO, "out of memory");
+		rc = cloq_pread_all(m->fds[t->file], raw, nb, off, path, err);
+		if (rc == CLOQ_OK)
+			cloq_dtype_to_f32(t->dtype, raw, dst, (size_t)n * cols);
+		cloq_free(raw);
+	}
+	return rc;
+}
+
+/* ---- cloq_lm over the original weights ----------------------------------------------------- */
+static int lm_embed(void *ctx, const int32_t *ids, int T, float *x, cloq_err *err)
+{
+	cloq_model *m = ctx;
+	for (int t = 0; t < T; t++) {
+		int rc = cloq_model_read_rows(m, m->embed, ids[t], 1, x + (size_t)t * m->cfg.hidden, err);
+		if (rc)
+			return rc;
+	}
+	return CLOQ_OK;
+}
+
+static int lm_layer(void *ctx, int l, cloq_layer_w *w, cloq_err *err)
+{
+	cloq_model *m = ctx;
+	if (m->loaded_layer != l) {
+		cloq_layer_w_free(&m->lw);
+		m->loaded_layer = -1;
+		int rc = cloq_model_load_layer(m, l, &m->lw, err);
+		if (rc)
+			return rc;
+		m->loaded_layer = l;
+	}
+	*w = m->lw;
+	return CLOQ_OK;
+}
+
+static int lm_head_rows(void *ctx, int row0, int nrows, float *dst, cloq_err *err)
+{
+	cloq_model *m = ctx;
+	return cloq_model_read_rows(m, m->head, row0, nrows, dst, err);
+}
+
+void cloq_model_lm(cloq_model *m, cloq_lm *lm)
+{
+	lm->cfg = &m->cfg;
+	lm->ctx = m;
+	lm->embed = lm_embed;
+	lm->layer = lm_layer;
+	lm->head_rows = lm_head_rows;
+	lm->final_norm = m->final_norm;
+}

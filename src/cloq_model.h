@@ -1,0 +1,52 @@
+/*
+ * cloq_model.h - a Hugging Face model directory opened for reading: config.json + safetensors
+ * (single file or sharded), every tensor checked against the config before any work starts.
+ *
+ * Expected tensors (HF names): model.embed_tokens.weight (vocab, hidden), per layer l
+ * model.layers.l.{input_layernorm,post_attention_layernorm}.weight (hidden),
+ * model.layers.l.self_attn.{q,k,v,o}_proj.weight, model.layers.l.mlp.{gate,up,down}_proj.weight
+ * (shapes from cloq_linear_shape), biases where the config says so, model.norm.weight (hidden),
+ * lm_head.weight (vocab, hidden) unless the embeddings are tied (or lm_head is absent, which HF
+ * also treats as tied). A missing or misshapen tensor is CLOQ_EINPUT naming file and tensor.
+ */
+#ifndef CLOQ_MODEL_H
+#define CLOQ_MODEL_H
+
+#include "cloq_config.h"
+#include "cloq_eval.h"
+#include "cloq_llama.h"
+#include "cloq_safetensors.h"
+
+typedef struct cloq_model {
+	char *dir;
+	cloq_config cfg;
+	cloq_st_model *st;
+	const cloq_st_tensor *embed, *head, *norm;   /* head == embed when tied */
+	const cloq_st_tensor *lin[CLOQ_LINEARS];     /* scratch for the last looked-up layer */
+	float *final_norm;                           /* (hidden) fp32 */
+	/* cloq_lm support: the layer currently loaded, and fds for row reads */
+	int loaded_layer;
+	cloq_layer_w lw;
+	int *fds;                                    /* one per safetensors file, for row reads */
+	size_t nfds;
+} cloq_model;
+
+int cloq_model_open(const char *dir, cloq_model **out, cloq_err *err);
+void cloq_model_close(cloq_model *m);
+
+/* The tensor of layer l, linear `lin` (weight or, with bias=1, its bias: NULL when absent). */
+const cloq_st_tensor *cloq_model_linear(const cloq_model *m, int l, int lin, int bias);
+const cloq_st_tensor *cloq_model_norm(const cloq_model *m, int l, int post_attention);
+
+/* Load layer l's weights as fp32 into *w (allocated; release with cloq_layer_w_free). NaN/Inf is
+ * CLOQ_EINPUT naming the tensor and the first bad index. */
+int cloq_model_load_layer(const cloq_model *m, int l, cloq_layer_w *w, cloq_err *err);
+void cloq_layer_w_free(cloq_layer_w *w);
+
+/* Rows [row0, row0+n) of a 2-D tensor as fp32 (embedding look-ups, lm_head chunks). */
+int cloq_model_read_rows(cloq_model *m, const cloq_st_tensor *t, int64_t row0, int64_t n, float *dst, cloq_err *err);
+
+/* A cloq_lm over the original weights (for ppl and as the source of conversions). */
+void cloq_model_lm(cloq_model *m, cloq_lm *lm);
+
+#endif
