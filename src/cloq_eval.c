@@ -97,7 +97,7 @@ int cloq_eval_ppl(const cloq_lm *lm, const cloq_windows *w, cloq_eval_result *re
 		for (int i = 0; i < n; i++) {
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nv, D, 1.0f, x + (size_t)i * T * D, D, head,
 				    D, 0.0f, logits, nv);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)T * nv > (1u << 20))
 			for (int t = 0; t < T - 1; t++) {
 				size_t r = (size_t)i * T + t;
 				const float *lr = logits + (size_t)t * nv;

@@ -88,7 +88,7 @@ void cloq_rope_free(cloq_rope *r)
 static void rope_apply(const cloq_rope *r, float *x, int T, int nheads, int hd)
 {
 	int half = hd / 2, stride = nheads * hd;
-#pragma omp parallel for schedule(static) if (T * nheads > 256)
+#pragma omp parallel for schedule(static) if ((size_t)T * nheads * hd > (1u << 18))
 	for (int t = 0; t < T; t++) {
 		const float *c = r->cos + (size_t)t * half, *s = r->sin + (size_t)t * half;
 		for (int h = 0; h < nheads; h++) {
@@ -105,7 +105,7 @@ static void rope_apply(const cloq_rope *r, float *x, int T, int nheads, int hd)
 /* ---- primitives ---------------------------------------------------------------------------- */
 void cloq_rmsnorm(const float *x, const float *weight, float *y, int T, int n, double eps)
 {
-#pragma omp parallel for schedule(static) if (T > 64)
+#pragma omp parallel for schedule(static) if ((size_t)T * n > (1u << 18))
 	for (int t = 0; t < T; t++) {
 		const float *xr = x + (size_t)t * n;
 		float *yr = y + (size_t)t * n;
@@ -206,7 +206,7 @@ static void attention(const cloq_config *c, cloq_block_ws *ws, int T)
 		 * which keeps this one GEMM instead of T small ones. */
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, ws->q + (size_t)h * hd, qs,
 			    ws->k + (size_t)g * hd, ks, 0.0f, S, T);
-#pragma omp parallel for schedule(static) if (T > 64)
+#pragma omp parallel for schedule(static) if ((size_t)T * T > (1u << 20))
 		for (int i = 0; i < T; i++) {
 			float *row = S + (size_t)i * T;
 			float mx = row[0];
@@ -268,7 +268,7 @@ int cloq_block_forward(const cloq_config *c, const cloq_layer_w *w, const cloq_r
 		return CLOQ_OK;
 	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_GATE], w->b[CLOQ_LIN_GATE], ws->g, T, D, NI);
 	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_UP], w->b[CLOQ_LIN_UP], ws->u, T, D, NI);
-#pragma omp parallel for schedule(static) if ((size_t)T * NI > 65536)
+#pragma omp parallel for schedule(static) if ((size_t)T * NI > (1u << 20))
 	for (size_t i = 0; i < (size_t)T * NI; i++) {
 		float gv = ws->g[i];
 		ws->g[i] = gv / (1.0f + expf(-gv)) * ws->u[i];
