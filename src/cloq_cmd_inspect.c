@@ -1,0 +1,137 @@
+/* cloq_cmd_inspect.c - `cloq inspect MODEL_DIR`: what the model is and what converting it costs. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cloq_cli.h"
+#include "cloq_convert.h"
+#include "cloq_dtype.h"
+#include "cloq_model.h"
+#include "cloq_plan.h"
+
+static const char help[] =
+	"usage: cloq inspect MODEL_DIR [conversion options]\n"
+	"\n"
+	"Prints the architecture, parameter count, dtypes, safetensors files, the tensors of one decoder\n"
+	"layer, and the memory plan of a conversion: predicted peak memory and disk scratch. Conversion\n"
+	"options (--nsamples, --seqlen, --rank, --bits, --cache-dtype, --propagate) change the plan.\n";
+
+static void human(double b, char *buf, size_t cap)
+{
+	const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int i = 0;
+	while (b >= 1024 && i < 4) {
+		b /= 1024;
+		i++;
+	}
+	snprintf(buf, cap, i ? "%.2f %s" : "%.0f %s", b, u[i]);
+}
+
+/* 260032 -> "260,032" */
+static void commas(long long v, char *buf, size_t cap)
+{
+	char tmp[32];
+	int n = snprintf(tmp, sizeof tmp, "%lld", v), o = 0;
+	for (int i = 0; i < n && o + 2 < (int)cap; i++) {
+		if (i && (n - i) % 3 == 0 && tmp[i - 1] != '-')
+			buf[o++] = ',';
+		buf[o++] = tmp[i];
+	}
+	buf[o] = '\0';
+}
+
+static void print_shape(const cloq_st_tensor *t)
+{
+	char s[64] = "";
+	for (int d = 0; d < t->ndim; d++)
+		snprintf(s + strlen(s), sizeof s - strlen(s), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+	printf("    %-48s %-5s [%s]\n", t->name, cloq_dtype_name(t->dtype), s);
+}
+
+int cloq_cmd_inspect(int argc, char **argv, cloq_err *err)
+{
+	if (cloq_cli_wants_help(argc, argv) || argc < 2) {
+		fputs(help, argc < 2 ? stderr : stdout);
+		return argc < 2 ? cloq_err_set(err, CLOQ_EUSAGE, "missing MODEL_DIR") : CLOQ_OK;
+	}
+	/* reuse convert's option parser for the plan; -o and calibration are not needed here */
+	cloq_convert_opts o;
+	char *args[256];
+	int n = 0;
+	args[n++] = "convert";
+	for (int i = 1; i < argc && n < 250; i++)
+		args[n++] = argv[i];
+	args[n++] = "-o";
+	args[n++] = "/nonexistent";
+	args[n++] = "--calib";
+	args[n++] = "/nonexistent";
+	int rc = cloq_convert_parse_args(n, args, &o, err);
+	if (rc)
+		return rc;
+	cloq_model *m = NULL;
+	rc = cloq_model_open(o.model_dir, &m, err);
+	if (rc)
+		return rc;
+	const cloq_config *c = &m->cfg;
+	char b1[32], b2[32], b3[32];
+	long long params = 0;
+	int dt_count[CLOQ_DT_COUNT] = {0};
+	uint64_t bytes = 0;
+	for (size_t i = 0; i < cloq_st_count(m->st); i++) {
+		const cloq_st_tensor *t = cloq_st_tensor_at(m->st, i);
+		params += (long long)t->nelem;
+		bytes += t->nbytes;
+		if (t->dtype >= 0 && t->dtype < CLOQ_DT_COUNT)
+			dt_count[t->dtype]++;
+	}
+	printf("model        %s\n", o.model_dir);
+	printf("architecture %s\n", c->arch_name);
+	char pc[32];
+	commas(params, pc, sizeof pc);
+	human((double)bytes, b1, sizeof b1);
+	if (params >= 1000000000LL)
+		printf("parameters   %s (%.2f B) in %zu tensors, %s\n", pc, params / 1e9, cloq_st_count(m->st), b1);
+	else
+		printf("parameters   %s (%.2f M) in %zu tensors, %s\n", pc, params / 1e6, cloq_st_count(m->st), b1);
+	printf("dtypes      ");
+	for (int d = 0; d < CLOQ_DT_COUNT; d++)
+		if (dt_count[d])
+			printf(" %s x%d", cloq_dtype_name(d), dt_count[d]);
+	printf("\n");
+	printf("layers       %d decoder layers, hidden %d, intermediate %d\n", c->layers, c->hidden, c->intermediate);
+	printf("attention    %d query heads, %d key-value heads%s, head dim %d, rope theta %g%s\n", c->heads, c->kv_heads,
+	       c->kv_heads < c->heads ? " (GQA)" : "", c->head_dim, c->rope_theta,
+	       c->rope_type == CLOQ_ROPE_LLAMA3 ? " (llama3 scaling)" : c->rope_type == CLOQ_ROPE_LINEAR ? " (linear scaling)" : "");
+	printf("vocabulary   %d, %s embeddings, max positions %d, rms eps %g\n", c->vocab,
+	       c->tie_embeddings ? "tied" : "separate lm_head", c->max_pos, c->rms_eps);
+	printf("files        %zu safetensors file%s\n", cloq_st_nfiles(m->st), cloq_st_nfiles(m->st) == 1 ? "" : "s");
+	for (size_t f = 0; f < cloq_st_nfiles(m->st); f++)
+		printf("    %s (%s)\n", cloq_st_file_path(m->st, f), (human((double)cloq_st_file_size(m->st, f), b1, sizeof b1), b1));
+	printf("layer 0 tensors (every layer has the same):\n");
+	size_t idx[64];
+	size_t k = cloq_st_layer_tensors(m->st, 0, idx, 64);
+	for (size_t i = 0; i < k && i < 64; i++)
+		print_shape(cloq_st_tensor_at(m->st, idx[i]));
+	printf("other tensors:\n");
+	for (size_t i = 0; i < cloq_st_count(m->st); i++) {
+		const cloq_st_tensor *t = cloq_st_tensor_at(m->st, i);
+		if (strncmp(t->name, "model.layers.", 13) != 0)
+			print_shape(t);
+	}
+	int seqlen = o.seqlen_given ? o.seqlen : (c->max_pos < 2048 ? c->max_pos : 2048);
+	cloq_plan p;
+	cloq_plan_compute(c, &o, o.nsamples, seqlen, &p);
+	printf("conversion plan (%d x %d calibration tokens, INT%d group %d, rank %d):\n", o.nsamples, seqlen, o.bits,
+	       o.group_size, o.rank);
+	human((double)p.peak_bytes, b1, sizeof b1);
+	printf("    peak memory    %s (dominated by %s)\n", b1, p.largest_item);
+	human((double)p.weights_bytes, b1, sizeof b1);
+	human((double)p.solver_bytes, b2, sizeof b2);
+	human((double)p.forward_bytes, b3, sizeof b3);
+	printf("                   layer weights %s, solver %s, forward %s\n", b1, b2, b3);
+	human((double)p.scratch_disk, b1, sizeof b1);
+	human((double)p.output_bytes, b2, sizeof b2);
+	printf("    disk scratch   %s (activation caches, before compression)\n", b1);
+	printf("    output         about %s\n", b2);
+	cloq_model_close(m);
+	return CLOQ_OK;
+}
