@@ -4,7 +4,9 @@
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
+#include <stdatomic.h>
 #define CLOQ_HAVE_X86 1
 #endif
 
@@ -150,10 +152,23 @@ __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *src
 		dst[i] = cloq_f32_to_f16_ref(src[i]);
 }
 
+/* AVX + F16C usable: CPU flags and OS-enabled YMM state. cpuid traps to the hypervisor in VMs, so
+ * the answer is cached; the cache is write-once and idempotent (racing writers store the same). */
 static int have_f16c(void)
 {
-	/* __builtin_cpu_supports is cheap (reads a table filled at start-up); no cached global. */
-	return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+	static _Atomic int cached = -1;
+	int v = atomic_load_explicit(&cached, memory_order_relaxed);
+	if (v >= 0)
+		return v;
+	unsigned a, b, c, d;
+	v = 0;
+	if (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE) && (c & bit_AVX) && (c & bit_F16C)) {
+		unsigned lo, hi;
+		__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+		v = (lo & 6) == 6; /* XMM and YMM state saved by the OS */
+	}
+	atomic_store_explicit(&cached, v, memory_order_relaxed);
+	return v;
 }
 #endif
 

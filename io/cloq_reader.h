@@ -1,0 +1,98 @@
+/*
+ * cloq_reader.h - streaming reader: "read layer l+1 while layer l computes".
+ *
+ * A reader owns read-only descriptors of a list of files and one background thread. A batch of
+ * requests {file, offset, length, dst} is started with cloq_reader_start(), which returns at once;
+ * the thread reads the bytes into the callers' buffers, in chunks of params.chunk_bytes with at
+ * most params.queue_depth chunks in flight (io_uring), or one pread at a time when io_uring cannot
+ * be set up (containers often forbid it: the reader then prints once per process to stderr
+ * "cloq: io_uring unavailable (<reason>), using pread") or when params.force_pread is set.
+ * cloq_reader_wait() blocks until the whole batch is in memory and reports its first error:
+ *   - a request reaching past the end of its file: CLOQ_EINPUT "path: short read: file ends at
+ *     offset X, request wanted [A, B)";
+ *   - a read error (EIO, ...): CLOQ_EIO naming the file and offset;
+ *   - out of memory: CLOQ_EIO.
+ * Short reads are resubmitted for the remainder. After an error the batch's buffers hold
+ * unspecified bytes, but no read is still in flight when wait returns.
+ *
+ * While reading, the thread computes XXH3-64 (seed 0, the same value as XXH3_64bits() over the
+ * request's bytes) of each request into req->xxh3, so the pipeline can fingerprint its inputs
+ * without another pass over memory.
+ *
+ * Threading: one batch at a time per reader; start/wait/stats from one thread (the caller's).
+ * The request array and the dst buffers must stay valid and untouched until wait returns.
+ */
+#ifndef CLOQ_READER_H
+#define CLOQ_READER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cloq_error.h"
+#include "cloq_safetensors.h"
+
+typedef struct cloq_reader cloq_reader;
+
+typedef struct cloq_reader_req {
+	int file;          /* index into the reader's file list */
+	uint64_t offset;   /* absolute byte offset in that file */
+	size_t length;     /* bytes to read (0 is fine: xxh3 is then the hash of nothing) */
+	void *dst;         /* length bytes, owned by the caller */
+	size_t tag;        /* free for the caller; the planners put the tensor index here */
+	uint64_t xxh3;     /* out: XXH3-64 of the bytes read, valid after a successful wait */
+} cloq_reader_req;
+
+typedef struct cloq_reader_params {
+	unsigned queue_depth; /* chunks in flight with io_uring (default 32) */
+	size_t chunk_bytes;   /* bytes per read call (default 1 MiB) */
+	int force_pread;      /* 1: do not try io_uring */
+	int direct;           /* 1: open with O_DIRECT; every offset, length and dst must then be
+				 * aligned to the device's logical block (4096 is safe); the reader
+				 * does not check. For benchmarks that bypass the page cache. */
+} cloq_reader_params;
+
+typedef struct cloq_reader_stats {
+	uint64_t bytes_read;   /* total over all batches */
+	uint64_t requests;
+	double busy_seconds;   /* wall time the background thread spent on batches */
+	double wait_seconds;   /* wall time callers spent blocked in cloq_reader_wait */
+	const char *backend;   /* "io_uring" or "pread" */
+} cloq_reader_stats;
+
+cloq_reader_params cloq_reader_default_params(void);
+
+/* Open nfiles paths (read-only) and start the thread. params may be NULL (defaults).
+ * Errors: CLOQ_EINPUT for a missing file, CLOQ_EIO otherwise. */
+int cloq_reader_create(const char *const *paths, size_t nfiles, const cloq_reader_params *params,
+		       cloq_reader **out, cloq_err *err);
+/* Finish any batch in flight (discarding its errors) and release everything. NULL ok. */
+void cloq_reader_free(cloq_reader *r);
+
+/* Begin reading n requests in the background. CLOQ_EINPUT (nothing started) when a batch is still
+ * in flight or a request names a bad file index or has a NULL dst with a non-zero length. */
+int cloq_reader_start(cloq_reader *r, cloq_reader_req *reqs, size_t n, cloq_err *err);
+/* Block until the batch is complete; its status (see above). CLOQ_EINPUT when none was started. */
+int cloq_reader_wait(cloq_reader *r, cloq_err *err);
+
+void cloq_reader_get_stats(const cloq_reader *r, cloq_reader_stats *s);
+const char *cloq_reader_backend(const cloq_reader *r); /* "io_uring" or "pread" */
+
+/* ---- planning reads of safetensors tensors --------------------------------------------------- */
+#define CLOQ_PLAN_ALIGN 64 /* each tensor's bytes start at a multiple of this in the buffer */
+
+/* Lay out the raw bytes of tensors idx[0..n) of m (indices for cloq_st_tensor_at) one after the
+ * other in buf, each at a CLOQ_PLAN_ALIGN boundary, and fill reqs[0..n) (file = the model's file
+ * index, tag = the tensor index) for a reader created on the model's file paths (see
+ * cloq_st_file_path). *needed gets the buffer size required; with buf == NULL only that is
+ * computed. buf must be CLOQ_PLAN_ALIGN-aligned; buf_size < *needed is CLOQ_EINPUT.
+ * Raw bytes: convert after wait with cloq_st_convert_f32. */
+int cloq_st_plan(const cloq_st_model *m, const size_t *idx, size_t n, void *buf, size_t buf_size,
+		 cloq_reader_req *reqs, size_t *needed, cloq_err *err);
+/* The same for all tensors named "model.layers.<layer>.*" (cloq_st_layer_tensors order). reqs has
+ * room for cap requests; *nreq gets the number of tensors (CLOQ_EINPUT when it exceeds cap, or
+ * when the layer has no tensors). */
+int cloq_st_layer_plan(const cloq_st_model *m, int layer, void *buf, size_t buf_size,
+		       cloq_reader_req *reqs, size_t cap, size_t *nreq, size_t *needed,
+		       cloq_err *err);
+
+#endif /* CLOQ_READER_H */
