@@ -19,7 +19,6 @@ int cloq_cli_wants_help(int argc, char **argv)
 				    name);                                                      \
 	}
 NOT_YET(cloq_cmd_inspect, "inspect")
-NOT_YET(cloq_cmd_tokenize, "tokenize")
 NOT_YET(cloq_cmd_ppl, "ppl")
 NOT_YET(cloq_cmd_convert, "convert")
 NOT_YET(cloq_cmd_resume, "resume")
