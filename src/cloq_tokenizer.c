@@ -20,6 +20,7 @@
 #include <xxhash.h>
 
 #include "cloq_sys.h"
+#include "cloq_tokenizer_internal.h"
 
 /* ================================================================================================
  * UTF-8
@@ -411,7 +412,7 @@ static void re_free(struct tok_re *re)
  * The tokenizer
  * ============================================================================================== */
 
-enum norm_kind { NORM_PREPEND, NORM_REPLACE_STR, NORM_REPLACE_RE, NORM_STRIP };
+enum norm_kind { NORM_PREPEND, NORM_REPLACE_STR, NORM_REPLACE_RE, NORM_STRIP, NORM_NFC };
 
 struct tok_norm {
 	int kind;
@@ -717,6 +718,10 @@ static int norm_apply(struct tok_ctx *c, const struct tok_norm *nm, const char *
 			return oom(c);
 		return CLOQ_OK;
 	}
+	case NORM_NFC:
+		if (cloq_tok_nfc(s, len, &o->p, &o->cap, &o->len))
+			return oom(c);
+		return CLOQ_OK;
 	}
 	return CLOQ_OK;
 }
@@ -1448,9 +1453,11 @@ static int add_norm(cloq_tokenizer *t, const cJSON *n, cloq_err *err, int depth)
 		nm->kind = NORM_STRIP;
 		nm->left = jbool(n, "strip_left", 1);
 		nm->right = jbool(n, "strip_right", 1);
+	} else if (!strcmp(type, "NFC")) {
+		nm->kind = NORM_NFC;
 	} else {
 		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT,
-			     "%s: normalizer type '%s' is not supported (supported: Sequence, Prepend, Replace, Strip)",
+			     "%s: normalizer type '%s' is not supported (supported: Sequence, Prepend, Replace, Strip, NFC)",
 			     P, type);
 	}
 	t->nnorm++;

@@ -15,7 +15,8 @@
  *   model           BPE: merges as "a b" strings or ["a","b"] pairs, byte_fallback (<0xNN>),
  *                   unk_token + fuse_unk, ignore_merges. (Sentencepiece-style Llama-2 / Mistral
  *                   and byte-level Llama-3 / Qwen2-style files.)
- *   normalizer      null, Sequence, Prepend, Replace (String or Regex pattern), Strip.
+ *   normalizer      null, Sequence, Prepend, Replace (String or Regex pattern), Strip,
+ *                   NFC (Unicode 14 tables, src/cloq_tok_nfc_gen.py).
  *   pre_tokenizer   null, Sequence, Split (String or Regex; Isolated, Removed, MergedWithPrevious,
  *                   MergedWithNext, Contiguous; invert), ByteLevel (add_prefix_space, use_regex),
  *                   Metaspace (replacement, prepend_scheme always/first/never or add_prefix_space,

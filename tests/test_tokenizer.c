@@ -593,7 +593,7 @@ static void test_handmade_sentencepiece_normalizer(void **state)
 }
 
 /* Byte-level: 256 byte pieces with id = byte value, a Split regex then ByteLevel, ignore_merges. */
-static char *bytelevel_json(int ignore_merges, int split)
+static char *bytelevel_json(int ignore_merges, int split, int nfc)
 {
 	cJSON *root = cJSON_CreateObject();
 	cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
@@ -602,7 +602,10 @@ static char *bytelevel_json(int ignore_merges, int split)
 	cJSON_AddStringToObject(bos, "content", "<|bos|>");
 	cJSON_AddBoolToObject(bos, "special", 1);
 	cJSON_AddItemToArray(added, bos);
-	cJSON_AddNullToObject(root, "normalizer");
+	if (nfc)
+		cJSON_AddStringToObject(cJSON_AddObjectToObject(root, "normalizer"), "type", "NFC");
+	else
+		cJSON_AddNullToObject(root, "normalizer");
 	cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
 	cJSON *bl = cJSON_CreateObject();
 	cJSON_AddStringToObject(bl, "type", "ByteLevel");
@@ -672,7 +675,7 @@ static void test_handmade_bytelevel(void **state)
 {
 	char dir[512];
 	make_dir(dir, sizeof dir, "bl");
-	char *json = bytelevel_json(1, 1);
+	char *json = bytelevel_json(1, 1, 0);
 	write_file(dir, "tokenizer.json", json);
 	free(json);
 	cloq_tokenizer *t = load(dir);
@@ -689,7 +692,7 @@ static void test_handmade_bytelevel(void **state)
 	cloq_tok_free(t);
 
 	/* without ignore_merges "xyz" has no merge path; "Ġthe" is reached by merges anyway */
-	json = bytelevel_json(0, 1);
+	json = bytelevel_json(0, 1, 0);
 	write_file(dir, "tokenizer.json", json);
 	free(json);
 	t = load(dir);
@@ -698,11 +701,24 @@ static void test_handmade_bytelevel(void **state)
 	cloq_tok_free(t);
 
 	/* ByteLevel alone: add_prefix_space, GPT-2 regex */
-	json = bytelevel_json(0, 0);
+	json = bytelevel_json(0, 0, 0);
 	write_file(dir, "tokenizer.json", json);
 	free(json);
 	t = load(dir);
 	EXPECT(t, "the the", 300, 258, 258);
+	cloq_tok_free(t);
+
+	/* NFC normalizer (Qwen2): known compositions from Python's unicodedata */
+	json = bytelevel_json(0, 1, 1);
+	write_file(dir, "tokenizer.json", json);
+	free(json);
+	t = load(dir);
+	EXPECT(t, "e\xcc\x81", 300, 0xC3, 0xA9);                     /* e + U+0301 -> U+00E9 */
+	EXPECT(t, "\xe1\x84\x80\xe1\x85\xa1", 300, 0xEA, 0xB0, 0x80); /* Hangul L + V -> U+AC00 */
+	EXPECT(t, "a\xcc\x82\xcc\xa3", 300, 0xE1, 0xBA, 0xAD);        /* reordered, -> U+1EAD */
+	EXPECT(t, "\xe2\x84\xab", 300, 0xC3, 0x85);                   /* U+212B singleton -> U+00C5 */
+	EXPECT(t, "\xe1\xb8\x8b\xcc\xa3", 300, 0xE1, 0xB8, 0x8D, 0xCC, 0x87); /* -> U+1E0D U+0307 */
+	EXPECT(t, "the the", 300, 't', 257, 258);
 	cloq_tok_free(t);
 }
 
@@ -818,11 +834,16 @@ static void test_alloc_faults(void **state)
 	fault_loop("fixtures/stories260K", "Hello</s>world", hello, 8);
 	char dir[512];
 	make_dir(dir, sizeof dir, "blf");
-	char *json = bytelevel_json(1, 1);
+	char *json = bytelevel_json(1, 1, 0);
 	write_file(dir, "tokenizer.json", json);
 	free(json);
 	static const int32_t the[] = {300, 't', 257, 258, 0xC3, 0xA9};
 	fault_loop(dir, "the the\xc3\xa9", the, 6);
+	json = bytelevel_json(1, 1, 1);
+	write_file(dir, "tokenizer.json", json);
+	free(json);
+	static const int32_t nfc[] = {300, 't', 257, ' ', 0xC3, 0xA9};
+	fault_loop(dir, "the e\xcc\x81", nfc, 6);
 }
 
 int main(void)
