@@ -1,0 +1,307 @@
+/*
+ * cloq_quant_gptq.c - GPTQ (Frantar et al. 2022) as AutoGPTQ's fasterquant, blocked for speed.
+ *
+ * Per row r and column i (in processing order), with U the upper Cholesky factor of H^-1:
+ *     q_i = quant(w_i);  e_i = (w_i - q_i) / U_ii;  w_j -= e_i * U_ij  for j > i.
+ * Rows are independent given U, so the in-block work runs row-parallel on a row-major copy of W,
+ * and the updates of columns beyond the current block are deferred and applied once per block as
+ * one float32 GEMM (the "lazy batch" update): W[:, i2:] -= E[:, blk] @ U[blk, i2:].
+ *
+ * Where this differs from AutoGPTQ's code, and why:
+ *  - AutoGPTQ computes a group's parameters from W[:, i:i+gs] of the *global* W, which misses the
+ *    in-block updates when a group starts mid-block (group 64 < block 128). Here group parameters
+ *    come from the current, fully updated weights (what the GPTQ method intends and what the
+ *    unblocked reference computes): blocks are cut so that a group starting mid-block lies
+ *    wholly inside the block (block rounded down to a multiple of gs), and when gs > block every
+ *    group starts a block. block_size stays a performance knob only.
+ *  - U = chol(H^-1, upper) is computed as R^-1 where H = R R^T with R upper, i.e. the lower
+ *    Cholesky factor of the reversed H, reversed back: one dpotrf + one dtrtri (2n^3/3 flops)
+ *    instead of dpotrf + dpotri + dpotrf (5n^3/3), about 2.5x less time on the dominant step.
+ *    The reference (cloq_quant_ref.c) keeps AutoGPTQ's route; the tests compare the two.
+ *  - H is divided by mean(diag H) first (GPTQ is invariant to scaling H), so that U fits float32
+ *    whatever the scale of the activations.
+ *  - Dead columns also get their off-diagonal H entries zeroed (a true Gram matrix has them zero
+ *    already; this keeps an inconsistent input from breaking the factorisation).
+ */
+#include "cloq_quant_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#include <cblas.h>
+#include <lapacke.h>
+
+#include "cloq_sys.h"
+
+/* ======== H^-1 factor ============================================================================ */
+static void reverse_doubles(double *a, size_t n)
+{
+	for (size_t i = 0, j = n - 1; i < j; i++, j--) {
+		double t = a[i];
+		a[i] = a[j];
+		a[j] = t;
+	}
+}
+
+int cloq_quant__hinv_upper_fast(double *H, int n)
+{
+	size_t N = (size_t)n;
+	/* Row-major symmetric H read column-major and reversed is K = J H J. dpotrf('U') gives
+	 * K = V^T V; with L = V^T lower, H = (J L J)(J L J)^T = R R^T and U = R^-1 = J L^-1 J, which
+	 * read back row-major is the reversed buffer of V^-1 (dtrtri 'U'). */
+	reverse_doubles(H, N * N);
+	int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', n, H, n);
+	if (info != 0)
+		return info > 0 ? info : n + 1;
+	info = LAPACKE_dtrtri(LAPACK_COL_MAJOR, 'U', 'N', n, H, n);
+	if (info != 0)
+		return info > 0 ? info : n + 1;
+	reverse_doubles(H, N * N);
+	for (size_t i = 1; i < N; i++)
+		memset(H + i * N, 0, i * sizeof *H);
+	return 0;
+}
+
+/* ======== shared set-up =========================================================================== */
+/* Build the permuted, dead-column-handled, mean-diag-normalised, damped H into Hd. Returns the
+ * number of dead columns; *mdiag gets mean(diag H) after dead diag := 1 (AutoGPTQ's damp base). */
+static int build_h(const double *H, int n, const int *perm, double damp_rel, double *Hd,
+		   double *mdiag_out)
+{
+	size_t N = (size_t)n;
+	int ndead = 0;
+	double sum = 0.0;
+	for (size_t j = 0; j < N; j++) {
+		double d = H[j * N + j];
+		if (d == 0.0) {
+			ndead++;
+			d = 1.0;
+		}
+		sum += d;
+	}
+	double mdiag = sum / (double)n, inv = 1.0 / mdiag;
+#pragma omp parallel for schedule(static) if (N > 256)
+	for (size_t i = 0; i < N; i++) {
+		size_t pi = (size_t)perm[i];
+		int dead_i = H[pi * N + pi] == 0.0;
+		const double *src = H + pi * N;
+		double *dst = Hd + i * N;
+		for (size_t j = 0; j < N; j++) {
+			size_t pj = (size_t)perm[j];
+			double v = src[pj];
+			if (dead_i || H[pj * N + pj] == 0.0)
+				v = 0.0;
+			dst[j] = v * inv;
+		}
+		dst[i] = (dead_i ? 1.0 : src[pi]) * inv + damp_rel;
+	}
+	*mdiag_out = mdiag;
+	return ndead;
+}
+
+static double attempt_damp(double damp, int k)
+{
+	if (k == 0)
+		return damp;
+	return (damp > 1e-6 ? damp : 1e-6) * pow(10.0, k);
+}
+
+#define GPTQ_MAX_ESCALATIONS 4
+
+/* ======== GPTQ ==================================================================================== */
+int cloq_quant_gptq(const float *W, const double *H, int rows, int cols, const cloq_quant_params *p,
+		    cloq_qtensor *out, cloq_err *err)
+{
+	return cloq_quant_gptq_ex(W, H, rows, cols, p, out, NULL, err);
+}
+
+int cloq_quant_gptq_ex(const float *W, const double *H, int rows, int cols,
+		       const cloq_quant_params *p, cloq_qtensor *out, cloq_quant_gptq_info *info,
+		       cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	cloq_quant_cfg c;
+	int *perm = NULL;
+	unsigned char *hbuf = NULL;
+	float *Wp = NULL, *Err = NULL, *row = NULL;
+	double *loss = NULL;
+	size_t N = (size_t)cols, R = (size_t)rows, nn, rn;
+
+	memset(out, 0, sizeof *out);
+	CLOQ_TRY(cloq_quant__cfg(p, rows, cols, &c, err));
+	CLOQ_FAIL_IF(!W || !H, err, CLOQ_EINPUT, "gptq: no W or H");
+	CLOQ_FAIL_IF(!cloq_mul_ok(N, N, &nn) || !cloq_mul_ok(nn, sizeof(double), &nn) ||
+		     !cloq_mul_ok(R, N, &rn) || !cloq_mul_ok(rn, sizeof(float), &rn), err,
+		     CLOQ_EINPUT, "gptq: shape (%d, %d) too large", rows, cols);
+	CLOQ_TRY(cloq_quant__check_w(W, rows, cols, err));
+	CLOQ_TRY(cloq_quant__check_h(H, cols, err));
+
+	/* Effective block: see the banner. */
+	int blk = c.block_size;
+	if (!c.static_groups && c.gs <= blk)
+		blk = (blk / c.gs) * c.gs;
+	if (blk > cols)
+		blk = cols;
+
+	perm = cloq_malloc(N * sizeof *perm);
+	hbuf = cloq_malloc(nn);
+	Wp = cloq_aligned_alloc(64, rn);
+	Err = cloq_aligned_alloc(64, R * (size_t)blk * sizeof *Err);
+	loss = cloq_calloc(R, sizeof *loss);
+	row = cloq_malloc(N * sizeof *row);
+	CLOQ_FAIL_IF(!perm || !hbuf || !Wp || !Err || !loss || !row, err, CLOQ_EIO,
+		     "gptq: out of memory for a (%d, %d) weight", rows, cols);
+	CLOQ_TRY(cloq_qtensor_alloc(out, rows, cols, c.bits, c.gs, err));
+	CLOQ_TRY(cloq_quant__perm(H, cols, c.act_order, perm, err));
+
+	/* ---- U = chol(H^-1, upper), escalating the damping when H is not numerically SPD ---- */
+	double *Hd = (double *)(void *)hbuf;
+	double damp = 0.0, mdiag = 1.0;
+	int ndead = 0, k, fact = -1;
+	for (k = 0; k <= GPTQ_MAX_ESCALATIONS; k++) {
+		damp = attempt_damp(c.damp, k);
+		ndead = build_h(H, cols, perm, damp, Hd, &mdiag);
+		fact = cloq_quant__hinv_upper_fast(Hd, cols);
+		for (size_t i = 0; fact == 0 && i < N; i++)
+			for (size_t j = i; j < N; j++)
+				if (!isfinite(Hd[i * N + j]) || (j == i && !(Hd[i * N + i] > 0.0))) {
+					fact = 1;
+					break;
+				}
+		if (fact == 0)
+			break;
+	}
+	CLOQ_FAIL_IF(fact != 0, err, CLOQ_EINPUT,
+		     "gptq: H (%d x %d) is not positive definite even with damping %g x mean diag",
+		     cols, cols, damp);
+	/* float32 copy of U in the same buffer: float i sits below double i, which was read
+	 * already (byte copies keep this free of aliasing questions). */
+	for (size_t i = 0; i < N * N; i++) {
+		double d;
+		float f;
+		memcpy(&d, hbuf + i * sizeof(double), sizeof d);
+		f = (float)d;
+		memcpy(hbuf + i * sizeof(float), &f, sizeof f);
+	}
+	unsigned char *shrunk = cloq_realloc(hbuf, N * N * sizeof(float));
+	if (shrunk) /* keeping the larger block is fine when the shrink fails */
+		hbuf = shrunk;
+	const float *U = (const float *)(void *)hbuf;
+
+	/* ---- working copy of W in processing order, dead columns zeroed ---- */
+#pragma omp parallel for schedule(static) if (R * N > 65536)
+	for (size_t r = 0; r < R; r++) {
+		const float *src = W + r * N;
+		float *dst = Wp + r * N;
+		for (size_t j = 0; j < N; j++) {
+			size_t pj = (size_t)perm[j];
+			dst[j] = H[pj * N + pj] == 0.0 ? 0.0f : src[pj];
+		}
+	}
+	if (c.static_groups) { /* groups fixed up front on the original W, natural order */
+		for (size_t r = 0; r < R; r++) {
+			for (size_t j = 0; j < N; j++)
+				row[j] = H[j * N + j] == 0.0 ? 0.0f : W[r * N + j];
+			for (int g = 0; g < c.ngroups; g++) {
+				int j0 = g * c.gs, m = cols - j0 < c.gs ? cols - j0 : c.gs;
+				CLOQ_TRY(cloq_quant__params(row + j0, m, &c,
+							    &out->scale[r * c.ngroups + g],
+							    &out->zero[r * c.ngroups + g], (int)r, g,
+							    err));
+			}
+		}
+	}
+
+	/* ---- blocks ---- */
+	int bad_row = -1;
+	for (int i1 = 0; i1 < cols && bad_row < 0;) {
+		int i2 = i1 + blk;
+		if (!c.static_groups && c.gs > blk) { /* every group starts a block */
+			int next = (i1 / c.gs + 1) * c.gs;
+			if (next < i2)
+				i2 = next;
+		}
+		if (i2 > cols)
+			i2 = cols;
+#pragma omp parallel for schedule(static) if (R * (size_t)(i2 - i1) > 16384)
+		for (size_t r = 0; r < R; r++) {
+			float *w = Wp + r * N;
+			float *e = Err + r * (size_t)blk;
+			float *sc = out->scale + r * c.ngroups;
+			int32_t *zp = out->zero + r * c.ngroups;
+			uint8_t *q = out->q + r * N;
+			double l = 0.0;
+			for (int i = i1; i < i2; i++) {
+				int g;
+				if (c.static_groups) {
+					g = perm[i] / c.gs;
+				} else {
+					g = i / c.gs;
+					if (i % c.gs == 0) {
+						int m = cols - i < c.gs ? cols - i : c.gs;
+						if (cloq_quant__params(w + i, m, &c, &sc[g], &zp[g],
+								       (int)r, g, NULL) != CLOQ_OK) {
+#pragma omp critical(cloq_quant_gptq_bad)
+							if (bad_row < 0 || (int)r < bad_row)
+								bad_row = (int)r;
+							break;
+						}
+					}
+				}
+				float x = w[i], s = sc[g];
+				int32_t z = zp[g];
+				int qc = cloq_quant__code(x, s, z, c.maxq);
+				float dq = cloq_quant__deq(qc, s, z);
+				q[perm[i]] = (uint8_t)qc;
+				const float *u = U + (size_t)i * N;
+				float d = u[i], er = (x - dq) / d;
+				l += (double)(x - dq) * (double)(x - dq) / ((double)d * (double)d);
+				e[i - i1] = er;
+				for (int j = i + 1; j < i2; j++)
+					w[j] -= er * u[j];
+			}
+			loss[r] += 0.5 * l;
+		}
+		if (bad_row < 0 && i2 < cols)
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2,
+				    i2 - i1, -1.0f, Err, blk, U + (size_t)i1 * N + i2, cols, 1.0f,
+				    Wp + i2, cols);
+		i1 = i2;
+	}
+	if (bad_row >= 0) {
+		for (int g = 0; g < c.ngroups; g++) {
+			int j0 = g * c.gs, m = cols - j0 < c.gs ? cols - j0 : c.gs;
+			CLOQ_TRY(cloq_quant__params(Wp + (size_t)bad_row * N + j0, m, &c, &out->scale[0],
+						    &out->zero[0], bad_row, g, err));
+		}
+		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT, "gptq: row %d failed", bad_row);
+	}
+
+	if (c.static_groups)
+		for (int j = 0; j < cols; j++)
+			out->g_idx[j] = j / c.gs;
+	else
+		for (int j = 0; j < cols; j++)
+			out->g_idx[perm[j]] = j / c.gs;
+
+	if (info) {
+		info->damp_used = damp;
+		info->damp_escalations = k;
+		info->dead_cols = ndead;
+		info->loss = 0.0;
+		for (size_t r = 0; r < R; r++)
+			info->loss += loss[r];
+	}
+	(void)mdiag;
+	rc = CLOQ_OK;
+fail:
+	if (rc != CLOQ_OK)
+		cloq_qtensor_free(out);
+	cloq_free(row);
+	cloq_free(loss);
+	cloq_free(Err);
+	cloq_free(Wp);
+	cloq_free(hbuf);
+	cloq_free(perm);
+	return rc;
+}
