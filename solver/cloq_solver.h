@@ -1,0 +1,258 @@
+/*
+ * cloq_solver.h - the linear algebra of cloq: Gram accumulation, the CLoQ closed form, LoftQ,
+ * alternating CLoQ, exact and randomized truncated SVD. CPU backend: OpenBLAS cblas + LAPACKE.
+ *
+ * Conventions (read once, they hold for every function below)
+ * ----------------------------------------------------------
+ *  - Weights are torch layout: W, deq(Q), dW, E are (out, in) row-major float32.
+ *  - Calibration inputs X are (tokens, in) row-major float32; H = X^T X is (in, in) row-major
+ *    float64, full symmetric (both triangles), as cloq_gram_finish leaves it.
+ *  - LoRA factors are PEFT layout: A = lora_A (r, in) row-major, B = lora_B (out, r) row-major,
+ *    and the adapter adds s * B * A to the weight, s = lora_alpha / r (CLoQ uses s = 1).
+ *  - "The objective" of a layer is ||X (dW - s B A)^T||_F^2 = tr(E H E^T), E = dW - s B A.
+ *  - This module includes nothing from quant/: quantizers reach it as a cloq_quantizer_cb.
+ *  - No function prints; every fallible one returns an enum cloq_status and fills `err`
+ *    (may be NULL). Non-finite inputs are CLOQ_EINPUT, never NaN outputs; out of memory is
+ *    CLOQ_EIO.
+ *
+ * The method (CLoQ, Deng et al., arXiv 2501.18475)
+ * ------------------------------------------------
+ *    R^T R = H + lambda I                     (Cholesky, R upper; lambda = lambda_rel * mean diag H)
+ *    M     = R dW^T                           (in, out)
+ *    M_r   = U_r S_r V_r^T                    (top-r truncated SVD)
+ *    s B A = (R^-1 M_r)^T = V_r S_r U_r^T R^-T
+ * Balanced split (default): B = V_r S_r^1/2 / sqrt(s), A = S_r^1/2 U_r^T R^-T / sqrt(s).
+ * "All in B" split:         B = V_r S_r / s,           A = U_r^T R^-T.
+ * At the optimum the damped objective tr(E (H + lambda I) E^T) = ||R E^T||_F^2 equals the tail
+ * energy sum_{i>r} sigma_i(M)^2 exactly (Eckart-Young); the undamped objective tr(E H E^T) is
+ * that minus lambda ||E||_F^2. Any square root of H + lambda I gives the same product s B A
+ * (cloq_solver_factor_eig is the eigendecomposition root, for checks and benchmarks).
+ */
+#ifndef CLOQ_SOLVER_H
+#define CLOQ_SOLVER_H
+
+#include <stdint.h>
+
+#include "cloq_error.h"
+
+/* ================================================================================================
+ * Gram accumulation: H += X^T X over calibration chunks.
+ *
+ * Scheme: each call splits X into sub-chunks of at most CLOQ_GRAM_CHUNK tokens; the product of a
+ * sub-chunk is formed in float32 by sgemm, one column panel of the upper triangle at a time
+ * (CLOQ_GRAM_PANEL columns, so the float32 scratch is n * CLOQ_GRAM_PANEL floats instead of n^2),
+ * and added into the float64 accumulator. So float32 only ever sums CLOQ_GRAM_CHUNK products; the
+ * sum over chunks (262144 tokens for a 128 x 2048 calibration) is float64. sgemm is ~2x dsyrk's
+ * speed here and needs no float64 copy of X.
+ * Measured error (tests/test_solver.c, test_gram_accuracy, against a float64 reference of the
+ * same float32 X; n = 384, 12288 tokens, LLM-like activations with outlier channels):
+ * relative Frobenius error ||H - H_ref||_F / ||H_ref||_F ~ 3e-8 (asserted < 1e-6), max
+ * elementwise error relative to sqrt(H_ii H_jj) ~ 3e-7 (asserted < 1e-5); chunked
+ * (many calls of uneven sizes) and one-shot agree to the same bound. Errors this size are far
+ * below the lambda = 1e-4 * mean diag damping that the solver adds anyway.
+ * ============================================================================================= */
+#define CLOQ_GRAM_CHUNK 2048
+#define CLOQ_GRAM_PANEL 256
+
+typedef struct cloq_gram {
+	int n;              /* width of X (in features) */
+	long long ntokens;  /* rows accumulated so far */
+	double *H;          /* (n, n) row-major; upper triangle while accumulating, full symmetric
+	                     * after cloq_gram_finish. Owned; freed by cloq_gram_free. */
+	float *work;        /* private scratch (n, CLOQ_GRAM_PANEL) */
+} cloq_gram;
+
+/* Zeroed H of (n, n). n >= 1. CLOQ_EINPUT for n < 1 or too large, CLOQ_EIO out of memory. */
+int cloq_gram_init(cloq_gram *g, int n, cloq_err *err);
+/* H += X^T X, X (t, n) row-major float32, t >= 0. A non-finite X entry is CLOQ_EINPUT (message
+ * gives row and column) and leaves H unchanged. May be called after cloq_gram_finish (the upper
+ * triangle stays the accumulator; call finish again). Uses OpenBLAS threads. */
+int cloq_gram_add(cloq_gram *g, const float *X, int t, cloq_err *err);
+/* Mirror the upper triangle into the lower: H becomes full symmetric. */
+void cloq_gram_finish(cloq_gram *g);
+/* Free H and the scratch; safe on a zeroed or already freed struct. */
+void cloq_gram_free(cloq_gram *g);
+
+/* ================================================================================================
+ * Factor of H + lambda I, shared by the layers that see the same input ({q,k,v}, {gate,up}).
+ * ============================================================================================= */
+typedef struct cloq_factor cloq_factor;
+
+enum cloq_factor_kind {
+	CLOQ_FACTOR_CHOLESKY = 0, /* R upper triangular, R^T R = H + lambda I */
+	CLOQ_FACTOR_EIG = 1,      /* R = (Lambda + lambda I)^1/2 V^T from dsyevd; eigenvalues
+	                           * below 0 (rounding) are clamped to 0 */
+};
+
+#define CLOQ_LAMBDA_REL_DEFAULT 1e-4
+#define CLOQ_LAMBDA_REL_MAX 1e-1
+
+/*
+ * Cholesky of H + lambda I, H (n, n) row-major full symmetric float64, lambda = lambda_rel * mean
+ * diag H (lambda_rel >= 0; pass CLOQ_LAMBDA_REL_DEFAULT for the paper's 1e-4).
+ * When the Cholesky fails (H numerically singular beyond the damping), lambda_rel is multiplied
+ * by 10 (from 0, first 1e-6) and retried up to CLOQ_LAMBDA_REL_MAX; the value used is recorded
+ * (cloq_factor_lambda_rel, cloq_factor_escalations). Dead channels (zero rows/columns of H) are
+ * fine: the damping makes them positive. An all-zero H (no calibration signal) gets lambda = 1:
+ * R = I and the CLoQ solution becomes the plain SVD of dW (LoftQ's step).
+ * Errors: CLOQ_EINPUT for n < 1, lambda_rel < 0 or non-finite, a non-finite H entry, a negative
+ * diagonal entry (not a Gram matrix), or a Cholesky that fails even at CLOQ_LAMBDA_REL_MAX;
+ * CLOQ_EIO out of memory. *out is a new handle (free with cloq_factor_free) or NULL on error.
+ * H is copied; the caller keeps it.
+ */
+int cloq_solver_factor(const double *H, int n, double lambda_rel, cloq_factor **out,
+		       cloq_err *err);
+/* The same, with the eigendecomposition root (about 25x slower than Cholesky: for checks and
+ * the benchmark's baseline). Never needs escalation when lambda > 0. */
+int cloq_solver_factor_eig(const double *H, int n, double lambda_rel, cloq_factor **out,
+			   cloq_err *err);
+int cloq_factor_n(const cloq_factor *f);
+int cloq_factor_kind(const cloq_factor *f);
+double cloq_factor_lambda(const cloq_factor *f);      /* absolute lambda used */
+double cloq_factor_lambda_rel(const cloq_factor *f);  /* lambda / mean diag H (after escalation) */
+double cloq_factor_mean_diag(const cloq_factor *f);
+int cloq_factor_escalations(const cloq_factor *f);    /* times lambda was multiplied by 10 */
+void cloq_factor_free(cloq_factor *f);                /* NULL ok */
+
+/* ================================================================================================
+ * Parameters and results
+ * ============================================================================================= */
+enum cloq_split { CLOQ_SPLIT_BALANCED = 0, CLOQ_SPLIT_B = 1 };
+enum cloq_svd_method { CLOQ_SVD_AUTO = 0, CLOQ_SVD_EXACT = 1, CLOQ_SVD_RANDOMIZED = 2 };
+
+typedef struct cloq_lora_params {
+	int rank;          /* r >= 1. If r > min(out, in) the extra rows of A and columns of B are 0 */
+	double scaling;    /* s = lora_alpha / r > 0 */
+	int split;         /* enum cloq_split */
+	int svd;           /* enum cloq_svd_method */
+	int oversample;    /* randomized SVD: sketch width r + oversample */
+	int power_iters;   /* randomized SVD: subspace (power) iterations */
+	uint64_t seed;     /* Gaussian sketch and zero-init A; same seed -> same output */
+} cloq_lora_params;
+
+/*
+ * rank 64, scaling 1, balanced, AUTO, oversample 16, power_iters 4, seed 0.
+ * Why 16 and 4: M = R dW^T has a spectrum that decays like H's (sigma_1/sigma_64 ~ 10-100 on
+ * real layers) over a flat quantization-noise floor. HMT's bound puts the error of q power
+ * iterations at (sigma_{r+p+1}/sigma_r)^(2q+1); with p = 16 (HMT's recommended 5-20) and q = 4 the
+ * excess objective over exact SVD measured < 1e-5 relative on such spectra (test_randomized_svd,
+ * bench_solver), while the cost, 2q + 2 products of M with an (r + p)-wide block, stays a few
+ * percent of forming M. AUTO takes the randomized path when
+ * min(out, in) > 4 * (rank + oversample) (below that an exact SVD costs about the same).
+ */
+cloq_lora_params cloq_lora_default_params(void);
+
+typedef struct cloq_solve_info {
+	double objective;           /* damped: tr(E (H + lambda I) E^T) = ||R E^T||_F^2, float64
+	                             * factors (before rounding to float32 A, B) */
+	double objective_undamped;  /* tr(E H E^T) = objective - lambda ||E||_F^2 (or computed from H
+	                             * directly where the function has H: cloq_solver_cloq_alt) */
+	double tail_energy;         /* sum_{i>r} sigma_i(R dW^T)^2: exact SVD sums the tail singular
+	                             * values; randomized reports ||M||_F^2 - sum_{i<=r} sigma_i^2 */
+	double total_energy;        /* ||R dW^T||_F^2 */
+	double lambda;              /* absolute damping of the factor */
+	double *sigma;              /* in: NULL or an array of >= rank doubles; out: the top
+	                             * singular values of R dW^T, descending (0 beyond min(out,in)) */
+	int rank_used;              /* min(rank, out, in) */
+	int method;                 /* CLOQ_SVD_EXACT or CLOQ_SVD_RANDOMIZED: what ran */
+	int best_iter;              /* alternating solvers: 1-based iterate returned; else 1 */
+	double seconds;             /* wall time of the call */
+} cloq_solve_info;
+
+/* ================================================================================================
+ * Solvers
+ * ============================================================================================= */
+
+/*
+ * One-shot CLoQ. f factors H + lambda I of width in; dW = W - deq(Q) (out, in) row-major;
+ * outputs A (rank, in), B (out, rank) row-major with s B A the minimiser of the damped objective
+ * over rank-r matrices (exactly, for CLOQ_SVD_EXACT; to the randomized SVD's accuracy otherwise).
+ * Singular vectors get a fixed sign (largest-magnitude entry of each left vector positive), so
+ * the output is deterministic. info may be NULL (the objectives are then not computed, saving an
+ * (in, out) x rank product). Work memory: about 3 (in x out) float64 + O(in * rank).
+ * Errors: CLOQ_EINPUT for bad sizes/params, f->n != in, non-finite dW or a non-finite result;
+ * CLOQ_EIO out of memory or a LAPACK failure to converge. On error A and B are zeroed.
+ */
+int cloq_solver_cloq(const cloq_factor *f, const float *dW, int out, int in,
+		     const cloq_lora_params *p, float *A, float *B, cloq_solve_info *info,
+		     cloq_err *err);
+
+/* QLoRA-style zero init, PEFT's default: B = 0, A ~ U(-1/sqrt(in), 1/sqrt(in)) i.i.d., which is
+ * PEFT's nn.init.kaiming_uniform_(lora_A, a=sqrt(5)) (gain sqrt(1/3), bound gain*sqrt(3/in)),
+ * drawn from the seeded generator of p->seed (not torch's stream). */
+int cloq_solver_zero_init(int out, int in, const cloq_lora_params *p, float *A, float *B,
+			  cloq_err *err);
+
+/*
+ * The quantizer, as a callback (quant/ implements it; solver/ never includes quant/).
+ * quantize: Wq (out, in) = deq(quantize(W)) for a target W (out, in); returns a cloq_status.
+ * keep: optional (NULL ok); called right after a quantize call whose result the solver keeps
+ * (the best iterate so far): the quantizer stores that call's codes/scales/zeros.
+ */
+typedef struct cloq_quantizer_cb {
+	void *ctx;
+	int (*quantize)(void *ctx, const float *W, float *Wq, cloq_err *err);
+	void (*keep)(void *ctx);
+} cloq_quantizer_cb;
+
+/*
+ * LoftQ (Li et al. 2023, PEFT's loftq_init): starting from B A = 0 (PEFT's first quantize is of W
+ * itself), `iters` >= 1 times { Wq = quantize(W - s B A); B, A = top-r SVD of W - Wq, balanced }.
+ * Uncalibrated: plain SVD of the weight residual (p->svd picks exact/randomized as for CLoQ). The
+ * last iterate is returned (as PEFT does); keep() is called after its quantize.
+ * Difference from PEFT: PEFT ignores lora_alpha here (it stores L, R with L R ~ residual, correct
+ * only for s = 1); this function divides by s so that s B A is the residual's approximation.
+ * W, Wq (out, in); A (rank, in); B (out, rank). Errors: as cloq_solver_cloq, plus the callback's.
+ */
+int cloq_solver_loftq(const float *W, int out, int in, const cloq_quantizer_cb *qcb,
+		      const cloq_lora_params *p, int iters, float *Wq, float *A, float *B,
+		      cloq_err *err);
+
+/*
+ * Alternating CLoQ (beyond the paper): for t = 1..iters { Wq_t = quantize(W - s B A) (t = 1:
+ * quantize(W)); A, B = CLoQ(f, W - Wq_t) } and return the iterate with the lowest calibrated
+ * objective tr(E H E^T), E = W - Wq_t - s B_t A_t (H may be NULL: then the damped objective of the
+ * factor ranks the iterates). keep() is called each time a new best appears; Wq, A, B receive the
+ * best iterate. iters = 1 is exactly cloq_solver_cloq on dW = W - quantize(W).
+ * info (may be NULL) describes the returned iterate (best_iter says which).
+ */
+int cloq_solver_cloq_alt(const float *W, const cloq_factor *f, const double *H, int out, int in,
+			 const cloq_quantizer_cb *qcb, const cloq_lora_params *p, int iters,
+			 float *Wq, float *A, float *B, cloq_solve_info *info, cloq_err *err);
+
+/* ================================================================================================
+ * Objectives
+ * ============================================================================================= */
+
+/* tr(E H E^T) for E (out, in) float32 row-major, H (in, in) float64 full symmetric, by one dgemm
+ * per block of 256 rows of E (float64 throughout). Returns NAN only when out of memory or on
+ * bad sizes. */
+double cloq_solver_objective(const double *H, const float *E, int out, int in);
+
+/*
+ * Relative calibrated error ||X (W - Wq - s B A)^T||_F / ||X W^T||_F from H alone:
+ * sqrt(tr(E H E^T) / tr(W H W^T)). A and B may both be NULL (no adapter). 0/0 is 0; x/0 is
+ * +inf. Errors: CLOQ_EINPUT bad sizes, CLOQ_EIO out of memory.
+ */
+int cloq_solver_rel_error(const double *H, const float *W, const float *Wq, const float *A,
+			  const float *B, double scaling, int out, int in, int rank, double *rel,
+			  cloq_err *err);
+
+/* ================================================================================================
+ * Truncated SVD (exposed for tests and the benchmark)
+ * ============================================================================================= */
+
+/*
+ * Top-k SVD of M (m, n) COLUMN-major float64 (ld = m): U (m, k) column-major, S (k) descending,
+ * V (n, k) column-major, k <= min(m, n). method EXACT (dgesdd) or RANDOMIZED (Halko-Martinsson-
+ * Tropp: seeded Gaussian sketch of width k + oversample, power_iters subspace iterations each
+ * re-orthonormalised by QR, SVD of the small projection; falls back to EXACT when the sketch is
+ * not narrower than min(m, n)). Signs fixed as in cloq_solver_cloq. M is not modified.
+ * *tail (may be NULL) gets sum_{i>k} sigma_i^2 (EXACT) or ||M||_F^2 - sum_{i<=k} sigma_i^2.
+ * *used (may be NULL) gets the method that ran.
+ */
+int cloq_solver_svd_topk(const double *M, int m, int n, int k, int method, int oversample,
+			 int power_iters, uint64_t seed, double *U, double *S, double *V,
+			 double *tail, int *used, cloq_err *err);
+
+#endif /* CLOQ_SOLVER_H */
