@@ -14,6 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+#include <zstd.h>
+
 #include "cloq_actcache.h"
 #include "cloq_error.h"
 #include "cloq_sys.h"
@@ -407,6 +410,75 @@ static void corrupt_and_truncate(int enc)
 	unlink(path);
 }
 
+static uint64_t le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* The bytes are those of docs/FORMAT.md, checked field by field from the spec alone: header,
+ * index, and the frames' content = byte planes of each chunk, which plain zstd decompresses. */
+static void test_layout_matches_spec(void **state)
+{
+	const size_t cols = 7;
+	const int chunks[] = { 5, 3 };
+	float X[8 * 7];
+	fill(X, 8 * 7, 9);
+	char path[512];
+	path_in(path, sizeof path, "layout.cache");
+	cloq_err err;
+	cloq_err_clear(&err);
+	assert_int_equal(write_cache(path, X, cols, chunks, 2, CLOQ_CACHE_F32, 0, &err), CLOQ_OK);
+	size_t n;
+	unsigned char *d = slurp(path, &n);
+	static const unsigned char head[16] = { 0x50, 0x2a, 0x4d, 0x18, 32, 0, 0, 0,
+						'C', 'L', 'O', 'Q', 'A', 'C', 'T', 'C' };
+	assert_memory_equal(d, head, 16);
+	assert_int_equal(le64(d + 16), 1 | (uint64_t)1 << 32); /* version 1, encoding fp32 */
+	assert_int_equal(le64(d + 24), cols);
+	assert_int_equal(le64(d + 32), XXH3_64bits(d, 32));
+	const unsigned char *ix = d + n - (48 + 40 * 2), *ft = d + n - 40;
+	assert_int_equal(le64(ix) & 0xffffffffu, 0x184D2A51u);
+	assert_int_equal(le64(ix) >> 32, 40 + 40 * 2);
+	assert_int_equal(le64(ft), 8);
+	assert_int_equal(le64(ft + 8), 2);
+	assert_int_equal(le64(ft + 16), cols);
+	assert_memory_equal(ft + 24, "CLOQACTI", 8);
+	assert_int_equal(le64(ft + 32), XXH3_64bits(ix, 48 + 40 * 2 - 8));
+	uint64_t off1 = le64(ix + 8), cs1 = le64(ix + 16), off2 = le64(ix + 48), cs2 = le64(ix + 56);
+	assert_int_equal(off1, 40);
+	assert_int_equal(off2, 40 + cs1);
+	assert_int_equal(off2 + cs2, n - (48 + 40 * 2));
+	assert_int_equal(le64(ix + 24), 5);
+	assert_int_equal(le64(ix + 64), 3);
+	assert_int_equal(le64(ix + 32), XXH3_64bits(X, 5 * cols * 4));
+	assert_int_equal(le64(ix + 72), XXH3_64bits(X + 5 * cols, 3 * cols * 4));
+	assert_int_equal(le64(ix + 40), XXH3_64bits(d + off1, cs1));
+	assert_int_equal(le64(ix + 80), XXH3_64bits(d + off2, cs2));
+	unsigned char plain[8 * 7 * 4 + 16], want[8 * 7 * 4];
+	size_t got = ZSTD_decompress(plain, sizeof plain, d, n);
+	assert_false(ZSTD_isError(got));
+	assert_int_equal(got, sizeof want);
+	const unsigned char *xb = (const unsigned char *)X;
+	size_t at = 0;
+	for (int c = 0, row = 0; c < 2; row += chunks[c], c++) {
+		size_t cnt = (size_t)chunks[c] * cols;
+		for (size_t p = 0; p < 4; p++)
+			for (size_t i = 0; i < cnt; i++)
+				want[at++] = xb[((size_t)row * cols + i) * 4 + p];
+	}
+	assert_memory_equal(plain, want, sizeof want);
+	if (access("/usr/bin/zstd", X_OK) == 0) {
+		char cmd[1024];
+		snprintf(cmd, sizeof cmd, "/usr/bin/zstd -q -t '%s'", path);
+		assert_int_equal(system(cmd), 0);
+	}
+	cloq_free(d);
+	unlink(path);
+}
+
 static void test_corruption_f32(void **state) { corrupt_and_truncate(CLOQ_CACHE_F32); }
 static void test_corruption_bf16(void **state) { corrupt_and_truncate(CLOQ_CACHE_BF16); }
 
@@ -460,6 +532,7 @@ int main(void)
 		cmocka_unit_test(test_bf16_round_trip),
 		cmocka_unit_test(test_empty_cache),
 		cmocka_unit_test(test_bad_arguments),
+		cmocka_unit_test(test_layout_matches_spec),
 		cmocka_unit_test(test_corruption_f32),
 		cmocka_unit_test(test_corruption_bf16),
 		cmocka_unit_test(test_fault_injection),
