@@ -514,15 +514,15 @@ static int decode_planes(cloq_cache_reader *r, size_t k, size_t n, cloq_err *err
 		ZSTD_inBuffer in = { r->in, chunk, 0 };
 		while (in.pos < in.size) {
 			size_t ip = in.pos, op = out.pos;
+			if (left == 0) /* the frame ended before its recorded size */
+				return cloq_err_set(err, CLOQ_EINTEGRITY,
+						    "%s: frame %zu (offset %llu): trailing bytes after the frame",
+						    r->path, k, (unsigned long long)e->off);
 			left = ZSTD_decompressStream(r->dctx, &out, &in);
 			if (ZSTD_isError(left))
 				return cloq_err_set(err, CLOQ_EINTEGRITY,
 						    "%s: frame %zu (offset %llu): zstd: %s", r->path, k,
 						    (unsigned long long)e->off, ZSTD_getErrorName(left));
-			if (left == 0 && in.pos < in.size)
-				return cloq_err_set(err, CLOQ_EINTEGRITY,
-						    "%s: frame %zu (offset %llu): trailing bytes after the frame",
-						    r->path, k, (unsigned long long)e->off);
 			if (in.pos == ip && out.pos == op)
 				return cloq_err_set(err, CLOQ_EINTEGRITY,
 						    "%s: frame %zu (offset %llu): decodes to more than %zu bytes",

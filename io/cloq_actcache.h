@@ -48,8 +48,8 @@ typedef struct cloq_cache_reader cloq_cache_reader;
 /* ---- writer -------------------------------------------------------------------------------- */
 
 /* Start a cache file at `path` with rows of `cols` floats (1 <= cols <= CLOQ_CACHE_MAX_COLS),
- * stored with `encoding`, compressed at zstd level `zstd_level` (1..19; 1-3 are fast, higher
- * levels buy little on activations). On success *w owns a temp file next to `path`.
+ * stored with `encoding`, compressed at zstd level `zstd_level` (1..ZSTD_maxCLevel(); 1 is fastest
+ * and, on activations, compresses as well as 3: see tests/bench/bench_cache.c). On success *w owns a temp file next to `path`.
  * Errors: CLOQ_EINPUT (bad cols/encoding/level), CLOQ_EIO (cannot create, out of memory). */
 int cloq_cache_create(const char *path, size_t cols, int encoding, int zstd_level,
 		      cloq_cache_writer **w, cloq_err *err);
