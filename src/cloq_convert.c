@@ -1,0 +1,819 @@
+/*
+ * cloq_convert.c - the conversion job: the staged per-layer pipeline, resume, report
+ * (see cloq_convert.h for the OUT/ layout and the order of durable steps).
+ */
+#include "cloq_convert.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <omp.h>
+#include <xxhash.h>
+
+#include "cloq_actcache.h"
+#include "cloq_calib.h"
+#include "cloq_cli.h"
+#include "cloq_journal.h"
+#include "cloq_layerstore.h"
+#include "cloq_model.h"
+#include "cloq_plan.h"
+#include "cloq_quant.h"
+#include "cloq_shard.h"
+#include "cloq_solver.h"
+#include "cloq_sys.h"
+
+extern void openblas_set_num_threads(int);
+
+/* ---- small utilities ---------------------------------------------------------------------- */
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+double cloq_peak_rss_gib(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss / (1024.0 * 1024.0);
+}
+
+static void fmt_eta(double s, char *buf, size_t cap)
+{
+	if (!(s >= 0) || s > 1e7) {
+		snprintf(buf, cap, "--:--:--");
+		return;
+	}
+	long t = (long)(s + 0.5);
+	snprintf(buf, cap, "%02ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+static void hex64(uint64_t h, char out[40])
+{
+	snprintf(out, 40, "%016llx", (unsigned long long)h);
+}
+
+/* XXH3-64 of a whole file, streamed. */
+static int hash_file(const char *path, uint64_t *h, uint64_t *size, cloq_err *err)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: cannot open: %m", path);
+	XXH3_state_t *st = XXH3_createState();
+	XXH3_64bits_reset(st);
+	static __thread char buf[1 << 20];
+	size_t n;
+	uint64_t total = 0;
+	while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+		XXH3_64bits_update(st, buf, n);
+		total += n;
+	}
+	int bad = ferror(f);
+	fclose(f);
+	*h = XXH3_64bits_digest(st);
+	XXH3_freeState(st);
+	if (size)
+		*size = total;
+	return bad ? cloq_err_set(err, CLOQ_EIO, "%s: read error", path) : CLOQ_OK;
+}
+
+/* ---- the job ------------------------------------------------------------------------------- */
+typedef struct job {
+	cloq_convert_opts o;
+	char out[3072];
+	cloq_model *m;
+	const cloq_config *cfg;
+	cloq_windows win;
+	cloq_journal j;
+	cloq_rope rope;
+	cloq_block_ws *ws;
+	cloq_layerstore_params sp;
+	float *xbuf;            /* (seqlen, hidden) one window of activations */
+	double t0;
+	double stage_s[8];      /* read, stats, quant, solve, propagate, write, report */
+	long long tokens;       /* tokens per pass */
+	int layers_run;         /* layers processed in this run (for the ETA) */
+	double layer_s_sum;
+} job;
+
+enum { ST_READ, ST_STATS, ST_QUANT, ST_SOLVE, ST_PROP, ST_WRITE, ST_NSTAGES };
+static const char *const stage_names[ST_NSTAGES] = {"read", "statistics", "quantize", "solve", "propagate",
+						    "write"};
+
+static void progress(job *J, int l, const char *stage, double frac, double tok_s)
+{
+	if (J->o.quiet)
+		return;
+	char eta[32];
+	int L = J->cfg->layers;
+	double per_layer = J->layers_run ? J->layer_s_sum / J->layers_run : -1;
+	fmt_eta(per_layer < 0 ? -1 : per_layer * (L - l - frac), eta, sizeof eta);
+	int tty = isatty(2);
+	fprintf(stderr, "%slayer %d/%d  %-10s %5.1f%%  %8.0f tok/s  ETA %s  peak RSS %.2f GiB%s", tty ? "\r\033[K" : "",
+		l + 1, L, stage, 100.0 * frac, tok_s, eta, cloq_peak_rss_gib(), tty ? "" : "\n");
+	fflush(stderr);
+}
+
+static void cache_path(const job *J, int l, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/cache/act_%05d.cloqact", J->out, l);
+}
+
+/* ---- settings and fingerprint -------------------------------------------------------------- */
+static const char *quantizer_name(int q) { return q == CLOQ_Q_RTN ? "rtn" : q == CLOQ_Q_NF ? "nf" : "gptq"; }
+static const char *init_name(int i) { return i == CLOQ_INIT_LOFTQ ? "loftq" : i == CLOQ_INIT_ZERO ? "zero" : "cloq"; }
+static const char *prop_name(int p) { return p == CLOQ_PROP_LORA ? "lora" : p == CLOQ_PROP_FP ? "fp" : "quantized"; }
+
+static cJSON *settings_json(const cloq_convert_opts *o)
+{
+	cJSON *s = cJSON_CreateObject();
+	char abs[4096];
+	cJSON_AddStringToObject(s, "model_dir", realpath(o->model_dir, abs) ? abs : o->model_dir);
+	if (o->calib_text)
+		cJSON_AddStringToObject(s, "calib", realpath(o->calib_text, abs) ? abs : o->calib_text);
+	else
+		cJSON_AddStringToObject(s, "calib_tokens", realpath(o->calib_tokens, abs) ? abs : o->calib_tokens);
+	cJSON_AddNumberToObject(s, "nsamples", o->nsamples_given ? o->nsamples : 0);
+	cJSON_AddNumberToObject(s, "seqlen", o->seqlen);
+	cJSON_AddNumberToObject(s, "seed", (double)o->seed);
+	cJSON_AddNumberToObject(s, "bits", o->bits);
+	cJSON_AddNumberToObject(s, "group_size", o->group_size);
+	cJSON_AddStringToObject(s, "quantizer", quantizer_name(o->quantizer));
+	cJSON_AddBoolToObject(s, "sym", o->sym);
+	cJSON_AddBoolToObject(s, "act_order", o->act_order);
+	cJSON_AddStringToObject(s, "init", init_name(o->init));
+	cJSON_AddNumberToObject(s, "rank", o->rank);
+	cJSON_AddNumberToObject(s, "lora_alpha", o->lora_alpha > 0 ? o->lora_alpha : o->rank);
+	cJSON_AddNumberToObject(s, "cloq_iters", o->cloq_iters);
+	cJSON_AddNumberToObject(s, "loftq_iters", o->loftq_iters);
+	cJSON_AddStringToObject(s, "propagate", prop_name(o->propagate));
+	cJSON_AddBoolToObject(s, "one_pass", o->one_pass);
+	cJSON_AddStringToObject(s, "cache_dtype", o->cache_bf16 ? "bf16" : "fp32");
+	cJSON_AddBoolToObject(s, "baselines", o->baselines);
+	return s;
+}
+
+static int settings_from_json(const cJSON *s, cloq_convert_opts *o, cloq_err *err)
+{
+	cloq_convert_default_opts(o);
+#define STR(k) (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(s, k)) ? cJSON_GetObjectItemCaseSensitive(s, k)->valuestring : NULL)
+#define NUM(k) (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(s, k)) ? cJSON_GetObjectItemCaseSensitive(s, k)->valuedouble : -1)
+#define BOOL(k) cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, k))
+	o->model_dir = STR("model_dir");
+	o->calib_text = STR("calib");
+	o->calib_tokens = STR("calib_tokens");
+	if (!o->model_dir || (!o->calib_text && !o->calib_tokens))
+		return cloq_err_set(err, CLOQ_EINPUT, "journal settings lack model_dir or calibration source");
+	o->nsamples = (int)NUM("nsamples");
+	o->nsamples_given = o->nsamples > 0;
+	if (!o->nsamples_given)
+		o->nsamples = 128;
+	o->seqlen = (int)NUM("seqlen");
+	o->seqlen_given = 1;
+	o->seed = (uint64_t)NUM("seed");
+	o->bits = (int)NUM("bits");
+	o->group_size = (int)NUM("group_size");
+	const char *q = STR("quantizer"), *in = STR("init"), *p = STR("propagate"), *cd = STR("cache_dtype");
+	o->quantizer = q && !strcmp(q, "rtn") ? CLOQ_Q_RTN : CLOQ_Q_GPTQ;
+	o->init = in && !strcmp(in, "loftq") ? CLOQ_INIT_LOFTQ : in && !strcmp(in, "zero") ? CLOQ_INIT_ZERO : CLOQ_INIT_CLOQ;
+	o->propagate = p && !strcmp(p, "lora") ? CLOQ_PROP_LORA : p && !strcmp(p, "fp") ? CLOQ_PROP_FP : CLOQ_PROP_QUANTIZED;
+	o->cache_bf16 = cd && !strcmp(cd, "bf16");
+	o->sym = BOOL("sym");
+	o->act_order = BOOL("act_order");
+	o->rank = (int)NUM("rank");
+	o->lora_alpha = NUM("lora_alpha");
+	o->cloq_iters = (int)NUM("cloq_iters");
+	o->loftq_iters = (int)NUM("loftq_iters");
+	o->one_pass = BOOL("one_pass");
+	o->baselines = BOOL("baselines");
+#undef STR
+#undef NUM
+#undef BOOL
+	if (o->seqlen < 2 || o->bits < 2 || o->group_size < 1 || o->rank < 1 || o->cloq_iters < 1 || o->loftq_iters < 1)
+		return cloq_err_set(err, CLOQ_EINPUT, "journal settings are out of range");
+	return CLOQ_OK;
+}
+
+/* What the output depends on besides the settings: the bytes of config.json, each safetensors
+ * file's size and header, the calibration windows, and the tool version. Reading whole weight
+ * files here would double the job's I/O; a weight changed in place without touching its header is
+ * caught later only by the per-layer input hashes in the report. */
+static int fingerprint_json(job *J, cJSON **out, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	char path[4096];
+	uint64_t h, size;
+	cJSON *fp = cJSON_CreateObject(), *files = NULL;
+	CLOQ_FAIL_IF(!fp, err, CLOQ_EIO, "out of memory");
+	cJSON_AddStringToObject(fp, "tool", "cloq " CLOQ_VERSION);
+	snprintf(path, sizeof path, "%s/config.json", J->o.model_dir);
+	CLOQ_TRY(hash_file(path, &h, &size, err));
+	char hex[40];
+	hex64(h, hex);
+	cJSON_AddStringToObject(fp, "config_xxh3", hex);
+	files = cJSON_AddArrayToObject(fp, "safetensors");
+	for (size_t i = 0; i < cloq_st_nfiles(J->m->st); i++) {
+		const char *p = cloq_st_file_path(J->m->st, i);
+		uint64_t hdr = cloq_st_file_data_offset(J->m->st, i);
+		char *buf = cloq_malloc(hdr);
+		CLOQ_FAIL_IF(!buf, err, CLOQ_EIO, "out of memory");
+		FILE *f = fopen(p, "rb");
+		size_t got = f ? fread(buf, 1, hdr, f) : 0;
+		if (f)
+			fclose(f);
+		uint64_t hh = XXH3_64bits(buf, got);
+		cloq_free(buf);
+		CLOQ_FAIL_IF(got != hdr, err, CLOQ_EIO, "%s: cannot read its header", p);
+		cJSON *e = cJSON_CreateObject();
+		const char *base = strrchr(p, '/');
+		cJSON_AddStringToObject(e, "file", base ? base + 1 : p);
+		cJSON_AddNumberToObject(e, "bytes", (double)cloq_st_file_size(J->m->st, i));
+		hex64(hh, hex);
+		cJSON_AddStringToObject(e, "header_xxh3", hex);
+		cJSON_AddItemToArray(files, e);
+	}
+	hex64(XXH3_64bits(J->win.ids, (size_t)J->win.n * J->win.seqlen * sizeof(int32_t)), hex);
+	cJSON_AddStringToObject(fp, "calib_windows_xxh3", hex);
+	cJSON_AddNumberToObject(fp, "calib_windows", J->win.n);
+	*out = fp;
+	return CLOQ_OK;
+fail:
+	cJSON_Delete(fp);
+	return rc;
+}
+
+/* ---- calibration windows ------------------------------------------------------------------- */
+static int load_windows(job *J, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_convert_opts *o = &J->o;
+	int32_t *ids = NULL;
+	size_t n = 0;
+	if (o->calib_tokens) {
+		CLOQ_TRY(cloq_calib_from_npy(o->calib_tokens, o->nsamples_given ? o->nsamples : 0,
+					     o->seqlen_given ? o->seqlen : 0, o->seed, &J->win, err));
+	} else {
+		CLOQ_TRY(cloq_calib_tokenize_file(o->model_dir, o->calib_text, &ids, &n, err));
+		CLOQ_TRY(cloq_calib_draw(ids, n, o->nsamples, o->seqlen, o->seed, o->calib_text, &J->win, err));
+	}
+	CLOQ_TRY(cloq_windows_check(&J->win, J->cfg->vocab, J->cfg->max_pos,
+				    o->calib_text ? o->calib_text : o->calib_tokens, err));
+	J->o.seqlen = J->win.seqlen;
+	J->tokens = (long long)J->win.n * J->win.seqlen;
+fail:
+	cloq_free(ids);
+	return rc;
+}
+
+/* ---- statistics ---------------------------------------------------------------------------- */
+typedef struct gram_hook {
+	cloq_gram *g[CLOQ_GROUPS];
+} gram_hook;
+
+static int gram_hook_fn(void *ctx, int group, const float *X, int t, int n, cloq_err *err)
+{
+	gram_hook *gh = ctx;
+	if (!gh->g[group])
+		return CLOQ_OK;
+	return cloq_gram_add(gh->g[group], X, t, err);
+}
+
+/* One pass over cache[l]: each window through the block with weights w up to stop_after, the
+ * requested Gram matrices collected on the way; with `next` set, the block's outputs go there. */
+static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int stop_after, cloq_cache_writer *next,
+		const char *stage, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	char path[4096];
+	cloq_cache_reader *r = NULL;
+	cache_path(J, l, path, sizeof path);
+	CLOQ_TRY(cloq_cache_open(path, &r, err));
+	CLOQ_FAIL_IF(cloq_cache_frames(r) != (size_t)J->win.n || cloq_cache_cols(r) != (size_t)J->cfg->hidden, err,
+		     CLOQ_EINTEGRITY, "%s: holds %zu frames of width %zu, expected %d of %d", path, cloq_cache_frames(r),
+		     cloq_cache_cols(r), J->win.n, J->cfg->hidden);
+	double t0 = now(), last = t0;
+	for (int i = 0; i < J->win.n; i++) {
+		int rows = 0;
+		double tr = now();
+		CLOQ_TRY(cloq_cache_read_frame(r, (size_t)i, J->xbuf, &rows, err));
+		J->stage_s[ST_READ] += now() - tr;
+		CLOQ_FAIL_IF(rows != J->win.seqlen, err, CLOQ_EINTEGRITY, "%s: frame %d has %d rows, expected %d", path, i,
+			     rows, J->win.seqlen);
+		CLOQ_TRY(cloq_block_forward(J->cfg, w, &J->rope, J->ws, J->xbuf, rows, gh ? gram_hook_fn : NULL, gh,
+					    stop_after, err));
+		if (next) {
+			double tw = now();
+			CLOQ_TRY(cloq_cache_append(next, J->xbuf, rows, err));
+			J->stage_s[ST_WRITE] += now() - tw;
+		}
+		double t = now();
+		if (t - last > 0.5 || i + 1 == J->win.n) {
+			progress(J, l, stage, (i + 1.0) / J->win.n, (i + 1.0) * J->win.seqlen / (t - t0 + 1e-9));
+			last = t;
+		}
+	}
+fail:
+	cloq_cache_close(r);
+	return rc;
+}
+
+/* cache[0]: the embeddings of the calibration windows. */
+static int build_cache0(job *J, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	char path[4096];
+	cloq_cache_writer *w = NULL;
+	cloq_lm lm;
+	cloq_model_lm(J->m, &lm);
+	cache_path(J, 0, path, sizeof path);
+	CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 3,
+				   &w, err));
+	for (int i = 0; i < J->win.n; i++) {
+		CLOQ_TRY(lm.embed(lm.ctx, J->win.ids + (size_t)i * J->win.seqlen, J->win.seqlen, J->xbuf, err));
+		CLOQ_TRY(cloq_cache_append(w, J->xbuf, J->win.seqlen, err));
+	}
+	CLOQ_TRY(cloq_cache_commit(w, err));
+fail:
+	cloq_cache_writer_free(w);
+	return rc;
+}
+
+/* cache[l+1] from cache[l] through weights w. */
+static int propagate(job *J, int l, const cloq_layer_w *w, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	char path[4096];
+	cloq_cache_writer *next = NULL;
+	cache_path(J, l + 1, path, sizeof path);
+	double t0 = now();
+	CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 3,
+				   &next, err));
+	CLOQ_TRY(pass(J, l, w, NULL, -1, next, "propagate", err));
+	double tc = now();
+	CLOQ_TRY(cloq_cache_commit(next, err));
+	J->stage_s[ST_WRITE] += now() - tc;
+fail:
+	cloq_cache_writer_free(next);
+	J->stage_s[ST_PROP] += now() - t0;
+	return rc;
+}
+
+/* ---- one layer ----------------------------------------------------------------------------- */
+static int process_layer(job *J, int l, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_config *c = J->cfg;
+	double t_layer = now(), t;
+	cloq_layer_w w = {0}, wp = {0};
+	cloq_layer_result res[CLOQ_LINEARS];
+	cloq_gram grams[CLOQ_GROUPS];
+	gram_hook gh = {{0}};
+	memset(res, 0, sizeof res);
+	memset(grams, 0, sizeof grams);
+
+	t = now();
+	CLOQ_TRY(cloq_model_load_layer(J->m, l, &w, err));
+	J->stage_s[ST_READ] += now() - t;
+	/* wp: the weights that feed what comes after each processed group (propagate setting). */
+	wp = w;
+
+	for (int g = 0; g < CLOQ_GROUPS; g++) {
+		int n = g == CLOQ_GROUP_O ? c->heads * c->head_dim : g == CLOQ_GROUP_DOWN ? c->intermediate : c->hidden;
+		CLOQ_TRY(cloq_gram_init(&grams[g], n, err));
+	}
+	t = now();
+	if (J->o.one_pass) {
+		for (int g = 0; g < CLOQ_GROUPS; g++)
+			gh.g[g] = &grams[g];
+		CLOQ_TRY(pass(J, l, &w, &gh, CLOQ_GROUP_DOWN, NULL, "statistics", err));
+	}
+	J->stage_s[ST_STATS] += now() - t;
+	for (int g = 0; g < CLOQ_GROUPS; g++) {
+		if (!J->o.one_pass) {
+			memset(&gh, 0, sizeof gh);
+			gh.g[g] = &grams[g];
+			t = now();
+			char stage[32];
+			snprintf(stage, sizeof stage, "stats %s", cloq_group_names[g]);
+			CLOQ_TRY(pass(J, l, &wp, &gh, g, NULL, stage, err));
+			J->stage_s[ST_STATS] += now() - t;
+		}
+		cloq_gram_finish(&grams[g]);
+		progress(J, l, "solve", 0.25 * (g + 1), 0);
+		CLOQ_TRY(cloq_layer_solve_group(J->cfg, &J->sp, l, g, &grams[g], &w, res, &J->stage_s[ST_QUANT],
+						&J->stage_s[ST_SOLVE], err));
+		for (int lin = 0; lin < CLOQ_LINEARS; lin++)
+			if (cloq_linear_group(lin) == g)
+				wp.w[lin] = cloq_layer_result_propagated(&res[lin], J->sp.propagate, w.w[lin]);
+		cloq_gram_free(&grams[g]);
+	}
+
+	/* propagate, then the shard, then the journal: a layer is done only once all are durable */
+	CLOQ_TRY(propagate(J, l, &wp, err));
+	t = now();
+	char shard[4096];
+	uint64_t h;
+	snprintf(shard, sizeof shard, "%s/shards/layer_%05d.cloqshard", J->out, l);
+	CLOQ_TRY(cloq_layer_write_shard(shard, J->cfg, l, &w, res, err));
+	CLOQ_TRY(hash_file(shard, &h, NULL, err));
+	J->stage_s[ST_WRITE] += now() - t;
+
+	cJSON *rep = cloq_layer_report_json(J->cfg, l, res, now() - t_layer);
+	cJSON_Delete(J->j.layer_report[l]);
+	J->j.layer_report[l] = rep;
+	J->j.layer_done[l] = 1;
+	hex64(h, J->j.layer_hash[l]);
+	CLOQ_TRY(cloq_journal_save(J->out, &J->j, err));
+	J->layers_run++;
+	J->layer_s_sum += now() - t_layer;
+	if (!J->o.quiet) {
+		double zero = 0, fin = 0;
+		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+			zero += res[lin].rel_quant / CLOQ_LINEARS;
+			fin += res[lin].rel_final / CLOQ_LINEARS;
+		}
+		fprintf(stderr, "%slayer %d/%d done in %.1fs: mean calibrated error %.4f quantized -> %.4f with %s LoRA\n",
+			isatty(2) ? "\r\033[K" : "", l + 1, c->layers, now() - t_layer, zero, fin, init_name(J->o.init));
+	}
+fail:
+	for (int g = 0; g < CLOQ_GROUPS; g++)
+		cloq_gram_free(&grams[g]);
+	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
+		cloq_layer_result_free(&res[lin]);
+	cloq_layer_w_free(&w);
+	return rc;
+}
+
+/* Layer l is done and its shard still checks out: push cache[l] to cache[l+1] through the
+ * stored weights instead of recomputing them. */
+static int replay_layer(job *J, int l, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	cloq_layer_w w = {0}, orig = {0};
+	char shard[4096];
+	snprintf(shard, sizeof shard, "%s/shards/layer_%05d.cloqshard", J->out, l);
+	if (J->sp.propagate == CLOQ_PROP_FP)
+		CLOQ_TRY(cloq_model_load_layer(J->m, l, &orig, err));
+	CLOQ_TRY(cloq_layer_load_shard(shard, J->cfg, l, J->sp.bits, J->sp.group_size, J->sp.propagate, J->sp.scaling,
+				       &orig, &w, err));
+	CLOQ_TRY(propagate(J, l, &w, err));
+fail:
+	cloq_layer_w_free(&w);
+	cloq_layer_w_free(&orig);
+	return rc;
+}
+
+static int shard_ok(job *J, int l)
+{
+	char shard[4096];
+	uint64_t h;
+	char hex[40];
+	snprintf(shard, sizeof shard, "%s/shards/layer_%05d.cloqshard", J->out, l);
+	if (hash_file(shard, &h, NULL, NULL) != CLOQ_OK)
+		return 0;
+	hex64(h, hex);
+	return strcmp(hex, J->j.layer_hash[l]) == 0;
+}
+
+/* ---- non-layer tensors, manifest, report --------------------------------------------------- */
+static int write_base(job *J, cloq_err *err)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/shards/base.cloqshard", J->out);
+	return cloq_base_write_shard(path, J->m, err);
+}
+
+static int write_report(job *J, int final, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	char path[4096], *text = NULL;
+	cJSON *r = cJSON_CreateObject();
+	CLOQ_FAIL_IF(!r, err, CLOQ_EIO, "out of memory");
+	cJSON_AddStringToObject(r, "tool", "cloq " CLOQ_VERSION);
+	cJSON_AddItemToObject(r, "settings", cJSON_Duplicate(J->j.settings, 1));
+	cJSON_AddStringToObject(r, "model", J->cfg->arch_name);
+	cJSON_AddNumberToObject(r, "calib_windows", J->win.n);
+	cJSON_AddNumberToObject(r, "calib_seqlen", J->win.seqlen);
+	cJSON *layers = cJSON_AddArrayToObject(r, "layers");
+	double sums[4] = {0};
+	int cnt = 0;
+	for (int l = 0; l < J->cfg->layers; l++) {
+		if (!J->j.layer_report[l])
+			continue;
+		cJSON_AddItemToArray(layers, cJSON_Duplicate(J->j.layer_report[l], 1));
+		cJSON *lins = cJSON_GetObjectItemCaseSensitive(J->j.layer_report[l], "linears");
+		cJSON *e;
+		cJSON_ArrayForEach(e, lins)
+		{
+			const char *keys[4] = {"quantized", "zero", "loftq1", "final"};
+			for (int k = 0; k < 4; k++) {
+				cJSON *v = cJSON_GetObjectItemCaseSensitive(e, keys[k]);
+				if (cJSON_IsNumber(v))
+					sums[k] += v->valuedouble;
+			}
+			cnt++;
+		}
+	}
+	cJSON *mean = cJSON_AddObjectToObject(r, "mean_calibrated_rel_error");
+	if (cnt) {
+		cJSON_AddNumberToObject(mean, "quantized", sums[0] / cnt);
+		if (J->o.baselines)
+			cJSON_AddNumberToObject(mean, "loftq1", sums[2] / cnt);
+		cJSON_AddNumberToObject(mean, "final", sums[3] / cnt);
+		cJSON_AddNumberToObject(mean, "linears", cnt);
+	}
+	cJSON *st = cJSON_AddObjectToObject(r, "run_seconds");
+	for (int s = 0; s < ST_NSTAGES; s++)
+		cJSON_AddNumberToObject(st, stage_names[s], J->stage_s[s]);
+	cJSON_AddNumberToObject(st, "total", now() - J->t0);
+	cJSON_AddNumberToObject(r, "peak_rss_gib", cloq_peak_rss_gib());
+	cJSON_AddBoolToObject(r, "finished", final);
+	text = cJSON_Print(r);
+	CLOQ_FAIL_IF(!text, err, CLOQ_EIO, "out of memory");
+	snprintf(path, sizeof path, "%s/report.json", J->out);
+	rc = cloq_write_file_atomic(path, text, strlen(text), err);
+fail:
+	cJSON_free(text);
+	cJSON_Delete(r);
+	return rc;
+}
+
+static int write_manifest(job *J, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	char path[4096], *text = NULL;
+	cJSON *r = cJSON_CreateObject();
+	CLOQ_FAIL_IF(!r, err, CLOQ_EIO, "out of memory");
+	cJSON_AddStringToObject(r, "format", "cloq-manifest");
+	cJSON_AddNumberToObject(r, "version", 1);
+	cJSON_AddNumberToObject(r, "layers", J->cfg->layers);
+	cJSON_AddItemToObject(r, "settings", cJSON_Duplicate(J->j.settings, 1));
+	cJSON *sh = cJSON_AddArrayToObject(r, "shards");
+	for (int l = 0; l <= J->cfg->layers; l++) {
+		char rel[64], hex[40];
+		uint64_t h, size;
+		if (l < J->cfg->layers)
+			snprintf(rel, sizeof rel, "shards/layer_%05d.cloqshard", l);
+		else
+			snprintf(rel, sizeof rel, "shards/base.cloqshard");
+		snprintf(path, sizeof path, "%s/%s", J->out, rel);
+		CLOQ_TRY(hash_file(path, &h, &size, err));
+		hex64(h, hex);
+		cJSON *e = cJSON_CreateObject();
+		cJSON_AddStringToObject(e, "file", rel);
+		if (l < J->cfg->layers)
+			cJSON_AddNumberToObject(e, "layer", l);
+		cJSON_AddNumberToObject(e, "bytes", (double)size);
+		cJSON_AddStringToObject(e, "xxh3", hex);
+		cJSON_AddItemToArray(sh, e);
+	}
+	text = cJSON_Print(r);
+	CLOQ_FAIL_IF(!text, err, CLOQ_EIO, "out of memory");
+	snprintf(path, sizeof path, "%s/manifest.json", J->out);
+	rc = cloq_write_file_atomic(path, text, strlen(text), err);
+fail:
+	cJSON_free(text);
+	cJSON_Delete(r);
+	return rc;
+}
+
+/* Copy config.json and the tokenizer files so OUT is self-contained for ppl and export. */
+static int copy_model_files(job *J, cloq_err *err)
+{
+	static const char *const files[] = {"config.json", "tokenizer.json", "tokenizer_config.json",
+					    "generation_config.json", "special_tokens_map.json", "tokenizer.model"};
+	char src[4096], dst[4096];
+	snprintf(dst, sizeof dst, "%s/model", J->out);
+	int rc = cloq_mkdir_p(dst, err);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		snprintf(src, sizeof src, "%s/%s", J->o.model_dir, files[i]);
+		if (!cloq_file_exists(src))
+			continue;
+		char *data;
+		size_t n;
+		rc = cloq_read_file(src, &data, &n, err);
+		if (rc)
+			return rc;
+		snprintf(dst, sizeof dst, "%s/model/%s", J->out, files[i]);
+		rc = cloq_write_file_atomic(dst, data, n, err);
+		cloq_free(data);
+		if (rc)
+			return rc;
+	}
+	return CLOQ_OK;
+}
+
+static void remove_stale_caches(job *J, int keep)
+{
+	char path[4096];
+	for (int l = 0; l <= J->cfg->layers; l++) {
+		if (l == keep)
+			continue;
+		cache_path(J, l, path, sizeof path);
+		unlink(path);
+	}
+}
+
+/* ---- driver -------------------------------------------------------------------------------- */
+static int setup_threads(const cloq_convert_opts *o)
+{
+	int n = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 1)
+		n = 1;
+	openblas_set_num_threads(n);
+	omp_set_num_threads(n);
+	return n;
+}
+
+static int run(job *J, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_convert_opts *o = &J->o;
+	char path[4096];
+	cJSON *settings = NULL, *fp = NULL;
+	J->t0 = now();
+	setup_threads(o);
+	snprintf(J->out, sizeof J->out, "%s", o->out_dir);
+	CLOQ_TRY(cloq_model_open(o->model_dir, &J->m, err));
+	J->cfg = &J->m->cfg;
+	CLOQ_TRY(load_windows(J, err));
+
+	/* the memory plan: refuse early rather than fail at layer 40 */
+	cloq_plan plan;
+	cloq_plan_compute(J->cfg, o, J->win.n, J->win.seqlen, &plan);
+	if (o->mem_budget > 0 && plan.peak_bytes > o->mem_budget)
+		CLOQ_FAIL_IF(1, err, CLOQ_EUSAGE,
+			     "--mem-budget %.2f GiB is too small: one layer's working set needs %.2f GiB (%s)",
+			     o->mem_budget / 1073741824.0, plan.peak_bytes / 1073741824.0, plan.largest_item);
+
+	snprintf(path, sizeof path, "%s/shards", J->out);
+	CLOQ_TRY(cloq_mkdir_p(path, err));
+	snprintf(path, sizeof path, "%s/cache", J->out);
+	CLOQ_TRY(cloq_mkdir_p(path, err));
+
+	settings = settings_json(o);
+	CLOQ_TRY(fingerprint_json(J, &fp, err));
+	snprintf(path, sizeof path, "%s/journal.json", J->out);
+	if (cloq_file_exists(path)) {
+		CLOQ_TRY(cloq_journal_load(J->out, &J->j, err));
+		char diff[512] = "";
+		int changed = cloq_json_diff(J->j.settings, settings, diff, sizeof diff);
+		if (!changed && cloq_json_diff(J->j.fingerprint, fp, diff, sizeof diff))
+			changed = 2;
+		if (!changed && J->j.nlayers != J->cfg->layers) {
+			snprintf(diff, sizeof diff, "layers: %d -> %d", J->j.nlayers, J->cfg->layers);
+			changed = 2;
+		}
+		if (changed && !o->force)
+			CLOQ_FAIL_IF(1, err, CLOQ_EINPUT,
+				     "%s holds a job with other %s (%s); use another -o, or --force to start over", J->out,
+				     changed == 1 ? "settings" : "inputs", diff);
+		if (changed) {
+			if (!o->quiet)
+				fprintf(stderr, "cloq: --force: starting over in %s (%s)\n", J->out, diff);
+			cloq_journal_free(&J->j);
+		} else {
+			cJSON_Delete(settings);
+			cJSON_Delete(fp);
+			settings = fp = NULL;
+		}
+	}
+	if (settings) {
+		CLOQ_TRY(cloq_journal_init(&J->j, J->cfg->layers, settings, fp, err));
+		settings = fp = NULL;
+		CLOQ_TRY(cloq_journal_save(J->out, &J->j, err));
+	}
+
+	J->sp.bits = o->bits;
+	J->sp.group_size = o->group_size;
+	J->sp.quantizer = o->quantizer;
+	J->sp.sym = o->sym;
+	J->sp.act_order = o->act_order;
+	J->sp.init = o->init;
+	J->sp.rank = o->rank;
+	J->sp.scaling = (o->lora_alpha > 0 ? o->lora_alpha : o->rank) / (double)o->rank;
+	J->sp.cloq_iters = o->cloq_iters;
+	J->sp.loftq_iters = o->loftq_iters;
+	J->sp.propagate = o->propagate;
+	J->sp.baselines = o->baselines;
+	J->sp.seed = o->seed;
+
+	snprintf(path, sizeof path, "%s/calib_windows.npy", J->out);
+	CLOQ_TRY(cloq_windows_save(&J->win, path, err));
+	CLOQ_TRY(copy_model_files(J, err));
+	if (!J->j.base_done) {
+		CLOQ_TRY(write_base(J, err));
+		J->j.base_done = 1;
+		CLOQ_TRY(cloq_journal_save(J->out, &J->j, err));
+	}
+
+	/* the first layer that needs work, and the last */
+	int L = J->cfg->layers, first = -1, last = -1;
+	for (int l = 0; l < L; l++) {
+		int ok = J->j.layer_done[l] && shard_ok(J, l);
+		if (J->j.layer_done[l] && !ok) {
+			if (!o->quiet)
+				fprintf(stderr, "cloq: layer %d's shard does not match the journal: redoing it\n", l);
+			J->j.layer_done[l] = 0;
+			J->j.finished = 0;
+		}
+		if (!J->j.layer_done[l]) {
+			if (first < 0)
+				first = l;
+			last = l;
+		}
+	}
+	CLOQ_TRY(cloq_rope_init(&J->rope, J->cfg, J->win.seqlen, err));
+	CLOQ_TRY(cloq_block_ws_create(J->cfg, J->win.seqlen, &J->ws, err));
+	J->xbuf = cloq_malloc((size_t)J->win.seqlen * J->cfg->hidden * sizeof(float));
+	CLOQ_FAIL_IF(!J->xbuf, err, CLOQ_EIO, "out of memory");
+
+	if (first >= 0) {
+		if (!o->quiet && first > 0)
+			fprintf(stderr, "cloq: resuming %s at layer %d/%d\n", J->out, first + 1, L);
+		/* cache[first] must hold the inputs of layer `first`; if it is missing or damaged,
+		 * rebuild it from the embeddings through the finished layers' shards. */
+		int start = first;
+		cloq_cache_reader *cr = NULL;
+		cache_path(J, first, path, sizeof path);
+		if (cloq_cache_open(path, &cr, NULL) != CLOQ_OK || cloq_cache_frames(cr) != (size_t)J->win.n) {
+			start = 0;
+		}
+		cloq_cache_close(cr);
+		remove_stale_caches(J, start);
+		if (start == 0)
+			CLOQ_TRY(build_cache0(J, err));
+		for (int l = start; l <= last; l++) {
+			if (J->j.layer_done[l])
+				CLOQ_TRY(replay_layer(J, l, err));
+			else
+				CLOQ_TRY(process_layer(J, l, err));
+			cache_path(J, l, path, sizeof path);
+			unlink(path);
+		}
+		cache_path(J, last + 1, path, sizeof path);
+		unlink(path);
+	}
+	CLOQ_TRY(write_manifest(J, err));
+	J->j.finished = 1;
+	CLOQ_TRY(cloq_journal_save(J->out, &J->j, err));
+	CLOQ_TRY(write_report(J, 1, err));
+	if (!o->quiet)
+		fprintf(stderr, "cloq: %s finished in %.1fs (peak RSS %.2f GiB); check it with 'cloq verify %s'\n",
+			J->out, now() - J->t0, cloq_peak_rss_gib(), J->out);
+fail:
+	if (rc && J->m && J->j.layer_done)
+		write_report(J, 0, NULL);
+	cJSON_Delete(settings);
+	cJSON_Delete(fp);
+	return rc;
+}
+
+static void job_free(job *J)
+{
+	cloq_free(J->xbuf);
+	cloq_block_ws_free(J->ws);
+	cloq_rope_free(&J->rope);
+	cloq_journal_free(&J->j);
+	cloq_windows_free(&J->win);
+	cloq_model_close(J->m);
+}
+
+int cloq_convert_run(const cloq_convert_opts *o, cloq_err *err)
+{
+	job J;
+	memset(&J, 0, sizeof J);
+	J.o = *o;
+	int rc = run(&J, err);
+	job_free(&J);
+	return rc;
+}
+
+int cloq_convert_resume(const char *out_dir, int force, int quiet, cloq_err *err)
+{
+	cloq_journal j;
+	int rc = cloq_journal_load(out_dir, &j, err);
+	if (rc)
+		return cloq_err_wrap(err, rc, "%s: no job to resume", out_dir);
+	cloq_convert_opts o;
+	rc = settings_from_json(j.settings, &o, err);
+	if (rc == CLOQ_OK) {
+		o.out_dir = out_dir;
+		o.force = force;
+		o.quiet = quiet;
+		rc = cloq_convert_run(&o, err);
+	}
+	cloq_journal_free(&j);
+	return rc;
+}

@@ -1,0 +1,85 @@
+/*
+ * cloq_layerstore.h - what the pipeline does to one linear group of a layer (quantize + LoRA
+ * init + error report) and how a processed layer is stored in, and read back from, its shard.
+ *
+ * Shard contents of layer l (names are HF prefixes P = model.layers.l.(self_attn|mlp).X_proj):
+ *   P.qcodes  U8  (out, in)       quantization codes, original column order
+ *   P.scales  F32 (out, ngroups)  fp16-representable scales
+ *   P.qzeros  I32 (out, ngroups)  true zero points
+ *   P.g_idx   I32 (in)            group of each input column
+ *   P.lora_A  F32 (r, in)         already divided so that s * B A is the correction
+ *   P.lora_B  F32 (out, r)
+ *   P.bias    F32 (out)           only when the model has one
+ *   model.layers.l.input_layernorm.weight, ...post_attention_layernorm.weight  F32 (hidden)
+ * The base shard (layer index 0xFFFFFFFF) holds model.embed_tokens.weight, model.norm.weight and
+ * lm_head.weight (when not tied) in their original dtypes.
+ */
+#ifndef CLOQ_LAYERSTORE_H
+#define CLOQ_LAYERSTORE_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+
+#include "cloq_config.h"
+#include "cloq_llama.h"
+#include "cloq_model.h"
+#include "cloq_quant.h"
+#include "cloq_solver.h"
+
+#define CLOQ_BASE_SHARD_LAYER 0xFFFFFFFFu
+
+typedef struct cloq_layerstore_params {
+	int bits, group_size, quantizer, sym, act_order;
+	int init, rank, cloq_iters, loftq_iters, propagate, baselines;
+	double scaling;          /* s = lora_alpha / r */
+	uint64_t seed;
+} cloq_layerstore_params;
+
+typedef struct cloq_layer_result {
+	int out, in, rank;
+	cloq_qtensor q;
+	float *Wq;               /* (out, in) deq(Q) */
+	float *A;                /* (rank, in) */
+	float *B;                /* (out, rank) */
+	float *Wlora;            /* (out, in) deq(Q) + s B A, only for --propagate lora */
+	/* calibrated relative errors ||X (W - deq(Q) - sBA)^T||_F / ||X W^T||_F from H */
+	double rel_quant;        /* B = 0 (quantized alone; also the zero init's error) */
+	double rel_loftq1;       /* LoftQ(T=1) on the same Q (baselines), else NAN */
+	double rel_cloq;         /* CLoQ closed form on the same Q (baselines or init cloq), else NAN */
+	double rel_final;        /* what was stored */
+	double lambda_rel;       /* damping used by the factor */
+	double seconds;
+} cloq_layer_result;
+
+void cloq_layer_result_free(cloq_layer_result *r);
+/* The weight that feeds later computation under --propagate. */
+float *cloq_layer_result_propagated(cloq_layer_result *r, int propagate, float *W);
+
+/* Quantize and initialise the linears of group g of layer l from its Gram matrix. */
+int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params *p, int l, int g,
+			   const cloq_gram *gram, const cloq_layer_w *w, cloq_layer_result res[CLOQ_LINEARS],
+			   double *quant_s, double *solve_s, cloq_err *err);
+
+int cloq_layer_write_shard(const char *path, const cloq_config *cfg, int l, const cloq_layer_w *w,
+			   const cloq_layer_result res[CLOQ_LINEARS], cloq_err *err);
+
+/* Rebuild the propagation weights of layer l from its shard: deq(Q) (+ s B A for lora; the
+ * original weights `orig` for fp). Norms and biases come from the shard. */
+int cloq_layer_load_shard(const char *path, const cloq_config *cfg, int l, int bits, int group_size, int propagate,
+			  double scaling, const cloq_layer_w *orig, cloq_layer_w *w, cloq_err *err);
+
+/* Everything one linear holds in a shard. Arrays allocated; free with cloq_stored_linear_free. */
+typedef struct cloq_stored_linear {
+	cloq_qtensor q;
+	float *A, *B, *bias;
+	int rank;
+} cloq_stored_linear;
+int cloq_layer_read_linear(void *shard /* cloq_shard* */, const cloq_config *cfg, int l, int lin, int bits,
+			   int group_size, cloq_stored_linear *out, cloq_err *err);
+void cloq_stored_linear_free(cloq_stored_linear *s);
+
+cJSON *cloq_layer_report_json(const cloq_config *cfg, int l, const cloq_layer_result res[CLOQ_LINEARS], double secs);
+
+int cloq_base_write_shard(const char *path, cloq_model *m, cloq_err *err);
+
+#endif
