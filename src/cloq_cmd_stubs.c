@@ -19,5 +19,4 @@ int cloq_cli_wants_help(int argc, char **argv)
 				    name);                                                      \
 	}
 NOT_YET(cloq_cmd_ppl, "ppl")
-NOT_YET(cloq_cmd_verify, "verify")
 NOT_YET(cloq_cmd_export, "export")
