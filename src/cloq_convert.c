@@ -335,7 +335,7 @@ static int build_cache0(job *J, cloq_err *err)
 	cloq_lm lm;
 	cloq_model_lm(J->m, &lm);
 	cache_path(J, 0, path, sizeof path);
-	CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 3,
+	CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 1,
 				   &w, err));
 	for (int i = 0; i < J->win.n; i++) {
 		CLOQ_TRY(lm.embed(lm.ctx, J->win.ids + (size_t)i * J->win.seqlen, J->win.seqlen, J->xbuf, err));
@@ -355,7 +355,7 @@ static int propagate(job *J, int l, const cloq_layer_w *w, cloq_err *err)
 	cloq_cache_writer *next = NULL;
 	cache_path(J, l + 1, path, sizeof path);
 	double t0 = now();
-	CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 3,
+	CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 1,
 				   &next, err));
 	CLOQ_TRY(pass(J, l, w, NULL, -1, next, "propagate", err));
 	double tc = now();

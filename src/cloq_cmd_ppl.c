@@ -1,0 +1,102 @@
+/* cloq_cmd_ppl.c - `cloq ppl`: perplexity of an HF model directory or a converted job. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cloq_calib.h"
+#include "cloq_cli.h"
+#include "cloq_eval.h"
+#include "cloq_model.h"
+#include "cloq_npy.h"
+#include "cloq_outmodel.h"
+#include "cloq_sys.h"
+
+static const char help[] =
+	"usage: cloq ppl MODEL_DIR|OUT (--text FILE | --tokens FILE.npy) [--seqlen N] [--no-lora]\n"
+	"\n"
+	"Perplexity of a Hugging Face model directory, or of a converted job OUT (deq(Q) + s B A; with\n"
+	"--no-lora deq(Q) alone).\n"
+	"  --tokens FILE.npy  int32/int64 ids. 2-D: each row is one window. 1-D: cut into windows.\n"
+	"  --text FILE        tokenize the whole file with the model's tokenizer (one text, with BOS as\n"
+	"                     tokenizer.encode adds it), cut non-overlapping windows of --seqlen tokens,\n"
+	"                     drop the tail.\n"
+	"  --seqlen N         window length for --text and 1-D --tokens (default: 2048, at most\n"
+	"                     max_position_embeddings)\n"
+	"Every window is scored as its own sequence: positions 0..T-2 predict 1..T-1, and the figure is\n"
+	"exp(mean negative log-likelihood) over all predictions of all windows.\n";
+
+int cloq_cmd_ppl(int argc, char **argv, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const char *dir = NULL, *text = NULL, *tokens = NULL;
+	int seqlen = 0, no_lora = 0;
+	cloq_model *m = NULL;
+	cloq_outmodel *om = NULL;
+	cloq_windows w = {0};
+	int32_t *ids = NULL;
+	size_t nids = 0;
+	if (cloq_cli_wants_help(argc, argv)) {
+		fputs(help, stdout);
+		return CLOQ_OK;
+	}
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--text") && i + 1 < argc)
+			text = argv[++i];
+		else if (!strcmp(argv[i], "--tokens") && i + 1 < argc)
+			tokens = argv[++i];
+		else if (!strcmp(argv[i], "--seqlen") && i + 1 < argc)
+			seqlen = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--no-lora"))
+			no_lora = 1;
+		else if (argv[i][0] != '-' && !dir)
+			dir = argv[i];
+		else
+			return cloq_err_set(err, CLOQ_EUSAGE, "unexpected argument '%s'", argv[i]);
+	}
+	if (!dir || (!text == !tokens))
+		return cloq_err_set(err, CLOQ_EUSAGE, "need MODEL_DIR|OUT and exactly one of --text FILE, --tokens FILE.npy");
+	if (seqlen < 0 || seqlen == 1)
+		return cloq_err_set(err, CLOQ_EUSAGE, "--seqlen must be at least 2");
+
+	cloq_lm lm;
+	char probe[4096];
+	snprintf(probe, sizeof probe, "%s/journal.json", dir);
+	int is_job = cloq_file_exists(probe);
+	const char *tok_dir = dir;
+	char tokbuf[4096];
+	if (is_job) {
+		CLOQ_TRY(cloq_outmodel_open(dir, !no_lora, &om, err));
+		cloq_outmodel_lm(om, &lm);
+		snprintf(tokbuf, sizeof tokbuf, "%s/model", dir);
+		tok_dir = tokbuf;
+	} else {
+		CLOQ_TRY(cloq_model_open(dir, &m, err));
+		cloq_model_lm(m, &lm);
+	}
+	const cloq_config *cfg = lm.cfg;
+	int T = seqlen ? seqlen : (cfg->max_pos < 2048 ? cfg->max_pos : 2048);
+	if (tokens) {
+		/* 2-D: rows are windows; 1-D: cut into consecutive windows of T */
+		cloq_npy_info info;
+		CLOQ_TRY(cloq_npy_read_i32(tokens, &ids, &info, err));
+		nids = (size_t)info.nelem;
+		if (info.ndim == 2)
+			T = (int)info.shape[1];
+		CLOQ_TRY(cloq_calib_cut(ids, nids, T, tokens, &w, err));
+	} else {
+		CLOQ_TRY(cloq_calib_tokenize_file(tok_dir, text, &ids, &nids, err));
+		CLOQ_TRY(cloq_calib_cut(ids, nids, T, text, &w, err));
+	}
+	CLOQ_TRY(cloq_windows_check(&w, cfg->vocab, cfg->max_pos, tokens ? tokens : text, err));
+	cloq_eval_result res;
+	CLOQ_TRY(cloq_eval_ppl(&lm, &w, &res, isatty(2), err));
+	printf("perplexity %.6f  (%lld predictions in %d windows of %d tokens, mean NLL %.6f, %.1fs)\n", res.ppl,
+	       res.count, w.n, w.seqlen, res.nll_sum / res.count, res.seconds);
+fail:
+	cloq_windows_free(&w);
+	cloq_free(ids);
+	cloq_model_close(m);
+	cloq_outmodel_close(om);
+	return rc;
+}

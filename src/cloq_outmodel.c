@@ -1,0 +1,151 @@
+/* cloq_outmodel.c - a conversion job read back as a model (see cloq_outmodel.h). */
+#include "cloq_outmodel.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cloq_dtype.h"
+#include "cloq_journal.h"
+#include "cloq_layerstore.h"
+#include "cloq_shard.h"
+#include "cloq_sys.h"
+
+static int read_base_tensor(cloq_shard *s, const char *path, const char *name, size_t nelem, float **dst,
+			    int required, cloq_err *err)
+{
+	*dst = NULL;
+	size_t i, cnt = cloq_shard_count(s);
+	for (i = 0; i < cnt; i++)
+		if (!strcmp(cloq_shard_name(s, i), name))
+			break;
+	if (i == cnt)
+		return required ? cloq_err_set(err, CLOQ_EINPUT, "%s: no tensor '%s'", path, name) : CLOQ_OK;
+	int dt = cloq_shard_dtype(s, i);
+	size_t es = dt == CLOQ_SHARD_F32 ? 4 : 2;
+	if (cloq_shard_nbytes(s, i) != nelem * es || (dt != CLOQ_SHARD_F32 && dt != CLOQ_SHARD_F16 && dt != CLOQ_SHARD_BF16))
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: tensor '%s' has an unexpected size or dtype", path, name);
+	float *out = cloq_malloc(nelem * sizeof(float));
+	void *raw = es == 4 ? (void *)out : cloq_malloc(nelem * es);
+	if (!out || !raw) {
+		cloq_free(out);
+		return cloq_err_set(err, CLOQ_EIO, "out of memory reading '%s'", name);
+	}
+	int rc = cloq_shard_read(s, i, raw, nelem * es, err);
+	if (rc == CLOQ_OK && es == 2)
+		cloq_dtype_to_f32(dt == CLOQ_SHARD_F16 ? CLOQ_DT_F16 : CLOQ_DT_BF16, raw, out, nelem);
+	if (es == 2)
+		cloq_free(raw);
+	if (rc) {
+		cloq_free(out);
+		return rc;
+	}
+	*dst = out;
+	return CLOQ_OK;
+}
+
+int cloq_outmodel_open(const char *out, int with_lora, cloq_outmodel **mo, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	char path[4096];
+	cloq_journal j;
+	cloq_shard *s = NULL;
+	memset(&j, 0, sizeof j);
+	cloq_outmodel *m = cloq_calloc(1, sizeof *m);
+	CLOQ_FAIL_IF(!m, err, CLOQ_EIO, "out of memory");
+	m->loaded = -1;
+	m->with_lora = with_lora;
+	m->dir = cloq_strdup(out);
+	CLOQ_FAIL_IF(!m->dir, err, CLOQ_EIO, "out of memory");
+	snprintf(path, sizeof path, "%s/model", out);
+	CLOQ_TRY(cloq_config_load(path, &m->cfg, err));
+	CLOQ_TRY(cloq_journal_load(out, &j, err));
+	CLOQ_FAIL_IF(j.nlayers != m->cfg.layers, err, CLOQ_EINPUT, "%s: journal has %d layers, config %d", out, j.nlayers,
+		     m->cfg.layers);
+	for (int l = 0; l < j.nlayers; l++)
+		CLOQ_FAIL_IF(!j.layer_done[l], err, CLOQ_EINPUT,
+			     "%s: layer %d is not converted yet; finish the job first with 'cloq resume %s'", out, l, out);
+	const cJSON *st = j.settings;
+	m->bits = cJSON_GetObjectItemCaseSensitive(st, "bits")->valueint;
+	m->group_size = cJSON_GetObjectItemCaseSensitive(st, "group_size")->valueint;
+	m->rank = cJSON_GetObjectItemCaseSensitive(st, "rank")->valueint;
+	m->scaling = cJSON_GetObjectItemCaseSensitive(st, "lora_alpha")->valuedouble / m->rank;
+	snprintf(path, sizeof path, "%s/shards/base.cloqshard", out);
+	CLOQ_TRY(cloq_shard_open(path, &s, err));
+	size_t vh = (size_t)m->cfg.vocab * m->cfg.hidden;
+	CLOQ_TRY(read_base_tensor(s, path, "model.embed_tokens.weight", vh, &m->embed, 1, err));
+	CLOQ_TRY(read_base_tensor(s, path, "model.norm.weight", (size_t)m->cfg.hidden, &m->final_norm, 1, err));
+	CLOQ_TRY(read_base_tensor(s, path, "lm_head.weight", vh, &m->head, 0, err));
+	if (!m->head)
+		m->head = m->embed;
+	cloq_shard_close(s);
+	cloq_journal_free(&j);
+	*mo = m;
+	return CLOQ_OK;
+fail:
+	cloq_shard_close(s);
+	cloq_journal_free(&j);
+	cloq_outmodel_close(m);
+	return rc;
+}
+
+void cloq_outmodel_close(cloq_outmodel *m)
+{
+	if (!m)
+		return;
+	if (m->head != m->embed)
+		cloq_free(m->head);
+	cloq_free(m->embed);
+	cloq_free(m->final_norm);
+	cloq_layer_w_free(&m->lw);
+	cloq_free(m->dir);
+	cloq_free(m);
+}
+
+int cloq_outmodel_load_layer(const cloq_outmodel *m, int l, cloq_layer_w *w, cloq_err *err)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/shards/layer_%05d.cloqshard", m->dir, l);
+	return cloq_layer_load_shard(path, &m->cfg, l, m->bits, m->group_size, m->with_lora ? 1 : 0, m->scaling, NULL,
+				     w, err);
+}
+
+static int lm_embed(void *ctx, const int32_t *ids, int T, float *x, cloq_err *err)
+{
+	cloq_outmodel *m = ctx;
+	for (int t = 0; t < T; t++)
+		memcpy(x + (size_t)t * m->cfg.hidden, m->embed + (size_t)ids[t] * m->cfg.hidden,
+		       (size_t)m->cfg.hidden * sizeof(float));
+	return CLOQ_OK;
+}
+
+static int lm_layer(void *ctx, int l, cloq_layer_w *w, cloq_err *err)
+{
+	cloq_outmodel *m = ctx;
+	if (m->loaded != l) {
+		cloq_layer_w_free(&m->lw);
+		m->loaded = -1;
+		int rc = cloq_outmodel_load_layer(m, l, &m->lw, err);
+		if (rc)
+			return rc;
+		m->loaded = l;
+	}
+	*w = m->lw;
+	return CLOQ_OK;
+}
+
+static int lm_head_rows(void *ctx, int row0, int nrows, float *dst, cloq_err *err)
+{
+	cloq_outmodel *m = ctx;
+	memcpy(dst, m->head + (size_t)row0 * m->cfg.hidden, (size_t)nrows * m->cfg.hidden * sizeof(float));
+	return CLOQ_OK;
+}
+
+void cloq_outmodel_lm(cloq_outmodel *m, cloq_lm *lm)
+{
+	lm->cfg = &m->cfg;
+	lm->ctx = m;
+	lm->embed = lm_embed;
+	lm->layer = lm_layer;
+	lm->head_rows = lm_head_rows;
+	lm->final_norm = m->final_norm;
+}

@@ -1,0 +1,33 @@
+/*
+ * cloq_outmodel.h - a finished (or partly finished) conversion job read back as a model:
+ * embeddings, final norm and lm_head from shards/base.cloqshard, each layer from its shard as
+ * deq(Q) + s B A (or deq(Q) alone). Used by `cloq ppl OUT` and by export.
+ */
+#ifndef CLOQ_OUTMODEL_H
+#define CLOQ_OUTMODEL_H
+
+#include "cloq_config.h"
+#include "cloq_eval.h"
+#include "cloq_llama.h"
+
+typedef struct cloq_outmodel {
+	char *dir;
+	cloq_config cfg;
+	int bits, group_size, rank;
+	double scaling;           /* lora_alpha / rank */
+	int with_lora;
+	float *embed;             /* (vocab, hidden) */
+	float *head;              /* (vocab, hidden); == embed when tied */
+	float *final_norm;        /* (hidden) */
+	int loaded;               /* layer in lw, -1 none */
+	cloq_layer_w lw;
+} cloq_outmodel;
+
+/* Open OUT; every layer must be done. with_lora = 0 scores deq(Q) alone. */
+int cloq_outmodel_open(const char *out, int with_lora, cloq_outmodel **m, cloq_err *err);
+void cloq_outmodel_close(cloq_outmodel *m);
+/* Layer l's fp32 weights as the converted model computes them. */
+int cloq_outmodel_load_layer(const cloq_outmodel *m, int l, cloq_layer_w *w, cloq_err *err);
+void cloq_outmodel_lm(cloq_outmodel *m, cloq_lm *lm);
+
+#endif
