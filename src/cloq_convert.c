@@ -5,7 +5,9 @@
 #include "cloq_convert.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -428,6 +430,17 @@ static int process_layer(job *J, int l, cloq_err *err)
 	J->stage_s[ST_WRITE] += now() - t;
 
 	cJSON *rep = cloq_layer_report_json(J->cfg, l, res, now() - t_layer);
+	/* report.json is built from the journal's copy of each layer's figures, and a resumed job
+	 * has read those back from journal.json, where cJSON prints a double with 15 digits when
+	 * that is within an ulp. Keep the same rounded values in memory, so that report.json does
+	 * not depend on where (or whether) the job was interrupted. */
+	char *rep_text = rep ? cJSON_PrintUnformatted(rep) : NULL;
+	cJSON *rep_rt = rep_text ? cJSON_Parse(rep_text) : NULL;
+	cJSON_free(rep_text);
+	if (rep_rt) {
+		cJSON_Delete(rep);
+		rep = rep_rt;
+	}
 	cJSON_Delete(J->j.layer_report[l]);
 	J->j.layer_report[l] = rep;
 	J->j.layer_done[l] = 1;
@@ -614,6 +627,32 @@ static int copy_model_files(job *J, cloq_err *err)
 	return CLOQ_OK;
 }
 
+/* A killed run leaves its temp files ("NAME.tmp.PID", "NAME.data.tmp.PID") behind, and the next
+ * run has another pid, so nothing else would remove them. Remove those whose writer is gone; a
+ * live pid's are left alone. */
+static void remove_dead_temps(const char *dir)
+{
+	char path[4096 + 512];
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		const char *t = strstr(e->d_name, ".tmp.");
+		if (!t)
+			continue;
+		char *end;
+		long pid = strtol(t + 5, &end, 10);
+		if (*end || pid <= 0 || (pid_t)pid == getpid())
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		unlink(path);
+	}
+	closedir(d);
+}
+
 static void remove_stale_caches(job *J, int keep)
 {
 	char path[4096];
@@ -661,6 +700,11 @@ static int run(job *J, cloq_err *err)
 	CLOQ_TRY(cloq_mkdir_p(path, err));
 	snprintf(path, sizeof path, "%s/cache", J->out);
 	CLOQ_TRY(cloq_mkdir_p(path, err));
+	static const char *const subdirs[] = {"", "/shards", "/cache", "/model"};
+	for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
+		snprintf(path, sizeof path, "%s%s", J->out, subdirs[i]);
+		remove_dead_temps(path);
+	}
 
 	settings = settings_json(o);
 	CLOQ_TRY(fingerprint_json(J, &fp, err));
