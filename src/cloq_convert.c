@@ -756,6 +756,15 @@ static int run(job *J, cloq_err *err)
 	snprintf(path, sizeof path, "%s/calib_windows.npy", J->out);
 	CLOQ_TRY(cloq_windows_save(&J->win, path, err));
 	CLOQ_TRY(copy_model_files(J, err));
+	/* The journal keeps no hash of the base shard, so a resumed job re-checks it: trusting
+	 * base_done alone would let the manifest bless a damaged or missing file. */
+	snprintf(path, sizeof path, "%s/shards/base.cloqshard", J->out);
+	if (J->j.base_done && cloq_shard_verify(path, NULL, NULL) != CLOQ_OK) {
+		if (!o->quiet)
+			fprintf(stderr, "cloq: the base shard is damaged or missing: rewriting it\n");
+		J->j.base_done = 0;
+		J->j.finished = 0;
+	}
 	if (!J->j.base_done) {
 		CLOQ_TRY(write_base(J, err));
 		J->j.base_done = 1;
