@@ -107,6 +107,56 @@ series() {
 }
 
 series run 20 $MODEL $CALIB $QOPTS
+
+# Targeted kills: the windows of the durable writes are short, so also kill at the moment a
+# file's temp copy appears: while layer 2's activation cache, and the journal after layer 2's
+# shard, are being written. (A shard's temp file lives only for a few milliseconds, too short to
+# catch this way here; convert_diskfull.sh fails writes inside shards instead.)
+# kill_when OUT AFTER GLOB LOG CMD...: once the file OUT/AFTER exists, SIGKILL CMD as soon as a
+# path matches OUT/GLOB; prints "EXIT SEEN" (SEEN: the temp file was there).
+kill_when() {
+	out=$1 after=$2 glob=$3 log=$4
+	shift 4
+	"$@" >"$log" 2>&1 &
+	pid=$!
+	seen=no
+	while kill -0 "$pid" 2>/dev/null; do
+		if [ -e "$out/$after" ]; then
+			# busy from here: the window can be a few milliseconds
+			for f in $out/$glob; do
+				[ -e "$f" ] && seen=yes
+			done
+			[ $seen = yes ] && break
+		else
+			sleep 0.005 # until then, leave the cores to the job
+		fi
+	done
+	kill -9 "$pid" 2>/dev/null
+	wait "$pid"
+	echo "$? $seen"
+}
+for target in "shards/layer_00001.cloqshard cache/act_00003.cloqact.tmp.* activation-cache-write" \
+	"shards/layer_00002.cloqshard journal.json.tmp.* journal-write"; do
+	set -f
+	set -- $target
+	set +f
+	O=$T/target
+	r=$(kill_when "$O" "$1" "$2" "$T/kt.log" "$CLOQ" convert $MODEL $CALIB $QOPTS -o "$O")
+	set -- $3 $r
+	note="killed in the $1 (exit $2, temp file seen: $3)"
+	if [ "$2" = 137 ] && [ -f "$O/journal.json" ] && ! run_rc 0 "$T/vt.log" "$CLOQ" verify "$O"; then
+		fail "$note: cloq verify of the interrupted job failed"
+	fi
+	if ! run_rc 0 "$T/rt.log" "$CLOQ" resume "$O"; then
+		fail "$note: resume failed"
+	elif same_output "$T/ref.run" "$O" "$1"; then
+		ok "$note; resumed, identical to the reference"
+	else
+		fail "$note; resumed but differs from the reference (above)"
+	fi
+	rm -rf "$O"
+done
+
 # a second geometry: bf16, untied lm_head, two input files, 2 layers
 "$BUILD/tools/mkmodel" --out "$T/synth" --hidden 96 --intermediate 256 --heads 6 --kv-heads 2 --layers 2 \
 	--vocab 512 --max-pos 256 --dtype bf16 --shards 2 --seed 11 --quiet || fail "mkmodel"
