@@ -818,6 +818,9 @@ static int run(job *J, cloq_err *err)
 		cache_path(J, last + 1, path, sizeof path);
 		unlink(path);
 	}
+	/* A run killed after its last journal save but before those unlinks left caches that no
+	 * layer needs; with every layer done the loop above does not run to remove them. */
+	remove_stale_caches(J, -1);
 	CLOQ_TRY(write_manifest(J, err));
 	J->j.finished = 1;
 	CLOQ_TRY(cloq_journal_save(J->out, &J->j, err));
