@@ -11,7 +11,21 @@
 # "solve N%" is printed before a group's solve and stays the last line through the next group's
 # statistics pass; "solve 100%" leads into propagation; "propagate 100%" into the shard and
 # journal writes; "done" into the next layer.
+# A temp file left by the killed process says more precisely which write it was in.
 stage_of() {
+	for f in "$2"/shards/layer_*.tmp.* "$2"/shards/base*.tmp.* "$2"/journal.json.tmp.* \
+		"$2"/cache/act_00000.cloqact.tmp.* "$2"/cache/*.tmp.*; do
+		if [ -e "$f" ]; then
+			case "$f" in
+			*/shards/layer_*) echo shard-write ;;
+			*/shards/base*) echo base-shard-write ;;
+			*/journal.json.*) echo journal-write ;;
+			*/act_00000.*) echo embeddings-cache-write ;;
+			*) echo propagate ;;
+			esac
+			return
+		fi
+	done
 	last=$(grep -E '^(layer|cloq)' "$1" | tail -n 1)
 	case "$last" in
 	"") echo startup ;;
@@ -63,8 +77,11 @@ series() {
 		# delays from 3% to 97% of the reference run's duration, evenly spaced
 		d=$((dur * (3 + (i - 1) * 94 / (runs - 1)) / 100))
 		rc=$(kill_after "$d" "$T/kill$i.log" "$CLOQ" convert $JOB -o "$O")
-		st=$(stage_of "$T/kill$i.log")
+		st=$(stage_of "$T/kill$i.log" "$O")
 		[ "$rc" = 137 ] && killed=$((killed + 1))
+		# the job ran faster than the reference (a loaded machine got quieter): aim the
+		# remaining kills at the shorter duration
+		[ "$rc" = 0 ] && [ $d -lt $dur ] && dur=$((d * 9 / 10))
 		stages="$stages $st"
 		note="killed after ${d} ms (exit $rc) in $st"
 		# an interrupted job holds only whole, checked shards: verify passes on what it has
@@ -161,6 +178,22 @@ done
 "$BUILD/tools/mkmodel" --out "$T/synth" --hidden 96 --intermediate 256 --heads 6 --kv-heads 2 --layers 2 \
 	--vocab 512 --max-pos 256 --dtype bf16 --shards 2 --seed 11 --quiet || fail "mkmodel"
 series synth 4 "$T/synth" $CALIB --bits 3 --group-size 32 --rank 4
+
+# The window between the last journal save and the removal of the caches: a finished job with
+# caches left over (and a dead writer's temp file) must end up clean after a resume.
+O=$T/leftover
+cp -r "$T/ref.run" "$O"
+: >"$O/cache/act_00004.cloqact"
+: >"$O/cache/act_00005.cloqact"
+: >"$O/shards/layer_00001.cloqshard.tmp.999999999"
+if ! run_rc 0 "$T/lo.log" "$CLOQ" resume "$O"; then
+	fail "resume of a finished job with leftover caches"
+elif same_output "$T/ref.run" "$O" "leftover caches"; then
+	ok "leftover caches and a dead writer's temp file are removed by a resume"
+else
+	fail "a resume leaves leftover caches or temp files behind (above)"
+fi
+rm -rf "$O"
 
 echo "where the kills landed:"
 for s in $stages; do echo "$s"; done | sort | uniq -c | sed 's/^/  /'
