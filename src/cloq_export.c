@@ -44,7 +44,9 @@ static const char help[] =
 	"  --format gptq     (default) a Hugging Face GPTQ checkpoint: qweight/qzeros/scales/g_idx per\n"
 	"                    quantized linear, config.json with quantization_config, quantize_config.json.\n"
 	"                    Linears the format cannot pack stay dense (deq(Q)) and are listed.\n"
-	"  --format dequant  a dense model holding deq(Q) in --dtype (default fp16)\n"
+	"  --format dequant  a dense model holding deq(Q)\n"
+	"  --dtype           of every tensor that is not packed (default fp16; fp32 keeps the converted\n"
+	"                    model's numbers exactly, e.g. for checking an export against 'cloq ppl OUT')\n"
 	"Both write DIR/adapter/ (adapter_model.safetensors + adapter_config.json, PEFT LoRA) and copy\n"
 	"the tokenizer and generation files. Shards of at most 5 GB, with model.safetensors.index.json\n"
 	"when more than one.\n";
@@ -374,8 +376,6 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	}
 	if (!out || !to)
 		return cloq_err_set(err, CLOQ_EUSAGE, "need OUT and --to DIR");
-	if (gptq && dtype == CLOQ_DT_F32)
-		return cloq_err_set(err, CLOQ_EUSAGE, "--dtype fp32 is only for --format dequant");
 
 	CLOQ_TRY(cloq_outmodel_open(out, 1, &E.om, err));
 	CLOQ_TRY(cloq_journal_load(out, &j, err));

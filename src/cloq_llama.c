@@ -35,6 +35,19 @@ void cloq_linear_shape(const cloq_config *cfg, int lin, int *out, int *in)
 	}
 }
 
+void cloq_layer_w_free(cloq_layer_w *w)
+{
+	if (!w)
+		return;
+	cloq_free(w->attn_norm);
+	cloq_free(w->ffn_norm);
+	for (int i = 0; i < CLOQ_LINEARS; i++) {
+		cloq_free(w->w[i]);
+		cloq_free(w->b[i]);
+	}
+	memset(w, 0, sizeof *w);
+}
+
 /* ---- RoPE ---------------------------------------------------------------------------------- */
 int cloq_rope_init(cloq_rope *r, const cloq_config *cfg, int max_t, cloq_err *err)
 {

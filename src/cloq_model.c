@@ -141,18 +141,6 @@ fail:
 	return rc;
 }
 
-void cloq_layer_w_free(cloq_layer_w *w)
-{
-	if (!w)
-		return;
-	cloq_free(w->attn_norm);
-	cloq_free(w->ffn_norm);
-	for (int i = 0; i < CLOQ_LINEARS; i++) {
-		cloq_free(w->w[i]);
-		cloq_free(w->b[i]);
-	}
-	memset(w, 0, sizeof *w);
-}
 
 void cloq_model_close(cloq_model *m)
 {
