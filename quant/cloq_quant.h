@@ -80,6 +80,8 @@ typedef struct cloq_quant_gptq_info {
 	int damp_escalations; /* times the damping was raised x10 because the Cholesky failed */
 	int dead_cols;        /* columns with diag H == 0: their weights zeroed, diag set to 1 */
 	double loss;          /* GPTQ's own loss, sum (w - deq)^2 / Hinv_jj^2 / 2, normalised H */
+	double t_factor_s;    /* wall seconds: checks + H^-1 factor (all attempts) */
+	double t_quant_s;     /* wall seconds: the column loop with its lazy-batch GEMMs */
 } cloq_quant_gptq_info;
 
 /*
