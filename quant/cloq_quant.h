@@ -94,6 +94,10 @@ typedef struct cloq_quant_gptq_info {
  * `out` is allocated here (pass a zeroed struct). `info` may be NULL.
  * Implementation: H^-1's upper Cholesky factor via one Cholesky of the reversed H and a
  * triangular inverse (LAPACK, float64); lazy-batch updates as float32 GEMMs; rows in parallel.
+ * Cost: 2/3 cols^3 (factor, float64) + rows * cols^2 (GEMMs, float32) flops. Memory besides W,
+ * H and out: 8 cols^2 bytes (a float64 copy of H, shrunk in place to the float32 factor) +
+ * 4 rows cols (working W) + 4 rows block_size. Llama-2-7B down_proj (4096 x 11008): ~1.2 GB,
+ * Llama-3-70B down_proj (8192 x 28672): ~7.5 GB.
  */
 int cloq_quant_gptq(const float *W, const double *H, int rows, int cols, const cloq_quant_params *p,
 		    cloq_qtensor *out, cloq_err *err);

@@ -809,14 +809,23 @@ static void test_nf(void **state)
 				0.5626170039176941, 0.7229568362236023, 1.0};
 	float t[16], t2[4], t3[8];
 	assert_int_equal(cloq_quant_nf_table(4, t, NULL), CLOQ_OK);
-	for (int i = 0; i < 16; i++)
-		assert_true(fabs(t[i] - nf4[i]) <= 2e-7);
+	for (int i = 0; i < 16; i++) /* bit-exact float32 */
+		assert_true(t[i] == (float)nf4[i]);
 	/* NF2 = {-1, 0, q(0.7338)/q(0.9677), 1}; its positive inner value is NF4's 12th */
 	assert_int_equal(cloq_quant_nf_table(2, t2, NULL), CLOQ_OK);
 	assert_true(t2[0] == -1.0f && t2[1] == 0.0f && t2[3] == 1.0f);
-	assert_true(fabs(t2[2] - 0.3379152) < 2e-7);
-	/* NF3: 4 positive values = every second NF4 positive one; 3 negative, ascending */
+	assert_true(t2[2] == t[11]);
+	/* NF3 known answer, from an independent computation (Python's statistics.NormalDist
+	 * inv_cdf on a numpy float32 linspace, as LoftQ's create_normal_map):
+	 *   lin = lambda a, b, n: [a + st*i if i < n//2 else b - st*(n-i-1) for i in range(n)]
+	 *   (a, b, st in np.float32, st = (b - a) / (n - 1)); v = sorted(ppf(lin(off,.5,5)[:-1]) +
+	 *   [0] + -ppf(lin(off,.5,4)[:-1])) as float32, divided by its max */
+	const double nf3[8] = {-1.0, -0.4786292016506195, -0.217141792178154, 0.0,
+			       0.16093020141124725, 0.33791524171829224, 0.5626170039176941, 1.0};
 	assert_int_equal(cloq_quant_nf_table(3, t3, NULL), CLOQ_OK);
+	for (int i = 0; i < 8; i++)
+		assert_true(t3[i] == (float)nf3[i]);
+	/* NF3's 4 positive values are every second NF4 positive one; ascending */
 	assert_true(t3[0] == -1.0f && t3[3] == 0.0f && t3[7] == 1.0f);
 	for (int i = 0; i < 4; i++)
 		assert_true(fabsf(t3[4 + i] - t[9 + 2 * i]) < 2e-7);
