@@ -104,6 +104,22 @@ int cloq_quant_gptq(const float *W, const double *H, int rows, int cols, const c
 int cloq_quant_gptq_ex(const float *W, const double *H, int rows, int cols,
 		       const cloq_quant_params *p, cloq_qtensor *out, cloq_quant_gptq_info *info,
 		       cloq_err *err);
+/*
+ * The H factor on its own, so that linears reading the same input (q/k/v, gate/up) pay the
+ * O(cols^3) factorisation once: create it from H and the parameters (damp, act_order are taken
+ * from `p` here), then run cloq_quant_gptq_hinv for each W (rows, cols) with parameters whose
+ * act_order matches (bits, group_size, sym, static_groups, block_size, fp16_scales may differ).
+ * Results are identical to cloq_quant_gptq_ex. The handle holds 4 cols^2 + 5 cols bytes; it is
+ * read-only once made (several threads may share it); free(NULL) is fine.
+ */
+typedef struct cloq_quant_hinv cloq_quant_hinv;
+int cloq_quant_hinv_create(const double *H, int cols, const cloq_quant_params *p,
+			   cloq_quant_hinv **out, cloq_err *err);
+void cloq_quant_hinv_free(cloq_quant_hinv *h);
+int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
+			 const cloq_quant_params *p, cloq_qtensor *out, cloq_quant_gptq_info *info,
+			 cloq_err *err);
+
 /* Plain scalar float64 reference of the same algorithm (quant/cloq_quant_ref.c): no blocking,
  * column by column with the full update, H^-1 factor by dpotrf + dpotri + dpotrf as AutoGPTQ.
  * O(rows * cols^2): for tests. Same contract as cloq_quant_gptq_ex. */

@@ -470,6 +470,43 @@ static void test_gptq_h_scale_invariance(void **state)
 	free(W);
 }
 
+/* One H factor shared by q/k/v-like linears gives exactly what GPTQ on each gives. */
+static void test_gptq_shared_factor(void **state)
+{
+	int cols = 96, rowsv[3] = {32, 16, 16};
+	double *H = corr_h(cols, 300, 3, NULL, 0);
+	cloq_quant_params p = params(4, 32, 1);
+	p.act_order = 1;
+	cloq_quant_hinv *h = NULL;
+	cloq_err err;
+	assert_int_equal(cloq_quant_hinv_create(H, cols, &p, &h, &err), CLOQ_OK);
+	for (int k = 0; k < 3; k++) {
+		float *W = rand_w(rowsv[k], cols, 0.02);
+		cloq_qtensor a = {0}, b = {0};
+		cloq_quant_params pk = p;
+		pk.bits = 2 + k; /* bits may differ per linear */
+		assert_int_equal(cloq_quant_gptq_ex(W, H, rowsv[k], cols, &pk, &a, NULL, &err), CLOQ_OK);
+		assert_int_equal(cloq_quant_gptq_hinv(W, rowsv[k], h, &pk, &b, NULL, &err), CLOQ_OK);
+		assert_memory_equal(a.q, b.q, (size_t)rowsv[k] * cols);
+		assert_memory_equal(a.scale, b.scale, (size_t)rowsv[k] * a.ngroups * sizeof *a.scale);
+		assert_memory_equal(a.zero, b.zero, (size_t)rowsv[k] * a.ngroups * sizeof *a.zero);
+		assert_memory_equal(a.g_idx, b.g_idx, (size_t)cols * sizeof *a.g_idx);
+		cloq_qtensor_free(&a);
+		cloq_qtensor_free(&b);
+		if (k == 2) { /* a factor made for act-order cannot serve natural order */
+			pk.act_order = 0;
+			assert_int_equal(cloq_quant_gptq_hinv(W, rowsv[k], h, &pk, &b, NULL, &err),
+					 CLOQ_EINPUT);
+			assert_non_null(strstr(err.msg, "act_order"));
+			assert_null(b.q);
+		}
+		free(W);
+	}
+	cloq_quant_hinv_free(h);
+	cloq_quant_hinv_free(NULL);
+	free(H);
+}
+
 /* GPTQ's calibrated error is below RTN's on a correlated H at 2, 3, 4 bits. */
 static void test_gptq_beats_rtn(void **state)
 {
@@ -993,6 +1030,7 @@ int main(void)
 		cmocka_unit_test(test_gptq_vs_ref),
 		cmocka_unit_test(test_gptq_act_order_groups),
 		cmocka_unit_test(test_gptq_h_scale_invariance),
+		cmocka_unit_test(test_gptq_shared_factor),
 		cmocka_unit_test(test_gptq_beats_rtn),
 		cmocka_unit_test(test_gptq_singular_and_bad),
 		cmocka_unit_test(test_alloc_faults),
