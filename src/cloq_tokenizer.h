@@ -32,7 +32,8 @@
  *
  * Differences from the HF library that are known: added tokens with normalized=true are matched
  * in the raw text, not the normalized text; `\s` in pre-tokenizer regexes follows PCRE2's Unicode
- * definition (the same as the library's for every character except U+0085 and U+FEFF).
+ * definition, which is White_Space (the Rust library's) plus U+180E (the JavaScript library's
+ * differs from both: it has U+FEFF, and neither U+0085 nor U+180E).
  *
  * A loaded tokenizer is immutable: cloq_tok_encode may run on one handle from several threads.
  */
