@@ -1138,8 +1138,9 @@ int cloq_tok_encode_ex(const cloq_tokenizer *t, const char *text, size_t len, un
 	c.md = pcre2_match_data_create(1, NULL);
 	c.mc = pcre2_match_context_create(NULL);
 	CLOQ_FAIL_IF(!c.md || !c.mc, err, CLOQ_EIO, "tokenizer: out of memory");
-	/* The default 32 KiB JIT stack is small for long runs of whitespace; 1 MiB is ample. Without
-	 * a JIT stack PCRE2 falls back to the interpreter's heap-based matching. */
+	/* The default 32 KiB JIT stack is small for patterns that backtrack over long runs (such as
+	 * `\s+(?!\S)` on pages of blanks); 1 MiB is ample. Should it fail to allocate, matching
+	 * still works on the default stack. */
 	c.js = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, NULL);
 	if (c.js)
 		pcre2_jit_stack_assign(c.mc, NULL, c.js);
