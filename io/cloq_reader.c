@@ -85,7 +85,7 @@ static double now_s(void)
 cloq_reader_params cloq_reader_default_params(void)
 {
 	cloq_reader_params p = { .queue_depth = 32, .chunk_bytes = (size_t)1 << 20, .force_pread = 0,
-				 .direct = 0 };
+				 .direct = 0, .willneed = 1 };
 	return p;
 }
 
@@ -284,6 +284,31 @@ static void run_uring(cloq_reader *r)
 	cloq_free(redo);
 }
 
+/* Buffered reads: many chunks in flight at scattered offsets defeat the kernel's per-file
+ * readahead (each read then fills the page cache a few pages at a time, measured at a third of
+ * sequential bandwidth on ext4/virtio). Announcing every request's range first lets the kernel
+ * start large readahead I/O for all of it; the reads then mostly find their pages arriving.
+ * Adjacent requests of one file are merged into one hint. */
+static void hint_willneed(cloq_reader *r)
+{
+	size_t i = 0;
+	while (i < r->nreq) {
+		int f = r->reqs[i].file;
+		uint64_t lo = r->reqs[i].offset, hi = lo + r->reqs[i].length;
+		size_t j = i + 1;
+		while (j < r->nreq && r->reqs[j].file == f && r->reqs[j].offset <= hi + 4096 &&
+		       r->reqs[j].offset + r->reqs[j].length >= lo) {
+			uint64_t e = r->reqs[j].offset + r->reqs[j].length;
+			if (e > hi)
+				hi = e;
+			j++;
+		}
+		if (hi > lo)
+			posix_fadvise(r->fds[f], (off_t)lo, (off_t)(hi - lo), POSIX_FADV_WILLNEED);
+		i = j;
+	}
+}
+
 static void *reader_thread(void *arg)
 {
 	cloq_reader *r = arg;
@@ -297,6 +322,8 @@ static void *reader_thread(void *arg)
 
 		double t0 = now_s();
 		r->batch_bytes = 0;
+		if (!r->p.direct && r->p.willneed)
+			hint_willneed(r);
 		if (build_chunks(r) == CLOQ_OK) {
 			if (r->backend == BACKEND_URING)
 				run_uring(r);

@@ -49,6 +49,8 @@ typedef struct cloq_reader_params {
 	int direct;           /* 1: open with O_DIRECT; every offset, length and dst must then be
 				 * aligned to the device's logical block (4096 is safe); the reader
 				 * does not check. For benchmarks that bypass the page cache. */
+	int willneed;         /* 1 (default): before a buffered batch, posix_fadvise(WILLNEED) each
+				 * request's range so the kernel reads ahead in large I/Os */
 } cloq_reader_params;
 
 typedef struct cloq_reader_stats {
