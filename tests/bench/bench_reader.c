@@ -275,9 +275,6 @@ int main(int argc, char **argv)
 				  o.model);
 		goto out;
 	}
-	uint64_t layer_total = 0;
-	for (int l = 0; l < layers; l++)
-		layer_total += sp[l].len;
 	int direct = try_direct(cloq_st_file_path(m, 0));
 	printf("model: %s: %zu file(s), %.2f GiB, %d layers (largest %.0f MiB); page cache avoided by %s\n",
 	       o.model, cloq_st_nfiles(m), (double)total / (1u << 30), layers, (double)maxlen / (1u << 20),
@@ -331,14 +328,15 @@ int main(int argc, char **argv)
 					 cloq_reader_backend(r), meth == 2 ? 1 : o.qd, o.chunk >> 10);
 				t0 = now_s();
 				for (int l = 0; l < layers; l++) {
+					/* the span may be rounded past EOF: read exactly to EOF, and under
+					 * O_DIRECT drop the last partial block (< 4 KiB) */
 					uint64_t fsz = cloq_st_file_size(m, (size_t)sp[l].file);
-					uint64_t len = sp[l].off + sp[l].len <= fsz ? sp[l].len
-						     : (fsz - sp[l].off + ALIGN - 1) / ALIGN * ALIGN;
+					uint64_t end = sp[l].off + sp[l].len < fsz ? sp[l].off + sp[l].len : fsz;
+					uint64_t len = end - sp[l].off;
+					if (direct)
+						len = len / ALIGN * ALIGN;
 					cloq_reader_req q = { .file = sp[l].file, .offset = sp[l].off,
 							      .length = (size_t)len, .dst = buf[l & 1] };
-					/* a rounded-up tail at EOF reads short: read exactly to EOF */
-					if (sp[l].off + len > fsz)
-						q.length = (size_t)(fsz - sp[l].off), q.length = direct ? q.length / ALIGN * ALIGN : q.length;
 					if ((rc = cloq_reader_start(r, &q, 1, &err)) || (rc = cloq_reader_wait(r, &err))) {
 						cloq_free(paths);
 						goto out;
