@@ -9,8 +9,9 @@
  *
  * Page cache: O_DIRECT when the file system accepts it (every bandwidth pass reads each layer's byte
  * span rounded out to 4 KiB into 4 KiB-aligned buffers), else posix_fadvise(POSIX_FADV_DONTNEED)
- * on every file before every pass. The prefetch pass reads per tensor (cloq_st_layer_plan), as the
- * pipeline does, so it is always buffered, with DONTNEED before it. Simulated compute sleeps, so the
+ * on every file before every pass. The pipeline passes read per tensor (cloq_st_layer_plan) as the
+ * pipeline does, buffered with DONTNEED before it, and, when O_DIRECT works, per layer span
+ * (cloq_st_layer_span_plan) with O_DIRECT. Simulated compute sleeps, so the
  * reader thread has the CPU to itself (a real compute would compete for it).
  */
 #include <errno.h>
@@ -279,8 +280,10 @@ int main(int argc, char **argv)
 	printf("model: %s: %zu file(s), %.2f GiB, %d layers (largest %.0f MiB); page cache avoided by %s\n",
 	       o.model, cloq_st_nfiles(m), (double)total / (1u << 30), layers, (double)maxlen / (1u << 20),
 	       direct ? "O_DIRECT" : "posix_fadvise(POSIX_FADV_DONTNEED) before each pass");
-	buf[0] = cloq_aligned_alloc(ALIGN, (size_t)maxlen);
-	buf[1] = cloq_aligned_alloc(ALIGN, (size_t)maxlen);
+	/* room for a layer's span, and for its per-tensor plan (64-byte padding per tensor) */
+	size_t bufsz = (size_t)maxlen + 64 * CLOQ_PLAN_ALIGN;
+	buf[0] = cloq_aligned_alloc(ALIGN, bufsz);
+	buf[1] = cloq_aligned_alloc(ALIGN, bufsz);
 	size_t nf = cloq_st_nfiles(m);
 	fds = cloq_malloc(nf * sizeof *fds);
 	const char **paths = cloq_malloc(nf * sizeof *paths);
@@ -355,65 +358,69 @@ int main(int argc, char **argv)
 	for (int meth = 0; meth < 3; meth++)
 		printf("%-44s %10.2f %9.0f%%\n", label[meth], best[meth], 100.0 * best[meth] / best[0]);
 
-	/* ---- prefetch: per-tensor plans, double-buffered, simulated compute ---- */
-	size_t need = 0, nreq = 0, need_max = 0;
-	for (int l = 0; l < layers; l++) {
-		if ((rc = cloq_st_layer_plan(m, l, NULL, 0, NULL, 0, &nreq, &need, &err))) {
-			cloq_free(paths);
-			goto out;
-		}
-		if (need > need_max)
-			need_max = need;
-	}
-	/* No prefetch first: its waits are the buffered per-layer read times, which set the default
-	 * compute time (compute == read time is where prefetch can just hide all I/O). */
+	/* ---- layer pipeline: double-buffered, simulated compute ----
+	 * mode 0: no prefetch, per-tensor plans, buffered (its layer-0 wait sets the default compute)
+	 * mode 1: prefetch l+1, per-tensor plans, buffered (WILLNEED hints)
+	 * mode 2: prefetch l+1, one aligned span per layer, O_DIRECT (when the file system allows) */
 	double compute = o.compute_ms > 0 ? o.compute_ms / 1000.0 : 0;
 	cloq_reader_req reqs[2][64];
-	size_t n[2];
-	printf("\n%-40s %8s %10s %10s %12s\n", "layer pipeline (buffered, cold cache)", "total s",
-	       "I/O wait s", "wait share", "steady share");
-	for (int prefetch = 0; prefetch <= 1; prefetch++) {
+	size_t n[2], need = 0;
+	cloq_st_span_plan spl;
+	printf("\n%-44s %8s %10s %10s %12s\n", "layer pipeline, cold cache", "total s", "I/O wait s",
+	       "wait share", "steady share");
+	for (int mode = 0; mode <= (direct ? 2 : 1); mode++) {
 		cloq_reader_params p = cloq_reader_default_params();
 		p.queue_depth = o.qd;
 		p.chunk_bytes = o.chunk;
+		p.direct = mode == 2;
 		if ((rc = cloq_reader_create(paths, nf, &p, &r, &err))) {
 			cloq_free(paths);
 			goto out;
 		}
 		drop_cache(m);
 		double t0 = now_s(), wait_all = 0, wait_first = 0, t_first = 0;
-		if ((rc = cloq_st_layer_plan(m, 0, buf[0], (size_t)maxlen, reqs[0], 64, &n[0], &need, &err)) ||
-		    (rc = cloq_reader_start(r, reqs[0], n[0], &err))) {
-			cloq_free(paths);
-			goto out;
-		}
-		for (int l = 0; l < layers; l++) {
-			int cur = l & 1;
-			double w0 = now_s();
-			if ((rc = cloq_reader_wait(r, &err))) {
-				cloq_free(paths);
-				goto out;
+		for (int l = -1; l < layers; l++) {
+			int cur = l & 1, nx = !cur;
+			if (l >= 0) {
+				double w0 = now_s();
+				if ((rc = cloq_reader_wait(r, &err))) {
+					cloq_free(paths);
+					goto out;
+				}
+				double wt = now_s() - w0;
+				wait_all += wt;
+				if (l == 0) {
+					wait_first = wt;
+					t_first = now_s() - t0;
+				}
 			}
-			double wt = now_s() - w0;
-			wait_all += wt;
-			if (l == 0) {
-				wait_first = wt;
-				t_first = now_s() - t0;
-			}
+			if (l == -1)
+				nx = 0;
 			int next = l + 1 < layers;
-			if (next && (rc = cloq_st_layer_plan(m, l + 1, buf[!cur], (size_t)maxlen, reqs[!cur], 64,
-							     &n[!cur], &need, &err))) {
+			if (next) {
+				if (mode == 2) {
+					rc = cloq_st_layer_span_plan(m, l + 1, ALIGN, buf[nx], bufsz, &spl, &err);
+					memcpy(reqs[nx], spl.req, spl.nreq * sizeof spl.req[0]);
+					n[nx] = spl.nreq;
+				} else {
+					rc = cloq_st_layer_plan(m, l + 1, buf[nx], bufsz, reqs[nx], 64, &n[nx],
+								&need, &err);
+				}
+				if (rc) {
+					cloq_free(paths);
+					goto out;
+				}
+			}
+			if (next && (mode > 0 || l == -1) && (rc = cloq_reader_start(r, reqs[nx], n[nx], &err))) {
 				cloq_free(paths);
 				goto out;
 			}
-			if (next && prefetch && (rc = cloq_reader_start(r, reqs[!cur], n[!cur], &err))) {
-				cloq_free(paths);
-				goto out;
-			}
-			if (compute <= 0) /* first run without --compute-ms: mean read time of a layer */
+			if (l == -1)
+				continue;
+			if (compute <= 0)
 				compute = wait_first;
 			sleep_s(compute);
-			if (next && !prefetch && (rc = cloq_reader_start(r, reqs[!cur], n[!cur], &err))) {
+			if (next && mode == 0 && (rc = cloq_reader_start(r, reqs[nx], n[nx], &err))) {
 				cloq_free(paths);
 				goto out;
 			}
@@ -422,11 +429,13 @@ int main(int argc, char **argv)
 		cloq_reader_stats st;
 		cloq_reader_get_stats(r, &st);
 		char lab[96];
-		snprintf(lab, sizeof lab, "%s, compute %.0f ms x %d", prefetch ? "prefetch l+1" : "no prefetch",
+		snprintf(lab, sizeof lab, "%s, %.0f ms x %d",
+			 mode == 0 ? "no prefetch, per tensor" : mode == 1 ? "prefetch, per tensor"
+									: "prefetch, span, O_DIRECT",
 			 compute * 1000, layers);
 		/* steady share leaves out layer 0, whose read nothing can hide: with 80 layers it is what
 		 * the whole run approaches */
-		printf("%-40s %8.2f %10.2f %9.1f%% %11.1f%%\n", lab, dt, st.wait_seconds,
+		printf("%-44s %8.2f %10.2f %9.1f%% %11.1f%%\n", lab, dt, st.wait_seconds,
 		       100.0 * wait_all / dt, 100.0 * (wait_all - wait_first) / (dt - t_first));
 		cloq_reader_free(r);
 		r = NULL;
