@@ -8,10 +8,16 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -405,6 +411,68 @@ static void test_span_plan(void **state)
 	cloq_st_close(m);
 }
 
+/* Containers often forbid io_uring: in a child whose seccomp filter makes io_uring_setup fail
+ * with ENOSYS, readers fall back to pread, still read correctly, and the notice is printed once
+ * for the process however many readers are created. */
+static void test_fallback_without_io_uring(void **state)
+{
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(pfd[1], 2);
+		close(pfd[0]);
+		struct sock_filter f[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = { .len = sizeof f / sizeof f[0], .filter = f };
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+			_exit(77);
+		const char *paths[1] = { fpath[0] };
+		for (int k = 0; k < 3; k++) {
+			cloq_reader *r = NULL;
+			if (cloq_reader_create(paths, 1, NULL, &r, NULL) != CLOQ_OK)
+				_exit(10);
+			if (strcmp(cloq_reader_backend(r), "pread") != 0)
+				_exit(11);
+			uint8_t b[5000];
+			cloq_reader_req q = { .file = 0, .offset = 123, .length = sizeof b, .dst = b };
+			if (cloq_reader_start(r, &q, 1, NULL) || cloq_reader_wait(r, NULL))
+				_exit(12);
+			if (memcmp(b, fdata[0] + 123, sizeof b) || q.xxh3 != XXH3_64bits(b, sizeof b))
+				_exit(13);
+			cloq_reader_free(r);
+		}
+		_exit(0);
+	}
+	close(pfd[1]);
+	char out[4096];
+	size_t n = 0;
+	ssize_t k;
+	while (n + 1 < sizeof out && (k = read(pfd[0], out + n, sizeof out - 1 - n)) > 0)
+		n += (size_t)k;
+	out[n] = '\0';
+	close(pfd[0]);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77) {
+		print_message("seccomp not available: skipped\n");
+		skip();
+	}
+	if (WEXITSTATUS(st) != 0)
+		fail_msg("child failed with %d; stderr: %s", WEXITSTATUS(st), out);
+	const char *msg = "cloq: io_uring unavailable (io_uring_queue_init: Function not implemented), using pread\n";
+	char *first = strstr(out, msg);
+	if (!first)
+		fail_msg("notice missing; stderr: %s", out);
+	assert_null(strstr(first + strlen(msg), "io_uring unavailable")); /* once */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -417,6 +485,7 @@ int main(void)
 		cmocka_unit_test(test_eof_ok),
 		cmocka_unit_test(test_direct),
 		cmocka_unit_test(test_span_plan),
+		cmocka_unit_test(test_fallback_without_io_uring),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
