@@ -228,7 +228,7 @@ cloq_lora_params cloq_lora_default_params(void)
 		.scaling = 1.0,
 		.split = CLOQ_SPLIT_BALANCED,
 		.svd = CLOQ_SVD_AUTO,
-		.oversample = 16,
+		.oversample = 64,
 		.power_iters = 4,
 		.seed = 0,
 	};
