@@ -44,12 +44,15 @@
  * and added into the float64 accumulator. So float32 only ever sums CLOQ_GRAM_CHUNK products; the
  * sum over chunks (262144 tokens for a 128 x 2048 calibration) is float64. sgemm is ~2x dsyrk's
  * speed here and needs no float64 copy of X.
- * Measured error (tests/test_solver.c, test_gram_accuracy, against a float64 reference of the
- * same float32 X; n = 384, 12288 tokens, LLM-like activations with outlier channels):
- * relative Frobenius error ||H - H_ref||_F / ||H_ref||_F ~ 3e-8 (asserted < 1e-6), max
- * elementwise error relative to sqrt(H_ii H_jj) ~ 3e-7 (asserted < 1e-5); chunked
- * (many calls of uneven sizes) and one-shot agree to the same bound. Errors this size are far
- * below the lambda = 1e-4 * mean diag damping that the solver adds anyway.
+ * Measured error (tests/test_solver.c, test_gram_accuracy, against a float64 dsyrk of the same
+ * float32 X; n = 384, 12288 tokens of LLM-like activations with outlier channels x20):
+ * relative Frobenius error ||H - H_ref||_F / ||H_ref||_F = 4.3e-8 one-shot, 4.2e-8 chunked
+ * (calls of 1, 0, 999, 3, 3997, 4999 and 2289 rows), max |H_ij - Href_ij| / sqrt(H_ii H_jj) =
+ * 1.5e-7; asserted < 1e-6 and < 1e-5. On the real stories260K activations (fixtures/solver X vs
+ * HX) the relative Frobenius error is asserted < 1e-6 as well. Errors this size are far below the
+ * lambda = 1e-4 * mean diag damping that the solver adds anyway; a float64 dsyrk would cost 2x
+ * the time and a float64 copy of every chunk.
+ * Speed (bench_solver, this 2-core box): ~25-40 Gflop/s, i.e. ~350 tokens/s at n = 11008.
  * ============================================================================================= */
 #define CLOQ_GRAM_CHUNK 2048
 #define CLOQ_GRAM_PANEL 256

@@ -669,6 +669,8 @@ static void test_randomized_svd(void **state)
 		       "%.2e (info: %.2e)\n", kind ? "decaying" : "RTN", o1, o2, excess,
 		       (ir.objective - ie.objective) / ie.objective);
 		assert_true(excess >= -1e-9);
+		/* the fast path's reported objective (float32 M) is the evaluated one */
+		assert_true(rel_diff(ir.objective, o2) < 1e-6);
 		assert_true(excess <= 1e-3);
 		assert_true((ir.objective - ie.objective) / ie.objective <= 1e-3);
 		/* a different seed gives a different (but as good) sketch */
