@@ -44,12 +44,15 @@
  * and added into the float64 accumulator. So float32 only ever sums CLOQ_GRAM_CHUNK products; the
  * sum over chunks (262144 tokens for a 128 x 2048 calibration) is float64. sgemm is ~2x dsyrk's
  * speed here and needs no float64 copy of X.
- * Measured error (tests/test_solver.c, test_gram_accuracy, against a float64 reference of the
- * same float32 X; n = 384, 12288 tokens, LLM-like activations with outlier channels):
- * relative Frobenius error ||H - H_ref||_F / ||H_ref||_F ~ 3e-8 (asserted < 1e-6), max
- * elementwise error relative to sqrt(H_ii H_jj) ~ 3e-7 (asserted < 1e-5); chunked
- * (many calls of uneven sizes) and one-shot agree to the same bound. Errors this size are far
- * below the lambda = 1e-4 * mean diag damping that the solver adds anyway.
+ * Measured error (tests/test_solver.c, test_gram_accuracy, against a float64 dsyrk of the same
+ * float32 X; n = 384, 12288 tokens of LLM-like activations with outlier channels x20):
+ * relative Frobenius error ||H - H_ref||_F / ||H_ref||_F = 4.3e-8 one-shot, 4.2e-8 chunked
+ * (calls of 1, 0, 999, 3, 3997, 4999 and 2289 rows), max |H_ij - Href_ij| / sqrt(H_ii H_jj) =
+ * 1.5e-7; asserted < 1e-6 and < 1e-5. On the real stories260K activations (fixtures/solver X vs
+ * HX) the relative Frobenius error is asserted < 1e-6 as well. Errors this size are far below the
+ * lambda = 1e-4 * mean diag damping that the solver adds anyway; a float64 dsyrk would cost 2x
+ * the time and a float64 copy of every chunk.
+ * Speed (bench_solver, this 2-core box): ~25-40 Gflop/s, i.e. ~350 tokens/s at n = 11008.
  * ============================================================================================= */
 #define CLOQ_GRAM_CHUNK 2048
 #define CLOQ_GRAM_PANEL 256
@@ -131,14 +134,15 @@ typedef struct cloq_lora_params {
 } cloq_lora_params;
 
 /*
- * rank 64, scaling 1, balanced, AUTO, oversample 16, power_iters 4, seed 0.
- * Why 16 and 4: M = R dW^T has a spectrum that decays like H's (sigma_1/sigma_64 ~ 10-100 on
- * real layers) over a flat quantization-noise floor. HMT's bound puts the error of q power
- * iterations at (sigma_{r+p+1}/sigma_r)^(2q+1); with p = 16 (HMT's recommended 5-20) and q = 4 the
- * excess objective over exact SVD measured < 1e-5 relative on such spectra (test_randomized_svd,
- * bench_solver), while the cost, 2q + 2 products of M with an (r + p)-wide block, stays a few
- * percent of forming M. AUTO takes the randomized path when
- * min(out, in) > 4 * (rank + oversample) (below that an exact SVD costs about the same).
+ * rank 64, scaling 1, balanced, AUTO, oversample 64, power_iters 4, seed 0.
+ * Why 64 and 4: M = R dW^T has a spectrum that decays slowly around index r (it follows H's
+ * power-law spectrum over a flat quantization-noise floor), so HMT's textbook p = 5-20 converges
+ * slowly: the error shrinks like (sigma_{r+p+1}/sigma_r)^(2q+1). Measured relative excess of the
+ * objective over the exact SVD (bench_solver --sweep, 7B down_proj shape at 1/4 scale, rank 64):
+ *   (p, q) = (16, 4) 1.2e-3, (32, 4) 2.1e-4, (16, 6) 2.1e-4, (64, 4) 6.8e-6, (64, 6) 8.6e-8.
+ * (64, 4) costs 2q + 2 = 10 products of M with a 128-wide block: ~1/4 of forming M at the 7B
+ * down_proj shape, and meets the 1e-3 target with two orders of margin. AUTO takes the randomized
+ * path when min(out, in) > 4 * (rank + oversample) (below that an exact SVD costs about the same).
  */
 cloq_lora_params cloq_lora_default_params(void);
 
