@@ -86,7 +86,7 @@ deps:
 	else echo "make deps: all Debian packages present"; fi
 
 # ---- tests ---------------------------------------------------------------------------------------
-check: cloq $(TESTS) $(TOOLS)
+check: $(BUILD)/cloq $(TESTS) $(TOOLS)
 	@BUILD=$(BUILD) sh tests/run.sh unit
 
 test: deps

@@ -159,6 +159,9 @@ static cJSON *settings_json(const cloq_convert_opts *o)
 	cJSON_AddBoolToObject(s, "one_pass", o->one_pass);
 	cJSON_AddStringToObject(s, "cache_dtype", o->cache_bf16 ? "bf16" : "fp32");
 	cJSON_AddBoolToObject(s, "baselines", o->baselines);
+	/* OpenBLAS's sums depend on its thread count, so the bytes of a job do too: the count is
+	 * part of what a job is, and resume reuses it (see run()). */
+	cJSON_AddNumberToObject(s, "threads", o->threads);
 	return s;
 }
 
@@ -195,6 +198,7 @@ static int settings_from_json(const cJSON *s, cloq_convert_opts *o, cloq_err *er
 	o->loftq_iters = (int)NUM("loftq_iters");
 	o->one_pass = BOOL("one_pass");
 	o->baselines = BOOL("baselines");
+	o->threads = (int)NUM("threads");
 #undef STR
 #undef NUM
 #undef BOOL
@@ -626,20 +630,31 @@ static void remove_stale_caches(job *J, int keep)
 }
 
 /* ---- driver -------------------------------------------------------------------------------- */
-static int setup_threads(const cloq_convert_opts *o)
+/* The thread count of a job: --threads, else the one its journal recorded, else all cores. */
+static int setup_threads(cloq_convert_opts *o)
 {
-	int n = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-	if (n < 1)
-		n = 1;
-	openblas_set_num_threads(n);
-	omp_set_num_threads(n);
-	return n;
+	if (o->threads <= 0) {
+		cloq_journal j;
+		if (cloq_journal_load(o->out_dir, &j, NULL) == CLOQ_OK) {
+			const cJSON *t = cJSON_GetObjectItemCaseSensitive(j.settings, "threads");
+			if (cJSON_IsNumber(t) && t->valueint > 0)
+				o->threads = t->valueint;
+			cloq_journal_free(&j);
+		}
+	}
+	if (o->threads <= 0)
+		o->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (o->threads < 1)
+		o->threads = 1;
+	openblas_set_num_threads(o->threads);
+	omp_set_num_threads(o->threads);
+	return o->threads;
 }
 
 static int run(job *J, cloq_err *err)
 {
 	int rc = CLOQ_OK;
-	const cloq_convert_opts *o = &J->o;
+	cloq_convert_opts *o = &J->o;
 	char path[4096];
 	cJSON *settings = NULL, *fp = NULL;
 	J->t0 = now();
