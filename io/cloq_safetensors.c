@@ -332,8 +332,9 @@ static int finalize(cloq_st_model *m, cloq_err *err)
 	for (size_t i = 1; i < m->ntensors; i++) {
 		const cloq_st_tensor *a = &m->tensors[m->by_name[i - 1]], *b = &m->tensors[m->by_name[i]];
 		if (strcmp(a->name, b->name) == 0) {
-			const cloq_st_tensor *lo = a->offset < b->offset || a->file < b->file ? a : b;
-			const cloq_st_tensor *hi = lo == a ? b : a;
+			/* name the earlier copy first: lower file index, then lower offset */
+			int a_first = a->file != b->file ? a->file < b->file : a->offset < b->offset;
+			const cloq_st_tensor *lo = a_first ? a : b, *hi = a_first ? b : a;
 			if (a->file == b->file)
 				return cloq_err_set(err, CLOQ_EINPUT,
 						    "%s: tensor '%s': duplicate name (at offsets %llu and %llu)",
