@@ -103,6 +103,7 @@ void cloq_reader_get_stats(const cloq_reader *r, cloq_reader_stats *s)
 	s->wait_seconds = r->wait_s;
 	pthread_mutex_unlock((pthread_mutex_t *)&r->mu);
 	s->backend = cloq_reader_backend(r);
+	s->direct = r->p.direct;
 }
 
 /* ---- batch processing (background thread) --------------------------------------------------- */
@@ -389,6 +390,18 @@ int cloq_reader_create(const char *const *paths, size_t nfiles, const cloq_reade
 		r->paths[i] = cloq_strdup(paths[i]);
 		CLOQ_FAIL_IF(!r->paths[i], err, CLOQ_EIO, "reader: out of memory");
 		r->fds[i] = open(paths[i], O_RDONLY | O_CLOEXEC | (r->p.direct ? O_DIRECT : 0));
+		if (r->fds[i] < 0 && errno == EINVAL && r->p.direct) {
+			/* the file system has no O_DIRECT (tmpfs, ...): aligned requests read fine
+			 * through the page cache, so fall back for every file */
+			for (size_t j = 0; j < i; j++) {
+				close(r->fds[j]);
+				r->fds[j] = open(paths[j], O_RDONLY | O_CLOEXEC);
+				CLOQ_FAIL_IF(r->fds[j] < 0, err, CLOQ_EIO, "%s: cannot open: %s", paths[j],
+					     strerror(errno));
+			}
+			r->p.direct = 0;
+			r->fds[i] = open(paths[i], O_RDONLY | O_CLOEXEC);
+		}
 		CLOQ_FAIL_IF(r->fds[i] < 0, err, errno == ENOENT ? CLOQ_EINPUT : CLOQ_EIO,
 			     "%s: cannot open%s: %s", paths[i], r->p.direct ? " with O_DIRECT" : "",
 			     strerror(errno));

@@ -59,9 +59,10 @@ typedef struct cloq_reader_params {
 	unsigned queue_depth; /* chunks in flight with io_uring (default 32) */
 	size_t chunk_bytes;   /* bytes per read call (default 1 MiB) */
 	int force_pread;      /* 1: do not try io_uring */
-	int direct;           /* 1: open with O_DIRECT; every offset, length and dst must then be
-				 * aligned to the device's logical block (4096 is safe); the reader
-				 * does not check. For benchmarks that bypass the page cache. */
+	int direct;           /* 1: open with O_DIRECT (falls back to buffered where the file system
+				 * refuses it; see stats.direct). Every offset, length and dst must
+				 * then be aligned to the device's logical block (4096 is safe; span
+				 * plans are); the reader does not check. */
 	int willneed;         /* 1 (default): before a buffered batch, posix_fadvise(WILLNEED) each
 				 * request's range so the kernel reads ahead in large I/Os */
 } cloq_reader_params;
@@ -72,6 +73,8 @@ typedef struct cloq_reader_stats {
 	double busy_seconds;   /* wall time the background thread spent on batches */
 	double wait_seconds;   /* wall time callers spent blocked in cloq_reader_wait */
 	const char *backend;   /* "io_uring" or "pread" */
+	int direct;            /* files are open with O_DIRECT (params.direct and the file system
+				* supports it; otherwise the reader silently reads buffered) */
 } cloq_reader_stats;
 
 cloq_reader_params cloq_reader_default_params(void);

@@ -413,6 +413,14 @@ static void test_must_fail_header(void **state)
 	assert_int_equal(cloq_st_open(sub, &m, &err), CLOQ_EINPUT);
 	assert_non_null(strstr(err.msg, "emptydir"));
 	assert_null(m);
+	/* a file without tensors is valid */
+	tpath(path, sizeof path, "no_tensors.safetensors");
+	write_raw(path, ~0ull, "{\"__metadata__\":{\"format\":\"pt\"}}", 0, NULL);
+	assert_int_equal(cloq_st_open(path, &m, &err), CLOQ_OK);
+	assert_int_equal(cloq_st_count(m), 0);
+	assert_null(cloq_st_find(m, "x"));
+	assert_int_equal(cloq_st_layer_count(m), 0);
+	cloq_st_close(m);
 	/* in-memory parser with fewer bytes than the header announces */
 	uint8_t b[12] = { 40, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ' };
 	assert_int_equal(cloq_st_parse_header(b, 12, 100, "mem.safetensors", &m, &err), CLOQ_EINPUT);

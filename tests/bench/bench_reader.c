@@ -51,7 +51,7 @@ static void usage(FILE *f)
 		"of a simulated per-layer compute time spent waiting for I/O with and without prefetch.\n"
 		"  --model PATH     existing .safetensors file or model directory (default: generate one)\n"
 		"  --size GIB       size of the generated model, llama2-7b layers in bf16 (default 2.0)\n"
-		"  --reps N         passes per method, best kept (default 2)\n"
+		"  --reps N         passes per method, interleaved, best kept (default 3)\n"
 		"  --compute-ms MS  simulated compute per layer (default: the cold read time of layer 0)\n"
 		"  --qd N           reader queue depth (default 32)\n"
 		"  --chunk-kib N    reader chunk size (default 1024)\n"
@@ -210,7 +210,7 @@ static int pread_span(int fd, void *buf, const struct span *s, uint64_t fsz, uin
 
 int main(int argc, char **argv)
 {
-	struct opts o = { NULL, 2.0, 2, 0, 32, 1u << 20, 0 };
+	struct opts o = { NULL, 2.0, 3, 0, 32, 1u << 20, 0 };
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
