@@ -6,7 +6,7 @@
 
 CC       ?= cc
 BUILD    ?= build
-OPT      ?= -O2
+OPT      ?= -O2 -fvect-cost-model=dynamic
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes -Wno-unused-parameter
 CPPFLAGS += -Iio -Iquant -Isolver -Isrc -D_GNU_SOURCE -MMD -MP
