@@ -25,6 +25,7 @@
 #include "cloq_layerstore.h"
 #include "cloq_model.h"
 #include "cloq_plan.h"
+#include "cloq_prefetch.h"
 #include "cloq_quant.h"
 #include "cloq_shard.h"
 #include "cloq_solver.h"
@@ -97,6 +98,9 @@ typedef struct job {
 	cloq_rope rope;
 	cloq_block_ws *ws;
 	cloq_layerstore_params sp;
+	cloq_prefetch *pf;      /* layer l+1 arrives while layer l is converted */
+	int last_todo;          /* last layer this run converts */
+	double io_wait_s;       /* time blocked on weight reads */
 	float *xbuf;            /* (seqlen, hidden) one window of activations */
 	double t0;
 	double stage_s[8];      /* read, stats, quant, solve, propagate, write, report */
@@ -385,7 +389,14 @@ static int process_layer(job *J, int l, cloq_err *err)
 	memset(grams, 0, sizeof grams);
 
 	t = now();
-	CLOQ_TRY(cloq_model_load_layer(J->m, l, &w, err));
+	uint64_t digest = 0;
+	CLOQ_TRY(cloq_prefetch_take(J->pf, l, &w, &digest, &J->io_wait_s, err));
+	/* the next layer to convert streams in while this one computes */
+	for (int n = l + 1; n <= J->last_todo; n++)
+		if (!J->j.layer_done[n]) {
+			CLOQ_TRY(cloq_prefetch_start(J->pf, n, err));
+			break;
+		}
 	J->stage_s[ST_READ] += now() - t;
 	/* wp: the weights that feed what comes after each processed group (propagate setting). */
 	wp = w;
@@ -432,6 +443,9 @@ static int process_layer(job *J, int l, cloq_err *err)
 	J->stage_s[ST_WRITE] += now() - t;
 
 	cJSON *rep = cloq_layer_report_json(J->cfg, l, res, now() - t_layer);
+	char hex[40];
+	hex64(digest, hex);
+	cJSON_AddStringToObject(rep, "input_xxh3", hex);
 	cJSON_Delete(J->j.layer_report[l]);
 	J->j.layer_report[l] = rep;
 	J->j.layer_done[l] = 1;
@@ -539,6 +553,9 @@ static int write_report(job *J, int final, cloq_err *err)
 	for (int s = 0; s < ST_NSTAGES; s++)
 		cJSON_AddNumberToObject(st, stage_names[s], J->stage_s[s]);
 	cJSON_AddNumberToObject(st, "total", now() - J->t0);
+	cJSON_AddNumberToObject(st, "weight_read_wait", J->io_wait_s);
+	if (J->pf)
+		cJSON_AddStringToObject(r, "reader", cloq_prefetch_backend(J->pf));
 	cJSON_AddNumberToObject(r, "peak_rss_gib", cloq_peak_rss_gib());
 	cJSON_AddBoolToObject(r, "finished", final);
 	text = cJSON_Print(r);
@@ -767,6 +784,8 @@ static int run(job *J, cloq_err *err)
 		}
 		cloq_cache_close(cr);
 		remove_stale_caches(J, start);
+		J->last_todo = last;
+		CLOQ_TRY(cloq_prefetch_create(J->m, &J->pf, err));
 		if (start == 0)
 			CLOQ_TRY(build_cache0(J, err));
 		for (int l = start; l <= last; l++) {
@@ -797,6 +816,7 @@ fail:
 
 static void job_free(job *J)
 {
+	cloq_prefetch_free(J->pf);
 	cloq_free(J->xbuf);
 	cloq_block_ws_free(J->ws);
 	cloq_rope_free(&J->rope);
