@@ -401,9 +401,13 @@ static int process_layer(job *J, int l, cloq_err *err)
 	/* wp: the weights that feed what comes after each processed group (propagate setting). */
 	wp = w;
 
+	/* Gram matrices are allocated when their group comes (all four at once only with
+	 * --one-pass): the widest, down_proj's, dominates a layer's memory. */
+	int gram_n[CLOQ_GROUPS];
 	for (int g = 0; g < CLOQ_GROUPS; g++) {
-		int n = g == CLOQ_GROUP_O ? c->heads * c->head_dim : g == CLOQ_GROUP_DOWN ? c->intermediate : c->hidden;
-		CLOQ_TRY(cloq_gram_init(&grams[g], n, err));
+		gram_n[g] = g == CLOQ_GROUP_O ? c->heads * c->head_dim : g == CLOQ_GROUP_DOWN ? c->intermediate : c->hidden;
+		if (J->o.one_pass)
+			CLOQ_TRY(cloq_gram_init(&grams[g], gram_n[g], err));
 	}
 	t = now();
 	if (J->o.one_pass) {
@@ -414,6 +418,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 	J->stage_s[ST_STATS] += now() - t;
 	for (int g = 0; g < CLOQ_GROUPS; g++) {
 		if (!J->o.one_pass) {
+			CLOQ_TRY(cloq_gram_init(&grams[g], gram_n[g], err));
 			memset(&gh, 0, sizeof gh);
 			gh.g[g] = &grams[g];
 			t = now();
