@@ -20,8 +20,7 @@ typedef struct cloq_expmodel {
 	int rank;
 	double scaling;           /* lora_alpha / r */
 	float *embed, *head, *final_norm;
-	int loaded;
-	cloq_layer_w lw;
+	cloq_table_lm tlm;        /* the cloq_lm view */
 } cloq_expmodel;
 
 int cloq_expmodel_open(const char *dir, const char *adapter_dir, cloq_expmodel **m, cloq_err *err);

@@ -24,9 +24,8 @@ typedef struct cloq_model {
 	const cloq_st_tensor *embed, *head, *norm;   /* head == embed when tied */
 	const cloq_st_tensor *lin[CLOQ_LINEARS];     /* scratch for the last looked-up layer */
 	float *final_norm;                           /* (hidden) fp32 */
-	/* cloq_lm support: the layer currently loaded, and fds for row reads */
-	int loaded_layer;
-	cloq_layer_w lw;
+	/* cloq_lm support: the layer currently decoded, and fds for row reads */
+	cloq_layer_cache cache;
 	int *fds;                                    /* one per safetensors file, for row reads */
 	size_t nfds;
 } cloq_model;
