@@ -2,12 +2,14 @@
  * bench_solver.c - CLoQ solve at rank 64: the fast path (Cholesky + randomized SVD) against the
  * baseline (eigendecomposition root + full SVD), same inputs, same run.
  *
- *   build/bench/bench_solver            7B down_proj shape at 1/4 and 1/2 scale (~2 min here)
- *   build/bench/bench_solver --full     + the Llama-2-7B down_proj shape, out 4096 x in 11008
+ *   build/bench/bench_solver            7B down_proj shape at 1/4 and 1/3 scale (~1-2 min here)
+ *   build/bench/bench_solver --full     + 1/2 scale and the Llama-2-7B down_proj shape, out 4096 x
+ *                                        in 11008 (~15 min on 2 shared cores)
  *   build/bench/bench_solver --big      + Llama-3-70B down_proj, 8192 x 28672 (fast path only;
  *                                        add --baseline for the eig + full SVD too: hours, ~30 GB)
  *   build/bench/bench_solver --shape 4096x11008 [--rank R] [--oversample P] [--power Q]
  *   build/bench/bench_solver --shape 1024x2752 --sweep   excess over (oversample, power_iters)
+ *   --fast-only skips the baseline (and the excess) on every row
  *
  * H (in, in) = diag(d) + F F^T: channel energies d_j ~ (1 + j/8)^-1.5 (shuffled) plus 256 shared
  * directions of decaying strength, i.e. a full-rank H with the decaying spectrum and dominant
@@ -249,6 +251,7 @@ int main(int argc, char **argv)
 {
 	struct row rows[8];
 	int nrows = 0, rank = 64, full = 0, big = 0, baseline_big = 0, custom = 0, rc = 0;
+	int fast_only = 0;
 	static char custom_name[64];
 
 	for (int i = 1; i < argc; i++) {
@@ -258,6 +261,8 @@ int main(int argc, char **argv)
 			big = 1;
 		else if (!strcmp(argv[i], "--baseline"))
 			baseline_big = 1;
+		else if (!strcmp(argv[i], "--fast-only"))
+			fast_only = 1;
 		else if (!strcmp(argv[i], "--sweep"))
 			g_sweep = 1;
 		else if (!strcmp(argv[i], "--oversample") && i + 1 < argc)
@@ -271,7 +276,7 @@ int main(int argc, char **argv)
 			custom = 1;
 		} else {
 			fprintf(stderr, "usage: %s [--full] [--big [--baseline]] [--shape OUTxIN] "
-				"[--rank R] [--oversample P] [--power Q] [--sweep]\n", argv[0]);
+				"[--rank R] [--oversample P] [--power Q] [--sweep] [--fast-only]\n", argv[0]);
 			return 1;
 		}
 	}
@@ -281,9 +286,11 @@ int main(int argc, char **argv)
 		nrows = 1;
 	} else {
 		rows[nrows++] = (struct row){ "7B down/4", 1024, 2752 };
-		rows[nrows++] = (struct row){ "7B down/2", 2048, 5504 };
-		if (full)
+		rows[nrows++] = (struct row){ "7B down/3", 1368, 3672 };
+		if (full) {
+			rows[nrows++] = (struct row){ "7B down/2", 2048, 5504 };
 			rows[nrows++] = (struct row){ "7B down_proj", 4096, 11008 };
+		}
 	}
 	if (g_over < 0)
 		g_over = cloq_lora_default_params().oversample;
@@ -296,7 +303,7 @@ int main(int argc, char **argv)
 	       "f.factor", "f.solve", "f.total", "b.factor", "b.solve", "b.total", "speed-up",
 	       "obj excess");
 	for (int i = 0; i < nrows; i++)
-		rc |= run(&rows[i], rank, 1);
+		rc |= run(&rows[i], rank, !fast_only);
 	if (big) {
 		struct row r70 = { "70B down_proj", 8192, 28672 };
 		rc |= run(&r70, rank, baseline_big);
