@@ -431,9 +431,17 @@ static int process_layer(job *J, int l, cloq_err *err)
 		progress(J, l, "solve", 0.25 * (g + 1), 0);
 		CLOQ_TRY(cloq_layer_solve_group(J->cfg, &J->sp, l, g, &grams[g], &w, res, &J->stage_s[ST_QUANT],
 						&J->stage_s[ST_SOLVE], err));
-		for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-			if (cloq_linear_group(lin) == g)
-				wp.w[lin] = cloq_layer_result_propagated(&res[lin], J->sp.propagate, w.w[lin]);
+		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+			if (cloq_linear_group(lin) != g)
+				continue;
+			wp.w[lin] = cloq_layer_result_propagated(&res[lin], J->sp.propagate, w.w[lin]);
+			/* the original weight has served its purpose unless it is what propagates:
+			 * release it now, so a layer never holds W and deq(Q) of every linear at once */
+			if (wp.w[lin] != w.w[lin]) {
+				cloq_free(w.w[lin]);
+				w.w[lin] = NULL;
+			}
+		}
 		cloq_gram_free(&grams[g]);
 	}
 

@@ -20,27 +20,46 @@ static int64_t dtype_bytes(const cloq_config *c)
 void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p)
 {
 	int64_t lp = cloq_config_layer_params(c);
-	int64_t qd = (int64_t)c->heads * c->head_dim;
-	int64_t lin = 0;                       /* parameters in the seven linears */
-	int64_t nmax = 0, outmax = 0;          /* widest Gram matrix and the widest linear on it */
+	int64_t lin = 0; /* parameters in the seven linears */
 	for (int l = 0; l < CLOQ_LINEARS; l++) {
 		int out, in;
 		cloq_linear_shape(c, l, &out, &in);
 		lin += (int64_t)out * in;
-		if (in > nmax || (in == nmax && out > outmax)) {
-			nmax = in;
-			outmax = out;
+	}
+	int64_t r = o->rank;
+	/* Per group g (qkv, o, gateup, down), what is held while g is solved: the original weights
+	 * of g and the groups after it (processed ones are released unless --propagate fp), deq(Q)
+	 * of g and the groups before it (+ deq(Q) + sBA for --propagate lora), codes, LoRA factors,
+	 * two raw read-ahead buffers of a layer; and the solver's share for g's width n and widest
+	 * linear: Gram H (f64), CLoQ factor R (f64), GPTQ's H^-1 factor (f32), M = R dW^T and a few
+	 * (out, in) residuals. The peak is the largest of the four. */
+	int64_t fixed = 2 * lp * dtype_bytes(c) + (lp - lin) * 4 +
+			(int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4;
+	p->peak_bytes = 0;
+	int64_t nmax = 0; /* width of the group where the peak falls */
+	for (int g = 0; g < CLOQ_GROUPS; g++) {
+		int64_t w_orig = 0, w_done = 0, n = 0, omax = 0;
+		for (int l = 0; l < CLOQ_LINEARS; l++) {
+			int out, in;
+			cloq_linear_shape(c, l, &out, &in);
+			int64_t sz = (int64_t)out * in;
+			if (cloq_linear_group(l) >= g || o->propagate == CLOQ_PROP_FP)
+				w_orig += sz * 4;
+			if (cloq_linear_group(l) <= g)
+				w_done += sz * (4 * (o->propagate == CLOQ_PROP_LORA ? 2 : 1) + 1);
+			if (cloq_linear_group(l) == g) {
+				n = in;
+				omax = out > omax ? out : omax;
+			}
+		}
+		int64_t weights = fixed + w_orig + w_done;
+		int64_t solver = n * n * (8 + 8 + 4) + n * omax * 8 + n * omax * 4 * 3;
+		if (weights + solver > p->weights_bytes + p->solver_bytes) {
+			p->weights_bytes = weights;
+			p->solver_bytes = solver;
+			nmax = n;
 		}
 	}
-	(void)qd;
-	int64_t r = o->rank;
-	/* weights: the layer in fp32, deq(Q) of every linear (+ deq(Q) + sBA for --propagate lora),
-	 * codes (1 byte each), LoRA factors, and two raw read-ahead buffers of the layer's bytes */
-	p->weights_bytes = lp * 4 + lin * 4 * (o->propagate == CLOQ_PROP_LORA ? 2 : 1) + lin +
-			   (int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4 + 2 * lp * dtype_bytes(c);
-	/* solver, for the widest group: Gram H (f64), the CLoQ factor R (f64), GPTQ's H^-1 factor
-	 * (f32), M = R dW^T (f64), and a few (out, in) float32 residuals */
-	p->solver_bytes = nmax * nmax * (8 + 8 + 4) + nmax * outmax * 8 + nmax * outmax * 4 * 3;
 	p->forward_bytes = (int64_t)cloq_block_ws_bytes(c, seqlen) + (int64_t)seqlen * c->hidden * 4 * 3;
 	p->peak_bytes = p->weights_bytes + p->solver_bytes + p->forward_bytes + (64 << 20) /* libs, zstd */;
 	int64_t act = (int64_t)nsamples * seqlen * c->hidden * (o->cache_bf16 ? 2 : 4);
