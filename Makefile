@@ -6,7 +6,7 @@
 
 CC       ?= cc
 BUILD    ?= build
-OPT      ?= -O2
+OPT      ?= -O2 -fvect-cost-model=dynamic
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes -Wno-unused-parameter
 CPPFLAGS += -Iio -Iquant -Isolver -Isrc -D_GNU_SOURCE -MMD -MP
@@ -86,7 +86,7 @@ deps:
 	else echo "make deps: all Debian packages present"; fi
 
 # ---- tests ---------------------------------------------------------------------------------------
-check: cloq $(TESTS) $(TOOLS)
+check: $(BUILD)/cloq $(TESTS) $(TOOLS)
 	@BUILD=$(BUILD) sh tests/run.sh unit
 
 test: deps

@@ -85,7 +85,7 @@ static double now_s(void)
 cloq_reader_params cloq_reader_default_params(void)
 {
 	cloq_reader_params p = { .queue_depth = 32, .chunk_bytes = (size_t)1 << 20, .force_pread = 0,
-				 .direct = 0 };
+				 .direct = 0, .willneed = 1 };
 	return p;
 }
 
@@ -103,6 +103,7 @@ void cloq_reader_get_stats(const cloq_reader *r, cloq_reader_stats *s)
 	s->wait_seconds = r->wait_s;
 	pthread_mutex_unlock((pthread_mutex_t *)&r->mu);
 	s->backend = cloq_reader_backend(r);
+	s->direct = r->p.direct;
 }
 
 /* ---- batch processing (background thread) --------------------------------------------------- */
@@ -138,6 +139,7 @@ static void advance_hash(cloq_reader *r)
 		if (c->off == 0)
 			XXH3_64bits_reset(r->xs);
 		XXH3_64bits_update(r->xs, (const char *)q->dst + c->off, c->len);
+		q->got += c->len;
 		if (c->last) {
 			q->xxh3 = XXH3_64bits_digest(r->xs);
 			r->hash_req++;
@@ -160,21 +162,34 @@ static int chunk_result(cloq_reader *r, struct chunk *c, long res)
 			   (unsigned long long)at, strerror(e));
 		return 0;
 	}
-	if (res == 0) {
-		/* chunks complete out of order, so `at` need not be where the file ends: say both */
+	if (res > 0) {
+		c->done += (uint32_t)res;
+		r->batch_bytes += (uint64_t)res;
+		if (c->done == c->len) {
+			c->complete = 1;
+			return 0;
+		}
+		/* A short read: resubmit the remainder, unless the file ends here (checked now,
+		 * because under O_DIRECT a read of the unaligned remainder would fail with EINVAL
+		 * instead of returning 0). */
 		struct stat st;
-		unsigned long long end = fstat(r->fds[q->file], &st) == 0 ? (unsigned long long)st.st_size : at;
-		batch_fail(r, CLOQ_EINPUT,
-			   "%s: short read: file ends at offset %llu, request wanted [%llu, %llu) (nothing at %llu)",
-			   r->paths[q->file], end, (unsigned long long)q->offset,
-			   (unsigned long long)(q->offset + q->length), (unsigned long long)at);
+		at = q->offset + c->off + c->done;
+		if (fstat(r->fds[q->file], &st) != 0 || (uint64_t)st.st_size > at)
+			return 1;
+	}
+	/* end of file */
+	if (q->eof_ok) {
+		c->len = c->done; /* hash and count only what exists */
+		c->complete = 1;
 		return 0;
 	}
-	c->done += (uint32_t)res;
-	r->batch_bytes += (uint64_t)res;
-	if (c->done < c->len)
-		return 1;
-	c->complete = 1;
+	/* chunks complete out of order, so `at` need not be where the file ends: say both */
+	struct stat st;
+	unsigned long long end = fstat(r->fds[q->file], &st) == 0 ? (unsigned long long)st.st_size : at;
+	batch_fail(r, CLOQ_EINPUT,
+		   "%s: short read: file ends at offset %llu, request wanted [%llu, %llu) (nothing at %llu)",
+		   r->paths[q->file], end, (unsigned long long)q->offset,
+		   (unsigned long long)(q->offset + q->length), (unsigned long long)at);
 	return 0;
 }
 
@@ -284,6 +299,31 @@ static void run_uring(cloq_reader *r)
 	cloq_free(redo);
 }
 
+/* Buffered reads: many chunks in flight at scattered offsets defeat the kernel's per-file
+ * readahead (each read then fills the page cache a few pages at a time, measured at a third of
+ * sequential bandwidth on ext4/virtio). Announcing every request's range first lets the kernel
+ * start large readahead I/O for all of it; the reads then mostly find their pages arriving.
+ * Adjacent requests of one file are merged into one hint. */
+static void hint_willneed(cloq_reader *r)
+{
+	size_t i = 0;
+	while (i < r->nreq) {
+		int f = r->reqs[i].file;
+		uint64_t lo = r->reqs[i].offset, hi = lo + r->reqs[i].length;
+		size_t j = i + 1;
+		while (j < r->nreq && r->reqs[j].file == f && r->reqs[j].offset <= hi + 4096 &&
+		       r->reqs[j].offset + r->reqs[j].length >= lo) {
+			uint64_t e = r->reqs[j].offset + r->reqs[j].length;
+			if (e > hi)
+				hi = e;
+			j++;
+		}
+		if (hi > lo)
+			posix_fadvise(r->fds[f], (off_t)lo, (off_t)(hi - lo), POSIX_FADV_WILLNEED);
+		i = j;
+	}
+}
+
 static void *reader_thread(void *arg)
 {
 	cloq_reader *r = arg;
@@ -297,6 +337,8 @@ static void *reader_thread(void *arg)
 
 		double t0 = now_s();
 		r->batch_bytes = 0;
+		if (!r->p.direct && r->p.willneed)
+			hint_willneed(r);
 		if (build_chunks(r) == CLOQ_OK) {
 			if (r->backend == BACKEND_URING)
 				run_uring(r);
@@ -348,6 +390,18 @@ int cloq_reader_create(const char *const *paths, size_t nfiles, const cloq_reade
 		r->paths[i] = cloq_strdup(paths[i]);
 		CLOQ_FAIL_IF(!r->paths[i], err, CLOQ_EIO, "reader: out of memory");
 		r->fds[i] = open(paths[i], O_RDONLY | O_CLOEXEC | (r->p.direct ? O_DIRECT : 0));
+		if (r->fds[i] < 0 && errno == EINVAL && r->p.direct) {
+			/* the file system has no O_DIRECT (tmpfs, ...): aligned requests read fine
+			 * through the page cache, so fall back for every file */
+			for (size_t j = 0; j < i; j++) {
+				close(r->fds[j]);
+				r->fds[j] = open(paths[j], O_RDONLY | O_CLOEXEC);
+				CLOQ_FAIL_IF(r->fds[j] < 0, err, CLOQ_EIO, "%s: cannot open: %s", paths[j],
+					     strerror(errno));
+			}
+			r->p.direct = 0;
+			r->fds[i] = open(paths[i], O_RDONLY | O_CLOEXEC);
+		}
 		CLOQ_FAIL_IF(r->fds[i] < 0, err, errno == ENOENT ? CLOQ_EINPUT : CLOQ_EIO,
 			     "%s: cannot open%s: %s", paths[i], r->p.direct ? " with O_DIRECT" : "",
 			     strerror(errno));
@@ -434,6 +488,7 @@ int cloq_reader_start(cloq_reader *r, cloq_reader_req *reqs, size_t n, cloq_err 
 	if (r->in_flight)
 		return cloq_err_set(err, CLOQ_EINPUT, "reader: a batch is still in flight (call wait first)");
 	for (size_t i = 0; i < n; i++) {
+		reqs[i].got = 0;
 		if (reqs[i].file < 0 || (size_t)reqs[i].file >= r->nfiles)
 			return cloq_err_set(err, CLOQ_EINPUT, "reader: request %zu names file %d of %zu", i,
 					    reqs[i].file, r->nfiles);
@@ -524,4 +579,72 @@ int cloq_st_layer_plan(const cloq_st_model *m, int layer, void *buf, size_t buf_
 	int rc = cloq_st_plan(m, idx, n, buf, buf_size, reqs, needed, err);
 	cloq_free(idx);
 	return rc;
+}
+
+int cloq_st_layer_span_plan(const cloq_st_model *m, int layer, size_t align, void *buf,
+			    size_t buf_size, cloq_st_span_plan *plan, cloq_err *err)
+{
+	memset(plan, 0, sizeof *plan);
+	if (align < CLOQ_PLAN_ALIGN || (align & (align - 1)))
+		return cloq_err_set(err, CLOQ_EINPUT, "span plan: alignment %zu is not a power of two >= %d",
+				    align, CLOQ_PLAN_ALIGN);
+	if (buf && (uintptr_t)buf % align)
+		return cloq_err_set(err, CLOQ_EINPUT, "span plan: buffer not %zu-byte aligned", align);
+	size_t n = cloq_st_layer_tensors(m, layer, NULL, 0);
+	if (n == 0)
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: no tensors named model.layers.%d.*",
+				    cloq_st_file_path(m, 0), layer);
+	size_t *idx = cloq_malloc(n * sizeof *idx);
+	if (!idx)
+		return cloq_err_set(err, CLOQ_EIO, "span plan: out of memory");
+	cloq_st_layer_tensors(m, layer, idx, n);
+	int rc = CLOQ_OK;
+	uint64_t pos = 0;
+	/* the tensors come in file order, so each file's tensors are one run */
+	for (size_t i = 0; i < n;) {
+		const cloq_st_tensor *a = cloq_st_tensor_at(m, idx[i]);
+		uint64_t lo = a->offset, hi = a->offset + a->nbytes;
+		size_t j = i + 1;
+		for (; j < n && cloq_st_tensor_at(m, idx[j])->file == a->file; j++) {
+			const cloq_st_tensor *t = cloq_st_tensor_at(m, idx[j]);
+			if (t->offset + t->nbytes > hi)
+				hi = t->offset + t->nbytes;
+		}
+		if (plan->nreq == CLOQ_SPAN_MAX) {
+			rc = cloq_err_set(err, CLOQ_EINPUT, "layer %d spans more than %d files", layer,
+					  CLOQ_SPAN_MAX);
+			break;
+		}
+		lo = lo / align * align;
+		hi = (hi + align - 1) / align * align;
+		cloq_reader_req *q = &plan->req[plan->nreq++];
+		q->file = a->file;
+		q->offset = lo;
+		q->length = (size_t)(hi - lo);
+		q->eof_ok = hi > cloq_st_file_size(m, (size_t)a->file);
+		q->tag = idx[i];
+		pos = (pos + align - 1) / align * align;
+		q->dst = buf ? (char *)buf + pos : NULL;
+		pos += hi - lo;
+		i = j;
+	}
+	cloq_free(idx);
+	if (rc)
+		return rc;
+	plan->needed = (size_t)pos;
+	if (buf && pos > buf_size)
+		return cloq_err_set(err, CLOQ_EINPUT, "span plan: layer %d needs %llu bytes, buffer has %zu",
+				    layer, (unsigned long long)pos, buf_size);
+	return CLOQ_OK;
+}
+
+const void *cloq_st_span_data(const cloq_st_span_plan *plan, const cloq_st_tensor *t)
+{
+	for (size_t i = 0; i < plan->nreq; i++) {
+		const cloq_reader_req *q = &plan->req[i];
+		if (q->file == t->file && q->dst && t->offset >= q->offset &&
+		    t->offset + t->nbytes <= q->offset + q->length)
+			return (const char *)q->dst + (t->offset - q->offset);
+	}
+	return NULL;
 }

@@ -271,7 +271,8 @@ static int parse_into(cloq_st_model *m, size_t fi, const uint8_t *buf, size_t le
 	CLOQ_FAIL_IF(!order, err, CLOQ_EIO, "%s: out of memory", fn);
 	for (size_t i = 0; i < cnt; i++)
 		order[i] = first + i;
-	qsort_r(order, cnt, sizeof *order, cmp_tensor_span, m->tensors);
+	if (cnt > 1)
+		qsort_r(order, cnt, sizeof *order, cmp_tensor_span, m->tensors);
 	uint64_t pos = data_off;
 	const char *prev = NULL;
 	for (size_t i = 0; i < cnt; i++) {
@@ -322,18 +323,21 @@ static int cmp_name_idx(const void *a, const void *b, void *ctx)
 /* Sort into file order, build the name index, reject duplicate names (cJSON keeps them). */
 static int finalize(cloq_st_model *m, cloq_err *err)
 {
-	qsort(m->tensors, m->ntensors, sizeof *m->tensors, cmp_file_order);
+	if (m->ntensors > 1) /* m->tensors is NULL for a file without tensors: qsort's args are nonnull */
+		qsort(m->tensors, m->ntensors, sizeof *m->tensors, cmp_file_order);
 	m->by_name = cloq_malloc((m->ntensors ? m->ntensors : 1) * sizeof *m->by_name);
 	if (!m->by_name)
 		return cloq_err_set(err, CLOQ_EIO, "%s: out of memory", m->files[0].path);
 	for (size_t i = 0; i < m->ntensors; i++)
 		m->by_name[i] = i;
-	qsort_r(m->by_name, m->ntensors, sizeof *m->by_name, cmp_name_idx, m->tensors);
+	if (m->ntensors > 1)
+		qsort_r(m->by_name, m->ntensors, sizeof *m->by_name, cmp_name_idx, m->tensors);
 	for (size_t i = 1; i < m->ntensors; i++) {
 		const cloq_st_tensor *a = &m->tensors[m->by_name[i - 1]], *b = &m->tensors[m->by_name[i]];
 		if (strcmp(a->name, b->name) == 0) {
-			const cloq_st_tensor *lo = a->offset < b->offset || a->file < b->file ? a : b;
-			const cloq_st_tensor *hi = lo == a ? b : a;
+			/* name the earlier copy first: lower file index, then lower offset */
+			int a_first = a->file != b->file ? a->file < b->file : a->offset < b->offset;
+			const cloq_st_tensor *lo = a_first ? a : b, *hi = a_first ? b : a;
 			if (a->file == b->file)
 				return cloq_err_set(err, CLOQ_EINPUT,
 						    "%s: tensor '%s': duplicate name (at offsets %llu and %llu)",

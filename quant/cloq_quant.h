@@ -80,6 +80,8 @@ typedef struct cloq_quant_gptq_info {
 	int damp_escalations; /* times the damping was raised x10 because the Cholesky failed */
 	int dead_cols;        /* columns with diag H == 0: their weights zeroed, diag set to 1 */
 	double loss;          /* GPTQ's own loss, sum (w - deq)^2 / Hinv_jj^2 / 2, normalised H */
+	double t_factor_s;    /* wall seconds: checks + H^-1 factor (all attempts) */
+	double t_quant_s;     /* wall seconds: the column loop with its lazy-batch GEMMs */
 } cloq_quant_gptq_info;
 
 /*
@@ -92,12 +94,32 @@ typedef struct cloq_quant_gptq_info {
  * `out` is allocated here (pass a zeroed struct). `info` may be NULL.
  * Implementation: H^-1's upper Cholesky factor via one Cholesky of the reversed H and a
  * triangular inverse (LAPACK, float64); lazy-batch updates as float32 GEMMs; rows in parallel.
+ * Cost: 2/3 cols^3 (factor, float64) + rows * cols^2 (GEMMs, float32) flops. Memory besides W,
+ * H and out: 8 cols^2 bytes (a float64 copy of H, shrunk in place to the float32 factor) +
+ * 4 rows cols (working W) + 4 rows block_size. Llama-2-7B down_proj (4096 x 11008): ~1.2 GB,
+ * Llama-3-70B down_proj (8192 x 28672): ~7.5 GB.
  */
 int cloq_quant_gptq(const float *W, const double *H, int rows, int cols, const cloq_quant_params *p,
 		    cloq_qtensor *out, cloq_err *err);
 int cloq_quant_gptq_ex(const float *W, const double *H, int rows, int cols,
 		       const cloq_quant_params *p, cloq_qtensor *out, cloq_quant_gptq_info *info,
 		       cloq_err *err);
+/*
+ * The H factor on its own, so that linears reading the same input (q/k/v, gate/up) pay the
+ * O(cols^3) factorisation once: create it from H and the parameters (damp, act_order are taken
+ * from `p` here), then run cloq_quant_gptq_hinv for each W (rows, cols) with parameters whose
+ * act_order matches (bits, group_size, sym, static_groups, block_size, fp16_scales may differ).
+ * Results are identical to cloq_quant_gptq_ex. The handle holds 4 cols^2 + 5 cols bytes; it is
+ * read-only once made (several threads may share it); free(NULL) is fine.
+ */
+typedef struct cloq_quant_hinv cloq_quant_hinv;
+int cloq_quant_hinv_create(const double *H, int cols, const cloq_quant_params *p,
+			   cloq_quant_hinv **out, cloq_err *err);
+void cloq_quant_hinv_free(cloq_quant_hinv *h);
+int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
+			 const cloq_quant_params *p, cloq_qtensor *out, cloq_quant_gptq_info *info,
+			 cloq_err *err);
+
 /* Plain scalar float64 reference of the same algorithm (quant/cloq_quant_ref.c): no blocking,
  * column by column with the full update, H^-1 factor by dpotrf + dpotri + dpotrf as AutoGPTQ.
  * O(rows * cols^2): for tests. Same contract as cloq_quant_gptq_ex. */

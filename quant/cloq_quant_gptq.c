@@ -27,6 +27,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -99,6 +100,13 @@ static int build_h(const double *H, int n, const int *perm, double damp_rel, dou
 	return ndead;
 }
 
+static double now_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 static double attempt_damp(double damp, int k)
 {
 	if (k == 0)
@@ -108,59 +116,62 @@ static double attempt_damp(double damp, int k)
 
 #define GPTQ_MAX_ESCALATIONS 4
 
-/* ======== GPTQ ==================================================================================== */
-int cloq_quant_gptq(const float *W, const double *H, int rows, int cols, const cloq_quant_params *p,
-		    cloq_qtensor *out, cloq_err *err)
+/* ======== the factor, shareable by the linears that read the same input ======================= */
+struct cloq_quant_hinv {
+	int n, act_order;
+	int *perm;           /* (n) original column at processing position j */
+	unsigned char *dead; /* (n) diag H == 0, by original column */
+	float *U;            /* (n, n) row-major, upper: chol(H'^-1) of the permuted, normalised H */
+	double damp_used, t_factor_s;
+	int escalations, ndead;
+};
+
+void cloq_quant_hinv_free(cloq_quant_hinv *h)
 {
-	return cloq_quant_gptq_ex(W, H, rows, cols, p, out, NULL, err);
+	if (!h)
+		return;
+	cloq_free(h->U);
+	cloq_free(h->dead);
+	cloq_free(h->perm);
+	cloq_free(h);
 }
 
-int cloq_quant_gptq_ex(const float *W, const double *H, int rows, int cols,
-		       const cloq_quant_params *p, cloq_qtensor *out, cloq_quant_gptq_info *info,
-		       cloq_err *err)
+int cloq_quant_hinv_create(const double *H, int cols, const cloq_quant_params *p,
+			   cloq_quant_hinv **out, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	cloq_quant_cfg c;
-	int *perm = NULL;
+	cloq_quant_hinv *h = NULL;
 	unsigned char *hbuf = NULL;
-	float *Wp = NULL, *Err = NULL, *row = NULL;
-	double *loss = NULL;
-	size_t N = (size_t)cols, R = (size_t)rows, nn, rn;
+	size_t N = (size_t)cols, nn;
+	double t0 = now_s();
 
-	memset(out, 0, sizeof *out);
-	CLOQ_TRY(cloq_quant__cfg(p, rows, cols, &c, err));
-	CLOQ_FAIL_IF(!W || !H, err, CLOQ_EINPUT, "gptq: no W or H");
-	CLOQ_FAIL_IF(!cloq_mul_ok(N, N, &nn) || !cloq_mul_ok(nn, sizeof(double), &nn) ||
-		     !cloq_mul_ok(R, N, &rn) || !cloq_mul_ok(rn, sizeof(float), &rn), err,
-		     CLOQ_EINPUT, "gptq: shape (%d, %d) too large", rows, cols);
-	CLOQ_TRY(cloq_quant__check_w(W, rows, cols, err));
+	*out = NULL;
+	CLOQ_TRY(cloq_quant__cfg(p, 1, cols, &c, err));
+	CLOQ_FAIL_IF(!H, err, CLOQ_EINPUT, "gptq: no H");
+	CLOQ_FAIL_IF(!cloq_mul_ok(N, N, &nn) || !cloq_mul_ok(nn, sizeof(double), &nn), err,
+		     CLOQ_EINPUT, "gptq: H (%d x %d) too large", cols, cols);
 	CLOQ_TRY(cloq_quant__check_h(H, cols, err));
-
-	/* Effective block: see the banner. */
-	int blk = c.block_size;
-	if (!c.static_groups && c.gs <= blk)
-		blk = (blk / c.gs) * c.gs;
-	if (blk > cols)
-		blk = cols;
-
-	perm = cloq_malloc(N * sizeof *perm);
+	h = cloq_calloc(1, sizeof *h);
+	CLOQ_FAIL_IF(!h, err, CLOQ_EIO, "gptq: out of memory for the H factor");
+	h->n = cols;
+	h->act_order = c.act_order;
+	h->perm = cloq_malloc(N * sizeof *h->perm);
+	h->dead = cloq_malloc(N);
 	hbuf = cloq_malloc(nn);
-	Wp = cloq_aligned_alloc(64, rn);
-	Err = cloq_aligned_alloc(64, R * (size_t)blk * sizeof *Err);
-	loss = cloq_calloc(R, sizeof *loss);
-	row = cloq_malloc(N * sizeof *row);
-	CLOQ_FAIL_IF(!perm || !hbuf || !Wp || !Err || !loss || !row, err, CLOQ_EIO,
-		     "gptq: out of memory for a (%d, %d) weight", rows, cols);
-	CLOQ_TRY(cloq_qtensor_alloc(out, rows, cols, c.bits, c.gs, err));
-	CLOQ_TRY(cloq_quant__perm(H, cols, c.act_order, perm, err));
+	CLOQ_FAIL_IF(!h->perm || !h->dead || !hbuf, err, CLOQ_EIO,
+		     "gptq: out of memory for the H factor (%d x %d)", cols, cols);
+	CLOQ_TRY(cloq_quant__perm(H, cols, c.act_order, h->perm, err));
+	for (size_t j = 0; j < N; j++)
+		h->dead[j] = H[j * N + j] == 0.0;
 
-	/* ---- U = chol(H^-1, upper), escalating the damping when H is not numerically SPD ---- */
+	/* U = chol(H^-1, upper), escalating the damping when H is not numerically SPD */
 	double *Hd = (double *)(void *)hbuf;
 	double damp = 0.0, mdiag = 1.0;
-	int ndead = 0, k, fact = -1;
+	int k, fact = -1;
 	for (k = 0; k <= GPTQ_MAX_ESCALATIONS; k++) {
 		damp = attempt_damp(c.damp, k);
-		ndead = build_h(H, cols, perm, damp, Hd, &mdiag);
+		h->ndead = build_h(H, cols, h->perm, damp, Hd, &mdiag);
 		fact = cloq_quant__hinv_upper_fast(Hd, cols);
 		for (size_t i = 0; fact == 0 && i < N; i++)
 			for (size_t j = i; j < N; j++)
@@ -186,7 +197,85 @@ int cloq_quant_gptq_ex(const float *W, const double *H, int rows, int cols,
 	unsigned char *shrunk = cloq_realloc(hbuf, N * N * sizeof(float));
 	if (shrunk) /* keeping the larger block is fine when the shrink fails */
 		hbuf = shrunk;
-	const float *U = (const float *)(void *)hbuf;
+	h->U = (float *)(void *)hbuf;
+	hbuf = NULL;
+	h->damp_used = damp;
+	h->escalations = k;
+	h->t_factor_s = now_s() - t0;
+	*out = h;
+	return CLOQ_OK;
+fail:
+	cloq_free(hbuf);
+	cloq_quant_hinv_free(h);
+	return rc;
+}
+
+/* ======== GPTQ ==================================================================================== */
+int cloq_quant_gptq(const float *W, const double *H, int rows, int cols, const cloq_quant_params *p,
+		    cloq_qtensor *out, cloq_err *err)
+{
+	return cloq_quant_gptq_ex(W, H, rows, cols, p, out, NULL, err);
+}
+
+int cloq_quant_gptq_ex(const float *W, const double *H, int rows, int cols,
+		       const cloq_quant_params *p, cloq_qtensor *out, cloq_quant_gptq_info *info,
+		       cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	cloq_quant_cfg c;
+	cloq_quant_hinv *h = NULL;
+	memset(out, 0, sizeof *out);
+	/* cheap checks first: a bad W must not cost an O(cols^3) factorisation */
+	CLOQ_TRY(cloq_quant__cfg(p, rows, cols, &c, err));
+	CLOQ_FAIL_IF(!W, err, CLOQ_EINPUT, "gptq: no W");
+	CLOQ_TRY(cloq_quant__check_w(W, rows, cols, err));
+	CLOQ_TRY(cloq_quant_hinv_create(H, cols, p, &h, err));
+	CLOQ_TRY(cloq_quant_gptq_hinv(W, rows, h, p, out, info, err));
+fail:
+	cloq_quant_hinv_free(h);
+	return rc;
+}
+
+int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
+			 const cloq_quant_params *p, cloq_qtensor *out, cloq_quant_gptq_info *info,
+			 cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	cloq_quant_cfg c;
+	float *Wp = NULL, *Err = NULL, *row = NULL;
+	double *loss = NULL;
+	size_t rn;
+	double t1 = now_s();
+
+	memset(out, 0, sizeof *out);
+	CLOQ_FAIL_IF(!h || !W, err, CLOQ_EINPUT, "gptq: no W or H factor");
+	int cols = h->n;
+	size_t N = (size_t)cols, R = (size_t)rows;
+	const int *perm = h->perm;
+	const unsigned char *dead = h->dead;
+	const float *U = h->U;
+	CLOQ_TRY(cloq_quant__cfg(p, rows, cols, &c, err));
+	CLOQ_FAIL_IF(c.act_order != h->act_order, err, CLOQ_EINPUT,
+		     "gptq: act_order %d but the H factor was made with act_order %d", c.act_order,
+		     h->act_order);
+	CLOQ_FAIL_IF(!cloq_mul_ok(R, N, &rn) || !cloq_mul_ok(rn, sizeof(float), &rn), err,
+		     CLOQ_EINPUT, "gptq: shape (%d, %d) too large", rows, cols);
+	CLOQ_TRY(cloq_quant__check_w(W, rows, cols, err));
+
+	/* Effective block: see the banner. */
+	int blk = c.block_size;
+	if (!c.static_groups && c.gs <= blk)
+		blk = (blk / c.gs) * c.gs;
+	if (blk > cols)
+		blk = cols;
+
+	Wp = cloq_aligned_alloc(64, rn);
+	Err = cloq_aligned_alloc(64, R * (size_t)blk * sizeof *Err);
+	loss = cloq_calloc(R, sizeof *loss);
+	row = cloq_malloc(N * sizeof *row);
+	CLOQ_FAIL_IF(!Wp || !Err || !loss || !row, err, CLOQ_EIO,
+		     "gptq: out of memory for a (%d, %d) weight", rows, cols);
+	CLOQ_TRY(cloq_qtensor_alloc(out, rows, cols, c.bits, c.gs, err));
 
 	/* ---- working copy of W in processing order, dead columns zeroed ---- */
 #pragma omp parallel for schedule(static) if (R * N > 65536)
@@ -195,13 +284,13 @@ int cloq_quant_gptq_ex(const float *W, const double *H, int rows, int cols,
 		float *dst = Wp + r * N;
 		for (size_t j = 0; j < N; j++) {
 			size_t pj = (size_t)perm[j];
-			dst[j] = H[pj * N + pj] == 0.0 ? 0.0f : src[pj];
+			dst[j] = dead[pj] ? 0.0f : src[pj];
 		}
 	}
 	if (c.static_groups) { /* groups fixed up front on the original W, natural order */
 		for (size_t r = 0; r < R; r++) {
 			for (size_t j = 0; j < N; j++)
-				row[j] = H[j * N + j] == 0.0 ? 0.0f : W[r * N + j];
+				row[j] = dead[j] ? 0.0f : W[r * N + j];
 			for (int g = 0; g < c.ngroups; g++) {
 				int j0 = g * c.gs, m = cols - j0 < c.gs ? cols - j0 : c.gs;
 				CLOQ_TRY(cloq_quant__params(row + j0, m, &c,
@@ -285,14 +374,15 @@ int cloq_quant_gptq_ex(const float *W, const double *H, int rows, int cols,
 			out->g_idx[perm[j]] = j / c.gs;
 
 	if (info) {
-		info->damp_used = damp;
-		info->damp_escalations = k;
-		info->dead_cols = ndead;
+		info->damp_used = h->damp_used;
+		info->damp_escalations = h->escalations;
+		info->dead_cols = h->ndead;
 		info->loss = 0.0;
 		for (size_t r = 0; r < R; r++)
 			info->loss += loss[r];
+		info->t_factor_s = h->t_factor_s;
+		info->t_quant_s = now_s() - t1;
 	}
-	(void)mdiag;
 	rc = CLOQ_OK;
 fail:
 	if (rc != CLOQ_OK)
@@ -301,7 +391,5 @@ fail:
 	cloq_free(loss);
 	cloq_free(Err);
 	cloq_free(Wp);
-	cloq_free(hbuf);
-	cloq_free(perm);
 	return rc;
 }

@@ -145,6 +145,7 @@ int cloq_quant_gptq_ref(const float *W, const double *H, int rows, int cols,
 		info->damp_escalations = k;
 		info->dead_cols = ndead;
 		info->loss = loss / mdiag; /* as the fast path, which works on H / mean diag */
+		info->t_factor_s = info->t_quant_s = 0.0; /* not measured here */
 	}
 fail:
 	if (rc != CLOQ_OK)

@@ -197,6 +197,26 @@ static void apply_R(const cloq_factor *f, double *X, int k, double *tmp)
 			X[(size_t)j * n + i] = f->d[i] * tmp[(size_t)j * n + i];
 }
 
+/* X (n, k) column-major <- R^T X. tmp: (n, k). */
+static void apply_RT(const cloq_factor *f, double *X, int k, double *tmp)
+{
+	int n;
+	if (!f)
+		return;
+	n = f->n;
+	if (f->kind == CLOQ_FACTOR_CHOLESKY) {
+		cblas_dtrmm(CblasColMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, n, k,
+			    1.0, f->R, n, X, n);
+		return;
+	}
+	/* R^T = V D */
+	for (int j = 0; j < k; j++)
+		for (int i = 0; i < n; i++)
+			tmp[(size_t)j * n + i] = f->d[i] * X[(size_t)j * n + i];
+	cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n, k, n, 1.0, f->R, n, tmp, n, 0.0,
+		    X, n);
+}
+
 /* X (n, k) column-major <- R^-1 X. tmp: (n, k). */
 static void solve_R(const cloq_factor *f, double *X, int k, double *tmp)
 {
@@ -228,7 +248,7 @@ cloq_lora_params cloq_lora_default_params(void)
 		.scaling = 1.0,
 		.split = CLOQ_SPLIT_BALANCED,
 		.svd = CLOQ_SVD_AUTO,
-		.oversample = 16,
+		.oversample = 64,
 		.power_iters = 4,
 		.seed = 0,
 	};
@@ -275,6 +295,94 @@ static double frob2(const double *x, size_t n)
 }
 
 /*
+ * The fast path's truncated SVD of M = R dW^T without M in float64: M32 = R dW^T by one float32
+ * trmm (2x the speed of float64), the range Q of M32 by float32 power iterations, then in
+ * float64 the projection Q^T M = (R^T Q)^T dW^T (an (in, in) x l product and an l x in x out one,
+ * both small next to forming M) and its SVD. So only the subspace carries float32 error, and
+ * the objective excess it causes is second order in it. Wd: dW^T (in, out) column-major float64.
+ * total gets ||M32||_F^2 accumulated in float64; *M32_out (NULL: freed here) receives M32.
+ */
+static int rsvd_factored(const cloq_factor *f, const float *dW, const double *Wd, int in,
+			 int out, int k, const cloq_lora_params *p, double *U, double *S,
+			 double *V, double *total, float **M32_out, cloq_err *err)
+{
+	int rc = CLOQ_OK, l = k + p->oversample, info;
+	float *M32 = NULL, *R32 = NULL;
+	double *Q = NULL, *P = NULL, *Bs = NULL, *Ub = NULL, *VT = NULL, *s = NULL, *tmp = NULL;
+	double *Mt = NULL, acc = 0.0;
+
+	M32 = cloq_aligned_alloc(64, (size_t)in * out * sizeof(float));
+	Q = cloq_aligned_alloc(64, (size_t)in * l * sizeof(double));
+	P = cloq_aligned_alloc(64, (size_t)in * l * sizeof(double));
+	tmp = cloq_aligned_alloc(64, (size_t)in * l * sizeof(double));
+	Bs = cloq_aligned_alloc(64, (size_t)l * out * sizeof(double));
+	Ub = cloq_aligned_alloc(64, (size_t)l * l * sizeof(double));
+	VT = cloq_aligned_alloc(64, (size_t)l * out * sizeof(double));
+	s = cloq_malloc((size_t)l * sizeof(double));
+	CLOQ_FAIL_IF(!M32 || !Q || !P || !tmp || !Bs || !Ub || !VT || !s, err, CLOQ_EIO,
+		     "cloq: out of memory (randomized, %d x %d, sketch %d)", out, in, l);
+	memcpy(M32, dW, (size_t)in * out * sizeof(float)); /* = dW^T column-major */
+	if (f && f->kind == CLOQ_FACTOR_CHOLESKY) {
+		R32 = cloq_aligned_alloc(64, (size_t)in * in * sizeof(float));
+		CLOQ_FAIL_IF(!R32, err, CLOQ_EIO, "cloq: out of memory (%d x %d factor copy)", in,
+			     in);
+		for (size_t i = 0; i < (size_t)in * in; i++)
+			R32[i] = (float)f->R[i];
+		cblas_strmm(CblasColMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, in,
+			    out, 1.0f, R32, in, M32, in);
+		cloq_free(R32);
+		R32 = NULL;
+	} else if (f) {
+		/* the eigen root has no triangular structure to exploit: float64 product */
+		Mt = cloq_aligned_alloc(64, (size_t)in * out * sizeof(double) * 2);
+		CLOQ_FAIL_IF(!Mt, err, CLOQ_EIO, "cloq: out of memory (%d x %d)", out, in);
+		memcpy(Mt, Wd, (size_t)in * out * sizeof(double));
+		apply_R(f, Mt, out, Mt + (size_t)in * out);
+		for (size_t i = 0; i < (size_t)in * out; i++)
+			M32[i] = (float)Mt[i];
+		cloq_free(Mt);
+		Mt = NULL;
+	}
+	for (size_t i = 0; i < (size_t)in * out; i++)
+		acc += (double)M32[i] * M32[i];
+	*total = acc;
+	CLOQ_TRY(cloq_svd_range_f32(M32, in, out, l, p->power_iters, p->seed, Q, err));
+	if (M32_out) {
+		*M32_out = M32;
+	} else {
+		cloq_free(M32);
+	}
+	M32 = NULL;
+	memcpy(P, Q, (size_t)in * l * sizeof(double));
+	apply_RT(f, P, l, tmp);
+	cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, l, out, in, 1.0, P, in, Wd, in, 0.0,
+		    Bs, l);
+	info = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', l, out, Bs, l, s, Ub, l, VT, l);
+	CLOQ_FAIL_IF(info != 0, err, CLOQ_EIO, "cloq: dgesdd failed (info %d) on the %d x %d "
+		     "projection", info, l, out);
+	cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, in, k, l, 1.0, Q, in, Ub, l, 0.0, U,
+		    in);
+	for (int j = 0; j < k; j++) {
+		S[j] = s[j];
+		for (int o = 0; o < out; o++)
+			V[(size_t)j * out + o] = VT[j + (size_t)o * l];
+	}
+	cloq_svd_fix_signs(U, in, V, out, k);
+fail:
+	cloq_free(Mt);
+	cloq_free(R32);
+	cloq_free(s);
+	cloq_free(VT);
+	cloq_free(Ub);
+	cloq_free(Bs);
+	cloq_free(tmp);
+	cloq_free(P);
+	cloq_free(Q);
+	cloq_free(M32);
+	return rc;
+}
+
+/*
  * The closed form for dW (out, in) against factor f (NULL: R = I). Fills A (rank, in) and
  * B (out, rank); info (may be NULL) gets the objectives.
  */
@@ -284,7 +392,8 @@ static int solve_core(const cloq_factor *f, const float *dW, int out, int in,
 {
 	int rc = CLOQ_OK, r, k, used = 0, sane = 0;
 	double *M = NULL, *T = NULL, *U = NULL, *V = NULL, *S = NULL, *Y = NULL, *tmp = NULL;
-	double t0 = cloq_now(), tail = 0.0, s, cy, cz;
+	double t0 = cloq_now(), tail = 0.0, total = 0.0, s, cy, cz;
+	float *M32 = NULL;
 	size_t mb = (size_t)in * out * sizeof(double); /* checked by check_params */
 
 	CLOQ_TRY(check_params(p, out, in, err));
@@ -308,12 +417,32 @@ static int solve_core(const cloq_factor *f, const float *dW, int out, int in,
 	CLOQ_FAIL_IF(!M || !U || !V || !Y || !S || !tmp, err, CLOQ_EIO,
 		     "cloq: out of memory (%d x %d, rank %d)", out, in, r);
 
-	/* M (in, out) column-major = R dW^T */
+	/* method: as cloq_solver_svd_topk decides */
+	{
+		int mn = in < out ? in : out, l = k + p->oversample;
+		used = p->svd;
+		if (used == CLOQ_SVD_AUTO)
+			used = (long long)mn > 4LL * l ? CLOQ_SVD_RANDOMIZED : CLOQ_SVD_EXACT;
+		if (used == CLOQ_SVD_RANDOMIZED && l >= mn)
+			used = CLOQ_SVD_EXACT;
+	}
+	/* M (in, out) column-major = dW^T in float64 */
 	for (size_t i = 0; i < (size_t)in * out; i++)
 		M[i] = dW[i];
-	apply_R(f, M, out, tmp);
-	CLOQ_TRY(cloq_solver_svd_topk(M, in, out, k, p->svd, p->oversample, p->power_iters,
-				      p->seed, U, S, V, &tail, &used, err));
+	if (used == CLOQ_SVD_EXACT) {
+		apply_R(f, M, out, tmp); /* M = R dW^T */
+		CLOQ_TRY(cloq_solver_svd_topk(M, in, out, k, CLOQ_SVD_EXACT, 0, 0, 0, U, S, V,
+					      &tail, NULL, err));
+		total = frob2(M, (size_t)in * out);
+	} else {
+		double top = 0.0;
+		CLOQ_TRY(rsvd_factored(f, dW, M, in, out, k, p, U, S, V, &total,
+				       info ? &M32 : NULL, err));
+		for (int j = 0; j < k; j++)
+			top += S[j] * S[j];
+		/* U S V^T is the truncation of Q Q^T M, so ||M - U S V^T||^2 = ||M||^2 - top */
+		tail = total - top > 0.0 ? total - top : 0.0;
+	}
 
 	/* Y = R^-1 U S^a, Z = V S^b with a + b = 1: (a, b) = (1/2, 1/2) balanced, (0, 1) all in
 	 * B; then s B A = s (Z cz)(Y cy)^T with cy cz = 1/s. */
@@ -347,9 +476,14 @@ static int solve_core(const cloq_factor *f, const float *dW, int out, int in,
 		double lam = f ? f->lambda : 0.0, damped, e2;
 		T = cloq_aligned_alloc(64, mb);
 		CLOQ_FAIL_IF(!T, err, CLOQ_EIO, "cloq: out of memory (%d x %d)", out, in);
-		info->total_energy = frob2(M, (size_t)in * out);
-		/* damped objective ||R E^T||^2 = ||M - U S V^T||^2, and R U S^a cy = U S^a cy, so
-		 * M - s (R Y)(Z)^T with the pre-solve Y: rebuild U S^a cy into T's head. */
+		info->total_energy = total;
+		/* damped objective ||R E^T||^2 = ||M - U S V^T||^2 (R Y = U S^a cy): evaluated, not
+		 * assumed. The randomized path has M only in float32: the residual is summed in
+		 * float64 from it, so its error scales with sqrt(tail), not with ||M|| as
+		 * ||M||^2 - sum sigma^2 would. */
+		if (used != CLOQ_SVD_EXACT)
+			for (size_t i = 0; i < (size_t)in * out; i++)
+				M[i] = M32[i];
 		for (int j = 0; j < k; j++) {
 			double a = p->split == CLOQ_SPLIT_BALANCED ? sqrt(S[j]) : 1.0;
 			for (int i = 0; i < in; i++)
@@ -382,6 +516,7 @@ fail:
 		memset(A, 0, (size_t)p->rank * in * sizeof(float));
 		memset(B, 0, (size_t)out * p->rank * sizeof(float));
 	}
+	cloq_free(M32);
 	cloq_free(T);
 	cloq_free(tmp);
 	cloq_free(S);

@@ -81,4 +81,14 @@ static inline size_t cloq_bytes3(size_t a, size_t b, size_t el)
 	return n ? n : el;
 }
 
+/* Flip singular pairs so each left vector's largest-magnitude entry is positive. U (m, k),
+ * V (n, k) column-major. */
+void cloq_svd_fix_signs(double *U, int m, double *V, int n, int k);
+
+/* Orthonormal Q (m, l) column-major float64 spanning the dominant l-dimensional range of
+ * M (m, n) column-major float32: seeded Gaussian sketch + q float32 power iterations with QR,
+ * re-orthonormalised in float64. Requires l <= min(m, n). */
+int cloq_svd_range_f32(const float *M, int m, int n, int l, int q, uint64_t seed, double *Q,
+		       cloq_err *err);
+
 #endif /* CLOQ_SOLVER_INTERNAL_H */

@@ -13,7 +13,7 @@
 /* Flip singular pairs so that each left vector's largest-magnitude entry (the first such) is
  * positive: SVD is unique only up to these signs, and fixing them makes exact and randomized
  * results comparable and every run reproducible. */
-static void fix_signs(double *U, int m, double *V, int n, int k)
+void cloq_svd_fix_signs(double *U, int m, double *V, int n, int k)
 {
 	for (int j = 0; j < k; j++) {
 		double *u = U + (size_t)j * m, best = 0.0;
@@ -175,9 +175,73 @@ int cloq_solver_svd_topk(const double *M, int m, int n, int k, int method, int o
 		CLOQ_TRY(svd_exact(M, m, n, k, U, S, V, tail, err));
 	else
 		CLOQ_TRY(svd_randomized(M, m, n, k, l, power_iters, seed, U, S, V, tail, err));
-	fix_signs(U, m, V, n, k);
+	cloq_svd_fix_signs(U, m, V, n, k);
 	if (used)
 		*used = method;
 fail:
+	return rc;
+}
+
+/* ================================================================================================
+ * Float32 range finder: the fast path's power iterations. Only the subspace is taken from
+ * float32 (its error enters the objective squared); the projection and the small SVD that give
+ * the singular values and vectors are done in float64 by the caller.
+ * ============================================================================================= */
+static int orthonormalize_f32(float *Y, int m, int l, float *tau, cloq_err *err)
+{
+	int info = LAPACKE_sgeqrf(LAPACK_COL_MAJOR, m, l, Y, m, tau);
+	if (info == 0)
+		info = LAPACKE_sorgqr(LAPACK_COL_MAJOR, m, l, l, Y, m, tau);
+	if (info != 0)
+		return cloq_err_set(err, CLOQ_EIO, "svd: QR failed (info %d) on %d x %d", info, m,
+				    l);
+	return CLOQ_OK;
+}
+
+int cloq_svd_range_f32(const float *M, int m, int n, int l, int q, uint64_t seed, double *Q,
+		       cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	float *Om = NULL, *Y = NULL, *Z = NULL, *tau = NULL;
+	double *g = NULL, *taud = NULL;
+	cloq_rng rng;
+
+	CLOQ_FAIL_IF(l < 1 || l > m || l > n, err, CLOQ_EINPUT,
+		     "svd: sketch width %d does not fit %d x %d", l, m, n);
+	Om = cloq_aligned_alloc(64, (size_t)n * l * sizeof(float));
+	Y = cloq_aligned_alloc(64, (size_t)m * l * sizeof(float));
+	Z = cloq_aligned_alloc(64, (size_t)n * l * sizeof(float));
+	tau = cloq_malloc((size_t)l * sizeof(float));
+	g = cloq_malloc((size_t)n * l * sizeof(double));
+	taud = cloq_malloc((size_t)l * sizeof(double));
+	CLOQ_FAIL_IF(!Om || !Y || !Z || !tau || !g || !taud, err, CLOQ_EIO,
+		     "svd: out of memory (randomized, %d x %d, sketch %d)", m, n, l);
+	cloq_rng_seed(&rng, seed);
+	cloq_rng_gauss(&rng, g, (size_t)n * l);
+	for (size_t i = 0; i < (size_t)n * l; i++)
+		Om[i] = (float)g[i];
+	cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, l, n, 1.0f, M, m, Om, n, 0.0f, Y,
+		    m);
+	CLOQ_TRY(orthonormalize_f32(Y, m, l, tau, err));
+	for (int it = 0; it < q; it++) {
+		cblas_sgemm(CblasColMajor, CblasTrans, CblasNoTrans, n, l, m, 1.0f, M, m, Y, m, 0.0f,
+			    Z, n);
+		CLOQ_TRY(orthonormalize_f32(Z, n, l, tau, err));
+		cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, l, n, 1.0f, M, m, Z, n,
+			    0.0f, Y, m);
+		CLOQ_TRY(orthonormalize_f32(Y, m, l, tau, err));
+	}
+	/* float32 QR leaves ~1e-7 loss of orthogonality: redo it in float64, so Q^T Q = I to
+	 * rounding and the caller's projection identities hold */
+	for (size_t i = 0; i < (size_t)m * l; i++)
+		Q[i] = Y[i];
+	CLOQ_TRY(orthonormalize(Q, m, l, taud, err));
+fail:
+	cloq_free(taud);
+	cloq_free(g);
+	cloq_free(tau);
+	cloq_free(Z);
+	cloq_free(Y);
+	cloq_free(Om);
 	return rc;
 }

@@ -7,6 +7,7 @@
 #include "cloq_dtype.h"
 #include "cloq_model.h"
 #include "cloq_plan.h"
+#include "cloq_sys.h"
 
 static const char help[] =
 	"usage: cloq inspect MODEL_DIR [conversion options]\n"
@@ -68,10 +69,29 @@ int cloq_cmd_inspect(int argc, char **argv, cloq_err *err)
 	if (rc)
 		return rc;
 	cloq_model *m = NULL;
+	cloq_config cfg_only;
+	const cloq_config *c;
+	char probe[4096], probe2[4096];
+	snprintf(probe, sizeof probe, "%s/model.safetensors", o.model_dir);
+	snprintf(probe2, sizeof probe2, "%s/model.safetensors.index.json", o.model_dir);
+	if (!cloq_file_exists(probe) && !cloq_file_exists(probe2)) {
+		/* config.json alone: the plan of a model not downloaded yet */
+		rc = cloq_config_load(o.model_dir, &cfg_only, err);
+		if (rc)
+			return rc;
+		c = &cfg_only;
+		char pc[32];
+		commas(cloq_config_total_params(c), pc, sizeof pc);
+		printf("model        %s (config.json only: no weights found, figures from the config)\n", o.model_dir);
+		printf("architecture %s, %s parameters\n", c->arch_name, pc);
+		printf("layers       %d decoder layers, hidden %d, intermediate %d, %d/%d heads, vocab %d\n", c->layers, c->hidden,
+		       c->intermediate, c->heads, c->kv_heads, c->vocab);
+		goto plan;
+	}
 	rc = cloq_model_open(o.model_dir, &m, err);
 	if (rc)
 		return rc;
-	const cloq_config *c = &m->cfg;
+	c = &m->cfg;
 	char b1[32], b2[32], b3[32];
 	long long params = 0;
 	int dt_count[CLOQ_DT_COUNT] = {0};
@@ -117,6 +137,7 @@ int cloq_cmd_inspect(int argc, char **argv, cloq_err *err)
 		if (strncmp(t->name, "model.layers.", 13) != 0)
 			print_shape(t);
 	}
+plan:;
 	int seqlen = o.seqlen_given ? o.seqlen : (c->max_pos < 2048 ? c->max_pos : 2048);
 	cloq_plan p;
 	cloq_plan_compute(c, &o, o.nsamples, seqlen, &p);
@@ -132,6 +153,17 @@ int cloq_cmd_inspect(int argc, char **argv, cloq_err *err)
 	human((double)p.output_bytes, b2, sizeof b2);
 	printf("    disk scratch   %s (activation caches, before compression)\n", b1);
 	printf("    output         about %s\n", b2);
+	if (o.mem_budget > 0) {
+		human((double)o.mem_budget, b1, sizeof b1);
+		printf("    --mem-budget   %s: %s\n", b1, p.peak_bytes <= o.mem_budget ? "fits" : "does NOT fit (convert will refuse)");
+	}
+	double gf = cloq_plan_measure_gflops();
+	if (gf > 0) {
+		double s = p.flops / (gf * 1e9);
+		printf("    time           about %.1f h here (%.3g PFLOP at the %.0f GFLOP/s sgemm rate measured now;\n"
+		       "                   an estimate: real runs reach part of that rate)\n",
+		       s / 3600, p.flops / 1e15, gf);
+	}
 	cloq_model_close(m);
 	return CLOQ_OK;
 }

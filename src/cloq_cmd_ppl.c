@@ -7,16 +7,19 @@
 #include "cloq_calib.h"
 #include "cloq_cli.h"
 #include "cloq_eval.h"
+#include "cloq_expmodel.h"
 #include "cloq_model.h"
 #include "cloq_npy.h"
 #include "cloq_outmodel.h"
 #include "cloq_sys.h"
 
 static const char help[] =
-	"usage: cloq ppl MODEL_DIR|OUT (--text FILE | --tokens FILE.npy) [--seqlen N] [--no-lora]\n"
+	"usage: cloq ppl MODEL_DIR|OUT|EXPORT_DIR (--text FILE | --tokens FILE.npy) [--seqlen N]\n"
+	"                [--no-lora] [--adapter DIR]\n"
 	"\n"
-	"Perplexity of a Hugging Face model directory, or of a converted job OUT (deq(Q) + s B A; with\n"
-	"--no-lora deq(Q) alone).\n"
+	"Perplexity of a Hugging Face model directory, of a converted job OUT (deq(Q) + s B A; with\n"
+	"--no-lora deq(Q) alone), or of an exported checkpoint (GPTQ, unpacked by cloq, or dense) with\n"
+	"an optional PEFT LoRA adapter (--adapter DIR, e.g. EXPORT_DIR/adapter).\n"
 	"  --tokens FILE.npy  int32/int64 ids. 2-D: each row is one window. 1-D: cut into windows.\n"
 	"  --text FILE        tokenize the whole file with the model's tokenizer (one text, with BOS as\n"
 	"                     tokenizer.encode adds it), cut non-overlapping windows of --seqlen tokens,\n"
@@ -29,7 +32,8 @@ static const char help[] =
 int cloq_cmd_ppl(int argc, char **argv, cloq_err *err)
 {
 	int rc = CLOQ_OK;
-	const char *dir = NULL, *text = NULL, *tokens = NULL;
+	const char *dir = NULL, *text = NULL, *tokens = NULL, *adapter = NULL;
+	cloq_expmodel *em = NULL;
 	int seqlen = 0, no_lora = 0;
 	cloq_model *m = NULL;
 	cloq_outmodel *om = NULL;
@@ -47,6 +51,8 @@ int cloq_cmd_ppl(int argc, char **argv, cloq_err *err)
 			tokens = argv[++i];
 		else if (!strcmp(argv[i], "--seqlen") && i + 1 < argc)
 			seqlen = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--adapter") && i + 1 < argc)
+			adapter = argv[++i];
 		else if (!strcmp(argv[i], "--no-lora"))
 			no_lora = 1;
 		else if (argv[i][0] != '-' && !dir)
@@ -71,8 +77,19 @@ int cloq_cmd_ppl(int argc, char **argv, cloq_err *err)
 		snprintf(tokbuf, sizeof tokbuf, "%s/model", dir);
 		tok_dir = tokbuf;
 	} else {
-		CLOQ_TRY(cloq_model_open(dir, &m, err));
-		cloq_model_lm(m, &lm);
+		/* an export (quantization_config present) or an adapter to apply: the export reader */
+		char *cj = NULL;
+		size_t cl;
+		snprintf(probe, sizeof probe, "%s/config.json", dir);
+		int quantized = cloq_read_file(probe, &cj, &cl, NULL) == CLOQ_OK && strstr(cj, "\"quantization_config\"");
+		cloq_free(cj);
+		if (quantized || adapter) {
+			CLOQ_TRY(cloq_expmodel_open(dir, adapter, &em, err));
+			cloq_expmodel_lm(em, &lm);
+		} else {
+			CLOQ_TRY(cloq_model_open(dir, &m, err));
+			cloq_model_lm(m, &lm);
+		}
 	}
 	const cloq_config *cfg = lm.cfg;
 	int T = seqlen ? seqlen : (cfg->max_pos < 2048 ? cfg->max_pos : 2048);
@@ -98,5 +115,6 @@ fail:
 	cloq_free(ids);
 	cloq_model_close(m);
 	cloq_outmodel_close(om);
+	cloq_expmodel_close(em);
 	return rc;
 }

@@ -18,4 +18,3 @@ int cloq_cli_wants_help(int argc, char **argv)
 		return cloq_err_set(err, CLOQ_EUSAGE, "'%s' is not available in this build yet", \
 				    name);                                                      \
 	}
-NOT_YET(cloq_cmd_export, "export")

@@ -27,6 +27,7 @@
 #include "cloq_layerstore.h"
 #include "cloq_model.h"
 #include "cloq_plan.h"
+#include "cloq_prefetch.h"
 #include "cloq_quant.h"
 #include "cloq_shard.h"
 #include "cloq_solver.h"
@@ -99,6 +100,9 @@ typedef struct job {
 	cloq_rope rope;
 	cloq_block_ws *ws;
 	cloq_layerstore_params sp;
+	cloq_prefetch *pf;      /* layer l+1 arrives while layer l is converted */
+	int last_todo;          /* last layer this run converts */
+	double io_wait_s;       /* time blocked on weight reads */
 	float *xbuf;            /* (seqlen, hidden) one window of activations */
 	double t0;
 	double stage_s[8];      /* read, stats, quant, solve, propagate, write, report */
@@ -161,6 +165,9 @@ static cJSON *settings_json(const cloq_convert_opts *o)
 	cJSON_AddBoolToObject(s, "one_pass", o->one_pass);
 	cJSON_AddStringToObject(s, "cache_dtype", o->cache_bf16 ? "bf16" : "fp32");
 	cJSON_AddBoolToObject(s, "baselines", o->baselines);
+	/* OpenBLAS's sums depend on its thread count, so the bytes of a job do too: the count is
+	 * part of what a job is, and resume reuses it (see run()). */
+	cJSON_AddNumberToObject(s, "threads", o->threads);
 	return s;
 }
 
@@ -197,6 +204,7 @@ static int settings_from_json(const cJSON *s, cloq_convert_opts *o, cloq_err *er
 	o->loftq_iters = (int)NUM("loftq_iters");
 	o->one_pass = BOOL("one_pass");
 	o->baselines = BOOL("baselines");
+	o->threads = (int)NUM("threads");
 #undef STR
 #undef NUM
 #undef BOOL
@@ -383,14 +391,25 @@ static int process_layer(job *J, int l, cloq_err *err)
 	memset(grams, 0, sizeof grams);
 
 	t = now();
-	CLOQ_TRY(cloq_model_load_layer(J->m, l, &w, err));
+	uint64_t digest = 0;
+	CLOQ_TRY(cloq_prefetch_take(J->pf, l, &w, &digest, &J->io_wait_s, err));
+	/* the next layer to convert streams in while this one computes */
+	for (int n = l + 1; n <= J->last_todo; n++)
+		if (!J->j.layer_done[n]) {
+			CLOQ_TRY(cloq_prefetch_start(J->pf, n, err));
+			break;
+		}
 	J->stage_s[ST_READ] += now() - t;
 	/* wp: the weights that feed what comes after each processed group (propagate setting). */
 	wp = w;
 
+	/* Gram matrices are allocated when their group comes (all four at once only with
+	 * --one-pass): the widest, down_proj's, dominates a layer's memory. */
+	int gram_n[CLOQ_GROUPS];
 	for (int g = 0; g < CLOQ_GROUPS; g++) {
-		int n = g == CLOQ_GROUP_O ? c->heads * c->head_dim : g == CLOQ_GROUP_DOWN ? c->intermediate : c->hidden;
-		CLOQ_TRY(cloq_gram_init(&grams[g], n, err));
+		gram_n[g] = g == CLOQ_GROUP_O ? c->heads * c->head_dim : g == CLOQ_GROUP_DOWN ? c->intermediate : c->hidden;
+		if (J->o.one_pass)
+			CLOQ_TRY(cloq_gram_init(&grams[g], gram_n[g], err));
 	}
 	t = now();
 	if (J->o.one_pass) {
@@ -401,6 +420,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 	J->stage_s[ST_STATS] += now() - t;
 	for (int g = 0; g < CLOQ_GROUPS; g++) {
 		if (!J->o.one_pass) {
+			CLOQ_TRY(cloq_gram_init(&grams[g], gram_n[g], err));
 			memset(&gh, 0, sizeof gh);
 			gh.g[g] = &grams[g];
 			t = now();
@@ -413,9 +433,17 @@ static int process_layer(job *J, int l, cloq_err *err)
 		progress(J, l, "solve", 0.25 * (g + 1), 0);
 		CLOQ_TRY(cloq_layer_solve_group(J->cfg, &J->sp, l, g, &grams[g], &w, res, &J->stage_s[ST_QUANT],
 						&J->stage_s[ST_SOLVE], err));
-		for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-			if (cloq_linear_group(lin) == g)
-				wp.w[lin] = cloq_layer_result_propagated(&res[lin], J->sp.propagate, w.w[lin]);
+		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+			if (cloq_linear_group(lin) != g)
+				continue;
+			wp.w[lin] = cloq_layer_result_propagated(&res[lin], J->sp.propagate, w.w[lin]);
+			/* the original weight has served its purpose unless it is what propagates:
+			 * release it now, so a layer never holds W and deq(Q) of every linear at once */
+			if (wp.w[lin] != w.w[lin]) {
+				cloq_free(w.w[lin]);
+				w.w[lin] = NULL;
+			}
+		}
 		cloq_gram_free(&grams[g]);
 	}
 
@@ -430,6 +458,9 @@ static int process_layer(job *J, int l, cloq_err *err)
 	J->stage_s[ST_WRITE] += now() - t;
 
 	cJSON *rep = cloq_layer_report_json(J->cfg, l, res, now() - t_layer);
+	char hex[40];
+	hex64(digest, hex);
+	cJSON_AddStringToObject(rep, "input_xxh3", hex);
 	/* report.json is built from the journal's copy of each layer's figures, and a resumed job
 	 * has read those back from journal.json, where cJSON prints a double with 15 digits when
 	 * that is within an ulp. Keep the same rounded values in memory, so that report.json does
@@ -548,6 +579,9 @@ static int write_report(job *J, int final, cloq_err *err)
 	for (int s = 0; s < ST_NSTAGES; s++)
 		cJSON_AddNumberToObject(st, stage_names[s], J->stage_s[s]);
 	cJSON_AddNumberToObject(st, "total", now() - J->t0);
+	cJSON_AddNumberToObject(st, "weight_read_wait", J->io_wait_s);
+	if (J->pf)
+		cJSON_AddStringToObject(r, "reader", cloq_prefetch_backend(J->pf));
 	cJSON_AddNumberToObject(r, "peak_rss_gib", cloq_peak_rss_gib());
 	cJSON_AddBoolToObject(r, "finished", final);
 	text = cJSON_Print(r);
@@ -665,20 +699,31 @@ static void remove_stale_caches(job *J, int keep)
 }
 
 /* ---- driver -------------------------------------------------------------------------------- */
-static int setup_threads(const cloq_convert_opts *o)
+/* The thread count of a job: --threads, else the one its journal recorded, else all cores. */
+static int setup_threads(cloq_convert_opts *o)
 {
-	int n = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-	if (n < 1)
-		n = 1;
-	openblas_set_num_threads(n);
-	omp_set_num_threads(n);
-	return n;
+	if (o->threads <= 0) {
+		cloq_journal j;
+		if (cloq_journal_load(o->out_dir, &j, NULL) == CLOQ_OK) {
+			const cJSON *t = cJSON_GetObjectItemCaseSensitive(j.settings, "threads");
+			if (cJSON_IsNumber(t) && t->valueint > 0)
+				o->threads = t->valueint;
+			cloq_journal_free(&j);
+		}
+	}
+	if (o->threads <= 0)
+		o->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (o->threads < 1)
+		o->threads = 1;
+	openblas_set_num_threads(o->threads);
+	omp_set_num_threads(o->threads);
+	return o->threads;
 }
 
 static int run(job *J, cloq_err *err)
 {
 	int rc = CLOQ_OK;
-	const cloq_convert_opts *o = &J->o;
+	cloq_convert_opts *o = &J->o;
 	char path[4096];
 	cJSON *settings = NULL, *fp = NULL;
 	J->t0 = now();
@@ -805,6 +850,8 @@ static int run(job *J, cloq_err *err)
 		}
 		cloq_cache_close(cr);
 		remove_stale_caches(J, start);
+		J->last_todo = last;
+		CLOQ_TRY(cloq_prefetch_create(J->m, &J->pf, err));
 		if (start == 0)
 			CLOQ_TRY(build_cache0(J, err));
 		for (int l = start; l <= last; l++) {
@@ -838,6 +885,7 @@ fail:
 
 static void job_free(job *J)
 {
+	cloq_prefetch_free(J->pf);
 	cloq_free(J->xbuf);
 	cloq_block_ws_free(J->ws);
 	cloq_rope_free(&J->rope);

@@ -36,7 +36,8 @@ const char cloq_convert_help[] =
 	"  --one-pass                all Gram matrices of a layer from one pass with the original weights\n"
 	"  --cache-dtype fp32|bf16   activation cache encoding (default fp32, bit-exact)\n"
 	"  --mem-budget SIZE         e.g. 32G; refuse to start when a layer cannot fit\n"
-	"  --threads N               (default: all cores)\n"
+	"  --threads N               (default: all cores; recorded in the job, since results depend on\n"
+	"                            it in the last bits, and reused when the job is resumed)\n"
 	"  --device cpu              (cuda: only in builds with CUDA=1)\n"
 	"  --force                   start over when the job in OUT has other settings or inputs\n"
 	"  --quiet                   no progress lines\n";

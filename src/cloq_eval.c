@@ -157,3 +157,62 @@ fail:
 	cloq_free(head);
 	return rc;
 }
+
+/* ---- shared cloq_lm plumbing ---------------------------------------------------------------- */
+void cloq_layer_cache_init(cloq_layer_cache *c)
+{
+	memset(c, 0, sizeof *c);
+	c->loaded = -1;
+}
+
+void cloq_layer_cache_release(cloq_layer_cache *c)
+{
+	cloq_layer_w_free(&c->lw);
+	c->loaded = -1;
+}
+
+int cloq_layer_cache_get(cloq_layer_cache *c, int l, cloq_layer_loader load, void *src, cloq_layer_w *w, cloq_err *err)
+{
+	if (c->loaded != l) {
+		cloq_layer_cache_release(c);
+		int rc = load(src, l, &c->lw, err);
+		if (rc)
+			return rc;
+		c->loaded = l;
+	}
+	*w = c->lw;
+	return CLOQ_OK;
+}
+
+static int table_embed(void *ctx, const int32_t *ids, int T, float *x, cloq_err *err)
+{
+	const cloq_table_lm *t = ctx;
+	size_t D = (size_t)t->cfg->hidden;
+	for (int i = 0; i < T; i++)
+		memcpy(x + (size_t)i * D, t->embed + (size_t)ids[i] * D, D * sizeof(float));
+	return CLOQ_OK;
+}
+
+static int table_layer(void *ctx, int l, cloq_layer_w *w, cloq_err *err)
+{
+	cloq_table_lm *t = ctx;
+	return cloq_layer_cache_get(&t->cache, l, t->load, t->src, w, err);
+}
+
+static int table_head_rows(void *ctx, int row0, int nrows, float *dst, cloq_err *err)
+{
+	const cloq_table_lm *t = ctx;
+	size_t D = (size_t)t->cfg->hidden;
+	memcpy(dst, t->head + (size_t)row0 * D, (size_t)nrows * D * sizeof(float));
+	return CLOQ_OK;
+}
+
+void cloq_table_lm_as_lm(cloq_table_lm *t, cloq_lm *lm)
+{
+	lm->cfg = t->cfg;
+	lm->ctx = t;
+	lm->embed = table_embed;
+	lm->layer = table_layer;
+	lm->head_rows = table_head_rows;
+	lm->final_norm = t->final_norm;
+}

@@ -30,6 +30,33 @@ typedef struct cloq_lm {
 	const float *final_norm; /* (hidden) */
 } cloq_lm;
 
+/* One decoded layer kept between calls (evaluation asks for layer l once per window). */
+typedef struct cloq_layer_cache {
+	int loaded;          /* -1: none */
+	cloq_layer_w lw;
+} cloq_layer_cache;
+
+typedef int (*cloq_layer_loader)(void *src, int l, cloq_layer_w *w, cloq_err *err);
+
+void cloq_layer_cache_init(cloq_layer_cache *c);
+void cloq_layer_cache_release(cloq_layer_cache *c);
+/* *w = layer l, loading it with `load` unless it is the one already held. */
+int cloq_layer_cache_get(cloq_layer_cache *c, int l, cloq_layer_loader load, void *src, cloq_layer_w *w, cloq_err *err);
+
+/* A cloq_lm over in-memory tables and a layer loader: what a converted job and an exported
+ * checkpoint both are once read. The struct must outlive the cloq_lm filled from it. */
+typedef struct cloq_table_lm {
+	const cloq_config *cfg;
+	const float *embed;       /* (vocab, hidden) */
+	const float *head;        /* (vocab, hidden), may equal embed */
+	const float *final_norm;  /* (hidden) */
+	cloq_layer_loader load;
+	void *src;
+	cloq_layer_cache cache;
+} cloq_table_lm;
+
+void cloq_table_lm_as_lm(cloq_table_lm *t, cloq_lm *lm);
+
 typedef struct cloq_eval_result {
 	double nll_sum;      /* sum of -log p(target) */
 	long long count;     /* number of predictions */

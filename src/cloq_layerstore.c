@@ -43,6 +43,7 @@ typedef struct qctx {
 	const cloq_layerstore_params *p;
 	cloq_quant_params qp;
 	const double *H;
+	const cloq_quant_hinv *hinv; /* GPTQ's factor of H^-1, shared by the group's linears */
 	int out, in;
 	cloq_qtensor cur, best;
 	int have_best;
@@ -55,7 +56,8 @@ static int qctx_quantize(void *ctx, const float *W, float *Wq, cloq_err *err)
 	double t = now();
 	cloq_qtensor_free(&c->cur);
 	int rc = c->p->quantizer == 1 /* RTN */ ? cloq_quant_rtn(W, c->out, c->in, &c->qp, &c->cur, err)
-						 : cloq_quant_gptq(W, c->H, c->out, c->in, &c->qp, &c->cur, err);
+		 : c->hinv			? cloq_quant_gptq_hinv(W, c->out, c->hinv, &c->qp, &c->cur, NULL, err)
+						: cloq_quant_gptq(W, c->H, c->out, c->in, &c->qp, &c->cur, err);
 	if (rc == CLOQ_OK)
 		cloq_quant_dequant(&c->cur, Wq);
 	c->seconds += now() - t;
@@ -96,8 +98,20 @@ static double rel_err(const double *H, const float *W, const float *Wq, const fl
 	return rel;
 }
 
-static int solve_linear(const cloq_layerstore_params *p, const double *H, const cloq_factor *f, const float *W,
-			int out, int in, cloq_layer_result *res, double *quant_s, double *solve_s, cloq_err *err)
+static cloq_quant_params quant_params(const cloq_layerstore_params *p)
+{
+	cloq_quant_params qp = cloq_quant_default_params();
+	qp.bits = p->bits;
+	qp.group_size = p->group_size;
+	qp.sym = p->sym;
+	qp.act_order = p->act_order;
+	qp.static_groups = p->act_order;
+	return qp;
+}
+
+static int solve_linear(const cloq_layerstore_params *p, const double *H, const cloq_quant_hinv *hinv,
+			const cloq_factor *f, const float *W, int out, int in, cloq_layer_result *res, double *quant_s,
+			double *solve_s, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	double t0 = now();
@@ -109,13 +123,9 @@ static int solve_linear(const cloq_layerstore_params *p, const double *H, const 
 	res->rank = p->rank;
 	res->rel_loftq1 = res->rel_cloq = NAN;
 	qc.p = p;
-	qc.qp = cloq_quant_default_params();
-	qc.qp.bits = p->bits;
-	qc.qp.group_size = p->group_size;
-	qc.qp.sym = p->sym;
-	qc.qp.act_order = p->act_order;
-	qc.qp.static_groups = p->act_order;
+	qc.qp = quant_params(p);
 	qc.H = H;
+	qc.hinv = hinv;
 	qc.out = out;
 	qc.in = in;
 	cloq_quantizer_cb cb = {&qc, qctx_quantize, qctx_keep};
@@ -203,21 +213,31 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 {
 	int rc = CLOQ_OK;
 	cloq_factor *f = NULL;
+	cloq_quant_hinv *hinv = NULL;
 	rc = cloq_solver_factor(gram->H, gram->n, CLOQ_LAMBDA_REL_DEFAULT, &f, err);
-	if (rc)
+	if (rc == CLOQ_OK && p->quantizer == 0 /* GPTQ */) {
+		double t = now();
+		cloq_quant_params qp = quant_params(p);
+		rc = cloq_quant_hinv_create(gram->H, gram->n, &qp, &hinv, err);
+		*quant_s += now() - t;
+	}
+	if (rc) {
+		cloq_factor_free(f);
 		return cloq_err_wrap(err, rc, "layer %d, inputs of %s", l, cloq_group_names[g]);
+	}
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		if (cloq_linear_group(lin) != g)
 			continue;
 		int out, in;
 		cloq_linear_shape(cfg, lin, &out, &in);
-		rc = solve_linear(p, gram->H, f, w->w[lin], out, in, &res[lin], quant_s, solve_s, err);
+		rc = solve_linear(p, gram->H, hinv, f, w->w[lin], out, in, &res[lin], quant_s, solve_s, err);
 		if (rc) {
 			cloq_err_wrap(err, rc, "model.layers.%d.%s.%s", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
 			break;
 		}
 	}
 	cloq_factor_free(f);
+	cloq_quant_hinv_free(hinv);
 	return rc;
 }
 

@@ -2,6 +2,7 @@
 #include "cloq_llama.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -33,6 +34,19 @@ void cloq_linear_shape(const cloq_config *cfg, int lin, int *out, int *in)
 	case CLOQ_LIN_UP: *out = cfg->intermediate; *in = cfg->hidden; break;
 	default: *out = cfg->hidden; *in = cfg->intermediate; break;
 	}
+}
+
+void cloq_layer_w_free(cloq_layer_w *w)
+{
+	if (!w)
+		return;
+	cloq_free(w->attn_norm);
+	cloq_free(w->ffn_norm);
+	for (int i = 0; i < CLOQ_LINEARS; i++) {
+		cloq_free(w->w[i]);
+		cloq_free(w->b[i]);
+	}
+	memset(w, 0, sizeof *w);
 }
 
 /* ---- RoPE ---------------------------------------------------------------------------------- */
@@ -193,6 +207,27 @@ void cloq_block_ws_free(cloq_block_ws *ws)
 }
 
 /* ---- attention ----------------------------------------------------------------------------- */
+/* exp(x) for x <= 0 (softmax after subtracting the row maximum), branch-free so the loop over a
+ * score row vectorises: n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2], e^r by a degree-6
+ * Taylor polynomial (relative error < 2e-7, about 2 ulp), times 2^n built in the exponent bits.
+ * Inputs below -87 are clamped (e^-87 ~ 1.6e-38, the smallest normal float). With one window's
+ * T^2 scores per head and small head dimensions, expf was half of a conversion's time. */
+static inline float exp_nonpos(float x)
+{
+	x = x < -87.0f ? -87.0f : x;
+	float t = x * 1.44269504088896341f;
+	float n = t + 12582912.0f; /* round to nearest via the 1.5 * 2^23 trick */
+	n -= 12582912.0f;
+	float r = x - n * 0.693145752f;      /* ln 2 split in two for an exact product */
+	r -= n * 1.42860677e-06f;
+	float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+	union {
+		int32_t i;
+		float f;
+	} s = {.i = ((int32_t)n + 127) << 23}; /* a union, not memcpy, so the loop still vectorises */
+	return p * s.f;
+}
+
 /* Causal GQA attention of one window: q (T, H*hd), k, v (T, KV*hd) -> att (T, H*hd). */
 static void attention(const cloq_config *c, cloq_block_ws *ws, int T)
 {
@@ -212,12 +247,13 @@ static void attention(const cloq_config *c, cloq_block_ws *ws, int T)
 			float mx = row[0];
 			for (int j = 1; j <= i; j++)
 				mx = row[j] > mx ? row[j] : mx;
-			double sum = 0;
+			float sum = 0;
+#pragma omp simd reduction(+ : sum)
 			for (int j = 0; j <= i; j++) {
-				row[j] = expf(row[j] - mx);
+				row[j] = exp_nonpos(row[j] - mx);
 				sum += row[j];
 			}
-			float inv = (float)(1.0 / sum);
+			float inv = 1.0f / sum;
 			for (int j = 0; j <= i; j++)
 				row[j] *= inv;
 			for (int j = i + 1; j < T; j++)

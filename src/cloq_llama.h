@@ -42,6 +42,9 @@ typedef struct cloq_layer_w {
 	float *b[CLOQ_LINEARS];   /* (out) or NULL */
 } cloq_layer_w;
 
+/* Free every array of w (weights allocated one by one with cloq_malloc) and zero it. */
+void cloq_layer_w_free(cloq_layer_w *w);
+
 /* Precomputed RoPE tables for positions 0..max_t-1. */
 typedef struct cloq_rope {
 	int max_t, half;          /* half = head_dim / 2 */

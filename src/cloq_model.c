@@ -115,7 +115,7 @@ int cloq_model_open(const char *dir, cloq_model **out, cloq_err *err)
 	cloq_model *m = cloq_calloc(1, sizeof *m);
 	if (!m)
 		return cloq_err_set(err, CLOQ_EIO, "out of memory");
-	m->loaded_layer = -1;
+	cloq_layer_cache_init(&m->cache);
 	m->dir = cloq_strdup(dir);
 	CLOQ_FAIL_IF(!m->dir, err, CLOQ_EIO, "out of memory");
 	CLOQ_TRY(cloq_config_load(dir, &m->cfg, err));
@@ -141,18 +141,6 @@ fail:
 	return rc;
 }
 
-void cloq_layer_w_free(cloq_layer_w *w)
-{
-	if (!w)
-		return;
-	cloq_free(w->attn_norm);
-	cloq_free(w->ffn_norm);
-	for (int i = 0; i < CLOQ_LINEARS; i++) {
-		cloq_free(w->w[i]);
-		cloq_free(w->b[i]);
-	}
-	memset(w, 0, sizeof *w);
-}
 
 void cloq_model_close(cloq_model *m)
 {
@@ -163,7 +151,7 @@ void cloq_model_close(cloq_model *m)
 			if (m->fds[i] >= 0)
 				close(m->fds[i]);
 	cloq_free(m->fds);
-	cloq_layer_w_free(&m->lw);
+	cloq_layer_cache_release(&m->cache);
 	cloq_free(m->final_norm);
 	cloq_st_close(m->st);
 	cloq_free(m->dir);
@@ -235,19 +223,15 @@ static int lm_embed(void *ctx, const int32_t *ids, int T, float *x, cloq_err *er
 	return CLOQ_OK;
 }
 
+static int load_layer(void *src, int l, cloq_layer_w *w, cloq_err *err)
+{
+	return cloq_model_load_layer(src, l, w, err);
+}
+
 static int lm_layer(void *ctx, int l, cloq_layer_w *w, cloq_err *err)
 {
 	cloq_model *m = ctx;
-	if (m->loaded_layer != l) {
-		cloq_layer_w_free(&m->lw);
-		m->loaded_layer = -1;
-		int rc = cloq_model_load_layer(m, l, &m->lw, err);
-		if (rc)
-			return rc;
-		m->loaded_layer = l;
-	}
-	*w = m->lw;
-	return CLOQ_OK;
+	return cloq_layer_cache_get(&m->cache, l, load_layer, m, w, err);
 }
 
 static int lm_head_rows(void *ctx, int row0, int nrows, float *dst, cloq_err *err)

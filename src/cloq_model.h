@@ -24,9 +24,8 @@ typedef struct cloq_model {
 	const cloq_st_tensor *embed, *head, *norm;   /* head == embed when tied */
 	const cloq_st_tensor *lin[CLOQ_LINEARS];     /* scratch for the last looked-up layer */
 	float *final_norm;                           /* (hidden) fp32 */
-	/* cloq_lm support: the layer currently loaded, and fds for row reads */
-	int loaded_layer;
-	cloq_layer_w lw;
+	/* cloq_lm support: the layer currently decoded, and fds for row reads */
+	cloq_layer_cache cache;
 	int *fds;                                    /* one per safetensors file, for row reads */
 	size_t nfds;
 } cloq_model;
@@ -41,7 +40,6 @@ const cloq_st_tensor *cloq_model_norm(const cloq_model *m, int l, int post_atten
 /* Load layer l's weights as fp32 into *w (allocated; release with cloq_layer_w_free). NaN/Inf is
  * CLOQ_EINPUT naming the tensor and the first bad index. */
 int cloq_model_load_layer(const cloq_model *m, int l, cloq_layer_w *w, cloq_err *err);
-void cloq_layer_w_free(cloq_layer_w *w);
 
 /* Rows [row0, row0+n) of a 2-D tensor as fp32 (embedding look-ups, lm_head chunks). */
 int cloq_model_read_rows(cloq_model *m, const cloq_st_tensor *t, int64_t row0, int64_t n, float *dst, cloq_err *err);

@@ -52,7 +52,7 @@ int cloq_outmodel_open(const char *out, int with_lora, cloq_outmodel **mo, cloq_
 	memset(&j, 0, sizeof j);
 	cloq_outmodel *m = cloq_calloc(1, sizeof *m);
 	CLOQ_FAIL_IF(!m, err, CLOQ_EIO, "out of memory");
-	m->loaded = -1;
+	cloq_layer_cache_init(&m->tlm.cache);
 	m->with_lora = with_lora;
 	m->dir = cloq_strdup(out);
 	CLOQ_FAIL_IF(!m->dir, err, CLOQ_EIO, "out of memory");
@@ -96,7 +96,7 @@ void cloq_outmodel_close(cloq_outmodel *m)
 		cloq_free(m->head);
 	cloq_free(m->embed);
 	cloq_free(m->final_norm);
-	cloq_layer_w_free(&m->lw);
+	cloq_layer_cache_release(&m->tlm.cache);
 	cloq_free(m->dir);
 	cloq_free(m);
 }
@@ -109,43 +109,19 @@ int cloq_outmodel_load_layer(const cloq_outmodel *m, int l, cloq_layer_w *w, clo
 				     w, err);
 }
 
-static int lm_embed(void *ctx, const int32_t *ids, int T, float *x, cloq_err *err)
+static int load_layer(void *src, int l, cloq_layer_w *w, cloq_err *err)
 {
-	cloq_outmodel *m = ctx;
-	for (int t = 0; t < T; t++)
-		memcpy(x + (size_t)t * m->cfg.hidden, m->embed + (size_t)ids[t] * m->cfg.hidden,
-		       (size_t)m->cfg.hidden * sizeof(float));
-	return CLOQ_OK;
-}
-
-static int lm_layer(void *ctx, int l, cloq_layer_w *w, cloq_err *err)
-{
-	cloq_outmodel *m = ctx;
-	if (m->loaded != l) {
-		cloq_layer_w_free(&m->lw);
-		m->loaded = -1;
-		int rc = cloq_outmodel_load_layer(m, l, &m->lw, err);
-		if (rc)
-			return rc;
-		m->loaded = l;
-	}
-	*w = m->lw;
-	return CLOQ_OK;
-}
-
-static int lm_head_rows(void *ctx, int row0, int nrows, float *dst, cloq_err *err)
-{
-	cloq_outmodel *m = ctx;
-	memcpy(dst, m->head + (size_t)row0 * m->cfg.hidden, (size_t)nrows * m->cfg.hidden * sizeof(float));
-	return CLOQ_OK;
+	return cloq_outmodel_load_layer(src, l, w, err);
 }
 
 void cloq_outmodel_lm(cloq_outmodel *m, cloq_lm *lm)
 {
-	lm->cfg = &m->cfg;
-	lm->ctx = m;
-	lm->embed = lm_embed;
-	lm->layer = lm_layer;
-	lm->head_rows = lm_head_rows;
-	lm->final_norm = m->final_norm;
+	cloq_table_lm *t = &m->tlm;
+	t->cfg = &m->cfg;
+	t->embed = m->embed;
+	t->head = m->head;
+	t->final_norm = m->final_norm;
+	t->load = load_layer;
+	t->src = m;
+	cloq_table_lm_as_lm(t, lm);
 }

@@ -19,8 +19,7 @@ typedef struct cloq_outmodel {
 	float *embed;             /* (vocab, hidden) */
 	float *head;              /* (vocab, hidden); == embed when tied */
 	float *final_norm;        /* (hidden) */
-	int loaded;               /* layer in lw, -1 none */
-	cloq_layer_w lw;
+	cloq_table_lm tlm;        /* the cloq_lm view */
 } cloq_outmodel;
 
 /* Open OUT; every layer must be done. with_lora = 0 scores deq(Q) alone. */

@@ -2,35 +2,113 @@
 #include "cloq_plan.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <cblas.h>
+#include <string.h>
 
 #include "cloq_llama.h"
+
+static int64_t dtype_bytes(const cloq_config *c)
+{
+	if (!strcmp(c->torch_dtype, "float32"))
+		return 4;
+	return 2; /* bfloat16 / float16: what released checkpoints use */
+}
 
 void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p)
 {
 	int64_t lp = cloq_config_layer_params(c);
-	int64_t nmax = c->intermediate > c->hidden ? c->intermediate : c->hidden;
-	int64_t qd = (int64_t)c->heads * c->head_dim;
-	if (qd > nmax)
-		nmax = qd;
-	/* the largest single linear (down_proj or gate/up) */
-	int64_t maxlin = (int64_t)c->hidden * c->intermediate;
+	int64_t lin = 0; /* parameters in the seven linears */
+	for (int l = 0; l < CLOQ_LINEARS; l++) {
+		int out, in;
+		cloq_linear_shape(c, l, &out, &in);
+		lin += (int64_t)out * in;
+	}
 	int64_t r = o->rank;
-	/* weights: original fp32 + deq(Q) per linear (+ W + sBA for lora) + codes + LoRA factors */
-	p->weights_bytes = lp * 4 * (o->propagate == CLOQ_PROP_LORA ? 3 : 2) + lp +
-			   (int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4;
-	/* solver: Gram H (f64) + factor R (f64) + GPTQ's H^-1 copy (f64) + M = R dW^T (f64) + a few
-	 * (out, in) float residuals of the largest linear */
-	p->solver_bytes = nmax * nmax * 8 * 3 + maxlin * 8 + maxlin * 4 * 3;
+	/* Per group g (qkv, o, gateup, down), what is held while g is solved: the original weights
+	 * of g and the groups after it (processed ones are released unless --propagate fp), deq(Q)
+	 * of g and the groups before it (+ deq(Q) + sBA for --propagate lora), codes, LoRA factors,
+	 * two raw read-ahead buffers of a layer; and the solver's share for g's width n and widest
+	 * linear: Gram H (f64), CLoQ factor R (f64), GPTQ's H^-1 factor (f32), M = R dW^T and a few
+	 * (out, in) residuals. The peak is the largest of the four. */
+	int64_t fixed = 2 * lp * dtype_bytes(c) + (lp - lin) * 4 +
+			(int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4;
+	p->peak_bytes = 0;
+	int64_t nmax = 0; /* width of the group where the peak falls */
+	for (int g = 0; g < CLOQ_GROUPS; g++) {
+		int64_t w_orig = 0, w_done = 0, n = 0, omax = 0;
+		for (int l = 0; l < CLOQ_LINEARS; l++) {
+			int out, in;
+			cloq_linear_shape(c, l, &out, &in);
+			int64_t sz = (int64_t)out * in;
+			if (cloq_linear_group(l) >= g || o->propagate == CLOQ_PROP_FP)
+				w_orig += sz * 4;
+			if (cloq_linear_group(l) <= g)
+				w_done += sz * (4 * (o->propagate == CLOQ_PROP_LORA ? 2 : 1) + 1);
+			if (cloq_linear_group(l) == g) {
+				n = in;
+				omax = out > omax ? out : omax;
+			}
+		}
+		int64_t weights = fixed + w_orig + w_done;
+		int64_t solver = n * n * (8 + 8 + 4) + n * omax * 8 + n * omax * 4 * 3;
+		if (weights + solver > p->weights_bytes + p->solver_bytes) {
+			p->weights_bytes = weights;
+			p->solver_bytes = solver;
+			nmax = n;
+		}
+	}
 	p->forward_bytes = (int64_t)cloq_block_ws_bytes(c, seqlen) + (int64_t)seqlen * c->hidden * 4 * 3;
 	p->peak_bytes = p->weights_bytes + p->solver_bytes + p->forward_bytes + (64 << 20) /* libs, zstd */;
 	int64_t act = (int64_t)nsamples * seqlen * c->hidden * (o->cache_bf16 ? 2 : 4);
 	p->scratch_disk = 2 * act;
-	p->output_bytes = c->layers * (lp * o->bits / 8 + (int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4) +
-			  (int64_t)c->vocab * c->hidden * 2 * (c->tie_embeddings ? 1 : 2);
+	p->output_bytes = c->layers * (lin + lp - lin + (int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4) +
+			  (int64_t)c->vocab * c->hidden * dtype_bytes(c) * (c->tie_embeddings ? 1 : 2);
+	/* arithmetic: the true-sequential passes run about 2.4 forward passes' worth of linear work
+	 * (each group's pass stops after its group; the propagate pass is whole), attention with it;
+	 * per linear GPTQ ~ 2 out in^2, the CLoQ product R dW^T 2 out in^2; per group two Cholesky-
+	 * class factorisations ~ in^3 */
+	double tokens = (double)nsamples * seqlen;
+	double attn = 4.0 * seqlen * (double)c->heads * c->head_dim; /* per token */
+	double fwd = tokens * (2.0 * lin + attn);
+	double per_layer = 2.4 * fwd;
+	for (int l = 0; l < CLOQ_LINEARS; l++) {
+		int out, in;
+		cloq_linear_shape(c, l, &out, &in);
+		per_layer += 4.0 * out * (double)in * in * (o->cloq_iters > 1 ? o->cloq_iters : 1);
+	}
+	double hq = c->hidden, hi = c->intermediate;
+	per_layer += 3 * (hq * hq * hq) + hi * hi * hi; /* qkv, o, gateup on hidden; down on intermediate */
+	p->flops = per_layer * c->layers;
 	if (p->solver_bytes >= p->weights_bytes && p->solver_bytes >= p->forward_bytes)
 		snprintf(p->largest_item, sizeof p->largest_item, "Gram/factor matrices of width %lld", (long long)nmax);
 	else if (p->weights_bytes >= p->forward_bytes)
 		snprintf(p->largest_item, sizeof p->largest_item, "one layer's weights, %lld parameters", (long long)lp);
 	else
 		snprintf(p->largest_item, sizeof p->largest_item, "the %d-token forward workspace", seqlen);
+}
+
+double cloq_plan_measure_gflops(void)
+{
+	enum { N = 384 };
+	float *a = malloc(sizeof(float) * N * N * 3);
+	if (!a)
+		return 0;
+	for (int i = 0; i < N * N * 3; i++)
+		a[i] = (float)(((unsigned)i * 7919u) % 1000u) / 1000.0f;
+	struct timespec t0, t1;
+	int reps = 0;
+	double el = 0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, a + N * N, N, 0.0f,
+			    a + 2 * N * N, N);
+		reps++;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		el = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+	} while (el < 0.25);
+	free(a);
+	return 2.0 * N * N * N * reps / el / 1e9;
 }

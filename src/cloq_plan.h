@@ -22,8 +22,13 @@ typedef struct cloq_plan {
 	int64_t scratch_disk;      /* activation caches on disk (upper bound, uncompressed) */
 	int64_t output_bytes;      /* shards, approx. (codes compress; LoRA factors fp32) */
 	char largest_item[96];     /* what dominates, for messages */
+	double flops;              /* arithmetic of the whole conversion (forward passes, GPTQ,
+	                            * factorisations, CLoQ solves), for time estimates */
 } cloq_plan;
 
 void cloq_plan_compute(const cloq_config *cfg, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p);
+
+/* This machine's single-precision GEMM rate (GFLOP/s), measured in about a quarter second. */
+double cloq_plan_measure_gflops(void);
 
 #endif

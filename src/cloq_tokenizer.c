@@ -905,7 +905,7 @@ static int bpe_chunk(struct tok_ctx *c, const char *s, size_t len)
 				if (t->unk_id < 0) {
 					size_t m;
 					return cloq_err_set(c->err, CLOQ_EINPUT,
-							    "%s: character U+%04X has no token and the model has no unk_token",
+							    "%s: character U+%04X has no token and the model has no unk_token in its vocabulary",
 							    t->path, (unsigned)u8_decode((const unsigned char *)s + i, &m));
 				}
 				if (unk_pending && !t->fuse_unk)
@@ -1138,8 +1138,9 @@ int cloq_tok_encode_ex(const cloq_tokenizer *t, const char *text, size_t len, un
 	c.md = pcre2_match_data_create(1, NULL);
 	c.mc = pcre2_match_context_create(NULL);
 	CLOQ_FAIL_IF(!c.md || !c.mc, err, CLOQ_EIO, "tokenizer: out of memory");
-	/* The default 32 KiB JIT stack is small for long runs of whitespace; 1 MiB is ample. Without
-	 * a JIT stack PCRE2 falls back to the interpreter's heap-based matching. */
+	/* The default 32 KiB JIT stack is small for patterns that backtrack over long runs (such as
+	 * `\s+(?!\S)` on pages of blanks); 1 MiB is ample. Should it fail to allocate, matching
+	 * still works on the default stack. */
 	c.js = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, NULL);
 	if (c.js)
 		pcre2_jit_stack_assign(c.mc, NULL, c.js);
@@ -1382,9 +1383,9 @@ static int load_model(cloq_tokenizer *t, const cJSON *model, cloq_err *err)
 	t->fuse_unk = jbool(model, "fuse_unk", 0);
 	t->ignore_merges = jbool(model, "ignore_merges", 0);
 	t->meta_split = meta_ok;
+	/* An unk_token outside the vocabulary only matters when a character needs it (then encode
+	 * fails, as in the HF library). */
 	t->unk_id = unk ? smap_get(&t->vocab, unk, strlen(unk)) : -1;
-	CLOQ_FAIL_IF(unk && t->unk_id < 0, err, CLOQ_EINPUT, "%s: model.unk_token \"%s\" is not in the vocabulary",
-		     P, unk);
 	for (int b = 0; b < 256; b++) {
 		char name[8];
 		snprintf(name, sizeof name, "<0x%02X>", b);

@@ -14,14 +14,16 @@
  * the type, and listing the supported ones):
  *   model           BPE: merges as "a b" strings or ["a","b"] pairs, byte_fallback (<0xNN>),
  *                   unk_token + fuse_unk, ignore_merges. (Sentencepiece-style Llama-2 / Mistral
- *                   and byte-level Llama-3 / Qwen2-style files.)
+ *                   and byte-level Llama-3 / Qwen2-style files.) Not supported: dropout > 0,
+ *                   continuing_subword_prefix, end_of_word_suffix; WordPiece, Unigram, WordLevel.
  *   normalizer      null, Sequence, Prepend, Replace (String or Regex pattern), Strip,
  *                   NFC (Unicode 14 tables, src/cloq_tok_nfc_gen.py).
  *   pre_tokenizer   null, Sequence, Split (String or Regex; Isolated, Removed, MergedWithPrevious,
  *                   MergedWithNext, Contiguous; invert), ByteLevel (add_prefix_space, use_regex),
  *                   Metaspace (replacement, prepend_scheme always/first/never or add_prefix_space,
  *                   split).
- *   post_processor  null, TemplateProcessing (single), ByteLevel (no ids), Sequence of these,
+ *   post_processor  null, TemplateProcessing ("single"; one text, so "pair" is unused),
+ *                   ByteLevel (adds no ids), Sequence of these,
  *                   BertProcessing / RobertaProcessing (cls + text + sep).
  *
  * Encoding, in the order of the HF library: added tokens (special or not) are found in the raw
@@ -32,7 +34,8 @@
  *
  * Differences from the HF library that are known: added tokens with normalized=true are matched
  * in the raw text, not the normalized text; `\s` in pre-tokenizer regexes follows PCRE2's Unicode
- * definition (the same as the library's for every character except U+0085 and U+FEFF).
+ * definition, which is White_Space (the Rust library's) plus U+180E (the JavaScript library's
+ * differs from both: it has U+FEFF, and neither U+0085 nor U+180E).
  *
  * A loaded tokenizer is immutable: cloq_tok_encode may run on one handle from several threads.
  */
@@ -53,8 +56,9 @@ typedef struct cloq_tokenizer cloq_tokenizer;
 int cloq_tok_load(const char *dir, cloq_tokenizer **out, cloq_err *err);
 
 /* Encode `len` bytes of UTF-8 `text` (need not be NUL-terminated; NUL bytes are ordinary
- * characters). On success *ids is a new array of *n token ids (caller frees it with cloq_free;
- * it may be NULL when *n == 0 is impossible: the array is always allocated, even for zero ids).
+ * characters). On success *ids is a new array of *n token ids, BOS/EOS included as the
+ * post-processor adds them (never NULL, even for zero ids; the caller frees it with cloq_free).
+ * On failure *ids is NULL and *n is 0.
  * Errors: CLOQ_EINPUT when the text is not valid UTF-8 (message gives the byte offset) or a
  * character has no token and the model has neither byte fallback nor unk_token; CLOQ_EIO out of
  * memory. */

@@ -8,10 +8,16 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -269,6 +275,207 @@ static void test_layer_plan_prefetch(void **state)
 	cloq_st_close(m);
 }
 
+/* eof_ok: a request may run past EOF; it stops there, says how much it got, hashes only that. */
+static void test_eof_ok(void **state)
+{
+	for (int fp = 0; fp < 2; fp++) {
+		cloq_reader_params p = cloq_reader_default_params();
+		p.force_pread = fp;
+		p.chunk_bytes = 4096;
+		const char *paths[1] = { fpath[1] };
+		cloq_reader *r = NULL;
+		cloq_err err;
+		cloq_err_clear(&err);
+		assert_int_equal(cloq_reader_create(paths, 1, &p, &r, &err), CLOQ_OK);
+		uint8_t *b = cloq_malloc(20000);
+		memset(b, 0xCC, 20000);
+		uint64_t off = fsize[1] - 5000;
+		cloq_reader_req q = { .file = 0, .offset = off, .length = 20000, .dst = b, .eof_ok = 1 };
+		assert_int_equal(cloq_reader_start(r, &q, 1, &err), CLOQ_OK);
+		if (cloq_reader_wait(r, &err))
+			fail_msg("%s", err.msg);
+		assert_int_equal(q.got, 5000);
+		assert_memory_equal(b, fdata[1] + off, 5000);
+		assert_true(q.xxh3 == XXH3_64bits(fdata[1] + off, 5000));
+		for (int i = 5000; i < 20000; i++)
+			assert_int_equal(b[i], 0xCC);
+		cloq_reader_free(r);
+		cloq_free(b);
+	}
+}
+
+static int direct_ok(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECT);
+	if (fd < 0)
+		return 0;
+	void *b = cloq_aligned_alloc(4096, 4096);
+	ssize_t r = pread(fd, b, 4096, 0);
+	cloq_free(b);
+	close(fd);
+	return r == 4096;
+}
+
+/* O_DIRECT: aligned chunks, a request whose last block crosses EOF (the kernel returns a partial
+ * block; the unaligned remainder must not be resubmitted). */
+static void test_direct(void **state)
+{
+	if (!direct_ok(fpath[1])) {
+		print_message("O_DIRECT not supported on %s: skipped\n", tmpdir);
+		skip();
+	}
+	for (int fp = 0; fp < 2; fp++) {
+		cloq_reader_params p = cloq_reader_default_params();
+		p.force_pread = fp;
+		p.direct = 1;
+		p.chunk_bytes = 64 << 10;
+		const char *paths[1] = { fpath[1] };
+		cloq_reader *r = NULL;
+		cloq_err err;
+		cloq_err_clear(&err);
+		assert_int_equal(cloq_reader_create(paths, 1, &p, &r, &err), CLOQ_OK);
+		uint64_t end = (fsize[1] + 4095) / 4096 * 4096, off = end - (1u << 20);
+		uint8_t *b = cloq_aligned_alloc(4096, 2u << 20);
+		cloq_reader_req q[2] = {
+			{ .file = 0, .offset = 0, .length = 1u << 20, .dst = b },
+			{ .file = 0, .offset = off, .length = 1u << 20, .dst = b + (1u << 20), .eof_ok = 1 },
+		};
+		assert_int_equal(cloq_reader_start(r, q, 2, &err), CLOQ_OK);
+		if (cloq_reader_wait(r, &err))
+			fail_msg("%s", err.msg);
+		assert_int_equal(q[1].got, fsize[1] - off);
+		assert_memory_equal(b, fdata[1], 1u << 20);
+		assert_memory_equal(b + (1u << 20), fdata[1] + off, fsize[1] - off);
+		assert_true(q[1].xxh3 == XXH3_64bits(fdata[1] + off, fsize[1] - off));
+		/* without eof_ok the same request is a short read */
+		q[1].eof_ok = 0;
+		assert_int_equal(cloq_reader_start(r, q, 2, &err), CLOQ_OK);
+		assert_int_equal(cloq_reader_wait(r, &err), CLOQ_EINPUT);
+		assert_non_null(strstr(err.msg, "short read"));
+		cloq_reader_free(r);
+		cloq_free(b);
+	}
+}
+
+/* Span plans: one aligned request per layer, O_DIRECT where possible, tensors found inside. */
+static void test_span_plan(void **state)
+{
+	cloq_err err;
+	cloq_err_clear(&err);
+	cloq_st_model *m = NULL;
+	assert_int_equal(cloq_st_open("fixtures/stories260K/model.safetensors", &m, &err), CLOQ_OK);
+	const char *paths[1] = { cloq_st_file_path(m, 0) };
+	cloq_reader_params p = cloq_reader_default_params();
+	p.direct = 1; /* falls back to buffered where the file system has no O_DIRECT */
+	cloq_reader *r = NULL;
+	assert_int_equal(cloq_reader_create(paths, 1, &p, &r, &err), CLOQ_OK);
+	cloq_reader_stats rs;
+	cloq_reader_get_stats(r, &rs);
+	assert_int_equal(rs.direct, direct_ok(paths[0]));
+	cloq_st_span_plan plan;
+	assert_int_equal(cloq_st_layer_span_plan(m, 4, 4096, NULL, 0, &plan, &err), CLOQ_OK);
+	size_t cap = plan.needed + 8192;
+	uint8_t *buf = cloq_aligned_alloc(4096, cap);
+	for (int l = 0; l < 5; l++) {
+		assert_int_equal(cloq_st_layer_span_plan(m, l, 4096, buf, cap, &plan, &err), CLOQ_OK);
+		assert_int_equal(plan.nreq, 1);
+		assert_int_equal(plan.req[0].offset % 4096, 0);
+		assert_int_equal(plan.req[0].length % 4096, 0);
+		/* the file ends 256 bytes (model.norm) after layer 4: its rounded span passes EOF */
+		assert_int_equal(plan.req[0].eof_ok, l == 4);
+		assert_int_equal(cloq_reader_start(r, plan.req, plan.nreq, &err), CLOQ_OK);
+		if (cloq_reader_wait(r, &err))
+			fail_msg("%s", err.msg);
+		if (l == 4)
+			assert_int_equal(plan.req[0].offset + plan.req[0].got, 1045016);
+		size_t idx[16];
+		size_t n = cloq_st_layer_tensors(m, l, idx, 16);
+		assert_int_equal(n, 9);
+		for (size_t i = 0; i < n; i++) {
+			const cloq_st_tensor *t = cloq_st_tensor_at(m, idx[i]);
+			const void *d = cloq_st_span_data(&plan, t);
+			assert_non_null(d);
+			uint8_t *raw = cloq_malloc(t->nbytes);
+			float *f = cloq_malloc(t->nbytes);
+			assert_int_equal(cloq_st_read_raw(m, t, raw, &err), CLOQ_OK);
+			assert_memory_equal(d, raw, t->nbytes);
+			assert_int_equal(cloq_st_convert_f32(m, t, d, f, &err), CLOQ_OK);
+			cloq_free(raw);
+			cloq_free(f);
+		}
+		assert_null(cloq_st_span_data(&plan, cloq_st_find(m, "model.embed_tokens.weight")));
+	}
+	assert_int_equal(cloq_st_layer_span_plan(m, 0, 1000, buf, cap, &plan, &err), CLOQ_EINPUT);
+	assert_int_equal(cloq_st_layer_span_plan(m, 0, 4096, buf + 64, cap, &plan, &err), CLOQ_EINPUT);
+	assert_int_equal(cloq_st_layer_span_plan(m, 0, 4096, buf, 4096, &plan, &err), CLOQ_EINPUT);
+	assert_int_equal(cloq_st_layer_span_plan(m, 9, 4096, buf, cap, &plan, &err), CLOQ_EINPUT);
+	cloq_reader_free(r);
+	cloq_free(buf);
+	cloq_st_close(m);
+}
+
+/* Containers often forbid io_uring: in a child whose seccomp filter makes io_uring_setup fail
+ * with ENOSYS, readers fall back to pread, still read correctly, and the notice is printed once
+ * for the process however many readers are created. */
+static void test_fallback_without_io_uring(void **state)
+{
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(pfd[1], 2);
+		close(pfd[0]);
+		struct sock_filter f[] = {
+			BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+			BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+			BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		};
+		struct sock_fprog prog = { .len = sizeof f / sizeof f[0], .filter = f };
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+			_exit(77);
+		const char *paths[1] = { fpath[0] };
+		for (int k = 0; k < 3; k++) {
+			cloq_reader *r = NULL;
+			if (cloq_reader_create(paths, 1, NULL, &r, NULL) != CLOQ_OK)
+				_exit(10);
+			if (strcmp(cloq_reader_backend(r), "pread") != 0)
+				_exit(11);
+			uint8_t b[5000];
+			cloq_reader_req q = { .file = 0, .offset = 123, .length = sizeof b, .dst = b };
+			if (cloq_reader_start(r, &q, 1, NULL) || cloq_reader_wait(r, NULL))
+				_exit(12);
+			if (memcmp(b, fdata[0] + 123, sizeof b) || q.xxh3 != XXH3_64bits(b, sizeof b))
+				_exit(13);
+			cloq_reader_free(r);
+		}
+		_exit(0);
+	}
+	close(pfd[1]);
+	char out[4096];
+	size_t n = 0;
+	ssize_t k;
+	while (n + 1 < sizeof out && (k = read(pfd[0], out + n, sizeof out - 1 - n)) > 0)
+		n += (size_t)k;
+	out[n] = '\0';
+	close(pfd[0]);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77) {
+		print_message("seccomp not available: skipped\n");
+		skip();
+	}
+	if (WEXITSTATUS(st) != 0)
+		fail_msg("child failed with %d; stderr: %s", WEXITSTATUS(st), out);
+	const char *msg = "cloq: io_uring unavailable (io_uring_queue_init: Function not implemented), using pread\n";
+	char *first = strstr(out, msg);
+	if (!first)
+		fail_msg("notice missing; stderr: %s", out);
+	assert_null(strstr(first + strlen(msg), "io_uring unavailable")); /* once */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -278,6 +485,10 @@ int main(void)
 		cmocka_unit_test(test_past_eof_uring),
 		cmocka_unit_test(test_eio_and_misuse),
 		cmocka_unit_test(test_layer_plan_prefetch),
+		cmocka_unit_test(test_eof_ok),
+		cmocka_unit_test(test_direct),
+		cmocka_unit_test(test_span_plan),
+		cmocka_unit_test(test_fallback_without_io_uring),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cloq_dtype.h"
@@ -411,6 +413,14 @@ static void test_must_fail_header(void **state)
 	assert_int_equal(cloq_st_open(sub, &m, &err), CLOQ_EINPUT);
 	assert_non_null(strstr(err.msg, "emptydir"));
 	assert_null(m);
+	/* a file without tensors is valid */
+	tpath(path, sizeof path, "no_tensors.safetensors");
+	write_raw(path, ~0ull, "{\"__metadata__\":{\"format\":\"pt\"}}", 0, NULL);
+	assert_int_equal(cloq_st_open(path, &m, &err), CLOQ_OK);
+	assert_int_equal(cloq_st_count(m), 0);
+	assert_null(cloq_st_find(m, "x"));
+	assert_int_equal(cloq_st_layer_count(m), 0);
+	cloq_st_close(m);
 	/* in-memory parser with fewer bytes than the header announces */
 	uint8_t b[12] = { 40, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ' };
 	assert_int_equal(cloq_st_parse_header(b, 12, 100, "mem.safetensors", &m, &err), CLOQ_EINPUT);
@@ -663,6 +673,39 @@ static void test_sharded(void **state)
 	assert_non_null(strstr(err.msg, "model.layers.1."));
 }
 
+/* A writer killed half-way (SIGKILL: no cleanup runs) leaves nothing under the final name. */
+static void test_writer_killed(void **state)
+{
+	char p[512];
+	tpath(p, sizeof p, "killed.safetensors");
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		cloq_st_writer *w = NULL;
+		int64_t s[1] = { 1 << 18 };
+		static float buf[1 << 17];
+		if (cloq_st_writer_create(p, &w, NULL) || cloq_st_writer_add(w, "big", CLOQ_DT_F32, 1, s, NULL) ||
+		    cloq_st_writer_begin(w, NULL) || cloq_st_writer_write(w, 0, buf, sizeof buf, NULL))
+			_exit(1);
+		raise(SIGKILL);
+		_exit(2);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	assert_false(cloq_file_exists(p));
+	cloq_err err;
+	cloq_st_model *m = NULL;
+	assert_int_equal(cloq_st_open(p, &m, &err), CLOQ_EINPUT);
+	/* only the dead process's temp file is there, and it is not a complete safetensors file */
+	char tmp[600];
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", p, (long)pid);
+	assert_true(cloq_file_exists(tmp));
+	assert_int_equal(count_entries(tmpdir), 1);
+	assert_int_equal(cloq_st_open(tmp, &m, &err), CLOQ_EINPUT);
+	unlink(tmp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -670,6 +713,7 @@ int main(void)
 		cmocka_unit_test(test_writer_round_trip),
 		cmocka_unit_test(test_writer_misuse),
 		cmocka_unit_test(test_writer_faults),
+		cmocka_unit_test(test_writer_killed),
 		cmocka_unit_test(test_open_alloc_faults),
 		cmocka_unit_test(test_must_fail_header),
 		cmocka_unit_test(test_must_fail_json),

@@ -560,6 +560,22 @@ static void test_handmade_metaspace(void **state)
 	assert_int_equal(cloq_tok_encode(t, "a\xed\xa0\x80", 4, &ids, &n, &err), CLOQ_EINPUT); /* surrogate */
 	assert_int_equal(cloq_tok_encode(t, "\xc0\xaf", 2, &ids, &n, &err), CLOQ_EINPUT);      /* overlong */
 	cloq_tok_free(t);
+	/* tokenizer_config.json of a Llama tokenizer decides BOS / EOS (transformers rebuilds the
+	 * post-processor of LlamaTokenizerFast); bos/eos tokens may be AddedToken objects */
+	write_file(dir, "tokenizer_config.json",
+		   "{\"tokenizer_class\": \"LlamaTokenizerFast\", \"add_bos_token\": false, \"add_eos_token\": true,"
+		   " \"bos_token\": {\"content\": \"<s>\", \"lstrip\": false}, \"eos_token\": \"<mask>\"}");
+	t = load(dir);
+	EXPECT(t, "ab c", 8, 3, 6, 21);
+	assert_int_equal(cloq_tok_bos_id(t), 1);
+	assert_int_equal(cloq_tok_eos_id(t), 21);
+	cloq_tok_free(t);
+	/* any other class: the template of tokenizer.json decides */
+	write_file(dir, "tokenizer_config.json",
+		   "{\"tokenizer_class\": \"PreTrainedTokenizerFast\", \"add_bos_token\": false, \"add_eos_token\": true}");
+	t = load(dir);
+	EXPECT(t, "ab c", 1, 8, 3, 6);
+	cloq_tok_free(t);
 }
 
 /* The legacy Llama-2 form: Prepend + Replace normalizer, no pre-tokenizer; byte fallback for

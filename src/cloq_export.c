@@ -1,0 +1,521 @@
+/*
+ * cloq_export.c - `cloq export OUT --to DIR`: a Hugging Face GPTQ checkpoint (or a dense fp16/bf16
+ * base holding deq(Q)) plus DIR/adapter, a PEFT LoRA adapter.
+ *
+ * GPTQ layout per quantized linear P (= model.layers.N.(self_attn|mlp).X_proj):
+ *   P.qweight int32 (in*bits/32, out)   codes packed along the input dimension
+ *   P.qzeros  int32 (ngroups, out*bits/32)  v1: zero - 1; v2: the true zero
+ *   P.scales  fp16  (ngroups, out)
+ *   P.g_idx   int32 (in)
+ *   P.bias    fp16  (out)               when the model has one
+ * A linear whose shape the format cannot pack stays dense: P.weight fp16 (out, in) = deq(Q), so the
+ * adapter still applies, and it is left out of quantization_config.modules_in_block_to_quantize.
+ * v1 cannot hold a zero point of 0 (it stores zero - 1); when any group has one, the whole
+ * checkpoint is written as checkpoint_format gptq_v2 (true zeros, as GPTQModel does).
+ *
+ * Every file is written atomically; config.json (and adapter_config.json) are written last, so an
+ * export killed midway leaves no directory a loader would accept.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "cloq_cli.h"
+#include "cloq_dtype.h"
+#include "cloq_journal.h"
+#include "cloq_layerstore.h"
+#include "cloq_outmodel.h"
+#include "cloq_quant.h"
+#include "cloq_safetensors.h"
+#include "cloq_shard.h"
+#include "cloq_sys.h"
+
+#define MAX_SHARD_BYTES (5ULL * 1000 * 1000 * 1000) /* HF's default max_shard_size "5GB" */
+
+static const char help[] =
+	"usage: cloq export OUT --to DIR [--format gptq|dequant] [--dtype fp16|bf16|fp32]\n"
+	"                   [--adapter-dtype fp32|bf16] [--max-shard-size BYTES]\n"
+	"\n"
+	"Write the converted model in OUT as standard files:\n"
+	"  --format gptq     (default) a Hugging Face GPTQ checkpoint: qweight/qzeros/scales/g_idx per\n"
+	"                    quantized linear, config.json with quantization_config, quantize_config.json.\n"
+	"                    Linears the format cannot pack stay dense (deq(Q)) and are listed.\n"
+	"  --format dequant  a dense model holding deq(Q)\n"
+	"  --dtype           of every tensor that is not packed (default fp16; fp32 keeps the converted\n"
+	"                    model's numbers exactly, e.g. for checking an export against 'cloq ppl OUT')\n"
+	"Both write DIR/adapter/ (adapter_model.safetensors + adapter_config.json, PEFT LoRA) and copy\n"
+	"the tokenizer and generation files. Shards of at most 5 GB, with model.safetensors.index.json\n"
+	"when more than one.\n";
+
+typedef struct out_tensor {
+	char name[160];
+	enum cloq_dtype dtype;
+	int ndim;
+	int64_t shape[2];
+	int layer;     /* -1: base tensor */
+	int lin;       /* linear index, or -1 */
+	int kind;      /* see enum below */
+	int file;
+} out_tensor;
+
+enum { K_QWEIGHT, K_QZEROS, K_SCALES, K_GIDX, K_BIAS, K_DENSE, K_NORM_IN, K_NORM_POST, K_EMBED, K_FNORM, K_HEAD,
+       K_LORA_A, K_LORA_B };
+
+typedef struct exporter {
+	cloq_outmodel *om;
+	const cloq_config *cfg;
+	int gptq;              /* 0: dequant */
+	int format;            /* CLOQ_GPTQ_V1 / V2 */
+	enum cloq_dtype dtype; /* dense tensors */
+	enum cloq_dtype adtype;
+	int packable[CLOQ_LINEARS];
+	int act_order, sym;
+	/* the layer whose stored linears are loaded */
+	int cur_layer;
+	cloq_shard *cur_shard;
+	cloq_stored_linear cur[CLOQ_LINEARS];
+	float *cur_norm[2];
+} exporter;
+
+static void unload(exporter *E)
+{
+	for (int i = 0; i < CLOQ_LINEARS; i++)
+		cloq_stored_linear_free(&E->cur[i]);
+	cloq_free(E->cur_norm[0]);
+	cloq_free(E->cur_norm[1]);
+	E->cur_norm[0] = E->cur_norm[1] = NULL;
+	cloq_shard_close(E->cur_shard);
+	E->cur_shard = NULL;
+	E->cur_layer = -1;
+}
+
+static int load_layer(exporter *E, int l, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	char path[4096], name[160];
+	if (E->cur_layer == l)
+		return CLOQ_OK;
+	unload(E);
+	snprintf(path, sizeof path, "%s/shards/layer_%05d.cloqshard", E->om->dir, l);
+	CLOQ_TRY(cloq_shard_open(path, &E->cur_shard, err));
+	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
+		CLOQ_TRY(cloq_layer_read_linear(E->cur_shard, E->cfg, l, lin, E->om->bits, E->om->group_size, &E->cur[lin],
+						err));
+	for (int k = 0; k < 2; k++) {
+		size_t n = (size_t)E->cfg->hidden;
+		E->cur_norm[k] = cloq_malloc(n * sizeof(float));
+		CLOQ_FAIL_IF(!E->cur_norm[k], err, CLOQ_EIO, "out of memory");
+		snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, k ? "post_attention_layernorm" : "input_layernorm");
+		CLOQ_TRY(cloq_shard_read_name(E->cur_shard, name, E->cur_norm[k], n * sizeof(float), err));
+	}
+	E->cur_layer = l;
+	return CLOQ_OK;
+fail:
+	unload(E);
+	return cloq_err_wrap(err, rc, "%s", path);
+}
+
+static void add(out_tensor *t, size_t *n, enum cloq_dtype dt, int64_t d0, int64_t d1, int layer, int lin, int kind,
+		const char *fmt, ...) __attribute__((format(printf, 9, 10)));
+static void add(out_tensor *t, size_t *n, enum cloq_dtype dt, int64_t d0, int64_t d1, int layer, int lin, int kind,
+		const char *fmt, ...)
+{
+	out_tensor *o = &t[(*n)++];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(o->name, sizeof o->name, fmt, ap);
+	va_end(ap);
+	o->dtype = dt;
+	o->ndim = d1 ? 2 : 1;
+	o->shape[0] = d0;
+	o->shape[1] = d1;
+	o->layer = layer;
+	o->lin = lin;
+	o->kind = kind;
+}
+
+static uint64_t tbytes(const out_tensor *t)
+{
+	return (uint64_t)t->shape[0] * (t->ndim > 1 ? (uint64_t)t->shape[1] : 1) * cloq_dtype_size(t->dtype);
+}
+
+/* Produce the bytes of tensor t into buf (tbytes(t) bytes). */
+static int produce(exporter *E, const out_tensor *t, void *buf, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	size_t n = (size_t)(t->shape[0] * (t->ndim > 1 ? t->shape[1] : 1));
+	const float *src = NULL;
+	float *tmp = NULL;
+	if (t->layer >= 0)
+		CLOQ_TRY(load_layer(E, t->layer, err));
+	const cloq_stored_linear *s = t->lin >= 0 ? &E->cur[t->lin] : NULL;
+	switch (t->kind) {
+	case K_QWEIGHT:
+	case K_QZEROS:
+	case K_SCALES:
+	case K_GIDX: {
+		/* pack once into scratch, hand out the requested part */
+		int out = s->q.rows, in = s->q.cols, b = s->q.bits, ng = s->q.ngroups;
+		int32_t *qw = cloq_malloc((size_t)in * b / 32 * out * 4);
+		int32_t *qz = cloq_malloc((size_t)ng * out * b / 32 * 4);
+		uint16_t *sc = cloq_malloc((size_t)ng * out * 2);
+		int32_t *gi = cloq_malloc((size_t)in * 4);
+		if (!qw || !qz || !sc || !gi)
+			rc = cloq_err_set(err, CLOQ_EIO, "out of memory packing '%s'", t->name);
+		else
+			rc = cloq_quant_pack_gptq_fmt(&s->q, E->format, qw, qz, sc, gi, err);
+		if (rc == CLOQ_OK) {
+			const void *p = t->kind == K_QWEIGHT ? (void *)qw : t->kind == K_QZEROS ? (void *)qz :
+							   t->kind == K_SCALES ? (void *)sc : (void *)gi;
+			memcpy(buf, p, tbytes(t));
+		}
+		cloq_free(qw);
+		cloq_free(qz);
+		cloq_free(sc);
+		cloq_free(gi);
+		if (rc)
+			return cloq_err_wrap(err, rc, "%s", t->name);
+		return CLOQ_OK;
+	}
+	case K_BIAS: src = s->bias; break;
+	case K_DENSE:
+		tmp = cloq_malloc(n * sizeof(float));
+		CLOQ_FAIL_IF(!tmp, err, CLOQ_EIO, "out of memory");
+		cloq_quant_dequant(&s->q, tmp);
+		src = tmp;
+		break;
+	case K_NORM_IN: src = E->cur_norm[0]; break;
+	case K_NORM_POST: src = E->cur_norm[1]; break;
+	case K_EMBED: src = E->om->embed; break;
+	case K_FNORM: src = E->om->final_norm; break;
+	case K_HEAD: src = E->om->head; break;
+	case K_LORA_A: src = s->A; break;
+	case K_LORA_B: src = s->B; break;
+	}
+	CLOQ_FAIL_IF(!src, err, CLOQ_EINPUT, "no data for tensor '%s'", t->name);
+	if (t->dtype == CLOQ_DT_F32)
+		memcpy(buf, src, n * sizeof(float));
+	else
+		cloq_dtype_from_f32(t->dtype, src, buf, n);
+fail:
+	cloq_free(tmp);
+	return rc;
+}
+
+/* Write tensors [0, n) into files of at most max_bytes: model.safetensors, or
+ * <stem>-0000i-of-0000N.safetensors + <index> when more than one. */
+static int write_files(exporter *E, const char *dir, const char *single, const char *stem, const char *index,
+		       out_tensor *ts, size_t n, uint64_t max_bytes, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	int nfiles = 1;
+	uint64_t cur = 0, total = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t b = tbytes(&ts[i]);
+		if (cur > 0 && cur + b > max_bytes) {
+			nfiles++;
+			cur = 0;
+		}
+		ts[i].file = nfiles - 1;
+		cur += b;
+		total += b;
+	}
+	char path[4096];
+	cloq_st_writer *w = NULL;
+	void *buf = NULL;
+	cJSON *idx = NULL;
+	char *text = NULL;
+	for (int f = 0; f < nfiles; f++) {
+		if (nfiles == 1)
+			snprintf(path, sizeof path, "%s/%s", dir, single);
+		else
+			snprintf(path, sizeof path, "%s/%s-%05d-of-%05d.safetensors", dir, stem, f + 1, nfiles);
+		CLOQ_TRY(cloq_st_writer_create(path, &w, err));
+		for (size_t i = 0; i < n; i++)
+			if (ts[i].file == f)
+				CLOQ_TRY(cloq_st_writer_add(w, ts[i].name, ts[i].dtype, ts[i].ndim, ts[i].shape, err));
+		CLOQ_TRY(cloq_st_writer_begin(w, err));
+		size_t k = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (ts[i].file != f)
+				continue;
+			buf = cloq_malloc(tbytes(&ts[i]));
+			CLOQ_FAIL_IF(!buf, err, CLOQ_EIO, "out of memory for '%s'", ts[i].name);
+			CLOQ_TRY(produce(E, &ts[i], buf, err));
+			CLOQ_TRY(cloq_st_writer_write(w, k++, buf, tbytes(&ts[i]), err));
+			cloq_free(buf);
+			buf = NULL;
+		}
+		CLOQ_TRY(cloq_st_writer_commit(w, err));
+		cloq_st_writer_free(w);
+		w = NULL;
+	}
+	if (nfiles > 1) {
+		idx = cJSON_CreateObject();
+		cJSON *meta = cJSON_AddObjectToObject(idx, "metadata");
+		cJSON_AddNumberToObject(meta, "total_size", (double)total);
+		cJSON *map = cJSON_AddObjectToObject(idx, "weight_map");
+		for (size_t i = 0; i < n; i++) {
+			char fname[320];
+			snprintf(fname, sizeof fname, "%s-%05d-of-%05d.safetensors", stem, ts[i].file + 1, nfiles);
+			cJSON_AddStringToObject(map, ts[i].name, fname);
+		}
+		text = cJSON_Print(idx);
+		snprintf(path, sizeof path, "%s/%s", dir, index);
+		CLOQ_TRY(cloq_write_file_atomic(path, text, strlen(text), err));
+	}
+fail:
+	cloq_free(buf);
+	cloq_st_writer_free(w);
+	cJSON_free(text);
+	cJSON_Delete(idx);
+	return rc;
+}
+
+static int write_json(const char *dir, const char *name, cJSON *j, cloq_err *err)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	char *text = cJSON_Print(j);
+	if (!text)
+		return cloq_err_set(err, CLOQ_EIO, "out of memory");
+	int rc = cloq_write_file_atomic(path, text, strlen(text), err);
+	cJSON_free(text);
+	return rc;
+}
+
+static int copy_file(const char *from_dir, const char *to_dir, const char *name, cloq_err *err)
+{
+	char src[4096], dst[4096];
+	if (snprintf(src, sizeof src, "%s/%s", from_dir, name) >= (int)sizeof src ||
+	    snprintf(dst, sizeof dst, "%s/%s", to_dir, name) >= (int)sizeof dst)
+		return cloq_err_set(err, CLOQ_EUSAGE, "path too long: %s", to_dir);
+	if (!cloq_file_exists(src))
+		return CLOQ_OK;
+	char *data;
+	size_t n;
+	int rc = cloq_read_file(src, &data, &n, err);
+	if (rc)
+		return rc;
+	rc = cloq_write_file_atomic(dst, data, n, err);
+	cloq_free(data);
+	return rc;
+}
+
+/* Is any zero point 0 anywhere? Then v1 cannot hold the checkpoint. */
+static int scan_needs_v2(exporter *E, int *needs, cloq_err *err)
+{
+	*needs = 0;
+	for (int l = 0; l < E->cfg->layers && !*needs; l++) {
+		int rc = load_layer(E, l, err);
+		if (rc)
+			return rc;
+		for (int lin = 0; lin < CLOQ_LINEARS; lin++)
+			if (E->packable[lin] && cloq_quant_needs_v2(&E->cur[lin].q))
+				*needs = 1;
+	}
+	return CLOQ_OK;
+}
+
+int cloq_cmd_export(int argc, char **argv, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const char *out = NULL, *to = NULL;
+	int gptq = 1;
+	enum cloq_dtype dtype = CLOQ_DT_F16, adtype = CLOQ_DT_F32;
+	uint64_t max_bytes = MAX_SHARD_BYTES;
+	exporter E;
+	memset(&E, 0, sizeof E);
+	E.cur_layer = -1;
+	out_tensor *ts = NULL, *ad = NULL;
+	cJSON *cfgj = NULL, *qc = NULL, *acfg = NULL;
+	cloq_journal j;
+	memset(&j, 0, sizeof j);
+	char *cfgtext = NULL;
+	if (cloq_cli_wants_help(argc, argv)) {
+		fputs(help, stdout);
+		return CLOQ_OK;
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--to") && v) {
+			to = v;
+			i++;
+		} else if (!strcmp(a, "--format") && v) {
+			i++;
+			if (!strcmp(v, "gptq"))
+				gptq = 1;
+			else if (!strcmp(v, "dequant"))
+				gptq = 0;
+			else
+				return cloq_err_set(err, CLOQ_EUSAGE, "--format: expected gptq or dequant, got '%s'", v);
+		} else if ((!strcmp(a, "--dtype") || !strcmp(a, "--adapter-dtype")) && v) {
+			i++;
+			enum cloq_dtype d = !strcmp(v, "fp16") ? CLOQ_DT_F16 : !strcmp(v, "bf16") ? CLOQ_DT_BF16 :
+					    !strcmp(v, "fp32") ? CLOQ_DT_F32 : CLOQ_DT_INVALID;
+			if (d == CLOQ_DT_INVALID || (a[2] == 'a' && d == CLOQ_DT_F16))
+				return cloq_err_set(err, CLOQ_EUSAGE, "%s: unsupported '%s'", a, v);
+			if (a[2] == 'a')
+				adtype = d;
+			else
+				dtype = d;
+		} else if (!strcmp(a, "--max-shard-size") && v) {
+			i++;
+			max_bytes = strtoull(v, NULL, 10);
+			if (max_bytes < 1024)
+				return cloq_err_set(err, CLOQ_EUSAGE, "--max-shard-size: at least 1024 bytes");
+		} else if (a[0] != '-' && !out) {
+			out = a;
+		} else {
+			return cloq_err_set(err, CLOQ_EUSAGE, "unexpected argument '%s'", a);
+		}
+	}
+	if (!out || !to)
+		return cloq_err_set(err, CLOQ_EUSAGE, "need OUT and --to DIR");
+
+	CLOQ_TRY(cloq_outmodel_open(out, 1, &E.om, err));
+	CLOQ_TRY(cloq_journal_load(out, &j, err));
+	E.cfg = &E.om->cfg;
+	E.gptq = gptq;
+	E.dtype = dtype;
+	E.adtype = adtype;
+	E.sym = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j.settings, "sym"));
+	E.act_order = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j.settings, "act_order"));
+	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+		int o, in;
+		cloq_linear_shape(E.cfg, lin, &o, &in);
+		E.packable[lin] = gptq && cloq_quant_gptq_packable(o, in, E.om->bits);
+	}
+	E.format = CLOQ_GPTQ_V1;
+	if (gptq) {
+		int needs = 0;
+		CLOQ_TRY(scan_needs_v2(&E, &needs, err));
+		if (needs)
+			E.format = CLOQ_GPTQ_V2;
+	}
+	CLOQ_TRY(cloq_mkdir_p(to, err));
+	char adir[4096];
+	snprintf(adir, sizeof adir, "%s/adapter", to);
+	CLOQ_TRY(cloq_mkdir_p(adir, err));
+
+	/* ---- the base model ---- */
+	const cloq_config *c = E.cfg;
+	size_t cap = (size_t)c->layers * (CLOQ_LINEARS * 5 + 2) + 3;
+	ts = cloq_calloc(cap, sizeof *ts);
+	ad = cloq_calloc((size_t)c->layers * CLOQ_LINEARS * 2, sizeof *ad);
+	CLOQ_FAIL_IF(!ts || !ad, err, CLOQ_EIO, "out of memory");
+	size_t n = 0, na = 0;
+	add(ts, &n, dtype, c->vocab, c->hidden, -1, -1, K_EMBED, "model.embed_tokens.weight");
+	for (int l = 0; l < c->layers; l++) {
+		add(ts, &n, dtype, c->hidden, 0, l, -1, K_NORM_IN, "model.layers.%d.input_layernorm.weight", l);
+		add(ts, &n, dtype, c->hidden, 0, l, -1, K_NORM_POST, "model.layers.%d.post_attention_layernorm.weight", l);
+		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+			int o, in;
+			cloq_linear_shape(c, lin, &o, &in);
+			char p[128];
+			snprintf(p, sizeof p, "model.layers.%d.%s.%s", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
+			int b = E.om->bits, ng = (in + E.om->group_size - 1) / E.om->group_size;
+			if (E.packable[lin]) {
+				add(ts, &n, CLOQ_DT_I32, (int64_t)in * b / 32, o, l, lin, K_QWEIGHT, "%s.qweight", p);
+				add(ts, &n, CLOQ_DT_I32, ng, (int64_t)o * b / 32, l, lin, K_QZEROS, "%s.qzeros", p);
+				add(ts, &n, CLOQ_DT_F16, ng, o, l, lin, K_SCALES, "%s.scales", p);
+				add(ts, &n, CLOQ_DT_I32, in, 0, l, lin, K_GIDX, "%s.g_idx", p);
+			} else {
+				add(ts, &n, dtype, o, in, l, lin, K_DENSE, "%s.weight", p);
+			}
+			int has_bias = lin <= CLOQ_LIN_V ? c->qkv_bias : lin == CLOQ_LIN_O ? c->o_bias : c->mlp_bias;
+			if (has_bias)
+				add(ts, &n, gptq ? CLOQ_DT_F16 : dtype, o, 0, l, lin, K_BIAS, "%s.bias", p);
+			add(ad, &na, adtype, E.om->rank, in, l, lin, K_LORA_A, "base_model.model.%s.lora_A.weight", p);
+			add(ad, &na, adtype, o, E.om->rank, l, lin, K_LORA_B, "base_model.model.%s.lora_B.weight", p);
+		}
+	}
+	add(ts, &n, dtype, c->hidden, 0, -1, -1, K_FNORM, "model.norm.weight");
+	if (E.om->head != E.om->embed)
+		add(ts, &n, dtype, c->vocab, c->hidden, -1, -1, K_HEAD, "lm_head.weight");
+	CLOQ_TRY(write_files(&E, to, "model.safetensors", "model", "model.safetensors.index.json", ts, n, max_bytes, err));
+	CLOQ_TRY(write_files(&E, adir, "adapter_model.safetensors", "adapter_model", "adapter_model.safetensors.index.json",
+			     ad, na, UINT64_MAX, err));
+
+	/* ---- small files; config.json last ---- */
+	char mdir[4096];
+	snprintf(mdir, sizeof mdir, "%s/model", out);
+	static const char *const copies[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
+					     "special_tokens_map.json", "tokenizer.model"};
+	for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++)
+		CLOQ_TRY(copy_file(mdir, to, copies[i], err));
+
+	acfg = cJSON_CreateObject();
+	cJSON_AddStringToObject(acfg, "peft_type", "LORA");
+	cJSON_AddStringToObject(acfg, "task_type", "CAUSAL_LM");
+	cJSON_AddNumberToObject(acfg, "r", E.om->rank);
+	cJSON_AddNumberToObject(acfg, "lora_alpha", E.om->scaling * E.om->rank);
+	cJSON_AddNumberToObject(acfg, "lora_dropout", 0.0);
+	cJSON_AddStringToObject(acfg, "bias", "none");
+	cJSON_AddBoolToObject(acfg, "fan_in_fan_out", 0);
+	cJSON_AddBoolToObject(acfg, "inference_mode", 0);
+	cJSON_AddBoolToObject(acfg, "init_lora_weights", 1);
+	cJSON_AddStringToObject(acfg, "base_model_name_or_path", to);
+	cJSON *tm = cJSON_AddArrayToObject(acfg, "target_modules");
+	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
+		cJSON_AddItemToArray(tm, cJSON_CreateString(cloq_linear_names[lin]));
+	cJSON_AddStringToObject(acfg, "cloq_init", cJSON_GetObjectItemCaseSensitive(j.settings, "init")->valuestring);
+	CLOQ_TRY(write_json(adir, "adapter_config.json", acfg, err));
+
+	snprintf(mdir, sizeof mdir, "%s/model/config.json", out);
+	size_t len;
+	CLOQ_TRY(cloq_read_file(mdir, &cfgtext, &len, err));
+	cfgj = cJSON_Parse(cfgtext);
+	CLOQ_FAIL_IF(!cfgj, err, CLOQ_EINPUT, "%s: not valid JSON", mdir);
+	cJSON_DeleteItemFromObjectCaseSensitive(cfgj, "torch_dtype");
+	cJSON_AddStringToObject(cfgj, "torch_dtype", dtype == CLOQ_DT_BF16 ? "bfloat16" : dtype == CLOQ_DT_F32 ? "float32" : "float16");
+	cJSON_DeleteItemFromObjectCaseSensitive(cfgj, "quantization_config");
+	if (gptq) {
+		qc = cJSON_CreateObject();
+		cJSON_AddStringToObject(qc, "quant_method", "gptq");
+		cJSON_AddNumberToObject(qc, "bits", E.om->bits);
+		cJSON_AddNumberToObject(qc, "group_size", E.om->group_size);
+		cJSON_AddBoolToObject(qc, "desc_act", E.act_order);
+		cJSON_AddBoolToObject(qc, "static_groups", E.act_order);
+		cJSON_AddBoolToObject(qc, "sym", E.sym);
+		cJSON_AddBoolToObject(qc, "true_sequential", 1);
+		cJSON_AddNumberToObject(qc, "damp_percent", 0.01);
+		cJSON_AddStringToObject(qc, "checkpoint_format", E.format == CLOQ_GPTQ_V2 ? "gptq_v2" : "gptq");
+		cJSON *blk = cJSON_CreateArray(), *grp = cJSON_CreateArray();
+		cJSON *dense = cJSON_CreateArray();
+		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+			char nm[64];
+			snprintf(nm, sizeof nm, "%s.%s", cloq_linear_parent[lin], cloq_linear_names[lin]);
+			cJSON_AddItemToArray(E.packable[lin] ? grp : dense, cJSON_CreateString(nm));
+		}
+		cJSON_AddItemToArray(blk, grp);
+		cJSON_AddItemToObject(qc, "modules_in_block_to_quantize", blk);
+		cJSON_AddItemToObject(qc, "modules_not_converted", dense);
+		CLOQ_TRY(write_json(to, "quantize_config.json", qc, err));
+		cJSON_AddItemToObject(cfgj, "quantization_config", cJSON_Duplicate(qc, 1));
+	}
+	CLOQ_TRY(write_json(to, "config.json", cfgj, err));
+	int dense_n = 0;
+	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
+		dense_n += gptq && !E.packable[lin];
+	printf("exported %s to %s (%s%s", out, to, gptq ? "GPTQ " : "dense ",
+	       gptq ? (E.format == CLOQ_GPTQ_V2 ? "gptq_v2, zero points of 0 present" : "v1") : cloq_dtype_name(dtype));
+	if (dense_n)
+		printf("; %d of %d linears per layer stay dense: their shapes cannot be packed", dense_n, CLOQ_LINEARS);
+	printf(") and the LoRA adapter to %s\n", adir);
+fail:
+	unload(&E);
+	cloq_outmodel_close(E.om);
+	cloq_journal_free(&j);
+	cloq_free(ts);
+	cloq_free(ad);
+	cloq_free(cfgtext);
+	cJSON_Delete(cfgj);
+	cJSON_Delete(qc);
+	cJSON_Delete(acfg);
+	return rc;
+}

@@ -1,0 +1,163 @@
+/* cloq_prefetch.c - layer read-ahead over the streaming reader (see cloq_prefetch.h). */
+#include "cloq_prefetch.h"
+
+#include <string.h>
+#include <time.h>
+
+#include <xxhash.h>
+
+#include "cloq_reader.h"
+#include "cloq_sys.h"
+
+#define DIRECT_ALIGN 4096
+
+struct cloq_prefetch {
+	cloq_model *m;
+	cloq_reader *r;
+	void *buf[2];
+	size_t buf_size;
+	cloq_st_span_plan plan[2];
+	int layer[2];      /* layer held (or in flight) in each buffer, -1 none */
+	int in_flight;     /* buffer index with a batch started and not waited, -1 none */
+};
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int cloq_prefetch_create(cloq_model *m, cloq_prefetch **out, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const char **paths = NULL;
+	cloq_prefetch *p = cloq_calloc(1, sizeof *p);
+	if (!p)
+		return cloq_err_set(err, CLOQ_EIO, "out of memory");
+	p->m = m;
+	p->layer[0] = p->layer[1] = -1;
+	p->in_flight = -1;
+	/* every layer has the same tensors; size the buffers for the largest plan */
+	for (int l = 0; l < m->cfg.layers; l++) {
+		cloq_st_span_plan sp;
+		CLOQ_TRY(cloq_st_layer_span_plan(m->st, l, DIRECT_ALIGN, NULL, 0, &sp, err));
+		if (sp.needed > p->buf_size)
+			p->buf_size = sp.needed;
+	}
+	for (int i = 0; i < 2; i++) {
+		p->buf[i] = cloq_aligned_alloc(DIRECT_ALIGN, p->buf_size);
+		CLOQ_FAIL_IF(!p->buf[i], err, CLOQ_EIO, "out of memory for a %zu MiB layer read buffer", p->buf_size >> 20);
+	}
+	size_t nf = cloq_st_nfiles(m->st);
+	paths = cloq_malloc(nf * sizeof *paths);
+	CLOQ_FAIL_IF(!paths, err, CLOQ_EIO, "out of memory");
+	for (size_t i = 0; i < nf; i++)
+		paths[i] = cloq_st_file_path(m->st, i);
+	cloq_reader_params rp = cloq_reader_default_params();
+	rp.direct = 1;
+	CLOQ_TRY(cloq_reader_create(paths, nf, &rp, &p->r, err));
+	cloq_free(paths);
+	*out = p;
+	return CLOQ_OK;
+fail:
+	cloq_free(paths);
+	cloq_prefetch_free(p);
+	return rc;
+}
+
+void cloq_prefetch_free(cloq_prefetch *p)
+{
+	if (!p)
+		return;
+	if (p->in_flight >= 0)
+		cloq_reader_wait(p->r, NULL);
+	cloq_reader_free(p->r);
+	cloq_free(p->buf[0]);
+	cloq_free(p->buf[1]);
+	cloq_free(p);
+}
+
+const char *cloq_prefetch_backend(const cloq_prefetch *p) { return cloq_reader_backend(p->r); }
+
+static int wait_flight(cloq_prefetch *p, double *wait_s, cloq_err *err)
+{
+	if (p->in_flight < 0)
+		return CLOQ_OK;
+	double t = now();
+	int i = p->in_flight;
+	p->in_flight = -1;
+	int rc = cloq_reader_wait(p->r, err);
+	if (wait_s)
+		*wait_s += now() - t;
+	if (rc)
+		p->layer[i] = -1;
+	return rc;
+}
+
+int cloq_prefetch_start(cloq_prefetch *p, int l, cloq_err *err)
+{
+	if (l < 0 || l >= p->m->cfg.layers || p->layer[0] == l || p->layer[1] == l)
+		return CLOQ_OK;
+	/* the reader runs one batch at a time: finish the one in flight first */
+	int rc = wait_flight(p, NULL, err);
+	if (rc)
+		return rc;
+	/* reuse the buffer not holding the layer numbered just below l (the one being worked on) */
+	int i = p->layer[0] == l - 1 ? 1 : 0;
+	p->layer[i] = -1;
+	rc = cloq_st_layer_span_plan(p->m->st, l, DIRECT_ALIGN, p->buf[i], p->buf_size, &p->plan[i], err);
+	if (rc)
+		return rc;
+	rc = cloq_reader_start(p->r, p->plan[i].req, p->plan[i].nreq, err);
+	if (rc)
+		return rc;
+	p->layer[i] = l;
+	p->in_flight = i;
+	return CLOQ_OK;
+}
+
+static int convert(cloq_prefetch *p, int i, const cloq_st_tensor *t, float **dst, cloq_err *err)
+{
+	*dst = NULL;
+	if (!t)
+		return CLOQ_OK;
+	const void *raw = cloq_st_span_data(&p->plan[i], t);
+	if (!raw)
+		return cloq_err_set(err, CLOQ_EINPUT, "tensor '%s' is outside its layer's byte span", t->name);
+	*dst = cloq_malloc(t->nelem * sizeof(float));
+	if (!*dst)
+		return cloq_err_set(err, CLOQ_EIO, "out of memory loading '%s'", t->name);
+	return cloq_st_convert_f32(p->m->st, t, raw, *dst, err);
+}
+
+int cloq_prefetch_take(cloq_prefetch *p, int l, cloq_layer_w *w, uint64_t *digest, double *wait_s, cloq_err *err)
+{
+	int rc = CLOQ_OK, i = -1;
+	memset(w, 0, sizeof *w);
+	if (p->layer[0] != l && p->layer[1] != l)
+		CLOQ_TRY(cloq_prefetch_start(p, l, err));
+	i = p->layer[0] == l ? 0 : 1;
+	if (p->in_flight == i)
+		CLOQ_TRY(wait_flight(p, wait_s, err));
+	CLOQ_TRY(convert(p, i, cloq_model_norm(p->m, l, 0), &w->attn_norm, err));
+	CLOQ_TRY(convert(p, i, cloq_model_norm(p->m, l, 1), &w->ffn_norm, err));
+	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+		CLOQ_TRY(convert(p, i, cloq_model_linear(p->m, l, lin, 0), &w->w[lin], err));
+		CLOQ_TRY(convert(p, i, cloq_model_linear(p->m, l, lin, 1), &w->b[lin], err));
+	}
+	if (digest) {
+		uint64_t h[CLOQ_SPAN_MAX];
+		for (size_t k = 0; k < p->plan[i].nreq; k++)
+			h[k] = p->plan[i].req[k].xxh3;
+		*digest = XXH3_64bits(h, p->plan[i].nreq * sizeof h[0]);
+	}
+	/* the bytes are converted: the buffer may now take the next layer */
+	p->layer[i] = -1;
+	return CLOQ_OK;
+fail:
+	cloq_layer_w_free(w);
+	if (i >= 0)
+		p->layer[i] = -1;
+	return rc;
+}
