@@ -5,7 +5,8 @@
 # zero-initialised LoRA ("zero", i.e. Q alone) nor LoftQ's one-step SVD init ("loftq1"), since
 # CLoQ minimises exactly this calibrated objective; the mean quantization error falls with more
 # bits. Two identical runs into different OUT dirs give identical bytes, for stories260K and for a
-# synthetic model of another geometry (bf16, untied lm_head, 2 safetensors shards, head_dim 16).
+# synthetic model of another geometry (bf16, untied lm_head, 2 safetensors shards, head_dim 16);
+# a job keeps its thread count across a resume.
 . tests/e2e/convert_common.inc
 [ -n "$PY" ] || { echo "SKIP: /usr/bin/python3 is needed to read report.json"; exit 77; }
 
@@ -89,17 +90,34 @@ else
 	fail "synthetic model: runs failed or differ"
 fi
 
-# The thread count is not a setting (the journal does not record it, and `cloq resume` uses all
-# cores), so it must not change the bytes: a job started with --threads 1 and resumed elsewhere
-# would otherwise not be identical to an uninterrupted one.
-if run_rc 0 "$T/t1.log" "$CLOQ" convert $MODEL -o "$T/int4t1" $TEXT --bits 4 --group-size 32 --rank 8 --threads 1; then
-	if same_output "$T/int4" "$T/int4t1" "--threads 1" >"$T/t1.cmp"; then
-		ok "--threads 1 gives the same bytes as the default ($(getconf _NPROCESSORS_ONLN) threads)"
-	elif [ "$(getconf _NPROCESSORS_ONLN)" -gt 1 ]; then
-		sed -n 1,3p "$T/t1.cmp"
-		echo "KNOWN BUG: the output depends on the thread count (--threads 1 vs $(getconf _NPROCESSORS_ONLN)); see the report"
+# OpenBLAS's sums depend on its thread count, so the job records --threads and a resume (or the
+# same convert command without --threads) reuses it: a --threads 1 job stopped half-way (the
+# 200th I/O call fails) and resumed on all cores' default must give the --threads 1 bytes.
+T1="$TEXT --bits 4 --group-size 32 --rank 8"
+if run_rc 0 "$T/t1.log" "$CLOQ" convert $MODEL -o "$T/t1ref" $T1 --threads 1 &&
+	run_rc 3 "$T/t1.log" env CLOQ_FAULT_IO=200 "$CLOQ" convert $MODEL -o "$T/t1" $T1 --threads 1; then
+	if ! run_rc 0 "$T/t1r.log" "$CLOQ" resume "$T/t1"; then
+		fail "--threads 1 job: resume"
+	elif same_output "$T/t1ref" "$T/t1" "--threads 1 resumed"; then
+		ok "a --threads 1 job resumed by 'cloq resume' gives the --threads 1 bytes"
+	else
+		fail "a --threads 1 job resumed by 'cloq resume' differs from an uninterrupted --threads 1 run"
+	fi
+	rm -rf "$T/t1"
+	run_rc 3 "$T/t1.log" env CLOQ_FAULT_IO=200 "$CLOQ" convert $MODEL -o "$T/t1" $T1 --threads 1
+	if ! run_rc 0 "$T/t1r.log" "$CLOQ" convert $MODEL -o "$T/t1" $T1; then
+		fail "--threads 1 job: the same convert command without --threads"
+	elif same_output "$T/t1ref" "$T/t1" "--threads 1 continued"; then
+		ok "a --threads 1 job continued by convert without --threads gives the --threads 1 bytes"
+	else
+		fail "a --threads 1 job continued without --threads differs from an uninterrupted --threads 1 run"
+	fi
+	if run_rc 2 "$T/t2.log" "$CLOQ" convert $MODEL -o "$T/t1" $T1 --threads 2 && grep -q "threads: 1 -> 2" "$T/t2.log"; then
+		ok "an explicit other --threads is refused as a changed setting"
+	else
+		fail "convert with --threads 2 into a --threads 1 job: $(tail -n 1 "$T/t2.log")"
 	fi
 else
-	fail "--threads 1 run"
+	fail "--threads 1 runs (the second must fail at its 200th I/O call with exit 3)"
 fi
 finish
