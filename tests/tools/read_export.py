@@ -43,9 +43,10 @@ Usage:
   read_export.py compare GPTQ_DIR DENSE_DIR GPTQ dequantized == the fp32 dense export, bitwise
   read_export.py same DIR_A DIR_B           the same tensors (bytes) and configs (e.g. sharded vs not)
   read_export.py ppl DIR --tokens F.npy [--no-lora] [--rows N]   prints "perplexity X"
-  read_export.py loadable DIR               exit 0 when DIR has no config.json (nothing a loader
-                                            would take) or everything the config needs is valid;
-                                            exit 1 when config.json is there but the files are not
+  read_export.py loadable DIR...            exit 0 when each DIR has no config.json (nothing a
+                                            loader would take) or everything the config needs is
+                                            valid (same for adapter/); exit 1 when one has a
+                                            config.json but bad files
 Any violation: a message naming the file and tensor on stderr, exit 1.
 """
 
@@ -755,6 +756,9 @@ def loadable(d):
         try:
             Base(d)
             print("base: complete")
+        except OSError as e:
+            print("base: config.json present but %s: %s" % (e.filename, e.strerror))
+            ok = False
         except FormatError as e:
             print("base: config.json present but %s" % e)
             ok = False
@@ -770,6 +774,9 @@ def loadable(d):
             else:
                 Adapter(ad, geom)
             print("adapter: complete")
+        except OSError as e:
+            print("adapter: adapter_config.json present but %s: %s" % (e.filename, e.strerror))
+            ok = False
         except FormatError as e:
             print("adapter: adapter_config.json present but %s" % e)
             ok = False
@@ -810,8 +817,12 @@ def main(argv):
         if cmd == "same" and len(args) == 2:
             same(args[0], args[1])
             return 0
-        if cmd == "loadable" and len(args) == 1:
-            return 0 if loadable(args[0]) else 1
+        if cmd == "loadable" and args:
+            bad = 0
+            for d in args:
+                print("%s:" % d)
+                bad += not loadable(d)
+            return 1 if bad else 0
         if cmd == "ppl" and args:
             d, tokens, rows, lora = args[0], None, 0, True
             i = 1
@@ -840,6 +851,9 @@ def main(argv):
             return 0
     except FormatError as e:
         sys.stderr.write("read_export.py: %s\n" % e)
+        return 1
+    except OSError as e:  # a file the format needs is missing or unreadable
+        sys.stderr.write("read_export.py: %s: %s\n" % (e.filename, e.strerror))
         return 1
     sys.stderr.write(__doc__)
     return 2
