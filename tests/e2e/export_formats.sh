@@ -8,6 +8,7 @@
 #  - for each: the reader's GPTQ dequantization == the fp32 dequant export BITWISE for every
 #    quantized linear, dense tensors == its fp16 (or bf16) rounding, adapters identical;
 #  - a sharded export (5 files) reads back identical to the single-file one;
+#  - 30 mutants (one rule broken each, tests/tools/read_export_mutants.py) are all rejected;
 #  - perplexity of reader-built model (ref_llama.py forward) == `cloq ppl`, with and without LoRA;
 #  - exports interrupted (CLOQ_FAULT_IO=N, kill -9), also over a previous export, never leave a
 #    directory a loader would accept with wrong contents; no *.tmp.* after a clean export.
@@ -24,18 +25,21 @@ BUILD=${BUILD:-build}
 CLOQ=${CLOQ:-./cloq}
 MKMODEL=${MKMODEL:-$BUILD/tools/mkmodel}
 R="$PY tests/tools/read_export.py"
+# one thread each: on a shared 2-core machine OpenMP barriers only spin
+export OMP_NUM_THREADS=1
 T=$(mktemp -d "${TMPDIR:-/tmp}/cloq_export_formats.XXXXXX") || exit 1
 trap 'rm -rf "$T"' EXIT
 nfail=0
 fail() { echo "FAIL: $*"; nfail=$((nfail + 1)); }
-ok() { echo "ok: $*"; }
+START=$(date +%s)
+ok() { echo "ok ($(($(date +%s) - START))s): $*"; }
 run() { # run CMD...; prints its output on failure
 	"$@" >"$T/out" 2>&1 || { cat "$T/out"; return 1; }
 }
 
 $R selftest || fail "reader selftest"
 
-CAL="--calib-tokens fixtures/reference/calib_tokens_128x256.npy --quiet --no-baselines --rank 8"
+CAL="--calib-tokens fixtures/reference/calib_tokens_128x256.npy --nsamples 4 --threads 1 --quiet --no-baselines --rank 8"
 convert() { # convert MODEL OUT ARGS...
 	m=$1 o=$2
 	shift 2
@@ -57,7 +61,7 @@ expect_line() { # expect_line NAME PATTERN: the reader's summary of NAME has a l
 
 S=fixtures/stories260K
 # INT2: asymmetric groups hit zero point 0 -> gptq_v2
-convert $S "$T/o2" --bits 2 --group-size 32 --nsamples 16 &&
+convert $S "$T/o2" --bits 2 --group-size 32 &&
 	export_pair "$T/o2" int2 && {
 	expect_line int2 "^checkpoint_format gptq_v2$"
 	expect_line int2 "^zero points: min 0 .*, [1-9][0-9]* groups with zero 0$"
@@ -65,21 +69,21 @@ convert $S "$T/o2" --bits 2 --group-size 32 --nsamples 16 &&
 	expect_line int2 "^dense linears: 15 \(mlp.gate_proj mlp.up_proj mlp.down_proj\)$"
 }
 # INT4 act-order (desc_act true, g_idx read as written), lora_alpha 16 = 2 r
-convert $S "$T/o4" --bits 4 --group-size 32 --nsamples 4 --act-order --lora-alpha 16 &&
+convert $S "$T/o4" --bits 4 --group-size 32 --act-order --lora-alpha 16 &&
 	export_pair "$T/o4" int4 && {
 	expect_line int4 "^checkpoint_format gptq$"
 	expect_line int4 "^bits 4 group_size 32 desc_act True sym False$"
 	expect_line int4 "^adapter: r 8 lora_alpha 16 scaling 2, 35 modules$"
 }
-convert $S "$T/o3" --bits 3 --group-size 32 --nsamples 4 &&
+convert $S "$T/o3" --bits 3 --group-size 32 &&
 	export_pair "$T/o3" int3 && expect_line int3 "^quantized linears: 20 "
 # INT8: 172 * 8 is a multiple of 32, so the MLP packs too
-convert $S "$T/o8" --bits 8 --group-size 32 --nsamples 4 &&
+convert $S "$T/o8" --bits 8 --group-size 32 &&
 	export_pair "$T/o8" int8 && expect_line int8 "^quantized linears: 35 "
 # a model whose every linear packs at 3 bits (untied lm_head too)
 if run "$MKMODEL" --out "$T/syn" --hidden 64 --intermediate 128 --layers 2 --heads 4 --kv-heads 2 \
 	--vocab 512 --dtype f32 --seed 3 --quiet; then
-	convert "$T/syn" "$T/os3" --bits 3 --group-size 32 --nsamples 4 &&
+	convert "$T/syn" "$T/os3" --bits 3 --group-size 32 &&
 		export_pair "$T/os3" syn3 && {
 		expect_line syn3 "^quantized linears: 14 \(self_attn.q_proj self_attn.k_proj self_attn.v_proj self_attn.o_proj mlp.gate_proj mlp.up_proj mlp.down_proj\)$"
 		expect_line syn3 "^dense linears: 0 "
@@ -103,6 +107,13 @@ if [ -d "$T/o2" ]; then
 	run $CLOQ export "$T/o2" --to "$T/d_sh" --format dequant --dtype fp32 --max-shard-size 100000 &&
 		$R compare "$T/g_sh" "$T/d_sh" >"$T/out" 2>&1 && ok "sharded dequant: $(cat "$T/out")" ||
 		{ cat "$T/out"; fail "sharded gptq vs sharded dequant"; }
+fi
+
+# ---- the reader's checks can fail: 30 hand-made mutants of valid exports, each rejected ----
+if [ -d "$T/g_sh" ] && [ -d "$T/g_syn3" ]; then
+	mkdir -p "$T/mut"
+	$PY tests/tools/read_export_mutants.py "$T/g_int2" "$T/d_int2" "$T/g_sh" "$T/g_syn3" "$T/d_syn3" "$T/mut" \
+		>"$T/out" 2>&1 && ok "$(tail -n 1 "$T/out")" || { cat "$T/out"; fail "reader mutants"; }
 fi
 
 # ---- perplexity: the reader's own forward over the exported files vs cloq ppl ----
@@ -154,7 +165,7 @@ if [ -d "$T/o2" ] && [ -d "$T/o4" ]; then
 	[ -z "$(find "$T/g_int2" "$T/d_int2" "$T/g_sh" -name '*.tmp.*')" ] || fail "temporary files after a clean export"
 	run $CLOQ export "$T/o4" --to "$T/prev" || fail "export o4"
 	mkdir -p "$T/left"
-	# every one of the last 30 calls (adapter, small files, config.json), every 11th before
+	# every one of the last 25 calls (adapter tail, small files, config.json), every 25th before
 	tried=0
 	N=1
 	while [ $N -le "$ncalls" ]; do
@@ -168,7 +179,7 @@ if [ -d "$T/o2" ] && [ -d "$T/o4" ]; then
 				fail "CLOQ_FAULT_IO=$N: temporary files left: $(find "$d" -name '*.tmp.*')"
 			tried=$((tried + 1))
 		done
-		if [ $N -ge $((ncalls - 30)) ]; then N=$((N + 1)); else N=$((N + 11)); fi
+		if [ $N -ge $((ncalls - 25)) ]; then N=$((N + 1)); else N=$((N + 25)); fi
 	done
 	# kill -9 at a few delays; a sharded export of ~100 files (about 0.2 s) gives it time
 	for delay in 0.005 0.02 0.05 0.1 0.15; do
