@@ -521,7 +521,8 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	cJSON *tm = cJSON_AddArrayToObject(acfg, "target_modules");
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
 		cJSON_AddItemToArray(tm, cJSON_CreateString(cloq_linear_names[lin]));
-	cJSON_AddStringToObject(acfg, "cloq_init", cJSON_GetObjectItemCaseSensitive(j.settings, "init")->valuestring);
+	/* Only LoraConfig fields: PEFT before huggingface/peft#2038 raises TypeError on any other key
+	 * ("LoraConfig.__init__() got an unexpected keyword argument"); the init is in OUT's journal. */
 	CLOQ_TRY(write_json(adir, "adapter_config.json", acfg, err));
 
 	snprintf(mdir, sizeof mdir, "%s/model/config.json", out);
