@@ -8,7 +8,7 @@
 #  - for each: the reader's GPTQ dequantization == the fp32 dequant export BITWISE for every
 #    quantized linear, dense tensors == its fp16 (or bf16) rounding, adapters identical;
 #  - a sharded export (5 files) reads back identical to the single-file one;
-#  - 30 mutants (one rule broken each, tests/tools/read_export_mutants.py) are all rejected;
+#  - 31 mutants (one rule broken each, tests/tools/read_export_mutants.py) are all rejected;
 #  - perplexity of reader-built model (ref_llama.py forward) == `cloq ppl`, with and without LoRA;
 #  - exports interrupted (CLOQ_FAULT_IO=N, kill -9), also over a previous export, never leave a
 #    directory a loader would accept with wrong contents; no *.tmp.* after a clean export.
@@ -109,7 +109,7 @@ if [ -d "$T/o2" ]; then
 		{ cat "$T/out"; fail "sharded gptq vs sharded dequant"; }
 fi
 
-# ---- the reader's checks can fail: 30 hand-made mutants of valid exports, each rejected ----
+# ---- the reader's checks can fail: 31 hand-made mutants of valid exports, each rejected ----
 if [ -d "$T/g_sh" ] && [ -d "$T/g_syn3" ]; then
 	mkdir -p "$T/mut"
 	$PY tests/tools/read_export_mutants.py "$T/g_int2" "$T/d_int2" "$T/g_sh" "$T/g_syn3" "$T/d_syn3" "$T/mut" \

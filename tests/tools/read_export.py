@@ -554,11 +554,26 @@ class Base:
         return np.ascontiguousarray(W.T)
 
 
+# Every field of peft's LoraConfig (with PeftConfig's) up to 0.13. PEFT builds the config with
+# LoraConfig(**json): before huggingface/peft#2038 any other key is a TypeError ("got an unexpected
+# keyword argument"), after it a warning; either way it is not the published format.
+LORA_FIELDS = {
+    "peft_type", "auto_mapping", "base_model_name_or_path", "revision", "task_type", "inference_mode",
+    "r", "target_modules", "lora_alpha", "lora_dropout", "fan_in_fan_out", "bias", "use_rslora",
+    "modules_to_save", "init_lora_weights", "layers_to_transform", "layers_pattern", "rank_pattern",
+    "alpha_pattern", "megatron_config", "megatron_core", "loftq_config", "use_dora",
+    "layer_replication", "runtime_config", "exclude_modules", "lora_bias", "eva_config",
+}
+
+
 class Adapter:
     def __init__(self, d, geom):
         self.dir = d
         cp = os.path.join(d, "adapter_config.json")
         c = self.cfg = read_json(cp)
+        unknown = sorted(set(c) - LORA_FIELDS)
+        if unknown:
+            fail("%s: %s not LoraConfig fields (older PEFT raises TypeError on them)" % (cp, unknown))
         want = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "bias": "none"}
         for k, v in want.items():
             if c.get(k) != v:

@@ -192,6 +192,8 @@ def main(argv):
     mutant("adapter: extra tensor", g2, extra_key, "unexpected tensors")
     mutant("adapter: r 4", g2, lambda m: edit_json(os.path.join(m, "adapter", "adapter_config.json"),
                                                    lambda j: j.update(r=4)), "has shape")
+    mutant("adapter: a key LoraConfig lacks", g2, lambda m: edit_json(os.path.join(m, "adapter", "adapter_config.json"),
+                                                                      lambda j: j.update(cloq_init="cloq")), "not LoraConfig fields")
     mutant("adapter: bias all", g2, lambda m: edit_json(os.path.join(m, "adapter", "adapter_config.json"),
                                                         lambda j: j.update(bias="all")), "bias")
     mutant("adapter: target q_proj only", g2, lambda m: edit_json(os.path.join(m, "adapter", "adapter_config.json"),
