@@ -3,7 +3,7 @@
 # numpy reader (tests/tools/read_export.py: safetensors spec, HF sharded index, AutoGPTQ packing
 # v1/v2 incl. 3 bits, PEFT LoRA), not against cloq's own writer:
 #  - stories260K at INT2 (zero points of 0 occur: the export must say gptq_v2), INT4 act-order with
-#    lora_alpha 2r (g_idx and the adapter scaling), INT3 and INT8 (other packings; at 8 bits the
+#    lora_alpha 2r (g_idx and the adapter scaling), INT4 sym group 128, INT3 and INT8 (other packings; at 8 bits the
 #    172-wide MLP packs too), and a synthetic model whose every linear packs at 3 bits;
 #  - for each: the reader's GPTQ dequantization == the fp32 dequant export BITWISE for every
 #    quantized linear, dense tensors == its fp16 (or bf16) rounding, adapters identical;
@@ -49,6 +49,7 @@ convert() { # convert MODEL OUT ARGS...
 export_pair() {
 	o=$1 n=$2
 	run $CLOQ export "$o" --to "$T/g_$n" || { fail "$n: export gptq"; return 1; }
+	cp "$T/out" "$T/stdout_$n"
 	run $CLOQ export "$o" --to "$T/d_$n" --format dequant --dtype fp32 || { fail "$n: export dequant"; return 1; }
 	$R check "$T/g_$n" >"$T/check_$n" 2>&1 || { cat "$T/check_$n"; fail "$n: gptq export rejected by the reader"; return 1; }
 	$R check "$T/d_$n" >"$T/out" 2>&1 || { cat "$T/out"; fail "$n: dequant export rejected by the reader"; return 1; }
@@ -64,6 +65,7 @@ S=fixtures/stories260K
 convert $S "$T/o2" --bits 2 --group-size 32 &&
 	export_pair "$T/o2" int2 && {
 	expect_line int2 "^checkpoint_format gptq_v2$"
+	grep -q "gptq_v2, zero points of 0 present" "$T/stdout_int2" || fail "int2: export did not say gptq_v2"
 	expect_line int2 "^zero points: min 0 .*, [1-9][0-9]* groups with zero 0$"
 	expect_line int2 "^quantized linears: 20 \(self_attn.q_proj self_attn.k_proj self_attn.v_proj self_attn.o_proj\)$"
 	expect_line int2 "^dense linears: 15 \(mlp.gate_proj mlp.up_proj mlp.down_proj\)$"
@@ -74,6 +76,12 @@ convert $S "$T/o4" --bits 4 --group-size 32 --act-order --lora-alpha 16 &&
 	expect_line int4 "^checkpoint_format gptq$"
 	expect_line int4 "^bits 4 group_size 32 desc_act True sym False$"
 	expect_line int4 "^adapter: r 8 lora_alpha 16 scaling 2, 35 modules$"
+}
+# INT4 symmetric, group 128 > 64 inputs (one group per row for q/k/v/o)
+convert $S "$T/o4s" --bits 4 --group-size 128 --sym &&
+	export_pair "$T/o4s" int4sym && {
+	expect_line int4sym "^bits 4 group_size 128 desc_act False sym True$"
+	expect_line int4sym "^zero points: min 8 max 8, 0 groups"
 }
 convert $S "$T/o3" --bits 3 --group-size 32 &&
 	export_pair "$T/o3" int3 && expect_line int3 "^quantized linears: 20 "
