@@ -14,13 +14,19 @@
  * checkpoint is written as checkpoint_format gptq_v2 (true zeros, as GPTQModel does).
  *
  * Every file is written atomically; config.json (and adapter_config.json) are written last, so an
- * export killed midway leaves no directory a loader would accept.
+ * export killed midway leaves no directory a loader would accept. A previous export in DIR is
+ * removed first, its config.json before anything else (as transformers' save_pretrained cleans
+ * stale shards): otherwise an interrupted re-export would pair the old config.json with new
+ * weights, and a sharded export would sit beside an old model.safetensors that loaders prefer.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -306,6 +312,52 @@ static int copy_file(const char *from_dir, const char *to_dir, const char *name,
 	return rc;
 }
 
+/* NAME is STEM-DDDDD-of-DDDDD.safetensors (a shard of a sharded save)? */
+static int is_shard_name(const char *name, const char *stem)
+{
+	static const char form[] = "-#####-of-#####.safetensors";
+	size_t sl = strlen(stem);
+	if (strncmp(name, stem, sl) != 0 || strlen(name + sl) != sizeof form - 1)
+		return 0;
+	for (size_t i = 0; form[i]; i++)
+		if (form[i] == '#' ? (name[sl + i] < '0' || name[sl + i] > '9') : name[sl + i] != form[i])
+			return 0;
+	return 1;
+}
+
+static int remove_file(const char *dir, const char *name, cloq_err *err)
+{
+	char path[4096];
+	if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
+		return cloq_err_set(err, CLOQ_EUSAGE, "path too long: %s", dir);
+	if (unlink(path) != 0 && errno != ENOENT)
+		return cloq_err_set(err, CLOQ_EIO, "%s: cannot remove the previous export's file: %s", path,
+				    strerror(errno));
+	return CLOQ_OK;
+}
+
+/* Remove what a previous export left in dir: names[0] (the config a loader keys on) first, made
+ * durable before the rest goes, then the other names and every STEM shard. */
+static int remove_previous(const char *dir, const char *const *names, size_t n, const char *stem, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	DIR *d = NULL;
+	CLOQ_TRY(remove_file(dir, names[0], err));
+	CLOQ_TRY(cloq_fsync_dir(dir, err));
+	for (size_t i = 1; i < n; i++)
+		CLOQ_TRY(remove_file(dir, names[i], err));
+	d = opendir(dir);
+	CLOQ_FAIL_IF(!d, err, CLOQ_EIO, "%s: cannot list: %s", dir, strerror(errno));
+	for (struct dirent *e; (e = readdir(d));)
+		if (is_shard_name(e->d_name, stem))
+			CLOQ_TRY(remove_file(dir, e->d_name, err));
+	CLOQ_TRY(cloq_fsync_dir(dir, err));
+fail:
+	if (d)
+		closedir(d);
+	return rc;
+}
+
 /* Is any zero point 0 anywhere? Then v1 cannot hold the checkpoint. */
 static int scan_needs_v2(exporter *E, int *needs, cloq_err *err)
 {
@@ -401,6 +453,12 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	char adir[4096];
 	snprintf(adir, sizeof adir, "%s/adapter", to);
 	CLOQ_TRY(cloq_mkdir_p(adir, err));
+	static const char *const old_base[] = {"config.json", "quantize_config.json", "model.safetensors",
+					       "model.safetensors.index.json"};
+	static const char *const old_adapter[] = {"adapter_config.json", "adapter_model.safetensors",
+						  "adapter_model.safetensors.index.json"};
+	CLOQ_TRY(remove_previous(to, old_base, sizeof old_base / sizeof old_base[0], "model", err));
+	CLOQ_TRY(remove_previous(adir, old_adapter, sizeof old_adapter / sizeof old_adapter[0], "adapter_model", err));
 
 	/* ---- the base model ---- */
 	const cloq_config *c = E.cfg;
@@ -463,7 +521,8 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	cJSON *tm = cJSON_AddArrayToObject(acfg, "target_modules");
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
 		cJSON_AddItemToArray(tm, cJSON_CreateString(cloq_linear_names[lin]));
-	cJSON_AddStringToObject(acfg, "cloq_init", cJSON_GetObjectItemCaseSensitive(j.settings, "init")->valuestring);
+	/* Only LoraConfig fields: PEFT before huggingface/peft#2038 raises TypeError on any other key
+	 * ("LoraConfig.__init__() got an unexpected keyword argument"); the init is in OUT's journal. */
 	CLOQ_TRY(write_json(adir, "adapter_config.json", acfg, err));
 
 	snprintf(mdir, sizeof mdir, "%s/model/config.json", out);

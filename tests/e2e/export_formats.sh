@@ -1,0 +1,217 @@
+#!/bin/sh
+# tests/e2e/export_formats.sh - `cloq export` checked against the PUBLISHED formats by an independent
+# numpy reader (tests/tools/read_export.py: safetensors spec, HF sharded index, AutoGPTQ packing
+# v1/v2 incl. 3 bits, PEFT LoRA), not against cloq's own writer:
+#  - stories260K at INT2 (zero points of 0 occur: the export must say gptq_v2), INT4 act-order with
+#    lora_alpha 2r (g_idx and the adapter scaling), INT4 sym group 128, INT3 and INT8 (other packings; at 8 bits the
+#    172-wide MLP packs too), and a synthetic model whose every linear packs at 3 bits;
+#  - for each: the reader's GPTQ dequantization == the fp32 dequant export BITWISE for every
+#    quantized linear, dense tensors == its fp16 (or bf16) rounding, adapters identical;
+#  - a sharded export (5 files) reads back identical to the single-file one;
+#  - 31 mutants (one rule broken each, tests/tools/read_export_mutants.py) are all rejected;
+#  - perplexity of reader-built model (ref_llama.py forward) == `cloq ppl`, with and without LoRA;
+#  - exports interrupted (CLOQ_FAULT_IO=N, kill -9), also over a previous export, never leave a
+#    directory a loader would accept with wrong contents; no *.tmp.* after a clean export.
+# Exit 77 (skip) when python3 with numpy is missing.
+set -u
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=$(command -v python3 2>/dev/null)
+if [ -z "$PY" ] || ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
+	echo "skip: python3 with numpy not found"
+	exit 77
+fi
+cd "$(dirname "$0")/../.." || exit 1
+BUILD=${BUILD:-build}
+CLOQ=${CLOQ:-./cloq}
+MKMODEL=${MKMODEL:-$BUILD/tools/mkmodel}
+R="$PY tests/tools/read_export.py"
+# one thread each: on a shared 2-core machine OpenMP barriers only spin
+export OMP_NUM_THREADS=1
+T=$(mktemp -d "${TMPDIR:-/tmp}/cloq_export_formats.XXXXXX") || exit 1
+trap 'rm -rf "$T"' EXIT
+nfail=0
+fail() { echo "FAIL: $*"; nfail=$((nfail + 1)); }
+START=$(date +%s)
+ok() { echo "ok ($(($(date +%s) - START))s): $*"; }
+run() { # run CMD...; prints its output on failure
+	"$@" >"$T/out" 2>&1 || { cat "$T/out"; return 1; }
+}
+
+$R selftest || fail "reader selftest"
+
+CAL="--calib-tokens fixtures/reference/calib_tokens_128x256.npy --nsamples 4 --threads 1 --quiet --no-baselines --rank 8"
+convert() { # convert MODEL OUT ARGS...
+	m=$1 o=$2
+	shift 2
+	run $CLOQ convert "$m" -o "$o" $CAL "$@" || { fail "convert $o $*"; return 1; }
+}
+# export_pair OUT NAME: GPTQ + fp32 dequant exports, reader check + bitwise compare
+export_pair() {
+	o=$1 n=$2
+	run $CLOQ export "$o" --to "$T/g_$n" || { fail "$n: export gptq"; return 1; }
+	cp "$T/out" "$T/stdout_$n"
+	run $CLOQ export "$o" --to "$T/d_$n" --format dequant --dtype fp32 || { fail "$n: export dequant"; return 1; }
+	$R check "$T/g_$n" >"$T/check_$n" 2>&1 || { cat "$T/check_$n"; fail "$n: gptq export rejected by the reader"; return 1; }
+	$R check "$T/d_$n" >"$T/out" 2>&1 || { cat "$T/out"; fail "$n: dequant export rejected by the reader"; return 1; }
+	$R compare "$T/g_$n" "$T/d_$n" >"$T/out" 2>&1 || { cat "$T/out"; fail "$n: gptq vs dequant"; return 1; }
+	ok "$n: $(grep checkpoint_format "$T/check_$n"); $(cat "$T/out")"
+}
+expect_line() { # expect_line NAME PATTERN: the reader's summary of NAME has a line matching
+	grep -qE "$2" "$T/check_$1" || { cat "$T/check_$1"; fail "$1: summary lacks /$2/"; }
+}
+
+S=fixtures/stories260K
+# INT2: asymmetric groups hit zero point 0 -> gptq_v2
+convert $S "$T/o2" --bits 2 --group-size 32 &&
+	export_pair "$T/o2" int2 && {
+	expect_line int2 "^checkpoint_format gptq_v2$"
+	grep -q "gptq_v2, zero points of 0 present" "$T/stdout_int2" || fail "int2: export did not say gptq_v2"
+	expect_line int2 "^zero points: min 0 .*, [1-9][0-9]* groups with zero 0$"
+	expect_line int2 "^quantized linears: 20 \(self_attn.q_proj self_attn.k_proj self_attn.v_proj self_attn.o_proj\)$"
+	expect_line int2 "^dense linears: 15 \(mlp.gate_proj mlp.up_proj mlp.down_proj\)$"
+}
+# INT4 act-order (desc_act true, g_idx read as written), lora_alpha 16 = 2 r
+convert $S "$T/o4" --bits 4 --group-size 32 --act-order --lora-alpha 16 &&
+	export_pair "$T/o4" int4 && {
+	expect_line int4 "^checkpoint_format gptq$"
+	expect_line int4 "^bits 4 group_size 32 desc_act True sym False$"
+	expect_line int4 "^adapter: r 8 lora_alpha 16 scaling 2, 35 modules$"
+}
+# INT4 symmetric, group 128 > 64 inputs (one group per row for q/k/v/o)
+convert $S "$T/o4s" --bits 4 --group-size 128 --sym &&
+	export_pair "$T/o4s" int4sym && {
+	expect_line int4sym "^bits 4 group_size 128 desc_act False sym True$"
+	expect_line int4sym "^zero points: min 8 max 8, 0 groups"
+}
+convert $S "$T/o3" --bits 3 --group-size 32 &&
+	export_pair "$T/o3" int3 && expect_line int3 "^quantized linears: 20 "
+# INT8: 172 * 8 is a multiple of 32, so the MLP packs too
+convert $S "$T/o8" --bits 8 --group-size 32 &&
+	export_pair "$T/o8" int8 && expect_line int8 "^quantized linears: 35 "
+# a model whose every linear packs at 3 bits (untied lm_head too)
+if run "$MKMODEL" --out "$T/syn" --hidden 64 --intermediate 128 --layers 2 --heads 4 --kv-heads 2 \
+	--vocab 512 --dtype f32 --seed 3 --quiet; then
+	convert "$T/syn" "$T/os3" --bits 3 --group-size 32 &&
+		export_pair "$T/os3" syn3 && {
+		expect_line syn3 "^quantized linears: 14 \(self_attn.q_proj self_attn.k_proj self_attn.v_proj self_attn.o_proj mlp.gate_proj mlp.up_proj mlp.down_proj\)$"
+		expect_line syn3 "^dense linears: 0 "
+	}
+else
+	fail "mkmodel"
+fi
+
+# bf16 base + bf16 adapter against the dequant export with the same adapter dtype
+if [ -d "$T/o2" ]; then
+	run $CLOQ export "$T/o2" --to "$T/g_bf" --dtype bf16 --adapter-dtype bf16 &&
+		run $CLOQ export "$T/o2" --to "$T/d_bf" --format dequant --dtype fp32 --adapter-dtype bf16 &&
+		$R compare "$T/g_bf" "$T/d_bf" >"$T/out" 2>&1 && ok "bf16: $(cat "$T/out")" ||
+		{ cat "$T/out"; fail "bf16 export"; }
+	# sharded: 100 kB per file -> 5 files; same tensors and configs as the single file
+	run $CLOQ export "$T/o2" --to "$T/g_sh" --max-shard-size 100000 || fail "sharded export"
+	n=$(ls "$T/g_sh" | grep -c '^model-0000[0-9]-of-0000[0-9]\.safetensors$')
+	[ "$n" -ge 3 ] || fail "sharded export wrote $n shard files, want 3 or more"
+	$R same "$T/g_int2" "$T/g_sh" >"$T/out" 2>&1 && ok "sharded ($n files): $(cat "$T/out")" ||
+		{ cat "$T/out"; fail "sharded export differs"; }
+	run $CLOQ export "$T/o2" --to "$T/d_sh" --format dequant --dtype fp32 --max-shard-size 100000 &&
+		$R compare "$T/g_sh" "$T/d_sh" >"$T/out" 2>&1 && ok "sharded dequant: $(cat "$T/out")" ||
+		{ cat "$T/out"; fail "sharded gptq vs sharded dequant"; }
+fi
+
+# ---- the reader's checks can fail: 31 hand-made mutants of valid exports, each rejected ----
+if [ -d "$T/g_sh" ] && [ -d "$T/g_syn3" ]; then
+	mkdir -p "$T/mut"
+	$PY tests/tools/read_export_mutants.py "$T/g_int2" "$T/d_int2" "$T/g_sh" "$T/g_syn3" "$T/d_syn3" "$T/mut" \
+		>"$T/out" 2>&1 && ok "$(tail -n 1 "$T/out")" || { cat "$T/out"; fail "reader mutants"; }
+fi
+
+# ---- perplexity: the reader's own forward over the exported files vs cloq ppl ----
+W40="$T/w40.npy"
+"$PY" -c "import numpy as np, sys; np.save(sys.argv[2], np.load(sys.argv[1])[:40])" \
+	fixtures/reference/public_eval_windows.npy "$W40" || fail "windows"
+ppl_of() { sed -n 's/^perplexity \([0-9.eE+-]*\).*/\1/p' "$1" | head -n 1; }
+# ppl_cmp WHAT A B RELTOL
+ppl_cmp() {
+	if "$PY" -c "import sys; a, b, t = map(float, sys.argv[1:4]); sys.exit(0 if abs(a - b) <= t * abs(b) else 1)" "$2" "$3" "$4"; then
+		ok "$1: reader $2, cloq ppl $3 (rel tol $4)"
+	else
+		fail "$1: reader perplexity $2 != cloq ppl $3 (rel tol $4)"
+	fi
+}
+if [ -d "$T/g_int2" ]; then
+	$CLOQ ppl "$T/o2" --tokens "$W40" >"$T/p_c" 2>&1 || { cat "$T/p_c"; fail "cloq ppl"; }
+	$CLOQ ppl "$T/o2" --tokens "$W40" --no-lora >"$T/p_cn" 2>&1 || { cat "$T/p_cn"; fail "cloq ppl --no-lora"; }
+	$R ppl "$T/g_int2" --tokens "$W40" >"$T/p_g" 2>&1 || { cat "$T/p_g"; fail "reader ppl gptq"; }
+	$R ppl "$T/g_int2" --tokens "$W40" --no-lora >"$T/p_gn" 2>&1 || { cat "$T/p_gn"; fail "reader ppl gptq --no-lora"; }
+	$R ppl "$T/d_int2" --tokens "$W40" >"$T/p_d" 2>&1 || { cat "$T/p_d"; fail "reader ppl dequant"; }
+	# The GPTQ checkpoint holds the embedding, norms and the (unpackable) MLP in fp16, cloq ppl
+	# their fp32 originals: that moves the figure by ~2e-4 relative, inside 4 significant digits.
+	ppl_cmp "INT2 GPTQ + LoRA" "$(ppl_of "$T/p_g")" "$(ppl_of "$T/p_c")" 5e-4
+	ppl_cmp "INT2 GPTQ, no LoRA" "$(ppl_of "$T/p_gn")" "$(ppl_of "$T/p_cn")" 5e-4
+	# The fp32 dequant export holds exactly cloq's weights: float64 reference vs cloq's forward.
+	ppl_cmp "INT2 fp32 dequant + LoRA" "$(ppl_of "$T/p_d")" "$(ppl_of "$T/p_c")" 2e-6
+fi
+
+# ---- interrupted exports ----
+# Every directory left behind must be one a loader refuses (no config.json) or a complete, valid
+# export (the reader checks them all in one run at the end). A "previous" directory first holds a
+# complete export of another job (INT4 act-order, v1), which the interrupted INT2 export replaces.
+if [ -d "$T/o2" ] && [ -d "$T/o4" ]; then
+	# how many I/O calls a clean export makes (CLOQ_FAULT_IO beyond that succeeds)
+	n=1
+	while [ $n -lt 4096 ] && ! CLOQ_FAULT_IO=$n $CLOQ export "$T/o2" --to "$T/probe" >/dev/null 2>&1; do
+		rm -rf "$T/probe"
+		n=$((n * 2))
+	done
+	rm -rf "$T/probe"
+	lo=$((n / 2)) hi=$n
+	while [ $((hi - lo)) -gt 1 ]; do
+		mid=$(((lo + hi) / 2))
+		if CLOQ_FAULT_IO=$mid $CLOQ export "$T/o2" --to "$T/probe" >/dev/null 2>&1; then hi=$mid; else lo=$mid; fi
+		rm -rf "$T/probe"
+	done
+	ncalls=$lo
+	[ -z "$(find "$T/g_int2" "$T/d_int2" "$T/g_sh" -name '*.tmp.*')" ] || fail "temporary files after a clean export"
+	run $CLOQ export "$T/o4" --to "$T/prev" || fail "export o4"
+	mkdir -p "$T/left"
+	# every one of the last 25 calls (adapter tail, small files, config.json), every 25th before
+	tried=0
+	N=1
+	while [ $N -le "$ncalls" ]; do
+		for fresh in 1 0; do
+			d="$T/left/fault_${N}_$fresh"
+			[ $fresh = 1 ] || cp -r "$T/prev" "$d"
+			if CLOQ_FAULT_IO=$N $CLOQ export "$T/o2" --to "$d" >"$T/out" 2>&1; then
+				fail "CLOQ_FAULT_IO=$N: export succeeded"
+			fi
+			[ -z "$(find "$d" -name '*.tmp.*')" ] ||
+				fail "CLOQ_FAULT_IO=$N: temporary files left: $(find "$d" -name '*.tmp.*')"
+			tried=$((tried + 1))
+		done
+		if [ $N -ge $((ncalls - 25)) ]; then N=$((N + 1)); else N=$((N + 25)); fi
+	done
+	# kill -9 at a few delays; a sharded export of ~100 files (about 0.2 s) gives it time
+	for delay in 0.005 0.02 0.05 0.1 0.15; do
+		for fresh in 1 0; do
+			d="$T/left/kill_${delay}_$fresh"
+			[ $fresh = 1 ] || cp -r "$T/prev" "$d"
+			$CLOQ export "$T/o2" --to "$d" --max-shard-size 1024 >/dev/null 2>&1 &
+			pid=$!
+			sleep $delay
+			kill -9 $pid 2>/dev/null
+			wait $pid 2>/dev/null
+		done
+	done
+	$R loadable "$T"/left/* >"$T/out" 2>&1 &&
+		ok "interrupted: $tried exports failed by CLOQ_FAULT_IO (of $ncalls I/O calls), 10 killed: $(grep -A1 '/kill_' "$T/out" | grep -c 'base: complete') of the killed and $(grep -A1 '/fault_' "$T/out" | grep -c 'base: complete') of the failed left a complete export, the rest no config.json" ||
+		{ grep -B1 -A1 "present but" "$T/out" | head -n 30; fail "an interrupted export left a config.json a loader would take, with bad files"; }
+	# a completed re-export over a previous one in the other layout reads back as the new one
+	cp -r "$T/prev" "$T/re1" && run $CLOQ export "$T/o2" --to "$T/re1" --max-shard-size 100000 &&
+		$R same "$T/re1" "$T/g_sh" >"$T/out" 2>&1 && ok "sharded over single: $(cat "$T/out")" ||
+		{ cat "$T/out"; fail "re-export sharded over single"; }
+	run $CLOQ export "$T/o2" --to "$T/re2" --max-shard-size 100000 && run $CLOQ export "$T/o4" --to "$T/re2" &&
+		$R same "$T/re2" "$T/g_int4" >"$T/out" 2>&1 && ok "single over sharded: $(cat "$T/out")" ||
+		{ cat "$T/out"; fail "re-export single over sharded"; }
+fi
+
+[ $nfail -eq 0 ] || { echo "$nfail check(s) failed"; exit 1; }
+echo "export formats ok"
