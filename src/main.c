@@ -3,6 +3,7 @@
  * the only place where a cloq_status becomes a process exit code (DESIGN.md: 0 ok, 1 usage,
  * 2 bad input, 3 I/O failure, 4 integrity failure).
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -46,6 +47,9 @@ static const struct command commands[] = {
 
 int main(int argc, char **argv)
 {
+	/* Past a file-size limit (ulimit -f), write() should fail with EFBIG and reach the clean
+	 * "disk full" error path, not kill the process mid-write. */
+	signal(SIGXFSZ, SIG_IGN);
 	cloq_fault_from_env();
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage_text, argc < 2 ? stderr : stdout);
