@@ -754,6 +754,13 @@ static int run(job *J, cloq_err *err)
 	settings = settings_json(o);
 	CLOQ_TRY(fingerprint_json(J, &fp, err));
 	snprintf(path, sizeof path, "%s/journal.json", J->out);
+	if (cloq_file_exists(path) && o->force && cloq_journal_load(J->out, &J->j, NULL) != CLOQ_OK) {
+		/* an unreadable journal describes no job: --force starts over rather than refusing */
+		if (!o->quiet)
+			fprintf(stderr, "cloq: --force: %s/journal.json is unreadable, starting over\n", J->out);
+		unlink(path);
+	}
+	cloq_journal_free(&J->j);
 	if (cloq_file_exists(path)) {
 		CLOQ_TRY(cloq_journal_load(J->out, &J->j, err));
 		char diff[512] = "";

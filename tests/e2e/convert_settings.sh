@@ -61,6 +61,8 @@ expect 2 "garbage journal: resume" "bad/journal.json.*not valid JSON" "$CLOQ" re
 expect 2 "garbage journal: verify" "bad/journal.json.*not valid JSON" "$CLOQ" verify "$T/bad"
 printf '{"format": "cloq-journal", "version": 1}' >"$T/bad/journal.json"
 expect 2 "journal without settings" "bad/journal.json.*(settings|layers)" "$CLOQ" resume "$T/bad"
+expect 0 "garbage journal: convert --force starts over" "" "$CLOQ" convert $MODEL -o "$T/bad" $CALIB $QOPTS --force
+expect 0 "garbage journal: --force result verifies" "" "$CLOQ" verify "$T/bad"
 expect 2 "resume of a directory with no job" "nojob/journal.json" "$CLOQ" resume "$T/nojob"
 
 # ---- bad inputs: exit 2, nothing created --------------------------------------------------------
