@@ -614,6 +614,28 @@ int cloq_solver_rel_error(const double *H, const float *W, const float *Wq, cons
 			  const float *B, double scaling, int out, int in, int rank, double *rel,
 			  cloq_err *err)
 {
+	return cloq_solver_rel_error_den(H, W, Wq, A, B, scaling, out, in, rank, -1.0, rel, err);
+}
+
+double cloq_solver_weight_energy(const double *H, const float *W, int out, int in)
+{
+	double *E = cloq_malloc((size_t)out * in * sizeof(double));
+	double *work = cloq_malloc((size_t)(out < OBJ_ROWS ? out : OBJ_ROWS) * in * sizeof(double));
+	double den = NAN;
+	if (E && work) {
+		for (size_t i = 0; i < (size_t)out * in; i++)
+			E[i] = W[i];
+		den = objective_d(H, E, out, in, work);
+	}
+	cloq_free(work);
+	cloq_free(E);
+	return den;
+}
+
+int cloq_solver_rel_error_den(const double *H, const float *W, const float *Wq, const float *A,
+			      const float *B, double scaling, int out, int in, int rank, double den_in,
+			      double *rel, cloq_err *err)
+{
 	int rc = CLOQ_OK, lora = A && B;
 	double *E = NULL, *Ad = NULL, *Bd = NULL, *work = NULL, num, den;
 	size_t eb = cloq_bytes3((size_t)out > 0 ? out : 0, (size_t)in > 0 ? in : 0, 8);
@@ -630,9 +652,13 @@ int cloq_solver_rel_error(const double *H, const float *W, const float *Wq, cons
 	}
 	CLOQ_FAIL_IF(!E || !work || (lora && (!Ad || !Bd)), err, CLOQ_EIO,
 		     "rel error: out of memory (%d x %d)", out, in);
-	for (size_t i = 0; i < (size_t)out * in; i++)
-		E[i] = W[i];
-	den = objective_d(H, E, out, in, work);
+	if (den_in >= 0.0) {
+		den = den_in;
+	} else {
+		for (size_t i = 0; i < (size_t)out * in; i++)
+			E[i] = W[i];
+		den = objective_d(H, E, out, in, work);
+	}
 	if (lora)
 		lora_product(A, B, scaling, out, in, rank, E, Ad, Bd);
 	else

@@ -257,6 +257,13 @@ double cloq_solver_objective(const double *H, const float *E, int out, int in);
 int cloq_solver_rel_error(const double *H, const float *W, const float *Wq, const float *A,
 			  const float *B, double scaling, int out, int in, int rank, double *rel,
 			  cloq_err *err);
+/* The same with the denominator tr(W H W^T) given (den >= 0; a negative den computes it): a
+ * report compares several corrections of one W, and each tr(. H .) costs 2 out in^2 flops. */
+int cloq_solver_rel_error_den(const double *H, const float *W, const float *Wq, const float *A,
+			      const float *B, double scaling, int out, int in, int rank, double den,
+			      double *rel, cloq_err *err);
+/* tr(W H W^T) in float64, as the relative errors use it; NAN when out of memory. */
+double cloq_solver_weight_energy(const double *H, const float *W, int out, int in);
 
 /* ================================================================================================
  * Truncated SVD (exposed for tests and the benchmark)

@@ -88,11 +88,11 @@ static int fixed_quantize(void *ctx, const float *W, float *Wq, cloq_err *err)
 	return CLOQ_OK;
 }
 
-static double rel_err(const double *H, const float *W, const float *Wq, const float *A, const float *B, double s,
-		      int out, int in, int rank, cloq_err *err, int *rc)
+static double rel_err(const double *H, double den, const float *W, const float *Wq, const float *A, const float *B,
+		      double s, int out, int in, int rank, cloq_err *err, int *rc)
 {
 	double rel = NAN;
-	int r = cloq_solver_rel_error(H, W, Wq, A, B, s, out, in, rank, &rel, err);
+	int r = cloq_solver_rel_error_den(H, W, Wq, A, B, s, out, in, rank, den, &rel, err);
 	if (r && !*rc)
 		*rc = r;
 	return rel;
@@ -161,8 +161,11 @@ static int solve_linear(const cloq_layerstore_params *p, const double *H, const 
 	/* the stored deq(Q) must be exactly what the codes say */
 	cloq_quant_dequant(&res->q, res->Wq);
 
-	res->rel_quant = rel_err(H, W, res->Wq, NULL, NULL, p->scaling, out, in, 0, err, &rc);
-	res->rel_final = rel_err(H, W, res->Wq, res->A, res->B, p->scaling, out, in, p->rank, err, &rc);
+	/* one tr(W H W^T) for the four relative errors of this linear */
+	double den = cloq_solver_weight_energy(H, W, out, in);
+	CLOQ_FAIL_IF(!(den >= 0), err, CLOQ_EIO, "out of memory for the error report of a %d x %d linear", out, in);
+	res->rel_quant = rel_err(H, den, W, res->Wq, NULL, NULL, p->scaling, out, in, 0, err, &rc);
+	res->rel_final = rel_err(H, den, W, res->Wq, res->A, res->B, p->scaling, out, in, p->rank, err, &rc);
 	if (p->init == 0)
 		res->rel_cloq = res->rel_final;
 	if (p->baselines) {
@@ -175,7 +178,7 @@ static int solve_linear(const cloq_layerstore_params *p, const double *H, const 
 		rc = cloq_solver_loftq(W, out, in, &fcb, &lp, 1, tmp, A2, B2, err);
 		cloq_free(tmp);
 		CLOQ_TRY(rc);
-		res->rel_loftq1 = rel_err(H, W, res->Wq, A2, B2, p->scaling, out, in, p->rank, err, &rc);
+		res->rel_loftq1 = rel_err(H, den, W, res->Wq, A2, B2, p->scaling, out, in, p->rank, err, &rc);
 		if (p->init != 0) {
 			float *dW = cloq_malloc(wn * sizeof(float));
 			CLOQ_FAIL_IF(!dW, err, CLOQ_EIO, "out of memory");
@@ -184,7 +187,7 @@ static int solve_linear(const cloq_layerstore_params *p, const double *H, const 
 			rc = cloq_solver_cloq(f, dW, out, in, &lp, A2, B2, NULL, err);
 			cloq_free(dW);
 			CLOQ_TRY(rc);
-			res->rel_cloq = rel_err(H, W, res->Wq, A2, B2, p->scaling, out, in, p->rank, err, &rc);
+			res->rel_cloq = rel_err(H, den, W, res->Wq, A2, B2, p->scaling, out, in, p->rank, err, &rc);
 		}
 	}
 	CLOQ_TRY(rc);
