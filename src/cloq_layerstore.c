@@ -142,8 +142,10 @@ static int solve_linear(const cloq_layerstore_params *p, const double *H, const 
 
 	switch (p->init) {
 	case 0: /* CLoQ (alternating when cloq_iters > 1) */
-		CLOQ_TRY(cloq_solver_cloq_alt(W, f, H, out, in, &cb, &lp, p->cloq_iters, res->Wq, res->A, res->B, NULL,
-					      err));
+		/* H only ranks iterates: with one iterate there is nothing to rank, and each
+		 * tr(E H E^T) costs 2 out in^2 float64 flops */
+		CLOQ_TRY(cloq_solver_cloq_alt(W, f, p->cloq_iters > 1 ? H : NULL, out, in, &cb, &lp, p->cloq_iters,
+					      res->Wq, res->A, res->B, NULL, err));
 		break;
 	case 1: /* LoftQ */
 		CLOQ_TRY(cloq_solver_loftq(W, out, in, &cb, &lp, p->loftq_iters, res->Wq, res->A, res->B, err));
