@@ -6,7 +6,8 @@
 #                 seqlen 512 only, the small shapes of the quant/solver/cache/reader benches, and the
 #                 e2e stories260K row (bench_e2e.sh --quick; the torch side is skipped when
 #                 python3-torch is not installed)
-#   BENCH_FULL=1  every benchmark with its own defaults (bench_forward at 512 and 2048 tokens) and the
+#   BENCH_FULL=1  every benchmark with its own defaults (bench_forward at 512 and 2048 tokens,
+#                 bench_stages on a 4096 x 4096 linear) and the
 #                 full e2e (adds the Llama-2-7B-geometry 2-layer model: 30-60 minutes here)
 BUILD=${BUILD:-build}
 FULL=${BENCH_FULL:-0}
@@ -20,6 +21,7 @@ for b in "$BUILD"/bench/*; do
         bench_forward) args="--seqlens 512" ;;
         bench_cache) args="--quick" ;;
         bench_quant | bench_solver) args="--shape 1024x2752" ;;
+        bench_stages) args="--shape 1024x2752 --tokens 1024" ;;
         bench_reader) args="--size 0.5 --reps 1" ;;
         esac
     fi
