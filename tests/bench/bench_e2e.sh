@@ -7,7 +7,7 @@
 #                                          on the shared 2-core box)
 #   sh tests/bench/bench_e2e.sh --quick    the stories260K row only (~1-8 min, mostly torch)
 #
-# Settings (environment): THREADS (default: all cores), NSAMPLES x SEQLEN windows for the 7B model
+# Settings (environment): PYTHON (default /usr/bin/python3, needs numpy; torch optional), THREADS (default: all cores), NSAMPLES x SEQLEN windows for the 7B model
 # (default 4 x 512), LAYERS (default 2), BITS 4, GS 128, RANK 64 for the 7B model; the stories row
 # uses the first NSTORIES (default 32) of fixtures/reference/calib_tokens_128x256.npy (256 tokens
 # each), 4 bits, group 32, rank 8 (the demo's quantization).
@@ -21,7 +21,7 @@
 # Exit 0 also when torch is missing (the comparison is then skipped, said so).
 set -u
 BUILD=${BUILD:-build}
-PY=/usr/bin/python3
+PY=${PYTHON:-/usr/bin/python3}
 THREADS=${THREADS:-$(nproc)}
 NSAMPLES=${NSAMPLES:-4}
 SEQLEN=${SEQLEN:-512}
