@@ -13,33 +13,11 @@
 
 #include "cloq_error.h"
 #include "cloq_sys.h"
+#include "cloq_test_util.h"
 
-static char tmpdir[256];
+static int setup(void **state) { return cloq_test_tmpdir_setup("sys"); }
 
-static int setup(void **state)
-{
-	snprintf(tmpdir, sizeof tmpdir, "/tmp/cloq_test_sys.XXXXXX");
-	return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-	return system(cmd) == 0 ? 0 : -1;
-}
-
-static int count_entries(const char *dir)
-{
-	int n = 0;
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
+static int teardown(void **state) { return cloq_test_tmpdir_teardown(); }
 
 static void test_atomic_round_trip(void **state)
 {
