@@ -207,8 +207,15 @@ static int table_head_rows(void *ctx, int row0, int nrows, float *dst, cloq_err 
 	return CLOQ_OK;
 }
 
-void cloq_table_lm_as_lm(cloq_table_lm *t, cloq_lm *lm)
+void cloq_table_lm_bind(cloq_table_lm *t, const cloq_config *cfg, const float *embed, const float *head,
+			const float *final_norm, cloq_layer_loader load, void *src, cloq_lm *lm)
 {
+	t->cfg = cfg;
+	t->embed = embed;
+	t->head = head;
+	t->final_norm = final_norm;
+	t->load = load;
+	t->src = src;
 	lm->cfg = t->cfg;
 	lm->ctx = t;
 	lm->embed = table_embed;

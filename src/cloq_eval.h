@@ -55,7 +55,9 @@ typedef struct cloq_table_lm {
 	cloq_layer_cache cache;
 } cloq_table_lm;
 
-void cloq_table_lm_as_lm(cloq_table_lm *t, cloq_lm *lm);
+/* Fill t (its cache must have been initialised) and the cloq_lm view of it. */
+void cloq_table_lm_bind(cloq_table_lm *t, const cloq_config *cfg, const float *embed, const float *head,
+			const float *final_norm, cloq_layer_loader load, void *src, cloq_lm *lm);
 
 typedef struct cloq_eval_result {
 	double nll_sum;      /* sum of -log p(target) */

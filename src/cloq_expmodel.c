@@ -235,12 +235,5 @@ static int load_layer(void *src, int l, cloq_layer_w *w, cloq_err *err)
 
 void cloq_expmodel_lm(cloq_expmodel *m, cloq_lm *lm)
 {
-	cloq_table_lm *t = &m->tlm;
-	t->cfg = &m->cfg;
-	t->embed = m->embed;
-	t->head = m->head;
-	t->final_norm = m->final_norm;
-	t->load = load_layer;
-	t->src = m;
-	cloq_table_lm_as_lm(t, lm);
+	cloq_table_lm_bind(&m->tlm, &m->cfg, m->embed, m->head, m->final_norm, load_layer, m, lm);
 }
