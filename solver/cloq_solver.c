@@ -23,6 +23,7 @@ struct cloq_factor {
 	double *R;         /* CHOLESKY: R (n, n) column-major, upper (strict lower part zero);
 	                    * EIG: eigenvectors V (n, n) column-major */
 	double *d;         /* EIG: sqrt(max(eigenvalue, 0) + lambda), (n) */
+	float *R32;        /* CHOLESKY, optional (cloq_factor_make_f32): R in float32, same layout */
 };
 
 /* ================================================================================================
@@ -120,6 +121,76 @@ fail:
 	return rc;
 }
 
+/* Cholesky in the caller's buffer. dpotrf (column-major 'U') reads and writes only the entries
+ * H[j n + i], i <= j; the mirror triangle keeps H, so a failed attempt is undone from it and
+ * from the saved diagonal before the damping escalates. */
+int cloq_solver_factor_inplace(double *H, int n, double lambda_rel, cloq_factor **out,
+			       cloq_err *err)
+{
+	int rc = CLOQ_OK, info = 1;
+	double md = 0.0, rel = lambda_rel, *d0 = NULL;
+	cloq_factor *f = NULL;
+
+	if (out)
+		*out = NULL;
+	CLOQ_FAIL_IF(!out, err, CLOQ_EINPUT, "factor: NULL output");
+	CLOQ_TRY(check_gram(H, n, lambda_rel, &md, err));
+	f = cloq_calloc(1, sizeof *f);
+	d0 = cloq_malloc((size_t)n * sizeof(double));
+	CLOQ_FAIL_IF(!f || !d0, err, CLOQ_EIO, "factor: out of memory (n = %d)", n);
+	f->n = n;
+	f->kind = CLOQ_FACTOR_CHOLESKY;
+	f->mean_diag = md;
+	for (int i = 0; i < n; i++)
+		d0[i] = H[(size_t)i * n + i];
+	for (;;) {
+		double lam = md > 0.0 ? rel * md : 1.0;
+		for (int i = 0; i < n; i++)
+			H[(size_t)i * n + i] = d0[i] + lam;
+		info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', n, H, n);
+		CLOQ_FAIL_IF(info < 0, err, CLOQ_EIO, "factor: dpotrf argument error %d", info);
+		if (info == 0) {
+			f->lambda = lam;
+			f->lambda_rel = rel;
+			break;
+		}
+		for (size_t j = 0; j < (size_t)n; j++)
+			for (size_t i = 0; i < j; i++)
+				H[j * n + i] = H[i * n + j];
+		for (int i = 0; i < n; i++)
+			H[(size_t)i * n + i] = d0[i];
+		rel = next_lambda_rel(rel);
+		CLOQ_FAIL_IF(rel > CLOQ_LAMBDA_REL_MAX * (1.0 + 1e-9), err, CLOQ_EINPUT,
+			     "factor: H + lambda I (n = %d) not positive definite even at lambda = "
+			     "%g * mean diag (pivot %d)", n, CLOQ_LAMBDA_REL_MAX, info);
+		f->escalations++;
+	}
+	for (int j = 0; j < n; j++)
+		memset(H + (size_t)j * n + j + 1, 0, (size_t)(n - j - 1) * sizeof(double));
+	f->R = H;
+	cloq_free(d0);
+	*out = f;
+	return CLOQ_OK;
+fail:
+	cloq_free(d0);
+	cloq_free(f);
+	return rc;
+}
+
+int cloq_factor_make_f32(cloq_factor *f, cloq_err *err)
+{
+	size_t n;
+	if (!f || f->kind != CLOQ_FACTOR_CHOLESKY || f->R32)
+		return CLOQ_OK;
+	n = (size_t)f->n;
+	f->R32 = cloq_aligned_alloc(64, n * n * sizeof(float));
+	if (!f->R32)
+		return cloq_err_set(err, CLOQ_EIO, "factor: out of memory for the float32 copy (%zu x %zu)", n, n);
+	for (size_t i = 0; i < n * n; i++)
+		f->R32[i] = (float)f->R[i];
+	return CLOQ_OK;
+}
+
 int cloq_solver_factor_eig(const double *H, int n, double lambda_rel, cloq_factor **out,
 			   cloq_err *err)
 {
@@ -173,6 +244,7 @@ void cloq_factor_free(cloq_factor *f)
 	if (!f)
 		return;
 	cloq_free(f->R);
+	cloq_free(f->R32);
 	cloq_free(f->d);
 	cloq_free(f);
 }
@@ -294,22 +366,25 @@ static double frob2(const double *x, size_t n)
 	return s;
 }
 
+#define BLK_COLS 256 /* columns of (in, out) products handled at a time: bounded float64 scratch */
+
 /*
  * The fast path's truncated SVD of M = R dW^T without M in float64: M32 = R dW^T by one float32
- * trmm (2x the speed of float64), the range Q of M32 by float32 power iterations, then in
- * float64 the projection Q^T M = (R^T Q)^T dW^T (an (in, in) x l product and an l x in x out one,
- * both small next to forming M) and its SVD. So only the subspace carries float32 error, and
- * the objective excess it causes is second order in it. Wd: dW^T (in, out) column-major float64.
+ * trmm (2x the speed of float64; with the factor's own float32 copy when it has one), the range
+ * Q of M32 by float32 power iterations, then in float64 the projection Q^T M = (R^T Q)^T dW^T
+ * (an (in, in) x l product and an l x in x out one, both small next to forming M, the latter
+ * taken BLK_COLS rows of dW at a time) and its SVD. So only the subspace carries float32 error,
+ * and the objective excess it causes is second order in it.
  * total gets ||M32||_F^2 accumulated in float64; *M32_out (NULL: freed here) receives M32.
  */
-static int rsvd_factored(const cloq_factor *f, const float *dW, const double *Wd, int in,
-			 int out, int k, const cloq_lora_params *p, double *U, double *S,
-			 double *V, double *total, float **M32_out, cloq_err *err)
+static int rsvd_factored(const cloq_factor *f, const float *dW, int in, int out, int k,
+			 const cloq_lora_params *p, double *U, double *S, double *V, double *total,
+			 float **M32_out, cloq_err *err)
 {
 	int rc = CLOQ_OK, l = k + p->oversample, info;
 	float *M32 = NULL, *R32 = NULL;
 	double *Q = NULL, *P = NULL, *Bs = NULL, *Ub = NULL, *VT = NULL, *s = NULL, *tmp = NULL;
-	double *Mt = NULL, acc = 0.0;
+	double *Mt = NULL, *Dd = NULL, acc = 0.0;
 
 	M32 = cloq_aligned_alloc(64, (size_t)in * out * sizeof(float));
 	Q = cloq_aligned_alloc(64, (size_t)in * l * sizeof(double));
@@ -318,25 +393,31 @@ static int rsvd_factored(const cloq_factor *f, const float *dW, const double *Wd
 	Bs = cloq_aligned_alloc(64, (size_t)l * out * sizeof(double));
 	Ub = cloq_aligned_alloc(64, (size_t)l * l * sizeof(double));
 	VT = cloq_aligned_alloc(64, (size_t)l * out * sizeof(double));
+	Dd = cloq_aligned_alloc(64, (size_t)in * BLK_COLS * sizeof(double));
 	s = cloq_malloc((size_t)l * sizeof(double));
-	CLOQ_FAIL_IF(!M32 || !Q || !P || !tmp || !Bs || !Ub || !VT || !s, err, CLOQ_EIO,
+	CLOQ_FAIL_IF(!M32 || !Q || !P || !tmp || !Bs || !Ub || !VT || !Dd || !s, err, CLOQ_EIO,
 		     "cloq: out of memory (randomized, %d x %d, sketch %d)", out, in, l);
 	memcpy(M32, dW, (size_t)in * out * sizeof(float)); /* = dW^T column-major */
 	if (f && f->kind == CLOQ_FACTOR_CHOLESKY) {
-		R32 = cloq_aligned_alloc(64, (size_t)in * in * sizeof(float));
-		CLOQ_FAIL_IF(!R32, err, CLOQ_EIO, "cloq: out of memory (%d x %d factor copy)", in,
-			     in);
-		for (size_t i = 0; i < (size_t)in * in; i++)
-			R32[i] = (float)f->R[i];
+		const float *r32 = f->R32;
+		if (!r32) {
+			R32 = cloq_aligned_alloc(64, (size_t)in * in * sizeof(float));
+			CLOQ_FAIL_IF(!R32, err, CLOQ_EIO,
+				     "cloq: out of memory (%d x %d factor copy)", in, in);
+			for (size_t i = 0; i < (size_t)in * in; i++)
+				R32[i] = (float)f->R[i];
+			r32 = R32;
+		}
 		cblas_strmm(CblasColMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, in,
-			    out, 1.0f, R32, in, M32, in);
+			    out, 1.0f, r32, in, M32, in);
 		cloq_free(R32);
 		R32 = NULL;
 	} else if (f) {
 		/* the eigen root has no triangular structure to exploit: float64 product */
 		Mt = cloq_aligned_alloc(64, (size_t)in * out * sizeof(double) * 2);
 		CLOQ_FAIL_IF(!Mt, err, CLOQ_EIO, "cloq: out of memory (%d x %d)", out, in);
-		memcpy(Mt, Wd, (size_t)in * out * sizeof(double));
+		for (size_t i = 0; i < (size_t)in * out; i++)
+			Mt[i] = dW[i];
 		apply_R(f, Mt, out, Mt + (size_t)in * out);
 		for (size_t i = 0; i < (size_t)in * out; i++)
 			M32[i] = (float)Mt[i];
@@ -355,8 +436,13 @@ static int rsvd_factored(const cloq_factor *f, const float *dW, const double *Wd
 	M32 = NULL;
 	memcpy(P, Q, (size_t)in * l * sizeof(double));
 	apply_RT(f, P, l, tmp);
-	cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, l, out, in, 1.0, P, in, Wd, in, 0.0,
-		    Bs, l);
+	for (int o0 = 0; o0 < out; o0 += BLK_COLS) {
+		int b = out - o0 < BLK_COLS ? out - o0 : BLK_COLS;
+		for (size_t i = 0; i < (size_t)in * b; i++)
+			Dd[i] = dW[(size_t)o0 * in + i];
+		cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, l, b, in, 1.0, P, in, Dd, in,
+			    0.0, Bs + (size_t)o0 * l, l);
+	}
 	info = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', l, out, Bs, l, s, Ub, l, VT, l);
 	CLOQ_FAIL_IF(info != 0, err, CLOQ_EIO, "cloq: dgesdd failed (info %d) on the %d x %d "
 		     "projection", info, l, out);
@@ -372,6 +458,7 @@ fail:
 	cloq_free(Mt);
 	cloq_free(R32);
 	cloq_free(s);
+	cloq_free(Dd);
 	cloq_free(VT);
 	cloq_free(Ub);
 	cloq_free(Bs);
@@ -382,16 +469,36 @@ fail:
 	return rc;
 }
 
+/* sum over columns of ||X - s Uc Z^T||_F^2, X (in, out) column-major given as float64 (Xd) or
+ * float32 (Xf), Uc (in, k), Z (out, k) column-major; BLK_COLS columns at a time in blk. */
+static double resid2(const double *Xd, const float *Xf, const double *Uc, const double *Z,
+		     double s, int in, int out, int k, double *blk)
+{
+	double acc = 0.0;
+	for (int o0 = 0; o0 < out; o0 += BLK_COLS) {
+		int b = out - o0 < BLK_COLS ? out - o0 : BLK_COLS;
+		size_t nb = (size_t)in * b, off = (size_t)o0 * in;
+		for (size_t i = 0; i < nb; i++)
+			blk[i] = Xd ? Xd[off + i] : (double)Xf[off + i];
+		cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, in, b, k, -s, Uc, in, Z + o0,
+			    out, 1.0, blk, in);
+		acc += frob2(blk, nb);
+	}
+	return acc;
+}
+
 /*
  * The closed form for dW (out, in) against factor f (NULL: R = I). Fills A (rank, in) and
- * B (out, rank); info (may be NULL) gets the objectives.
+ * B (out, rank); info (may be NULL) gets the objectives. Beyond dW, A and B, the randomized
+ * path holds one float32 (in, out) matrix and (in x BLK_COLS) float64 scratch; the exact path
+ * (small matrices) holds M in float64.
  */
 static int solve_core(const cloq_factor *f, const float *dW, int out, int in,
 		      const cloq_lora_params *p, float *A, float *B, cloq_solve_info *info,
 		      cloq_err *err)
 {
 	int rc = CLOQ_OK, r, k, used = 0, sane = 0;
-	double *M = NULL, *T = NULL, *U = NULL, *V = NULL, *S = NULL, *Y = NULL, *tmp = NULL;
+	double *M = NULL, *U = NULL, *V = NULL, *S = NULL, *Y = NULL, *tmp = NULL, *blk = NULL;
 	double t0 = cloq_now(), tail = 0.0, total = 0.0, s, cy, cz;
 	float *M32 = NULL;
 	size_t mb = (size_t)in * out * sizeof(double); /* checked by check_params */
@@ -407,16 +514,6 @@ static int solve_core(const cloq_factor *f, const float *dW, int out, int in,
 	k = k < out ? k : out;
 	s = p->scaling;
 
-	M = cloq_aligned_alloc(64, mb);
-	U = cloq_aligned_alloc(64, (size_t)in * k * sizeof(double));
-	V = cloq_aligned_alloc(64, (size_t)out * k * sizeof(double));
-	Y = cloq_aligned_alloc(64, (size_t)in * k * sizeof(double));
-	S = cloq_malloc((size_t)k * sizeof(double));
-	tmp = cloq_aligned_alloc(64, f && f->kind == CLOQ_FACTOR_EIG ? mb
-					 : (size_t)in * k * sizeof(double));
-	CLOQ_FAIL_IF(!M || !U || !V || !Y || !S || !tmp, err, CLOQ_EIO,
-		     "cloq: out of memory (%d x %d, rank %d)", out, in, r);
-
 	/* method: as cloq_solver_svd_topk decides */
 	{
 		int mn = in < out ? in : out, l = k + p->oversample;
@@ -426,17 +523,28 @@ static int solve_core(const cloq_factor *f, const float *dW, int out, int in,
 		if (used == CLOQ_SVD_RANDOMIZED && l >= mn)
 			used = CLOQ_SVD_EXACT;
 	}
-	/* M (in, out) column-major = dW^T in float64 */
-	for (size_t i = 0; i < (size_t)in * out; i++)
-		M[i] = dW[i];
+	U = cloq_aligned_alloc(64, (size_t)in * k * sizeof(double));
+	V = cloq_aligned_alloc(64, (size_t)out * k * sizeof(double));
+	Y = cloq_aligned_alloc(64, (size_t)in * k * sizeof(double));
+	S = cloq_malloc((size_t)k * sizeof(double));
+	tmp = cloq_aligned_alloc(64, f && f->kind == CLOQ_FACTOR_EIG && used == CLOQ_SVD_EXACT
+					 ? mb : (size_t)in * k * sizeof(double));
+	if (used == CLOQ_SVD_EXACT)
+		M = cloq_aligned_alloc(64, mb);
+	CLOQ_FAIL_IF(!U || !V || !Y || !S || !tmp || (used == CLOQ_SVD_EXACT && !M), err,
+		     CLOQ_EIO, "cloq: out of memory (%d x %d, rank %d)", out, in, r);
+
 	if (used == CLOQ_SVD_EXACT) {
-		apply_R(f, M, out, tmp); /* M = R dW^T */
+		/* M (in, out) column-major = R dW^T in float64 */
+		for (size_t i = 0; i < (size_t)in * out; i++)
+			M[i] = dW[i];
+		apply_R(f, M, out, tmp);
 		CLOQ_TRY(cloq_solver_svd_topk(M, in, out, k, CLOQ_SVD_EXACT, 0, 0, 0, U, S, V,
 					      &tail, NULL, err));
 		total = frob2(M, (size_t)in * out);
 	} else {
 		double top = 0.0;
-		CLOQ_TRY(rsvd_factored(f, dW, M, in, out, k, p, U, S, V, &total,
+		CLOQ_TRY(rsvd_factored(f, dW, in, out, k, p, U, S, V, &total,
 				       info ? &M32 : NULL, err));
 		for (int j = 0; j < k; j++)
 			top += S[j] * S[j];
@@ -474,30 +582,21 @@ static int solve_core(const cloq_factor *f, const float *dW, int out, int in,
 
 	if (info) {
 		double lam = f ? f->lambda : 0.0, damped, e2;
-		T = cloq_aligned_alloc(64, mb);
-		CLOQ_FAIL_IF(!T, err, CLOQ_EIO, "cloq: out of memory (%d x %d)", out, in);
+		blk = cloq_aligned_alloc(64, (size_t)in * (out < BLK_COLS ? out : BLK_COLS) * sizeof(double));
+		CLOQ_FAIL_IF(!blk, err, CLOQ_EIO, "cloq: out of memory (%d x %d)", out, in);
 		info->total_energy = total;
 		/* damped objective ||R E^T||^2 = ||M - U S V^T||^2 (R Y = U S^a cy): evaluated, not
 		 * assumed. The randomized path has M only in float32: the residual is summed in
 		 * float64 from it, so its error scales with sqrt(tail), not with ||M|| as
 		 * ||M||^2 - sum sigma^2 would. */
-		if (used != CLOQ_SVD_EXACT)
-			for (size_t i = 0; i < (size_t)in * out; i++)
-				M[i] = M32[i];
 		for (int j = 0; j < k; j++) {
 			double a = p->split == CLOQ_SPLIT_BALANCED ? sqrt(S[j]) : 1.0;
 			for (int i = 0; i < in; i++)
 				U[(size_t)j * in + i] *= a * cy;
 		}
-		cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, in, out, k, -s, U, in, V, out,
-			    1.0, M, in);
-		damped = frob2(M, (size_t)in * out);
+		damped = resid2(M, M32, U, V, s, in, out, k, blk);
 		/* E^T = dW^T - s Y Z^T */
-		for (size_t i = 0; i < (size_t)in * out; i++)
-			T[i] = dW[i];
-		cblas_dgemm(CblasColMajor, CblasNoTrans, CblasTrans, in, out, k, -s, Y, in, V, out,
-			    1.0, T, in);
-		e2 = frob2(T, (size_t)in * out);
+		e2 = resid2(NULL, dW, Y, V, s, in, out, k, blk);
 		info->objective = damped;
 		info->objective_undamped = damped - lam * e2 > 0.0 ? damped - lam * e2 : 0.0;
 		info->tail_energy = tail;
@@ -517,7 +616,7 @@ fail:
 		memset(B, 0, (size_t)out * p->rank * sizeof(float));
 	}
 	cloq_free(M32);
-	cloq_free(T);
+	cloq_free(blk);
 	cloq_free(tmp);
 	cloq_free(S);
 	cloq_free(Y);
@@ -691,6 +790,37 @@ static int call_quantizer(const cloq_quantizer_cb *qcb, const float *target, flo
 	return check_finite_f(Wq, out, in, "quantizer callback output", err);
 }
 
+/* Ad (r, in), Bd (out, r) float64 copies of the float32 factors, for lora_rows. */
+static void lora_d(const float *A, const float *B, int out, int in, int r, double *Ad, double *Bd)
+{
+	for (size_t i = 0; i < (size_t)r * in; i++)
+		Ad[i] = A[i];
+	for (size_t i = 0; i < (size_t)out * r; i++)
+		Bd[i] = B[i];
+}
+
+/* L (b, in) row-major float64 = rows o0 .. o0 + b of s B A. */
+static void lora_rows(const double *Ad, const double *Bd, double s, int o0, int b, int in, int r,
+		      double *L)
+{
+	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, r, s, Bd + (size_t)o0 * r, r,
+		    Ad, in, 0.0, L, in);
+}
+
+/* target = W - s B A in float32, OBJ_ROWS rows at a time (L: (OBJ_ROWS, in) scratch). */
+static void lora_target(const float *W, const float *A, const float *B, double s, int out,
+			int in, int r, double *Ad, double *Bd, double *L, float *target)
+{
+	lora_d(A, B, out, in, r, Ad, Bd);
+	for (int o0 = 0; o0 < out; o0 += OBJ_ROWS) {
+		int b = out - o0 < OBJ_ROWS ? out - o0 : OBJ_ROWS;
+		size_t off = (size_t)o0 * in;
+		lora_rows(Ad, Bd, s, o0, b, in, r, L);
+		for (size_t i = 0; i < (size_t)b * in; i++)
+			target[off + i] = (float)((double)W[off + i] - L[i]);
+	}
+}
+
 int cloq_solver_loftq(const float *W, int out, int in, const cloq_quantizer_cb *qcb,
 		      const cloq_lora_params *p, int iters, float *Wq, float *A, float *B,
 		      cloq_err *err)
@@ -703,26 +833,25 @@ int cloq_solver_loftq(const float *W, int out, int in, const cloq_quantizer_cb *
 	CLOQ_FAIL_IF(!W || !Wq || !A || !B || !qcb || !qcb->quantize || iters < 1, err,
 		     CLOQ_EINPUT, "loftq: bad arguments (iterations %d)", iters);
 	CLOQ_TRY(check_finite_f(W, out, in, "loftq: W", err));
-	target = cloq_malloc((size_t)out * in * sizeof(float));
 	res = cloq_malloc((size_t)out * in * sizeof(float));
-	L = cloq_malloc((size_t)out * in * sizeof(double));
-	Ad = cloq_malloc((size_t)p->rank * in * sizeof(double));
-	Bd = cloq_malloc((size_t)out * p->rank * sizeof(double));
-	CLOQ_FAIL_IF(!target || !res || !L || !Ad || !Bd, err, CLOQ_EIO,
+	if (iters > 1) {
+		target = cloq_malloc((size_t)out * in * sizeof(float));
+		L = cloq_malloc((size_t)(out < OBJ_ROWS ? out : OBJ_ROWS) * in * sizeof(double));
+		Ad = cloq_malloc((size_t)p->rank * in * sizeof(double));
+		Bd = cloq_malloc((size_t)out * p->rank * sizeof(double));
+	}
+	CLOQ_FAIL_IF(!res || (iters > 1 && (!target || !L || !Ad || !Bd)), err, CLOQ_EIO,
 		     "loftq: out of memory (%d x %d)", out, in);
-	memcpy(target, W, (size_t)out * in * sizeof(float)); /* PEFT: B A = 0 at the start */
 	for (int t = 1; t <= iters; t++) {
-		CLOQ_TRY(call_quantizer(qcb, target, Wq, out, in, t, err));
+		/* PEFT: B A = 0 at the start, so the first target is W itself */
+		CLOQ_TRY(call_quantizer(qcb, t == 1 ? W : target, Wq, out, in, t, err));
 		if (t == iters && qcb->keep)
 			qcb->keep(qcb->ctx);
 		for (size_t i = 0; i < (size_t)out * in; i++)
 			res[i] = W[i] - Wq[i];
 		CLOQ_TRY(solve_core(NULL, res, out, in, p, A, B, NULL, err));
-		if (t < iters) {
-			lora_product(A, B, p->scaling, out, in, p->rank, L, Ad, Bd);
-			for (size_t i = 0; i < (size_t)out * in; i++)
-				target[i] = (float)((double)W[i] - L[i]);
-		}
+		if (t < iters)
+			lora_target(W, A, B, p->scaling, out, in, p->rank, Ad, Bd, L, target);
 	}
 fail:
 	cloq_free(Bd);
@@ -739,8 +868,9 @@ int cloq_solver_cloq_alt(const float *W, const cloq_factor *f, const double *H, 
 {
 	int rc = CLOQ_OK, r;
 	float *target = NULL, *wq = NULL, *dw = NULL, *a = NULL, *b = NULL;
-	double *L = NULL, *E = NULL, *Ad = NULL, *Bd = NULL, *work = NULL, *sig = NULL;
+	double *L = NULL, *Ad = NULL, *Bd = NULL, *work = NULL, *sig = NULL;
 	double best = INFINITY, t0 = cloq_now();
+	size_t wn = (size_t)out * in;
 	cloq_solve_info it, kept;
 
 	memset(&kept, 0, sizeof kept);
@@ -751,45 +881,55 @@ int cloq_solver_cloq_alt(const float *W, const cloq_factor *f, const double *H, 
 		     "cloq alt: factor is %d wide but the weight has %d inputs", f->n, in);
 	CLOQ_TRY(check_finite_f(W, out, in, "cloq alt: W", err));
 	r = p->rank;
-	target = cloq_malloc((size_t)out * in * sizeof(float));
-	wq = cloq_malloc((size_t)out * in * sizeof(float));
-	dw = cloq_malloc((size_t)out * in * sizeof(float));
-	a = cloq_malloc((size_t)r * in * sizeof(float));
-	b = cloq_malloc((size_t)out * r * sizeof(float));
-	L = cloq_malloc((size_t)out * in * sizeof(double));
-	E = cloq_malloc((size_t)out * in * sizeof(double));
-	Ad = cloq_malloc((size_t)r * in * sizeof(double));
-	Bd = cloq_malloc((size_t)out * r * sizeof(double));
-	work = cloq_malloc((size_t)(out < OBJ_ROWS ? out : OBJ_ROWS) * in * sizeof(double));
+	dw = cloq_malloc(wn * sizeof(float));
 	sig = cloq_malloc((size_t)r * sizeof(double));
-	CLOQ_FAIL_IF(!target || !wq || !dw || !a || !b || !L || !E || !Ad || !Bd || !work || !sig,
+	if (iters > 1) {
+		/* the iterates live apart from the best one; one iterate is written in place */
+		target = cloq_malloc(wn * sizeof(float));
+		wq = cloq_malloc(wn * sizeof(float));
+		a = cloq_malloc((size_t)r * in * sizeof(float));
+		b = cloq_malloc((size_t)out * r * sizeof(float));
+		L = cloq_malloc((size_t)(out < OBJ_ROWS ? out : OBJ_ROWS) * in * sizeof(double));
+		work = cloq_malloc((size_t)(out < OBJ_ROWS ? out : OBJ_ROWS) * in * sizeof(double));
+		Ad = cloq_malloc((size_t)r * in * sizeof(double));
+		Bd = cloq_malloc((size_t)out * r * sizeof(double));
+	}
+	CLOQ_FAIL_IF(!dw || !sig || (iters > 1 && (!target || !wq || !a || !b || !L || !work ||
+						   !Ad || !Bd)),
 		     err, CLOQ_EIO, "cloq alt: out of memory (%d x %d)", out, in);
-	memcpy(target, W, (size_t)out * in * sizeof(float));
 	for (int t = 1; t <= iters; t++) {
+		float *wq_t = iters > 1 ? wq : Wq, *a_t = iters > 1 ? a : A, *b_t = iters > 1 ? b : B;
 		double obj;
 		memset(&it, 0, sizeof it);
 		it.sigma = sig;
-		CLOQ_TRY(call_quantizer(qcb, target, wq, out, in, t, err));
-		for (size_t i = 0; i < (size_t)out * in; i++)
-			dw[i] = W[i] - wq[i];
-		CLOQ_TRY(solve_core(f, dw, out, in, p, a, b, &it, err));
-		/* rank the iterates by what is actually stored: float32 Wq, A, B */
-		lora_product(a, b, p->scaling, out, in, r, L, Ad, Bd);
-		if (H) {
-			for (size_t i = 0; i < (size_t)out * in; i++)
-				E[i] = (double)dw[i] - L[i];
-			obj = objective_d(H, E, out, in, work);
+		CLOQ_TRY(call_quantizer(qcb, t == 1 ? W : target, wq_t, out, in, t, err));
+		for (size_t i = 0; i < wn; i++)
+			dw[i] = W[i] - wq_t[i];
+		CLOQ_TRY(solve_core(f, dw, out, in, p, a_t, b_t, &it, err));
+		obj = it.objective_undamped;
+		if (H && iters > 1) {
+			/* rank the iterates by what is actually stored: float32 Wq, A, B */
+			lora_d(a_t, b_t, out, in, r, Ad, Bd);
+			obj = 0.0;
+			for (int o0 = 0; o0 < out; o0 += OBJ_ROWS) {
+				int bb = out - o0 < OBJ_ROWS ? out - o0 : OBJ_ROWS;
+				size_t off = (size_t)o0 * in;
+				lora_rows(Ad, Bd, p->scaling, o0, bb, in, r, L);
+				for (size_t i = 0; i < (size_t)bb * in; i++)
+					L[i] = (double)dw[off + i] - L[i];
+				obj += objective_d(H, L, bb, in, work);
+			}
 			it.objective_undamped = obj;
-		} else {
-			obj = it.objective;
 		}
 		CLOQ_FAIL_IF(!isfinite(obj), err, CLOQ_EINPUT,
 			     "cloq alt: non-finite objective at iteration %d", t);
 		if (t == 1 || obj < best) {
 			best = obj;
-			memcpy(Wq, wq, (size_t)out * in * sizeof(float));
-			memcpy(A, a, (size_t)r * in * sizeof(float));
-			memcpy(B, b, (size_t)out * r * sizeof(float));
+			if (iters > 1) {
+				memcpy(Wq, wq_t, wn * sizeof(float));
+				memcpy(A, a_t, (size_t)r * in * sizeof(float));
+				memcpy(B, b_t, (size_t)out * r * sizeof(float));
+			}
 			kept = it;
 			kept.best_iter = t;
 			if (info && info->sigma)
@@ -798,8 +938,7 @@ int cloq_solver_cloq_alt(const float *W, const cloq_factor *f, const double *H, 
 				qcb->keep(qcb->ctx);
 		}
 		if (t < iters)
-			for (size_t i = 0; i < (size_t)out * in; i++)
-				target[i] = (float)((double)W[i] - L[i]);
+			lora_target(W, a_t, b_t, p->scaling, out, in, r, Ad, Bd, L, target);
 	}
 	if (info) {
 		kept.sigma = info->sigma;
@@ -811,7 +950,6 @@ fail:
 	cloq_free(work);
 	cloq_free(Bd);
 	cloq_free(Ad);
-	cloq_free(E);
 	cloq_free(L);
 	cloq_free(b);
 	cloq_free(a);
@@ -819,4 +957,59 @@ fail:
 	cloq_free(wq);
 	cloq_free(target);
 	return rc;
+}
+
+/* ================================================================================================
+ * Objectives through the factor
+ * ============================================================================================= */
+
+#define FOBJ_COLS 1024
+
+double cloq_solver_factor_objective(const cloq_factor *f, const float *E, int out, int in)
+{
+	double acc = 0.0, e2 = 0.0, num;
+	size_t cols = (size_t)(out < FOBJ_COLS ? out : FOBJ_COLS);
+	float *X = NULL;
+	double *Xd = NULL, *tmp = NULL;
+
+	if (!f || !E || out < 1 || in < 1 || f->n != in || !cloq_bytes3(in, cols, 8))
+		return NAN;
+	if (f->R32) {
+		X = cloq_aligned_alloc(64, (size_t)in * cols * sizeof(float));
+		if (!X)
+			return NAN;
+	} else {
+		Xd = cloq_aligned_alloc(64, (size_t)in * cols * sizeof(double));
+		tmp = cloq_aligned_alloc(64, (size_t)in * cols * sizeof(double));
+		if (!Xd || !tmp) {
+			cloq_free(Xd);
+			cloq_free(tmp);
+			return NAN;
+		}
+	}
+	/* rows o0 .. o0 + b of E (row-major) are the columns of E^T (column-major, ld in) */
+	for (int o0 = 0; o0 < out; o0 += (int)cols) {
+		int b = out - o0 < (int)cols ? out - o0 : (int)cols;
+		size_t nb = (size_t)in * b;
+		const float *e = E + (size_t)o0 * in;
+		for (size_t i = 0; i < nb; i++)
+			e2 += (double)e[i] * e[i];
+		if (X) {
+			memcpy(X, e, nb * sizeof(float));
+			cblas_strmm(CblasColMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit,
+				    in, b, 1.0f, f->R32, in, X, in);
+			for (size_t i = 0; i < nb; i++)
+				acc += (double)X[i] * X[i];
+		} else {
+			for (size_t i = 0; i < nb; i++)
+				Xd[i] = e[i];
+			apply_R(f, Xd, b, tmp);
+			acc += frob2(Xd, nb);
+		}
+	}
+	cloq_free(X);
+	cloq_free(Xd);
+	cloq_free(tmp);
+	num = acc - f->lambda * e2;
+	return num > 0.0 ? num : 0.0;
 }

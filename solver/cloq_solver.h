@@ -107,6 +107,20 @@ enum cloq_factor_kind {
  */
 int cloq_solver_factor(const double *H, int n, double lambda_rel, cloq_factor **out,
 		       cloq_err *err);
+/*
+ * The same, computed in the caller's buffer: H (n, n) row-major full symmetric becomes R and
+ * belongs to the factor from then on (cloq_factor_free frees it), so a group never holds H and R
+ * at once. A failed Cholesky attempt is undone from H's untouched mirror triangle before the
+ * damping escalates. On error H is still the caller's and still H (its diagonal restored), except
+ * after a dpotrf argument error (a bug, not an input).
+ */
+int cloq_solver_factor_inplace(double *H, int n, double lambda_rel, cloq_factor **out,
+			       cloq_err *err);
+/* Give a Cholesky factor a float32 copy of R (n^2 floats): the products with R that only need
+ * float32 (the randomized path's M = R dW^T, cloq_solver_factor_objective) then stop converting
+ * R per call. A no-op for eigen factors or when the copy exists. Not thread-safe against
+ * concurrent users of f; call it before sharing the factor. CLOQ_EIO out of memory. */
+int cloq_factor_make_f32(cloq_factor *f, cloq_err *err);
 /* The same, with the eigendecomposition root (20-40x slower than Cholesky here: for checks and
  * the benchmark's baseline). Never needs escalation when lambda > 0. */
 int cloq_solver_factor_eig(const double *H, int n, double lambda_rel, cloq_factor **out,
@@ -231,8 +245,8 @@ int cloq_solver_loftq(const float *W, int out, int in, const cloq_quantizer_cb *
 /*
  * Alternating CLoQ (beyond the paper): for t = 1..iters { Wq_t = quantize(W - s B A) (t = 1:
  * quantize(W)); A, B = CLoQ(f, W - Wq_t) } and return the iterate with the lowest calibrated
- * objective tr(E H E^T), E = W - Wq_t - s B_t A_t (H may be NULL: then the damped objective of the
- * factor ranks the iterates). keep() is called each time a new best appears; Wq, A, B receive the
+ * objective tr(E H E^T), E = W - Wq_t - s B_t A_t (H may be NULL: then the iterates are ranked by
+ * objective_undamped as the factor gives it, ||R E^T||^2 - lambda ||E||^2, without H). keep() is called each time a new best appears; Wq, A, B receive the
  * best iterate. iters = 1 is exactly cloq_solver_cloq on dW = W - quantize(W).
  * info (may be NULL) describes the returned iterate (best_iter says which).
  */
@@ -264,6 +278,16 @@ int cloq_solver_rel_error_den(const double *H, const float *W, const float *Wq, 
 			      double *rel, cloq_err *err);
 /* tr(W H W^T) in float64, as the relative errors use it; NAN when out of memory. */
 double cloq_solver_weight_energy(const double *H, const float *W, int out, int in);
+
+/*
+ * tr(E H E^T) through the factor, without H: ||R E^T||_F^2 - lambda ||E||_F^2 (clamped at 0),
+ * E (out, in) float32 row-major. With the factor's float32 copy (cloq_factor_make_f32) the product
+ * is a float32 trmm over 1024 rows of E at a time, summed in float64: out in^2 flops, a quarter
+ * of a float64 tr(E H E^T) and at twice the rate; relative error ~1e-6 (tests/test_solver.c).
+ * Without it, float64. An all-zero H (lambda = 1, R = I) gives exactly 0. NAN on bad sizes or out
+ * of memory.
+ */
+double cloq_solver_factor_objective(const cloq_factor *f, const float *E, int out, int in);
 
 /* ================================================================================================
  * Truncated SVD (exposed for tests and the benchmark)

@@ -431,8 +431,21 @@ static int process_layer(job *J, int l, cloq_err *err)
 		}
 		cloq_gram_finish(&grams[g]);
 		progress(J, l, "solve", 0.25 * (g + 1), 0);
+		/* deq(Q) of the groups already done fed this group's statistics; while this group is
+		 * solved (its H, factors and workspaces are a layer's peak) only their codes stay */
+		if (J->sp.propagate != CLOQ_PROP_FP)
+			for (int lin = 0; lin < CLOQ_LINEARS; lin++)
+				if (cloq_linear_group(lin) < g) {
+					cloq_layer_result_shed(&res[lin]);
+					wp.w[lin] = NULL;
+				}
 		CLOQ_TRY(cloq_layer_solve_group(J->cfg, &J->sp, l, g, &grams[g], &w, res, &J->stage_s[ST_QUANT],
 						&J->stage_s[ST_SOLVE], err));
+		for (int lin = 0; lin < CLOQ_LINEARS; lin++)
+			if (cloq_linear_group(lin) < g && !wp.w[lin]) {
+				CLOQ_TRY(cloq_layer_result_restore(&res[lin], J->sp.propagate, J->sp.scaling, err));
+				wp.w[lin] = cloq_layer_result_propagated(&res[lin], J->sp.propagate, w.w[lin]);
+			}
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 			if (cloq_linear_group(lin) != g)
 				continue;

@@ -29,6 +29,38 @@ void cloq_layer_result_free(cloq_layer_result *r)
 	memset(r, 0, sizeof *r);
 }
 
+static int make_wlora(cloq_layer_result *r, double scaling, cloq_err *err)
+{
+	size_t wn = (size_t)r->out * r->in;
+	r->Wlora = cloq_malloc(wn * sizeof(float));
+	if (!r->Wlora)
+		return cloq_err_set(err, CLOQ_EIO, "out of memory for a %d x %d linear", r->out, r->in);
+	memcpy(r->Wlora, r->Wq, wn * sizeof(float));
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r->out, r->in, r->rank, (float)scaling, r->B, r->rank,
+		    r->A, r->in, 1.0f, r->Wlora, r->in);
+	return CLOQ_OK;
+}
+
+void cloq_layer_result_shed(cloq_layer_result *r)
+{
+	cloq_free(r->Wq);
+	cloq_free(r->Wlora);
+	r->Wq = r->Wlora = NULL;
+}
+
+int cloq_layer_result_restore(cloq_layer_result *r, int propagate, double scaling, cloq_err *err)
+{
+	if (!r->Wq) {
+		r->Wq = cloq_malloc((size_t)r->out * r->in * sizeof(float));
+		if (!r->Wq)
+			return cloq_err_set(err, CLOQ_EIO, "out of memory for a %d x %d linear", r->out, r->in);
+		cloq_quant_dequant(&r->q, r->Wq);
+	}
+	if (propagate == 1 /* CLOQ_PROP_LORA */ && !r->Wlora)
+		return make_wlora(r, scaling, err);
+	return CLOQ_OK;
+}
+
 float *cloq_layer_result_propagated(cloq_layer_result *r, int propagate, float *W)
 {
 	if (propagate == 2 /* CLOQ_PROP_FP */)
@@ -42,7 +74,6 @@ float *cloq_layer_result_propagated(cloq_layer_result *r, int propagate, float *
 typedef struct qctx {
 	const cloq_layerstore_params *p;
 	cloq_quant_params qp;
-	const double *H;
 	const cloq_quant_hinv *hinv; /* GPTQ's factor of H^-1, shared by the group's linears */
 	int out, in;
 	cloq_qtensor cur, best;
@@ -56,8 +87,8 @@ static int qctx_quantize(void *ctx, const float *W, float *Wq, cloq_err *err)
 	double t = now();
 	cloq_qtensor_free(&c->cur);
 	int rc = c->p->quantizer == 1 /* RTN */ ? cloq_quant_rtn(W, c->out, c->in, &c->qp, &c->cur, err)
-		 : c->hinv			? cloq_quant_gptq_hinv(W, c->out, c->hinv, &c->qp, &c->cur, NULL, err)
-						: cloq_quant_gptq(W, c->H, c->out, c->in, &c->qp, &c->cur, err);
+		 : c->hinv ? cloq_quant_gptq_hinv(W, c->out, c->hinv, &c->qp, &c->cur, NULL, err)
+			   : cloq_err_set(err, CLOQ_EINPUT, "GPTQ without its factor of H^-1");
 	if (rc == CLOQ_OK)
 		cloq_quant_dequant(&c->cur, Wq);
 	c->seconds += now() - t;
@@ -88,16 +119,6 @@ static int fixed_quantize(void *ctx, const float *W, float *Wq, cloq_err *err)
 	return CLOQ_OK;
 }
 
-static double rel_err(const double *H, double den, const float *W, const float *Wq, const float *A, const float *B,
-		      double s, int out, int in, int rank, cloq_err *err, int *rc)
-{
-	double rel = NAN;
-	int r = cloq_solver_rel_error_den(H, W, Wq, A, B, s, out, in, rank, den, &rel, err);
-	if (r && !*rc)
-		*rc = r;
-	return rel;
-}
-
 static cloq_quant_params quant_params(const cloq_layerstore_params *p)
 {
 	cloq_quant_params qp = cloq_quant_default_params();
@@ -109,25 +130,91 @@ static cloq_quant_params quant_params(const cloq_layerstore_params *p)
 	return qp;
 }
 
-static int solve_linear(const cloq_layerstore_params *p, const double *H, const cloq_quant_hinv *hinv,
-			const cloq_factor *f, const float *W, int out, int in, cloq_layer_result *res, double *quant_s,
+static double cloq_frob2_f(const float *x, size_t n)
+{
+	double s = 0.0;
+	for (size_t i = 0; i < n; i++)
+		s += (double)x[i] * x[i];
+	return s;
+}
+
+/* sqrt(num / den) with the conventions of cloq_solver_rel_error: 0/0 = 0, x/0 = inf */
+static double rel_of(double num, double den)
+{
+	if (!(num > 0.0))
+		return num == 0.0 ? 0.0 : NAN;
+	return den > 0.0 ? sqrt(num / den) : INFINITY;
+}
+
+/* E = dW - s B A in float32 */
+static void residual(const float *dW, const float *A, const float *B, double s, int out, int in, int r, float *E)
+{
+	memcpy(E, dW, (size_t)out * in * sizeof(float));
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, (float)-s, B, r, A, in, 1.0f, E, in);
+}
+
+/* A factor-based tr(E H E^T); NAN means out of memory */
+static int fobj(const cloq_factor *f, const float *E, int out, int in, double *v, cloq_err *err)
+{
+	*v = cloq_solver_factor_objective(f, E, out, in);
+	if (isnan(*v))
+		return cloq_err_set(err, CLOQ_EIO, "out of memory for the error report of a %d x %d linear", out, in);
+	return CLOQ_OK;
+}
+
+static void qctx_init(qctx *qc, const cloq_layerstore_params *p, const cloq_quant_hinv *hinv, int out, int in)
+{
+	memset(qc, 0, sizeof *qc);
+	qc->p = p;
+	qc->qp = quant_params(p);
+	qc->hinv = hinv;
+	qc->out = out;
+	qc->in = in;
+}
+
+/* Quantize one linear on its own (GPTQ's factor or RTN), before the CLoQ factor exists. */
+static int quantize_linear(const cloq_layerstore_params *p, const cloq_quant_hinv *hinv, const float *W, int out,
+			   int in, cloq_layer_result *res, double *quant_s, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	qctx qc;
+	qctx_init(&qc, p, hinv, out, in);
+	res->Wq = cloq_malloc((size_t)out * in * sizeof(float));
+	CLOQ_FAIL_IF(!res->Wq, err, CLOQ_EIO, "out of memory for a %d x %d linear", out, in);
+	CLOQ_TRY(qctx_quantize(&qc, W, res->Wq, err));
+	qctx_keep(&qc);
+	res->q = qc.best;
+	memset(&qc.best, 0, sizeof qc.best);
+fail:
+	*quant_s += qc.seconds;
+	cloq_qtensor_free(&qc.cur);
+	cloq_qtensor_free(&qc.best);
+	return rc;
+}
+
+/*
+ * LoRA init and the error report of one linear. `early`: res->q and res->Wq hold its codes
+ * already (quantize_linear); else the method quantizes through the callback (LoftQ,
+ * alternating CLoQ), with GPTQ's shared factor `hinv`. Every calibrated error comes from the
+ * factor R of H + lambda I, never from H (gone by now): tr(E H E^T) = ||R E^T||^2 - lambda ||E||^2,
+ * from the CLoQ solve itself where it has it (total and residual energy of M = R dW^T) and
+ * otherwise by cloq_solver_factor_objective.
+ */
+static int solve_linear(const cloq_layerstore_params *p, const cloq_quant_hinv *hinv, const cloq_factor *f,
+			const float *W, int out, int in, int early, cloq_layer_result *res, double *quant_s,
 			double *solve_s, cloq_err *err)
 {
 	int rc = CLOQ_OK;
-	double t0 = now();
+	double t0 = now(), qs0 = 0, num_q = NAN, num_f = NAN, den = NAN, v, lam = cloq_factor_lambda(f);
 	qctx qc;
-	memset(&qc, 0, sizeof qc);
-	float *A2 = NULL, *B2 = NULL;
+	qctx_init(&qc, p, hinv, out, in);
+	float *A2 = NULL, *B2 = NULL, *dW = NULL, *E = NULL;
+	cloq_solve_info info;
+	memset(&info, 0, sizeof info);
 	res->out = out;
 	res->in = in;
 	res->rank = p->rank;
 	res->rel_loftq1 = res->rel_cloq = NAN;
-	qc.p = p;
-	qc.qp = quant_params(p);
-	qc.H = H;
-	qc.hinv = hinv;
-	qc.out = out;
-	qc.in = in;
 	cloq_quantizer_cb cb = {&qc, qctx_quantize, qctx_keep};
 	cloq_lora_params lp = cloq_lora_default_params();
 	lp.rank = p->rank;
@@ -135,111 +222,157 @@ static int solve_linear(const cloq_layerstore_params *p, const double *H, const 
 	lp.seed = p->seed;
 
 	size_t wn = (size_t)out * in;
-	res->Wq = cloq_malloc(wn * sizeof(float));
+	if (!early)
+		res->Wq = cloq_malloc(wn * sizeof(float));
 	res->A = cloq_calloc((size_t)p->rank * in, sizeof(float));
 	res->B = cloq_calloc((size_t)out * p->rank, sizeof(float));
-	CLOQ_FAIL_IF(!res->Wq || !res->A || !res->B, err, CLOQ_EIO, "out of memory for a %d x %d linear", out, in);
+	dW = cloq_malloc(wn * sizeof(float));
+	CLOQ_FAIL_IF(!res->Wq || !res->A || !res->B || !dW, err, CLOQ_EIO, "out of memory for a %d x %d linear", out,
+		     in);
 
-	switch (p->init) {
-	case 0: /* CLoQ (alternating when cloq_iters > 1) */
-		/* H only ranks iterates: with one iterate there is nothing to rank, and each
-		 * tr(E H E^T) costs 2 out in^2 float64 flops */
-		CLOQ_TRY(cloq_solver_cloq_alt(W, f, p->cloq_iters > 1 ? H : NULL, out, in, &cb, &lp, p->cloq_iters,
-					      res->Wq, res->A, res->B, NULL, err));
-		break;
-	case 1: /* LoftQ */
-		CLOQ_TRY(cloq_solver_loftq(W, out, in, &cb, &lp, p->loftq_iters, res->Wq, res->A, res->B, err));
-		break;
-	default: /* zero: B = 0, A as PEFT initialises it */
-		CLOQ_TRY(qctx_quantize(&qc, W, res->Wq, err));
-		qctx_keep(&qc);
-		CLOQ_TRY(cloq_solver_zero_init(out, in, &lp, res->A, res->B, err));
-		break;
+	if (early) {
+		for (size_t i = 0; i < wn; i++)
+			dW[i] = W[i] - res->Wq[i];
+		if (p->init == 0) {
+			CLOQ_TRY(cloq_solver_cloq(f, dW, out, in, &lp, res->A, res->B, &info, err));
+			num_q = info.total_energy - lam * cloq_frob2_f(dW, wn);
+			num_f = info.objective_undamped;
+		} else { /* zero: B = 0, A as PEFT initialises it */
+			CLOQ_TRY(cloq_solver_zero_init(out, in, &lp, res->A, res->B, err));
+			CLOQ_TRY(fobj(f, dW, out, in, &num_q, err));
+			num_f = num_q;
+		}
+	} else {
+		if (p->init == 0) /* alternating CLoQ, ranked through the factor */
+			CLOQ_TRY(cloq_solver_cloq_alt(W, f, NULL, out, in, &cb, &lp, p->cloq_iters, res->Wq, res->A,
+						      res->B, &info, err));
+		else
+			CLOQ_TRY(cloq_solver_loftq(W, out, in, &cb, &lp, p->loftq_iters, res->Wq, res->A, res->B, err));
+		if (!qc.have_best)
+			qctx_keep(&qc);
+		res->q = qc.best;
+		memset(&qc.best, 0, sizeof qc.best);
+		/* the stored deq(Q) must be exactly what the codes say */
+		cloq_quant_dequant(&res->q, res->Wq);
+		for (size_t i = 0; i < wn; i++)
+			dW[i] = W[i] - res->Wq[i];
+		if (p->init == 0) {
+			num_q = info.total_energy - lam * cloq_frob2_f(dW, wn);
+			num_f = info.objective_undamped;
+		} else {
+			CLOQ_TRY(fobj(f, dW, out, in, &num_q, err));
+			E = cloq_malloc(wn * sizeof(float));
+			CLOQ_FAIL_IF(!E, err, CLOQ_EIO, "out of memory");
+			residual(dW, res->A, res->B, p->scaling, out, in, p->rank, E);
+			CLOQ_TRY(fobj(f, E, out, in, &num_f, err));
+		}
 	}
-	if (!qc.have_best)
-		qctx_keep(&qc);
-	res->q = qc.best;
-	memset(&qc.best, 0, sizeof qc.best);
-	/* the stored deq(Q) must be exactly what the codes say */
-	cloq_quant_dequant(&res->q, res->Wq);
-
-	/* one tr(W H W^T) for the four relative errors of this linear */
-	double den = cloq_solver_weight_energy(H, W, out, in);
-	CLOQ_FAIL_IF(!(den >= 0), err, CLOQ_EIO, "out of memory for the error report of a %d x %d linear", out, in);
-	res->rel_quant = rel_err(H, den, W, res->Wq, NULL, NULL, p->scaling, out, in, 0, err, &rc);
-	res->rel_final = rel_err(H, den, W, res->Wq, res->A, res->B, p->scaling, out, in, p->rank, err, &rc);
+	CLOQ_TRY(fobj(f, W, out, in, &den, err));
+	num_q = num_q > 0.0 ? num_q : 0.0;
+	res->rel_quant = rel_of(num_q, den);
+	res->rel_final = rel_of(num_f, den);
 	if (p->init == 0)
 		res->rel_cloq = res->rel_final;
 	if (p->baselines) {
 		A2 = cloq_calloc((size_t)p->rank * in, sizeof(float));
 		B2 = cloq_calloc((size_t)out * p->rank, sizeof(float));
-		float *tmp = cloq_malloc(wn * sizeof(float));
-		CLOQ_FAIL_IF(!A2 || !B2 || !tmp, err, CLOQ_EIO, "out of memory");
+		if (!E)
+			E = cloq_malloc(wn * sizeof(float));
+		CLOQ_FAIL_IF(!A2 || !B2 || !E, err, CLOQ_EIO, "out of memory");
 		fixedq fx = {res->Wq, wn};
 		cloq_quantizer_cb fcb = {&fx, fixed_quantize, NULL};
-		rc = cloq_solver_loftq(W, out, in, &fcb, &lp, 1, tmp, A2, B2, err);
-		cloq_free(tmp);
-		CLOQ_TRY(rc);
-		res->rel_loftq1 = rel_err(H, den, W, res->Wq, A2, B2, p->scaling, out, in, p->rank, err, &rc);
+		CLOQ_TRY(cloq_solver_loftq(W, out, in, &fcb, &lp, 1, E, A2, B2, err));
+		residual(dW, A2, B2, p->scaling, out, in, p->rank, E);
+		CLOQ_TRY(fobj(f, E, out, in, &v, err));
+		res->rel_loftq1 = rel_of(v, den);
 		if (p->init != 0) {
-			float *dW = cloq_malloc(wn * sizeof(float));
-			CLOQ_FAIL_IF(!dW, err, CLOQ_EIO, "out of memory");
-			for (size_t i = 0; i < wn; i++)
-				dW[i] = W[i] - res->Wq[i];
-			rc = cloq_solver_cloq(f, dW, out, in, &lp, A2, B2, NULL, err);
-			cloq_free(dW);
-			CLOQ_TRY(rc);
-			res->rel_cloq = rel_err(H, den, W, res->Wq, A2, B2, p->scaling, out, in, p->rank, err, &rc);
+			cloq_solve_info bi;
+			memset(&bi, 0, sizeof bi);
+			CLOQ_TRY(cloq_solver_cloq(f, dW, out, in, &lp, A2, B2, &bi, err));
+			res->rel_cloq = rel_of(bi.objective_undamped, den);
 		}
 	}
-	CLOQ_TRY(rc);
-	if (p->propagate == 1 /* lora */) {
-		res->Wlora = cloq_malloc(wn * sizeof(float));
-		CLOQ_FAIL_IF(!res->Wlora, err, CLOQ_EIO, "out of memory");
-		memcpy(res->Wlora, res->Wq, wn * sizeof(float));
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, p->rank, (float)p->scaling, res->B, p->rank,
-			    res->A, in, 1.0f, res->Wlora, in);
-	}
+	if (p->propagate == 1 /* lora */)
+		CLOQ_TRY(make_wlora(res, p->scaling, err));
 	res->lambda_rel = cloq_factor_lambda_rel(f);
-	*quant_s += qc.seconds;
-	*solve_s += now() - t0 - qc.seconds;
-	res->seconds = now() - t0;
 fail:
+	qs0 = qc.seconds;
+	*quant_s += qs0;
+	*solve_s += now() - t0 - qs0;
+	res->seconds += now() - t0;
 	cloq_qtensor_free(&qc.cur);
 	cloq_qtensor_free(&qc.best);
 	cloq_free(A2);
 	cloq_free(B2);
+	cloq_free(dW);
+	cloq_free(E);
 	return rc;
 }
 
-int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params *p, int l, int g,
-			   const cloq_gram *gram, const cloq_layer_w *w, cloq_layer_result res[CLOQ_LINEARS],
-			   double *quant_s, double *solve_s, cloq_err *err)
+/*
+ * The order keeps one group's big matrices few (70B down_proj: n = 28672, 6.1 GiB per float64
+ * n x n): GPTQ's factor of H^-1 is made from H (H + its float64 workspace, then H + the float32
+ * factor); when the quantizer runs once per linear (one-shot CLoQ, zero init) every linear is
+ * quantized now and GPTQ's factor freed; then H becomes R in place (cloq_solver_factor_inplace)
+ * with a float32 copy for the products. LoftQ and alternating CLoQ quantize inside the solver,
+ * so there GPTQ's factor stays until the group is done.
+ */
+int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params *p, int l, int g, cloq_gram *gram,
+			   const cloq_layer_w *w, cloq_layer_result res[CLOQ_LINEARS], double *quant_s,
+			   double *solve_s, cloq_err *err)
 {
-	int rc = CLOQ_OK;
+	int rc = CLOQ_OK, early = (p->init == 0 && p->cloq_iters <= 1) || p->init == 2;
 	cloq_factor *f = NULL;
 	cloq_quant_hinv *hinv = NULL;
-	rc = cloq_solver_factor(gram->H, gram->n, CLOQ_LAMBDA_REL_DEFAULT, &f, err);
-	if (rc == CLOQ_OK && p->quantizer == 0 /* GPTQ */) {
+	const char *what = "inputs";
+	int lin = -1;
+	if (p->quantizer == 0 /* GPTQ */) {
 		double t = now();
 		cloq_quant_params qp = quant_params(p);
 		rc = cloq_quant_hinv_create(gram->H, gram->n, &qp, &hinv, err);
 		*quant_s += now() - t;
+		if (rc)
+			goto fail;
 	}
-	if (rc) {
-		cloq_factor_free(f);
-		return cloq_err_wrap(err, rc, "layer %d, inputs of %s", l, cloq_group_names[g]);
+	if (early) {
+		for (lin = 0; lin < CLOQ_LINEARS; lin++) {
+			if (cloq_linear_group(lin) != g)
+				continue;
+			int out, in;
+			cloq_linear_shape(cfg, lin, &out, &in);
+			double t = now();
+			if ((rc = quantize_linear(p, hinv, w->w[lin], out, in, &res[lin], quant_s, err)))
+				goto fail;
+			res[lin].seconds = now() - t;
+		}
+		lin = -1;
+		cloq_quant_hinv_free(hinv);
+		hinv = NULL;
 	}
-	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+	{
+		double t = now();
+		if ((rc = cloq_solver_factor_inplace(gram->H, gram->n, CLOQ_LAMBDA_REL_DEFAULT, &f, err)))
+			goto fail;
+		gram->H = NULL; /* the factor owns the buffer now */
+		rc = cloq_factor_make_f32(f, err);
+		*solve_s += now() - t;
+		if (rc)
+			goto fail;
+	}
+	for (lin = 0; lin < CLOQ_LINEARS; lin++) {
 		if (cloq_linear_group(lin) != g)
 			continue;
 		int out, in;
 		cloq_linear_shape(cfg, lin, &out, &in);
-		rc = solve_linear(p, gram->H, hinv, f, w->w[lin], out, in, &res[lin], quant_s, solve_s, err);
-		if (rc) {
+		if ((rc = solve_linear(p, hinv, f, w->w[lin], out, in, early, &res[lin], quant_s, solve_s, err)))
+			goto fail;
+	}
+fail:
+	if (rc) {
+		if (lin >= 0 && lin < CLOQ_LINEARS)
 			cloq_err_wrap(err, rc, "model.layers.%d.%s.%s", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
-			break;
-		}
+		else
+			cloq_err_wrap(err, rc, "layer %d, %s of %s", l, what, cloq_group_names[g]);
 	}
 	cloq_factor_free(f);
 	cloq_quant_hinv_free(hinv);

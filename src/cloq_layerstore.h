@@ -53,11 +53,17 @@ typedef struct cloq_layer_result {
 
 void cloq_layer_result_free(cloq_layer_result *r);
 /* The weight that feeds later computation under --propagate. */
+/* Free deq(Q) and deq(Q) + s B A of a solved linear (codes and factors stay), and rebuild them
+ * bit for bit: the pipeline drops them while a later group of the layer is solved. */
+void cloq_layer_result_shed(cloq_layer_result *r);
+int cloq_layer_result_restore(cloq_layer_result *r, int propagate, double scaling, cloq_err *err);
 float *cloq_layer_result_propagated(cloq_layer_result *r, int propagate, float *W);
 
-/* Quantize and initialise the linears of group g of layer l from its Gram matrix. */
+/* Quantize and initialise the linears of group g of layer l from its Gram matrix. Consumes the
+ * Gram matrix: gram->H becomes the CLoQ factor in place and is NULL once that happened (on an
+ * earlier error it is still there; cloq_gram_free is safe either way). */
 int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params *p, int l, int g,
-			   const cloq_gram *gram, const cloq_layer_w *w, cloq_layer_result res[CLOQ_LINEARS],
+			   cloq_gram *gram, const cloq_layer_w *w, cloq_layer_result res[CLOQ_LINEARS],
 			   double *quant_s, double *solve_s, cloq_err *err);
 
 int cloq_layer_write_shard(const char *path, const cloq_config *cfg, int l, const cloq_layer_w *w,

@@ -27,36 +27,55 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 		lin += (int64_t)out * in;
 	}
 	int64_t r = o->rank;
-	/* Per group g (qkv, o, gateup, down), what is held while g is solved: the original weights
-	 * of g and the groups after it (processed ones are released unless --propagate fp), deq(Q)
-	 * of g and the groups before it (+ deq(Q) + sBA for --propagate lora), codes, LoRA factors,
-	 * two raw read-ahead buffers of a layer; and the solver's share for g's width n and widest
-	 * linear: Gram H (f64), CLoQ factor R (f64), GPTQ's H^-1 factor (f32), M = R dW^T and a few
-	 * (out, in) residuals. The peak is the largest of the four. */
-	int64_t fixed = 2 * lp * dtype_bytes(c) + (lp - lin) * 4 +
-			(int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4;
-	p->peak_bytes = 0;
-	int64_t nmax = 0; /* width of the group where the peak falls */
+	int lora = o->propagate == CLOQ_PROP_LORA, fp = o->propagate == CLOQ_PROP_FP;
+	/* the quantizer runs once per linear before R exists (one-shot CLoQ, zero init); LoftQ and
+	 * alternating CLoQ quantize inside the solver, with GPTQ's factor kept beside R */
+	int early = (o->init == CLOQ_INIT_CLOQ && o->cloq_iters <= 1) || o->init == CLOQ_INIT_ZERO;
+	int gptq = o->quantizer == CLOQ_Q_GPTQ;
+	/* Held all the time: the raw bytes of the next layer (read-ahead, one buffer), the layer's
+	 * norms and biases, the LoRA factors. Then per group g (qkv, o, gateup, down), the larger of
+	 *  - its statistics pass: fp32 originals of g and later groups (all with --propagate fp),
+	 *    deq(Q) (+ deq(Q) + sBA for lora) and codes of earlier groups, H (f64) being summed;
+	 *  - its solve: originals of g and later, codes of earlier groups (their deq(Q) is dropped
+	 *    and rebuilt after), and the solver's share for width n, in the order
+	 *    cloq_layer_solve_group runs: (a) GPTQ's factor made from H: H + its f64 workspace;
+	 *    (b) quantize: H + GPTQ's f32 factor + the group's deq(Q) and codes + GPTQ's working
+	 *    copy; (c) H becomes R in place, plus R's f32 copy; (d) per linear: R, R f32, deq(Q)
+	 *    and codes, dW, M = R dW^T (f32), the report's residual. */
+	int64_t fixed = lp * dtype_bytes(c) + (lp - lin) * 4 + (int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4;
+	p->weights_bytes = p->solver_bytes = 0;
+	int64_t best = 0, nmax = 0;
 	for (int g = 0; g < CLOQ_GROUPS; g++) {
-		int64_t w_orig = 0, w_done = 0, n = 0, omax = 0;
+		int64_t w_orig = 0, w_prev_deq = 0, w_prev_codes = 0, grp = 0, omax = 0, n = 0;
 		for (int l = 0; l < CLOQ_LINEARS; l++) {
 			int out, in;
 			cloq_linear_shape(c, l, &out, &in);
 			int64_t sz = (int64_t)out * in;
-			if (cloq_linear_group(l) >= g || o->propagate == CLOQ_PROP_FP)
+			int lg = cloq_linear_group(l);
+			if (lg >= g || fp)
 				w_orig += sz * 4;
-			if (cloq_linear_group(l) <= g)
-				w_done += sz * (4 * (o->propagate == CLOQ_PROP_LORA ? 2 : 1) + 1);
-			if (cloq_linear_group(l) == g) {
+			if (lg < g) {
+				w_prev_deq += sz * 4 * (lora ? 2 : 1);
+				w_prev_codes += sz;
+			}
+			if (lg == g) {
 				n = in;
+				grp += sz * (4 * (lora ? 2 : 1) + 1);
 				omax = out > omax ? out : omax;
 			}
 		}
-		int64_t weights = fixed + w_orig + w_done;
-		int64_t solver = n * n * (8 + 8 + 4) + n * omax * 8 + n * omax * 4 * 3;
-		if (weights + solver > p->weights_bytes + p->solver_bytes) {
-			p->weights_bytes = weights;
-			p->solver_bytes = solver;
+		int64_t nn = n * n, big = n * omax;
+		int64_t stats = w_orig + w_prev_deq + w_prev_codes + nn * 8 + n * 256 * 4;
+		int64_t a = gptq ? nn * 16 : 0;
+		int64_t b = nn * 8 + (gptq ? nn * 4 + big * 4 : 0) + (early ? grp : 0);
+		int64_t d = nn * 12 + (gptq && !early ? nn * 4 : 0) + grp + big * 4 * (o->baselines ? 4 : 3) +
+			    (!early ? big * 4 * 2 : 0);
+		int64_t solve = w_orig + w_prev_codes + (a > b ? (a > d ? a : d) : (b > d ? b : d));
+		int64_t mine = stats > solve ? stats : solve;
+		if (mine > best) {
+			best = mine;
+			p->weights_bytes = fixed + w_orig + w_prev_codes + (stats > solve ? w_prev_deq : 0);
+			p->solver_bytes = mine - (w_orig + w_prev_codes + (stats > solve ? w_prev_deq : 0));
 			nmax = n;
 		}
 	}

@@ -45,10 +45,10 @@ int cloq_prefetch_create(cloq_model *m, cloq_prefetch **out, cloq_err *err)
 		if (sp.needed > p->buf_size)
 			p->buf_size = sp.needed;
 	}
-	for (int i = 0; i < 2; i++) {
-		p->buf[i] = cloq_aligned_alloc(DIRECT_ALIGN, p->buf_size);
-		CLOQ_FAIL_IF(!p->buf[i], err, CLOQ_EIO, "out of memory for a %zu MiB layer read buffer", p->buf_size >> 20);
-	}
+	/* one buffer: a layer's bytes are converted to fp32 as soon as it is taken, so the next
+	 * layer's read can start in the same buffer right after (buf[1] stays unused) */
+	p->buf[0] = cloq_aligned_alloc(DIRECT_ALIGN, p->buf_size);
+	CLOQ_FAIL_IF(!p->buf[0], err, CLOQ_EIO, "out of memory for a %zu MiB layer read buffer", p->buf_size >> 20);
 	size_t nf = cloq_st_nfiles(m->st);
 	paths = cloq_malloc(nf * sizeof *paths);
 	CLOQ_FAIL_IF(!paths, err, CLOQ_EIO, "out of memory");
@@ -103,8 +103,8 @@ int cloq_prefetch_start(cloq_prefetch *p, int l, cloq_err *err)
 	int rc = wait_flight(p, NULL, err);
 	if (rc)
 		return rc;
-	/* reuse the buffer not holding the layer numbered just below l (the one being worked on) */
-	int i = p->layer[0] == l - 1 ? 1 : 0;
+	/* the buffer is free, or holds a read-ahead nobody took (a skipped layer): overwrite it */
+	int i = 0;
 	p->layer[i] = -1;
 	rc = cloq_st_layer_span_plan(p->m->st, l, DIRECT_ALIGN, p->buf[i], p->buf_size, &p->plan[i], err);
 	if (rc)

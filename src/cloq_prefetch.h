@@ -1,7 +1,8 @@
 /*
  * cloq_prefetch.h - decoder layers read ahead: while layer l is being converted, layer l+1's bytes
- * arrive in a second buffer through the streaming reader (io_uring, O_DIRECT where the file
- * system allows, pread otherwise). Two buffers of one layer's raw bytes each.
+ * arrive through the streaming reader (io_uring, O_DIRECT where the file system allows, pread
+ * otherwise) into one buffer of a layer's raw bytes: layer l's bytes left it (converted to fp32)
+ * when l was taken, before l+1 was started.
  *
  * Each layer's raw bytes are hashed (XXH3) on the way in; cloq_prefetch_take returns a digest
  * of the layer's tensors so the job can record what it converted without another pass.

@@ -718,6 +718,136 @@ static void test_randomized_svd(void **state)
 }
 
 /* ================================================================================================
+ * The factor in the caller's buffer, and objectives through the factor (no H)
+ * ============================================================================================= */
+static void test_factor_inplace_and_objective(void **state)
+{
+	const int out = 1100, in = 64, t = 400, r = 6;
+	float *X = make_X(t, in, 71);
+	double *H = gram_ref(X, t, in);
+	float *W = make_W(out, in, 72), *Wq = xmalloc((size_t)out * in * 4);
+	float *A1 = xmalloc((size_t)r * in * 4), *B1 = xmalloc((size_t)out * r * 4);
+	float *A2 = xmalloc((size_t)r * in * 4), *B2 = xmalloc((size_t)out * r * 4);
+	cloq_factor *f1 = NULL, *f2 = NULL, *fe = NULL;
+	cloq_err err;
+	cloq_lora_params p = cloq_lora_default_params();
+	p.rank = r;
+	p.svd = CLOQ_SVD_EXACT;
+	rtn_ref(W, Wq, out, in, 2, 32);
+	float *dW = sub(W, Wq, (size_t)out * in);
+
+	/* singular H (dead channels, 20 tokens) at lambda 0 escalates the same way in both */
+	float *Xs = make_X(20, in, 73);
+	for (int tk = 0; tk < 20; tk++)
+		Xs[(size_t)tk * in + 3] = 0.0f;
+	double *Hs = gram_ref(Xs, 20, in);
+	for (int pass = 0; pass < 2; pass++) {
+		const double *Hx = pass ? Hs : H;
+		double rel0 = pass ? 0.0 : 1e-4;
+		double *Hc = xmalloc((size_t)in * in * sizeof(double));
+		memcpy(Hc, Hx, (size_t)in * in * sizeof(double));
+		assert_int_equal(cloq_solver_factor(Hx, in, rel0, &f1, &err), CLOQ_OK);
+		assert_int_equal(cloq_solver_factor_inplace(Hc, in, rel0, &f2, &err), CLOQ_OK);
+		assert_int_equal(cloq_factor_escalations(f1), cloq_factor_escalations(f2));
+		assert_true(cloq_factor_lambda(f1) == cloq_factor_lambda(f2));
+		if (pass)
+			assert_true(cloq_factor_escalations(f2) >= 1);
+		assert_int_equal(cloq_solver_cloq(f1, dW, out, in, &p, A1, B1, NULL, &err), CLOQ_OK);
+		assert_int_equal(cloq_solver_cloq(f2, dW, out, in, &p, A2, B2, NULL, &err), CLOQ_OK);
+		assert_memory_equal(A1, A2, (size_t)r * in * 4);
+		assert_memory_equal(B1, B2, (size_t)out * r * 4);
+		cloq_factor_free(f1);
+		cloq_factor_free(f2); /* frees Hc */
+	}
+
+	/* a Cholesky that fails at every damping leaves the caller's buffer as it was */
+	double Hbad[4] = { 1.0, 2.0, 2.0, 1.0 }, Hbad0[4];
+	memcpy(Hbad0, Hbad, sizeof Hbad);
+	assert_int_equal(cloq_solver_factor_inplace(Hbad, 2, 1e-4, &f2, &err), CLOQ_EINPUT);
+	assert_null(f2);
+	assert_memory_equal(Hbad, Hbad0, sizeof Hbad);
+	Hbad[0] = -1.0;
+	assert_int_equal(cloq_solver_factor_inplace(Hbad, 2, 1e-4, &f2, &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "negative diagonal"));
+
+	/* ||R E^T||^2 - lambda ||E||^2 == tr(E H E^T): float64 root, eigen root, float32 copy */
+	float *E = xmalloc((size_t)out * in * 4);
+	for (size_t i = 0; i < (size_t)out * in; i++)
+		E[i] = dW[i] + 0.3f * W[i];
+	double *Ed = xmalloc((size_t)out * in * sizeof(double));
+	for (size_t i = 0; i < (size_t)out * in; i++)
+		Ed[i] = E[i];
+	double ref = obj_ref(H, Ed, out, in);
+	assert_int_equal(cloq_solver_factor(H, in, 1e-4, &f1, &err), CLOQ_OK);
+	assert_int_equal(cloq_solver_factor_eig(H, in, 1e-4, &fe, &err), CLOQ_OK);
+	double v64 = cloq_solver_factor_objective(f1, E, out, in);
+	double veig = cloq_solver_factor_objective(fe, E, out, in);
+	assert_int_equal(cloq_factor_make_f32(f1, &err), CLOQ_OK);
+	double v32 = cloq_solver_factor_objective(f1, E, out, in);
+	printf("factor objective vs tr(E H E^T): float64 %.2e, eigen %.2e, float32 %.2e\n",
+	       rel_diff(v64, ref), rel_diff(veig, ref), rel_diff(v32, ref));
+	assert_true(rel_diff(v64, ref) < 1e-9);
+	assert_true(rel_diff(veig, ref) < 1e-9);
+	assert_true(rel_diff(v32, ref) < 1e-5);
+	/* the solver's own undamped objective agrees with tr(E H E^T) of what it returns */
+	cloq_solve_info info = { 0 };
+	p.svd = CLOQ_SVD_RANDOMIZED;
+	p.oversample = 8;
+	assert_int_equal(cloq_solver_cloq(f1, dW, out, in, &p, A1, B1, &info, &err), CLOQ_OK);
+	double *Er = resid(dW, A1, B1, p.scaling, out, in, r);
+	double oref = obj_ref(H, Er, out, in);
+	printf("randomized path objective_undamped vs reference: %.2e\n",
+	       rel_diff(info.objective_undamped, oref));
+	assert_true(rel_diff(info.objective_undamped, oref) < 1e-5);
+	free(Er);
+	/* all-zero H: R = I, lambda = 1, the undamped objective is exactly 0 */
+	double *H0 = calloc((size_t)in * in, sizeof(double));
+	assert_non_null(H0);
+	cloq_factor *f0 = NULL;
+	assert_int_equal(cloq_solver_factor_inplace(H0, in, 1e-4, &f0, &err), CLOQ_OK);
+	assert_true(cloq_solver_factor_objective(f0, E, out, in) == 0.0);
+	assert_int_equal(cloq_factor_make_f32(f0, &err), CLOQ_OK);
+	assert_true(cloq_solver_factor_objective(f0, E, out, in) == 0.0);
+	/* bad sizes: NAN, never a number */
+	assert_true(isnan(cloq_solver_factor_objective(f1, E, out, in + 1)));
+	cloq_factor_free(f0);
+
+	/* alternating CLoQ without H ranks by the factor's undamped objective: never worse than
+	 * its first iterate, which is one-shot CLoQ bit for bit */
+	rtn_ctx c;
+	cloq_quantizer_cb cb = rtn_cb(&c, out, in, 2);
+	cloq_solve_info i1 = { 0 }, i3 = { 0 };
+	p = cloq_lora_default_params();
+	p.rank = r;
+	float *Wq3 = xmalloc((size_t)out * in * 4);
+	assert_int_equal(cloq_solver_cloq_alt(W, f1, NULL, out, in, &cb, &p, 1, Wq, A1, B1, &i1, &err),
+			 CLOQ_OK);
+	assert_int_equal(cloq_solver_cloq_alt(W, f1, NULL, out, in, &cb, &p, 3, Wq3, A2, B2, &i3, &err),
+			 CLOQ_OK);
+	assert_true(i3.objective_undamped <= i1.objective_undamped);
+	if (i3.best_iter == 1) {
+		assert_memory_equal(A1, A2, (size_t)r * in * 4);
+		assert_memory_equal(Wq, Wq3, (size_t)out * in * 4);
+	}
+	free(Wq3);
+	cloq_factor_free(f1);
+	cloq_factor_free(fe);
+	free(Ed);
+	free(E);
+	free(Hs);
+	free(Xs);
+	free(dW);
+	free(B2);
+	free(A2);
+	free(B1);
+	free(A1);
+	free(Wq);
+	free(W);
+	free(H);
+	free(X);
+}
+
+/* ================================================================================================
  * (5) alternating CLoQ
  * ============================================================================================= */
 static void test_alternating(void **state)
@@ -1225,6 +1355,7 @@ int main(void)
 		cmocka_unit_test(test_randomized_svd),
 		cmocka_unit_test(test_alternating),
 		cmocka_unit_test(test_edge_cases),
+		cmocka_unit_test(test_factor_inplace_and_objective),
 		cmocka_unit_test(test_alloc_faults),
 		cmocka_unit_test(test_zero_init),
 		cmocka_unit_test(test_real_weights),
