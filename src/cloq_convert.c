@@ -297,42 +297,122 @@ static int gram_hook_fn(void *ctx, int group, const float *X, int t, int n, cloq
 	return cloq_gram_add(gh->g[group], X, t, err);
 }
 
-/* One pass over cache[l]: each window through the block with weights w up to stop_after, the
- * requested Gram matrices collected on the way; with `next` set, the block's outputs go there. */
-static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int stop_after, cloq_cache_writer *next,
-		const char *stage, cloq_err *err)
+/* Scratch of the resumable passes (cloq_block_forward_from): per window, the state where the next
+ * statistics pass of the same layer starts. Float32 always (bit-exact resumption, whatever the
+ * cache encoding); rewritten by every layer and removed when the layer is done. */
+static const int stash_cols_state[] = {CLOQ_STATE_ATT, CLOQ_STATE_H, CLOQ_STATE_ACT};
+static const char *const stash_names[] = {"att", "h", "act"};
+
+static void stash_path(const job *J, int state, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/cache/stash_%s.cloqact", J->out, stash_names[state - CLOQ_STATE_ATT]);
+}
+
+static size_t state_cols(const cloq_config *c, int state)
+{
+	return state == CLOQ_STATE_ATT ? (size_t)c->heads * c->head_dim
+	       : state == CLOQ_STATE_ACT ? (size_t)c->intermediate
+					 : (size_t)c->hidden;
+}
+
+static void remove_stashes(const job *J)
+{
+	char path[4096];
+	for (size_t i = 0; i < sizeof stash_cols_state / sizeof stash_cols_state[0]; i++) {
+		stash_path(J, stash_cols_state[i], path, sizeof path);
+		unlink(path);
+	}
+}
+
+static int open_checked(job *J, const char *path, size_t cols, cloq_cache_reader **r, cloq_err *err)
 {
 	int rc = CLOQ_OK;
-	char path[4096];
-	cloq_cache_reader *r = NULL;
+	CLOQ_TRY(cloq_cache_open(path, r, err));
+	CLOQ_FAIL_IF(cloq_cache_frames(*r) != (size_t)J->win.n || cloq_cache_cols(*r) != cols, err, CLOQ_EINTEGRITY,
+		     "%s: holds %zu frames of width %zu, expected %d of %zu", path, cloq_cache_frames(*r),
+		     cloq_cache_cols(*r), J->win.n, cols);
+fail:
+	return rc;
+}
+
+static int read_checked(job *J, cloq_cache_reader *r, int i, float *dst, const char *path, cloq_err *err)
+{
+	int rc = CLOQ_OK, rows = 0;
+	double tr = now();
+	CLOQ_TRY(cloq_cache_read_frame(r, (size_t)i, dst, &rows, err));
+	J->stage_s[ST_READ] += now() - tr;
+	CLOQ_FAIL_IF(rows != J->win.seqlen, err, CLOQ_EINTEGRITY, "%s: frame %d has %d rows, expected %d", path, i, rows,
+		     J->win.seqlen);
+fail:
+	return rc;
+}
+
+/* One pass over the windows of layer l: each window through the block with weights w from state
+ * `start` (INPUT: cache[l]; later states: the stashes of the previous pass) up to stop_after, the
+ * requested Gram matrices collected on the way. With `stash` the state formed right before the
+ * hook of group stop_after (O: ATT, GATEUP: H, DOWN: ACT) is kept for the next pass; with `next`
+ * set, the block's outputs go there. */
+static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, int stop_after, int stash,
+		cloq_cache_writer *next, const char *stage, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_config *c = J->cfg;
+	char path[4096], p_att[4096], p_h[4096], p_act[4096], p_out[4096];
+	cloq_cache_reader *r = NULL, *r_att = NULL, *r_h = NULL, *r_act = NULL;
+	cloq_cache_writer *sw = NULL;
+	int out_state = stash && stop_after > CLOQ_GROUP_QKV ? stop_after : -1; /* group g's input is state g */
 	cache_path(J, l, path, sizeof path);
-	CLOQ_TRY(cloq_cache_open(path, &r, err));
-	CLOQ_FAIL_IF(cloq_cache_frames(r) != (size_t)J->win.n || cloq_cache_cols(r) != (size_t)J->cfg->hidden, err,
-		     CLOQ_EINTEGRITY, "%s: holds %zu frames of width %zu, expected %d of %d", path, cloq_cache_frames(r),
-		     cloq_cache_cols(r), J->win.n, J->cfg->hidden);
+	stash_path(J, CLOQ_STATE_ATT, p_att, sizeof p_att);
+	stash_path(J, CLOQ_STATE_H, p_h, sizeof p_h);
+	stash_path(J, CLOQ_STATE_ACT, p_act, sizeof p_act);
+	if (start <= CLOQ_STATE_ATT)
+		CLOQ_TRY(open_checked(J, path, (size_t)c->hidden, &r, err));
+	if (start == CLOQ_STATE_ATT)
+		CLOQ_TRY(open_checked(J, p_att, state_cols(c, CLOQ_STATE_ATT), &r_att, err));
+	if (start >= CLOQ_STATE_H)
+		CLOQ_TRY(open_checked(J, p_h, state_cols(c, CLOQ_STATE_H), &r_h, err));
+	if (start == CLOQ_STATE_ACT)
+		CLOQ_TRY(open_checked(J, p_act, state_cols(c, CLOQ_STATE_ACT), &r_act, err));
+	if (out_state >= 0) {
+		stash_path(J, out_state, p_out, sizeof p_out);
+		CLOQ_TRY(cloq_cache_create(p_out, state_cols(c, out_state), CLOQ_CACHE_F32, 1, &sw, err));
+	}
 	double t0 = now(), last = t0;
 	for (int i = 0; i < J->win.n; i++) {
-		int rows = 0;
-		double tr = now();
-		CLOQ_TRY(cloq_cache_read_frame(r, (size_t)i, J->xbuf, &rows, err));
-		J->stage_s[ST_READ] += now() - tr;
-		CLOQ_FAIL_IF(rows != J->win.seqlen, err, CLOQ_EINTEGRITY, "%s: frame %d has %d rows, expected %d", path, i,
-			     rows, J->win.seqlen);
-		CLOQ_TRY(cloq_block_forward(J->cfg, w, &J->rope, J->ws, J->xbuf, rows, gh ? gram_hook_fn : NULL, gh,
-					    stop_after, err));
-		if (next) {
-			double tw = now();
+		int rows = J->win.seqlen;
+		if (r)
+			CLOQ_TRY(read_checked(J, r, i, J->xbuf, path, err));
+		if (r_att)
+			CLOQ_TRY(read_checked(J, r_att, i, cloq_block_ws_state(J->ws, CLOQ_STATE_ATT), p_att, err));
+		if (r_h)
+			CLOQ_TRY(read_checked(J, r_h, i, cloq_block_ws_state(J->ws, CLOQ_STATE_H), p_h, err));
+		if (r_act)
+			CLOQ_TRY(read_checked(J, r_act, i, cloq_block_ws_state(J->ws, CLOQ_STATE_ACT), p_act, err));
+		CLOQ_TRY(cloq_block_forward_from(c, w, &J->rope, J->ws, J->xbuf, rows, start, gh ? gram_hook_fn : NULL,
+						 gh, stop_after, err));
+		double tw = now();
+		if (sw)
+			CLOQ_TRY(cloq_cache_append(sw, cloq_block_ws_state(J->ws, out_state), rows, err));
+		if (next)
 			CLOQ_TRY(cloq_cache_append(next, J->xbuf, rows, err));
-			J->stage_s[ST_WRITE] += now() - tw;
-		}
+		J->stage_s[ST_WRITE] += now() - tw;
 		double t = now();
 		if (t - last > 0.5 || i + 1 == J->win.n) {
 			progress(J, l, stage, (i + 1.0) / J->win.n, (i + 1.0) * J->win.seqlen / (t - t0 + 1e-9));
 			last = t;
 		}
 	}
+	if (sw) {
+		double tw = now();
+		CLOQ_TRY(cloq_cache_commit(sw, err));
+		J->stage_s[ST_WRITE] += now() - tw;
+	}
 fail:
+	cloq_cache_writer_free(sw);
 	cloq_cache_close(r);
+	cloq_cache_close(r_att);
+	cloq_cache_close(r_h);
+	cloq_cache_close(r_act);
 	return rc;
 }
 
@@ -357,8 +437,9 @@ fail:
 	return rc;
 }
 
-/* cache[l+1] from cache[l] through weights w. */
-static int propagate(job *J, int l, const cloq_layer_w *w, cloq_err *err)
+/* cache[l+1] from cache[l] through weights w (start: CLOQ_STATE_INPUT, or ACT after the
+ * true-sequential statistics passes left their stashes). */
+static int propagate(job *J, int l, const cloq_layer_w *w, int start, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	char path[4096];
@@ -367,7 +448,7 @@ static int propagate(job *J, int l, const cloq_layer_w *w, cloq_err *err)
 	double t0 = now();
 	CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 1,
 				   &next, err));
-	CLOQ_TRY(pass(J, l, w, NULL, -1, next, "propagate", err));
+	CLOQ_TRY(pass(J, l, w, NULL, start, -1, 0, next, "propagate", err));
 	double tc = now();
 	CLOQ_TRY(cloq_cache_commit(next, err));
 	J->stage_s[ST_WRITE] += now() - tc;
@@ -415,7 +496,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 	if (J->o.one_pass) {
 		for (int g = 0; g < CLOQ_GROUPS; g++)
 			gh.g[g] = &grams[g];
-		CLOQ_TRY(pass(J, l, &w, &gh, CLOQ_GROUP_DOWN, NULL, "statistics", err));
+		CLOQ_TRY(pass(J, l, &w, &gh, CLOQ_STATE_INPUT, CLOQ_GROUP_DOWN, 0, NULL, "statistics", err));
 	}
 	J->stage_s[ST_STATS] += now() - t;
 	for (int g = 0; g < CLOQ_GROUPS; g++) {
@@ -426,7 +507,12 @@ static int process_layer(job *J, int l, cloq_err *err)
 			t = now();
 			char stage[32];
 			snprintf(stage, sizeof stage, "stats %s", cloq_group_names[g]);
-			CLOQ_TRY(pass(J, l, &wp, &gh, g, NULL, stage, err));
+			/* each pass resumes where the previous one stopped: O's from the input (q, k, v
+			 * changed), GATEUP's from the attention output, DOWN's from h */
+			int start = g == CLOQ_GROUP_GATEUP ? CLOQ_STATE_ATT
+				    : g == CLOQ_GROUP_DOWN ? CLOQ_STATE_H
+							   : CLOQ_STATE_INPUT;
+			CLOQ_TRY(pass(J, l, &wp, &gh, start, g, 1, NULL, stage, err));
 			J->stage_s[ST_STATS] += now() - t;
 		}
 		cloq_gram_finish(&grams[g]);
@@ -461,7 +547,8 @@ static int process_layer(job *J, int l, cloq_err *err)
 	}
 
 	/* propagate, then the shard, then the journal: a layer is done only once all are durable */
-	CLOQ_TRY(propagate(J, l, &wp, err));
+	CLOQ_TRY(propagate(J, l, &wp, J->o.one_pass ? CLOQ_STATE_INPUT : CLOQ_STATE_ACT, err));
+	remove_stashes(J);
 	t = now();
 	char shard[4096];
 	uint64_t h;
@@ -522,7 +609,7 @@ static int replay_layer(job *J, int l, cloq_err *err)
 		CLOQ_TRY(cloq_model_load_layer(J->m, l, &orig, err));
 	CLOQ_TRY(cloq_layer_load_shard(shard, J->cfg, l, J->sp.bits, J->sp.group_size, J->sp.propagate, J->sp.scaling,
 				       &orig, &w, err));
-	CLOQ_TRY(propagate(J, l, &w, err));
+	CLOQ_TRY(propagate(J, l, &w, CLOQ_STATE_INPUT, err));
 fail:
 	cloq_layer_w_free(&w);
 	cloq_layer_w_free(&orig);
@@ -888,6 +975,7 @@ static int run(job *J, cloq_err *err)
 	/* A run killed after its last journal save but before those unlinks left caches that no
 	 * layer needs; with every layer done the loop above does not run to remove them. */
 	remove_stale_caches(J, -1);
+	remove_stashes(J);
 	CLOQ_TRY(write_manifest(J, err));
 	J->j.finished = 1;
 	CLOQ_TRY(cloq_journal_save(J->out, &J->j, err));

@@ -265,13 +265,40 @@ static void attention(const cloq_config *c, cloq_block_ws *ws, int T)
 }
 
 /* ---- block --------------------------------------------------------------------------------- */
+float *cloq_block_ws_state(cloq_block_ws *ws, int state)
+{
+	return state == CLOQ_STATE_ATT ? ws->att : state == CLOQ_STATE_H ? ws->y : state == CLOQ_STATE_ACT ? ws->g : NULL;
+}
+
 int cloq_block_forward(const cloq_config *c, const cloq_layer_w *w, const cloq_rope *rope, cloq_block_ws *ws,
 		       float *x, int T, cloq_block_hook hook, void *hook_ctx, int stop_after, cloq_err *err)
+{
+	return cloq_block_forward_from(c, w, rope, ws, x, T, CLOQ_STATE_INPUT, hook, hook_ctx, stop_after, err);
+}
+
+int cloq_block_forward_from(const cloq_config *c, const cloq_layer_w *w, const cloq_rope *rope, cloq_block_ws *ws,
+			    float *x, int T, int start, cloq_block_hook hook, void *hook_ctx, int stop_after,
+			    cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	int D = c->hidden, NI = c->intermediate, qd = c->heads * c->head_dim, kvd = c->kv_heads * c->head_dim;
 	CLOQ_FAIL_IF(T <= 0 || T > ws->max_t || T > rope->max_t, err, CLOQ_EUSAGE,
 		     "window of %d tokens exceeds the forward workspace (%d)", T, ws->max_t);
+	CLOQ_FAIL_IF(start < CLOQ_STATE_INPUT || start > CLOQ_STATE_ACT ||
+			     (stop_after >= 0 && stop_after < start), err, CLOQ_EUSAGE,
+		     "forward from state %d cannot stop after group %d", start, stop_after);
+	/* the states sit right before the hooks of groups 1..3, so a resumed pass enters the same
+	 * code at the same point: its arithmetic is the full pass's, bit for bit */
+	switch (start) {
+	case CLOQ_STATE_ATT:
+		goto from_att;
+	case CLOQ_STATE_H:
+		goto from_h;
+	case CLOQ_STATE_ACT:
+		goto from_act;
+	default:
+		break;
+	}
 
 	/* attention */
 	cloq_rmsnorm(x, w->attn_norm, ws->xn, T, D, c->rms_eps);
@@ -285,6 +312,7 @@ int cloq_block_forward(const cloq_config *c, const cloq_layer_w *w, const cloq_r
 	rope_apply(rope, ws->q, T, c->heads, c->head_dim);
 	rope_apply(rope, ws->k, T, c->kv_heads, c->head_dim);
 	attention(c, ws, T);
+from_att:
 	if (hook)
 		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_O, ws->att, T, qd, err));
 	if (stop_after == CLOQ_GROUP_O)
@@ -297,6 +325,7 @@ int cloq_block_forward(const cloq_config *c, const cloq_layer_w *w, const cloq_r
 		ws->y[i] += x[i];
 
 	/* MLP */
+from_h:
 	cloq_rmsnorm(ws->y, w->ffn_norm, ws->xn, T, D, c->rms_eps);
 	if (hook)
 		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_GATEUP, ws->xn, T, D, err));
@@ -309,6 +338,7 @@ int cloq_block_forward(const cloq_config *c, const cloq_layer_w *w, const cloq_r
 		float gv = ws->g[i];
 		ws->g[i] = gv / (1.0f + expf(-gv)) * ws->u[i];
 	}
+from_act:
 	if (hook)
 		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_DOWN, ws->g, T, NI, err));
 	if (stop_after == CLOQ_GROUP_DOWN)

@@ -72,6 +72,30 @@ typedef int (*cloq_block_hook)(void *ctx, int group, const float *X, int t, int 
 int cloq_block_forward(const cloq_config *cfg, const cloq_layer_w *w, const cloq_rope *rope, cloq_block_ws *ws,
 		       float *x, int T, cloq_block_hook hook, void *hook_ctx, int stop_after, cloq_err *err);
 
+/*
+ * Resumable passes. A block pass forms, in order, the inputs of the four groups; the states below
+ * are what a later pass needs to resume where an earlier one stopped, instead of recomputing the
+ * block from its input (true-sequential statistics then cost about one forward pass per layer):
+ *   CLOQ_STATE_INPUT  x                                     (where cloq_block_forward starts)
+ *   CLOQ_STATE_ATT    attention output, (T, heads*head_dim)  formed right before the O hook;
+ *                     resuming from it also needs x (the residual)
+ *   CLOQ_STATE_H      h = x + o_proj(att), (T, hidden)       right before post_attention_layernorm
+ *   CLOQ_STATE_ACT    silu(gate) * up, (T, intermediate)     right before the DOWN hook; also
+ *                     needs h
+ * cloq_block_ws_state gives the workspace buffer of a state: after a pass that got past the point
+ * where the state is formed it holds the state (until the next call); before a resumed pass the
+ * caller fills it (ACT: and the H buffer). A pass from state S runs the full pass's code from
+ * that point (the hook right after S fires again), with the same arithmetic bit for bit.
+ */
+enum cloq_block_state { CLOQ_STATE_INPUT, CLOQ_STATE_ATT, CLOQ_STATE_H, CLOQ_STATE_ACT };
+float *cloq_block_ws_state(cloq_block_ws *ws, int state);
+/* cloq_block_forward from `start`: x is read for INPUT and ATT and written when the pass runs to
+ * the end. stop_after must be -1 or a group at or after the state's (ATT >= O, H >= GATEUP, ACT >=
+ * DOWN): CLOQ_EUSAGE otherwise. */
+int cloq_block_forward_from(const cloq_config *cfg, const cloq_layer_w *w, const cloq_rope *rope, cloq_block_ws *ws,
+			    float *x, int T, int start, cloq_block_hook hook, void *hook_ctx, int stop_after,
+			    cloq_err *err);
+
 /* y = rmsnorm(x) * weight, row by row: x, y (T, n); y may equal x. */
 void cloq_rmsnorm(const float *x, const float *weight, float *y, int T, int n, double eps);
 

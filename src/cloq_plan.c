@@ -79,20 +79,26 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 			nmax = n;
 		}
 	}
-	p->forward_bytes = (int64_t)cloq_block_ws_bytes(c, seqlen) + (int64_t)seqlen * c->hidden * 4 * 3;
+	/* block workspace, the window buffer, cache frame buffers, and the frame buffers of the
+	 * resumable passes' stashes (attention output, h, the SwiGLU product: read and written) */
+	p->forward_bytes = (int64_t)cloq_block_ws_bytes(c, seqlen) + (int64_t)seqlen * c->hidden * 4 * 3 +
+			   (int64_t)seqlen * (c->intermediate + c->heads * c->head_dim + c->hidden) * 4 * 2;
 	p->peak_bytes = p->weights_bytes + p->solver_bytes + p->forward_bytes + (64 << 20) /* libs, zstd */;
 	int64_t act = (int64_t)nsamples * seqlen * c->hidden * (o->cache_bf16 ? 2 : 4);
 	p->scratch_disk = 2 * act;
+	if (!o->one_pass) /* the stashes of the resumable passes, fp32, at most two at a time */
+		p->scratch_disk += (int64_t)nsamples * seqlen * (c->intermediate + c->hidden) * 4;
 	p->output_bytes = c->layers * (lin + lp - lin + (int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4) +
 			  (int64_t)c->vocab * c->hidden * dtype_bytes(c) * (c->tie_embeddings ? 1 : 2);
-	/* arithmetic: the true-sequential passes run about 2.4 forward passes' worth of linear work
-	 * (each group's pass stops after its group; the propagate pass is whole), attention with it;
+	/* arithmetic: the true-sequential passes resume where the previous one stopped, so a layer
+	 * costs one forward pass of linear work and attention (--one-pass: two, statistics and
+	 * propagation);
 	 * per linear GPTQ ~ 2 out in^2, the CLoQ product R dW^T 2 out in^2; per group two Cholesky-
 	 * class factorisations ~ in^3 */
 	double tokens = (double)nsamples * seqlen;
 	double attn = 4.0 * seqlen * (double)c->heads * c->head_dim; /* per token */
 	double fwd = tokens * (2.0 * lin + attn);
-	double per_layer = 2.4 * fwd;
+	double per_layer = (o->one_pass ? 2.0 : 1.0) * fwd;
 	for (int l = 0; l < CLOQ_LINEARS; l++) {
 		int out, in;
 		cloq_linear_shape(c, l, &out, &in);

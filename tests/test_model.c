@@ -14,6 +14,7 @@
 #include "cloq_calib.h"
 #include "cloq_config.h"
 #include "cloq_eval.h"
+#include "cloq_llama.h"
 #include "cloq_model.h"
 #include "cloq_npy.h"
 #include "cloq_safetensors.h"
@@ -115,6 +116,90 @@ static void test_logits_match_reference(void **state)
 	assert_true(maxd <= 1e-4);
 	free(ref);
 	free(got);
+	cloq_model_close(m);
+}
+
+/* Resumed passes (cloq_block_forward_from): stopping after each group, keeping the state, and
+ * resuming from it reproduces the full pass bit for bit; the hooks see the same inputs. */
+typedef struct hook_sums {
+	double s[CLOQ_GROUPS];
+	int calls[CLOQ_GROUPS];
+} hook_sums;
+
+static int sum_hook(void *ctx, int group, const float *X, int t, int n, cloq_err *err)
+{
+	hook_sums *h = ctx;
+	for (size_t i = 0; i < (size_t)t * n; i++)
+		h->s[group] += (double)X[i] * (1.0 + (double)(i % 7));
+	h->calls[group]++;
+	return CLOQ_OK;
+}
+
+static void test_resumed_passes(void **state)
+{
+	cloq_err err;
+	cloq_err_clear(&err);
+	cloq_model *m = NULL;
+	assert_int_equal(cloq_model_open(MODEL, &m, &err), CLOQ_OK);
+	const cloq_config *c = &m->cfg;
+	const int T = 48;
+	cloq_layer_w w;
+	cloq_rope rope;
+	cloq_block_ws *ws = NULL;
+	assert_int_equal(cloq_model_load_layer(m, 1, &w, &err), CLOQ_OK);
+	assert_int_equal(cloq_rope_init(&rope, c, T, &err), CLOQ_OK);
+	assert_int_equal(cloq_block_ws_create(c, T, &ws, &err), CLOQ_OK);
+	size_t D = (size_t)c->hidden, qd = (size_t)c->heads * c->head_dim, NI = (size_t)c->intermediate;
+	float *x0 = malloc(T * D * 4), *full = malloc(T * D * 4), *x = malloc(T * D * 4);
+	float *att = malloc(T * qd * 4), *h = malloc(T * D * 4), *act = malloc(T * NI * 4);
+	for (size_t i = 0; i < T * D; i++)
+		x0[i] = (float)sin(0.37 * (double)i) * (i % 5 == 0 ? 3.0f : 0.5f);
+	hook_sums ref, res;
+	memset(&ref, 0, sizeof ref);
+	memset(&res, 0, sizeof res);
+	memcpy(full, x0, T * D * 4);
+	assert_int_equal(cloq_block_forward(c, &w, &rope, ws, full, T, sum_hook, &ref, -1, &err), CLOQ_OK);
+	/* the true-sequential sequence: O from the input, GATEUP from ATT, DOWN from H, the rest
+	 * from ACT; each hook counted once where it is collected */
+	memcpy(x, x0, T * D * 4);
+	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, CLOQ_STATE_INPUT, sum_hook, &res,
+						 CLOQ_GROUP_O, &err), CLOQ_OK);
+	assert_memory_equal(x, x0, T * D * 4); /* a stopped pass leaves x alone */
+	memcpy(att, cloq_block_ws_state(ws, CLOQ_STATE_ATT), T * qd * 4);
+	memset(cloq_block_ws_state(ws, CLOQ_STATE_ATT), 0x7f, T * qd * 4); /* clobber the workspace */
+	memcpy(cloq_block_ws_state(ws, CLOQ_STATE_ATT), att, T * qd * 4);
+	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, CLOQ_STATE_ATT, NULL, NULL, CLOQ_GROUP_GATEUP,
+						 &err), CLOQ_OK);
+	memcpy(h, cloq_block_ws_state(ws, CLOQ_STATE_H), T * D * 4);
+	memset(cloq_block_ws_state(ws, CLOQ_STATE_H), 0, T * D * 4);
+	memcpy(cloq_block_ws_state(ws, CLOQ_STATE_H), h, T * D * 4);
+	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, CLOQ_STATE_H, NULL, NULL, CLOQ_GROUP_DOWN,
+						 &err), CLOQ_OK);
+	memcpy(act, cloq_block_ws_state(ws, CLOQ_STATE_ACT), T * NI * 4);
+	memset(cloq_block_ws_state(ws, CLOQ_STATE_ACT), 0, T * NI * 4);
+	memset(cloq_block_ws_state(ws, CLOQ_STATE_H), 0, T * D * 4);
+	memcpy(cloq_block_ws_state(ws, CLOQ_STATE_ACT), act, T * NI * 4);
+	memcpy(cloq_block_ws_state(ws, CLOQ_STATE_H), h, T * D * 4);
+	memset(x, 0, T * D * 4); /* resuming from ACT needs only h and act */
+	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, CLOQ_STATE_ACT, sum_hook, &res, -1, &err),
+			 CLOQ_OK);
+	assert_memory_equal(x, full, T * D * 4);
+	assert_true(res.s[CLOQ_GROUP_O] == ref.s[CLOQ_GROUP_O]);
+	assert_true(res.s[CLOQ_GROUP_DOWN] == ref.s[CLOQ_GROUP_DOWN]);
+	assert_int_equal(res.calls[CLOQ_GROUP_GATEUP], 0);
+	/* a pass cannot stop before the state it starts from */
+	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, CLOQ_STATE_H, NULL, NULL, CLOQ_GROUP_O, &err),
+			 CLOQ_EUSAGE);
+	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, 7, NULL, NULL, -1, &err), CLOQ_EUSAGE);
+	free(x0);
+	free(full);
+	free(x);
+	free(att);
+	free(h);
+	free(act);
+	cloq_block_ws_free(ws);
+	cloq_rope_free(&rope);
+	cloq_layer_w_free(&w);
 	cloq_model_close(m);
 }
 
@@ -285,6 +370,7 @@ int main(void)
 		cmocka_unit_test(test_config_bad),
 		cmocka_unit_test(test_config_llama3_qwen2),
 		cmocka_unit_test(test_logits_match_reference),
+		cmocka_unit_test(test_resumed_passes),
 		cmocka_unit_test(test_ppl_reference),
 		cmocka_unit_test(test_missing_tensor),
 		cmocka_unit_test(test_config_disagrees),

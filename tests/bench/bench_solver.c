@@ -10,6 +10,8 @@
  *   build/bench/bench_solver --shape 4096x11008 [--rank R] [--oversample P] [--power Q]
  *   build/bench/bench_solver --shape 1024x2752 --sweep   excess over (oversample, power_iters)
  *   --fast-only skips the baseline (and the excess) on every row
+ *   --no-gptq skips the last column: GPTQ INT4 g128 of a Gaussian W of the row's shape against
+ *   the same H (cloq_quant_hinv_create + cloq_quant_gptq_hinv, seconds)
  *
  * H (in, in) = diag(d) + F F^T: channel energies d_j ~ (1 + j/8)^-1.5 (shuffled) plus 256 shared
  * directions of decaying strength, i.e. a full-rank H with the decaying spectrum and dominant
@@ -29,6 +31,7 @@
 #include <cblas.h>
 
 #include "cloq_error.h"
+#include "cloq_quant.h"
 #include "cloq_solver.h"
 #include "cloq_sys.h"
 
@@ -155,7 +158,7 @@ static double eval_obj(const double *H, double lam, const float *dW, const float
 	return o;
 }
 
-static int g_over = -1, g_power = -1, g_sweep = 0; /* -1: the library's defaults */
+static int g_over = -1, g_power = -1, g_sweep = 0, g_gptq = 1; /* -1: the library's defaults */
 
 /* fast path at several (oversample, power_iters) against one baseline objective */
 static void sweep(const cloq_factor *fc, const float *dW, int out, int in, int rank, double base,
@@ -176,6 +179,34 @@ static void sweep(const cloq_factor *fc, const float *dW, int out, int in, int r
 		}
 }
 
+/* GPTQ INT4 group 128 of a Gaussian W (out, in) against H: its H^-1 factor + the column loop. */
+static double gptq_seconds(const double *H, int out, int in)
+{
+	cloq_err err = { 0 };
+	cloq_quant_params qp = cloq_quant_default_params();
+	cloq_quant_hinv *h = NULL;
+	cloq_qtensor q;
+	float *W = malloc((size_t)out * in * sizeof(float));
+	double t0 = now(), t = NAN;
+	memset(&q, 0, sizeof q);
+	qp.bits = 4;
+	qp.group_size = 128;
+	if (!W)
+		return NAN;
+	for (size_t i = 0; i < (size_t)out * in; i++)
+		W[i] = (float)(0.02 * grand());
+	t0 = now();
+	if (cloq_quant_hinv_create(H, in, &qp, &h, &err) == CLOQ_OK &&
+	    cloq_quant_gptq_hinv(W, out, h, &qp, &q, NULL, &err) == CLOQ_OK)
+		t = now() - t0;
+	else
+		fprintf(stderr, "bench: gptq: %s\n", err.msg);
+	cloq_qtensor_free(&q);
+	cloq_quant_hinv_free(h);
+	free(W);
+	return t;
+}
+
 static int run(const struct row *rw, int rank, int baseline)
 {
 	int out = rw->out, in = rw->in, rc = 1;
@@ -184,7 +215,7 @@ static int run(const struct row *rw, int rank, int baseline)
 	cloq_lora_params p = cloq_lora_default_params();
 	cloq_solve_info ifast = { 0 }, ibase = { 0 };
 	float *A = malloc((size_t)rank * in * 4), *B = malloc((size_t)out * rank * 4);
-	double t0, tf_fac = 0, tf_svd = 0, tb_fac = 0, tb_svd = 0, of = NAN, ob = NAN, lam = 0;
+	double t0, tg = NAN, tf_fac = 0, tf_svd = 0, tb_fac = 0, tb_svd = 0, of = NAN, ob = NAN, lam = 0;
 	double *H = make_H(in);
 	float *dW = make_dW(out, in);
 
@@ -212,6 +243,7 @@ static int run(const struct row *rw, int rank, int baseline)
 		cloq_factor_free(fc);
 		fc = NULL;
 	}
+	tg = g_gptq ? gptq_seconds(H, out, in) : NAN;
 	if (baseline) {
 		t0 = now();
 		if (cloq_solver_factor_eig(H, in, CLOQ_LAMBDA_REL_DEFAULT, &fe, &err) != CLOQ_OK)
@@ -224,13 +256,13 @@ static int run(const struct row *rw, int rank, int baseline)
 		ob = eval_obj(H, lam, dW, A, B, out, in, rank);
 		if (g_sweep)
 			sweep(fc, dW, out, in, rank, ibase.objective, A, B);
-		printf("%-16s %5d x %-6d %8.2f %8.2f %8.2f | %8.2f %8.2f %8.2f | %7.1fx %10.2e\n",
+		printf("%-16s %5d x %-6d %8.2f %8.2f %8.2f | %8.2f %8.2f %8.2f | %7.1fx %10.2e | %8.2f\n",
 		       rw->name, out, in, tf_fac, tf_svd, tf_fac + tf_svd, tb_fac, tb_svd,
 		       tb_fac + tb_svd, (tb_fac + tb_svd) / (tf_fac + tf_svd),
-		       (of - ob) / ob);
+		       (of - ob) / ob, tg);
 	} else {
-		printf("%-16s %5d x %-6d %8.2f %8.2f %8.2f | %8s %8s %8s | %8s %10s\n", rw->name, out,
-		       in, tf_fac, tf_svd, tf_fac + tf_svd, "-", "-", "-", "-", "-");
+		printf("%-16s %5d x %-6d %8.2f %8.2f %8.2f | %8s %8s %8s | %8s %10s | %8.2f\n", rw->name,
+		       out, in, tf_fac, tf_svd, tf_fac + tf_svd, "-", "-", "-", "-", "-", tg);
 	}
 	fflush(stdout);
 	rc = 0;
@@ -263,6 +295,8 @@ int main(int argc, char **argv)
 			baseline_big = 1;
 		else if (!strcmp(argv[i], "--fast-only"))
 			fast_only = 1;
+		else if (!strcmp(argv[i], "--no-gptq"))
+			g_gptq = 0;
 		else if (!strcmp(argv[i], "--sweep"))
 			g_sweep = 1;
 		else if (!strcmp(argv[i], "--oversample") && i + 1 < argc)
@@ -276,7 +310,7 @@ int main(int argc, char **argv)
 			custom = 1;
 		} else {
 			fprintf(stderr, "usage: %s [--full] [--big [--baseline]] [--shape OUTxIN] "
-				"[--rank R] [--oversample P] [--power Q] [--sweep] [--fast-only]\n", argv[0]);
+				"[--rank R] [--oversample P] [--power Q] [--sweep] [--fast-only] [--no-gptq]\n", argv[0]);
 			return 1;
 		}
 	}
@@ -299,9 +333,9 @@ int main(int argc, char **argv)
 	printf("CLoQ solve, rank %d, damped objective; fast = Cholesky + randomized SVD "
 	       "(oversample %d, %d power iterations); base = eig root (dsyevd) + full SVD (dgesdd); "
 	       "float64; seconds\n", rank, g_over, g_power);
-	printf("%-16s %-14s %8s %8s %8s | %8s %8s %8s | %8s %10s\n", "layer", "out x in",
+	printf("%-16s %-14s %8s %8s %8s | %8s %8s %8s | %8s %10s | %8s\n", "layer", "out x in",
 	       "f.factor", "f.solve", "f.total", "b.factor", "b.solve", "b.total", "speed-up",
-	       "obj excess");
+	       "obj excess", "gptq");
 	for (int i = 0; i < nrows; i++)
 		rc |= run(&rows[i], rank, !fast_only);
 	if (big) {
