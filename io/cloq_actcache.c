@@ -185,6 +185,12 @@ fail:
 	return rc;
 }
 
+void cloq_cache_writer_set_scratch(cloq_cache_writer *w)
+{
+	w->level = -3;
+	w->f.scratch = 1;
+}
+
 int cloq_cache_writer_set_threads(cloq_cache_writer *w, int n, cloq_err *err)
 {
 	if (n < 0 || n > 256)

@@ -71,6 +71,11 @@ int cloq_cache_append(cloq_cache_writer *w, const float *X, int rows, cloq_err *
  * Errors: CLOQ_EIO; CLOQ_EINPUT when the writer failed earlier or was committed already. */
 int cloq_cache_commit(cloq_cache_writer *w, cloq_err *err);
 
+/* Scratch mode, before the first append: zstd's fast level -3 (fp32 activations compress by
+ * ~1.08x at any level; this one runs at several times level 1's speed) and a commit without
+ * fsync, for caches that a crash may lose (the pipeline's per-layer stashes). */
+void cloq_cache_writer_set_scratch(cloq_cache_writer *w);
+
 /* Free the writer; an uncommitted file is aborted (temp removed, nothing under `path`).
  * NULL is a no-op. */
 void cloq_cache_writer_free(cloq_cache_writer *w);

@@ -242,7 +242,7 @@ int cloq_atomic_commit(cloq_atomic_file *f, cloq_err *err)
 		rc = io_error(err, EIO, "fsync (injected fault)", f->tmp);
 		goto fail;
 	}
-	if (fsync(f->fd) != 0) {
+	if (!f->scratch && fsync(f->fd) != 0) {
 		rc = io_error(err, errno, "fsync", f->tmp);
 		goto fail;
 	}
@@ -256,7 +256,7 @@ int cloq_atomic_commit(cloq_atomic_file *f, cloq_err *err)
 		rc = io_error(err, errno, "rename into place", f->path);
 		goto fail;
 	}
-	{
+	if (!f->scratch) {
 		char *d = cloq_strdup(f->path);
 		if (!d) {
 			rc = cloq_err_set(err, CLOQ_EIO, "%s: out of memory", f->path);

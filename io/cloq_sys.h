@@ -68,6 +68,8 @@ typedef struct cloq_atomic_file {
 	uint64_t off;       /* bytes written so far */
 	char *path;         /* final name */
 	char *tmp;          /* temporary name in the same directory */
+	int scratch;        /* set after open: commit renames without fsync (files a crash may
+	                     * lose because nothing depends on them surviving one) */
 } cloq_atomic_file;
 
 int cloq_atomic_open(cloq_atomic_file *f, const char *path, cloq_err *err);

@@ -43,9 +43,9 @@ static inline float cloq_quant__deq(int q, float scale, int32_t zero)
 int cloq_quant__perm(const double *H, int n, int act_order, int *perm, cloq_err *err);
 
 /* The upper Cholesky factor U of H^-1 (U^T U = H^-1), row-major (n, n), strictly lower part
- * zeroed, from H (n, n) row-major SPD, in place. Fast: one Cholesky of the reversed H and a
- * triangular inverse. Returns the LAPACK info (0 = success, > 0 = not positive definite). */
-int cloq_quant__hinv_upper_fast(double *H, int n);
+ * zeroed, from H (n, n) row-major SPD, in place. Fast: float32, one Cholesky of the reversed H
+ * and a triangular inverse. Returns the LAPACK info (0 = success, > 0 = not positive definite). */
+int cloq_quant__hinv_upper_fast(float *H, int n);
 /* Same via dpotrf + dpotri + dpotrf (AutoGPTQ's route), for the reference. */
 int cloq_quant__hinv_upper_ref(double *H, int n);
 

@@ -376,6 +376,7 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 	if (out_state >= 0) {
 		stash_path(J, out_state, p_out, sizeof p_out);
 		CLOQ_TRY(cloq_cache_create(p_out, state_cols(c, out_state), CLOQ_CACHE_F32, 1, &sw, err));
+		cloq_cache_writer_set_scratch(sw);
 	}
 	double t0 = now(), last = t0;
 	for (int i = 0; i < J->win.n; i++) {

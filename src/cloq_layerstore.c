@@ -311,8 +311,7 @@ fail:
 
 /*
  * The order keeps one group's big matrices few (70B down_proj: n = 28672, 6.1 GiB per float64
- * n x n): GPTQ's factor of H^-1 is made from H (H + its float64 workspace, then H + the float32
- * factor); when the quantizer runs once per linear (one-shot CLoQ, zero init) every linear is
+ * n x n): GPTQ's float32 factor of H^-1 is made from H (H + that factor); when the quantizer runs once per linear (one-shot CLoQ, zero init) every linear is
  * quantized now and GPTQ's factor freed; then H becomes R in place (cloq_solver_factor_inplace)
  * with a float32 copy for the products. LoftQ and alternating CLoQ quantize inside the solver,
  * so there GPTQ's factor stays until the group is done.

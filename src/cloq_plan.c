@@ -38,7 +38,7 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	 *    deq(Q) (+ deq(Q) + sBA for lora) and codes of earlier groups, H (f64) being summed;
 	 *  - its solve: originals of g and later, codes of earlier groups (their deq(Q) is dropped
 	 *    and rebuilt after), and the solver's share for width n, in the order
-	 *    cloq_layer_solve_group runs: (a) GPTQ's factor made from H: H + its f64 workspace;
+	 *    cloq_layer_solve_group runs: (a) GPTQ's factor made from H: H + the f32 factor;
 	 *    (b) quantize: H + GPTQ's f32 factor + the group's deq(Q) and codes + GPTQ's working
 	 *    copy; (c) H becomes R in place, plus R's f32 copy; (d) per linear: R, R f32, deq(Q)
 	 *    and codes, dW, M = R dW^T (f32), the report's residual. */
@@ -66,7 +66,7 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 		}
 		int64_t nn = n * n, big = n * omax;
 		int64_t stats = w_orig + w_prev_deq + w_prev_codes + nn * 8 + n * 256 * 4;
-		int64_t a = gptq ? nn * 16 : 0;
+		int64_t a = gptq ? nn * 12 : 0;
 		int64_t b = nn * 8 + (gptq ? nn * 4 + big * 4 : 0) + (early ? grp : 0);
 		int64_t d = nn * 12 + (gptq && !early ? nn * 4 : 0) + grp + big * 4 * (o->baselines ? 4 : 3) +
 			    (!early ? big * 4 * 2 : 0);

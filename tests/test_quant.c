@@ -304,34 +304,51 @@ static void test_rtn_fp16_and_bad_input(void **state)
 }
 
 /* ======== GPTQ ==================================================================================== */
+/* The float32 fast factor against the float64 reference route, on a correlated H with the 1%
+ * damping GPTQ adds (H normalised to mean diag 1 first, as build_h does). */
 static void test_hinv_fast_vs_ref(void **state)
 {
 	int n = 150;
 	double *H = corr_h(n, 400, 3, NULL, 0);
-	double *A = malloc((size_t)n * n * sizeof *A), *B = malloc((size_t)n * n * sizeof *B);
+	double md = 0;
+	for (int i = 0; i < n; i++)
+		md += H[i * n + i] / n;
+	for (int i = 0; i < n * n; i++)
+		H[i] /= md;
 	for (int i = 0; i < n; i++)
 		H[i * n + i] += 0.01;
-	memcpy(A, H, (size_t)n * n * sizeof *A);
+	float *A = malloc((size_t)n * n * sizeof *A);
+	double *B = malloc((size_t)n * n * sizeof *B);
+	for (int i = 0; i < n * n; i++)
+		A[i] = (float)H[i];
 	memcpy(B, H, (size_t)n * n * sizeof *B);
 	assert_int_equal(cloq_quant__hinv_upper_fast(A, n), 0);
 	assert_int_equal(cloq_quant__hinv_upper_ref(B, n), 0);
-	double maxu = 0, md = 0;
+	double maxu = 0, mdiff = 0;
 	for (int i = 0; i < n * n; i++) {
 		maxu = fmax(maxu, fabs(B[i]));
-		md = fmax(md, fabs(A[i] - B[i]));
+		mdiff = fmax(mdiff, fabs(A[i] - B[i]));
 	}
-	assert_true(md <= 1e-9 * maxu);
+	printf("# hinv float32 vs float64 reference: max |U - Uref| = %.3g x max |Uref|\n", mdiff / maxu);
+	assert_true(mdiff <= 1e-4 * maxu);
 	for (int i = 0; i < n; i++) /* upper with positive diagonal */
 		for (int j = 0; j <= i; j++)
-			assert_true(j == i ? A[i * n + i] > 0 : A[i * n + j] == 0.0);
+			assert_true(j == i ? A[i * n + i] > 0 : A[i * n + j] == 0.0f);
 	/* U^T U H = I */
+	double *Ad = malloc((size_t)n * n * sizeof *Ad);
 	double *C = malloc((size_t)n * n * sizeof *C), *D = malloc((size_t)n * n * sizeof *D);
-	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, n, 1.0, A, n, A, n, 0.0, C, n);
+	for (int i = 0; i < n * n; i++)
+		Ad[i] = A[i];
+	cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, n, 1.0, Ad, n, Ad, n, 0.0, C, n);
 	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, C, n, H, n, 0.0, D, n);
+	double dev = 0;
 	for (int i = 0; i < n; i++)
 		for (int j = 0; j < n; j++)
-			assert_true(fabs(D[i * n + j] - (i == j)) < 1e-6);
+			dev = fmax(dev, fabs(D[i * n + j] - (i == j)));
+	printf("# hinv float32: max |U^T U H - I| = %.3g\n", dev);
+	assert_true(dev < 1e-3);
 	free(A);
+	free(Ad);
 	free(B);
 	free(C);
 	free(D);
@@ -343,8 +360,9 @@ static void test_hinv_fast_vs_ref(void **state)
  * code flips or a group's zero point / scale does, and the flip feeds into later columns of that
  * row. Tolerances: at most 0.5% of the dequantized values differ by more than 1e-3 of their
  * quantization step, none by more than 2.5 steps, and the calibrated errors tr(E H E^T) and GPTQ's
- * own losses agree to 1%. Measured (printed): 0 differing values at 2-4 bits, about 0.1% at 8
- * bits (finer grid, more ties), losses equal to 1e-3. */
+ * own losses agree to 1%. Measured (printed; the fast path's H^-1 factor is float32 since it
+ * matches AutoGPTQ's, the reference's float64): at most 0.35% differing values (3 bits, block 48;
+ * 0 at 2 and 4 bits), about 0.1% at 8 bits (finer grid, more ties), losses equal to 1e-3. */
 static void gptq_vs_ref(int rows, int cols, const cloq_quant_params *p, const char *what)
 {
 	float *W = rand_w(rows, cols, 0.02);
