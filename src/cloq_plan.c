@@ -68,8 +68,11 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 		int64_t stats = w_orig + w_prev_deq + w_prev_codes + nn * 8 + n * 256 * 4;
 		int64_t a = gptq ? nn * 12 : 0;
 		int64_t b = nn * 8 + (gptq ? nn * 4 + big * 4 : 0) + (early ? grp : 0);
-		int64_t d = nn * 12 + (gptq && !early ? nn * 4 : 0) + grp + big * 4 * (o->baselines ? 4 : 3) +
-			    (!early ? big * 4 * 2 : 0);
+		/* (d): dW and M = R dW^T (f32) per linear, the report's residual with --baselines,
+		 * LoftQ's / alternating CLoQ's iterates, the randomized SVD's (n, 128) panels and the
+		 * blocked residual/objective scratch */
+		int64_t d = nn * 12 + (gptq && !early ? nn * 4 : 0) + grp + big * 4 * 2 + (o->baselines ? big * 4 : 0) +
+			    (!early ? big * 4 * 3 : 0) + n * (3 * 128 + 2 * 256) * 8 + n * 1024 * 4;
 		int64_t solve = w_orig + w_prev_codes + (a > b ? (a > d ? a : d) : (b > d ? b : d));
 		int64_t mine = stats > solve ? stats : solve;
 		if (mine > best) {
