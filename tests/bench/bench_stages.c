@@ -1,17 +1,17 @@
 /*
  * bench_stages.c - where the quantize and solve stages of `cloq convert` spend their time, for one
  * linear, calling the same library functions in the same order as src/cloq_layerstore.c
- * (cloq_layer_solve_group with the defaults: GPTQ, init cloq, cloq_iters 1), and the same work
- * with the reuse the library already allows:
+ * (cloq_layer_solve_group with the defaults: GPTQ, init cloq, cloq_iters 1):
  *
  *   gram          cloq_gram_add of T tokens (the statistics stage's own arithmetic)
- *   factor        cloq_solver_factor: Cholesky of H + lambda I (once per group)
- *   gptq          cloq_quant_gptq_ex (its H^-1 factor, then the column loop: info splits the two)
- *   gptq_hinv     cloq_quant_gptq_hinv on a factor made once by cloq_quant_hinv_create (what q/k/v
- *                 and gate/up could share)
- *   cloq          cloq_solver_cloq: M = R dW^T, randomized SVD, A = ... R^-T
- *   alt objective the one objective_d that cloq_solver_cloq_alt evaluates even at iters = 1
- *   rel_error x2  cloq_solver_rel_error for rel_quant and rel_final (two float64 E H products each)
+ *   GPTQ factor   cloq_quant_hinv_create (float32, once per group)
+ *   GPTQ loop     cloq_quant_gptq_hinv on that factor (per linear)
+ *   chol          cloq_solver_factor_inplace + cloq_factor_make_f32 (once per group)
+ *   cloq          cloq_solver_cloq with info: M = R dW^T, randomized SVD, A, and the energies the
+ *                 quantized and final errors come from
+ *   denominator   cloq_solver_factor_objective(W): tr(W H W^T) through R
+ * and, for comparison in the same run, the previous way of computing the two relative errors
+ * (cloq_solver_rel_error twice: four float64 E H products), with the values of both.
  *
  * H comes from T random tokens with per-channel scales log-uniform over a decade (an H with a
  * spread spectrum); W is std 1/sqrt(in); 4 bits, group 128, rank 64 (the e2e bench's settings).
@@ -113,9 +113,9 @@ int main(int argc, char **argv)
 
 	printf("one linear %d x %d (out x in), %d calibration tokens, 4 bits group 128, rank 64, %d threads, "
 	       "load 1m %.2f at start\n", out, in, T, threads, load1());
-	printf("| step (as cloq_layer_solve_group runs it) | seconds | GFLOP counted | GFLOP/s |\n");
+	printf("| step (as cloq_layer_solve_group runs it, defaults: GPTQ, one-shot CLoQ) | seconds | GFLOP counted | GFLOP/s |\n");
 	printf("|---|---|---|---|\n");
-	double t, tg, tf, tq, th, thq, tc, to, tr;
+	double t, tg, tf, th, thq, tc, to, tr;
 	cloq_gram g;
 	CHECK(cloq_gram_init(&g, in, &err));
 	t = now();
@@ -125,90 +125,78 @@ int main(int argc, char **argv)
 	printf("| gram: H += X^T X (%d tokens; statistics stage) | %.2f | %.1f | %.1f |\n", T, tg,
 	       (double)T * in * in / 1e9, (double)T * in * in / 1e9 / tg);
 
-	cloq_factor *f = NULL;
-	t = now();
-	CHECK(cloq_solver_factor(g.H, in, CLOQ_LAMBDA_REL_DEFAULT, &f, &err));
-	tf = now() - t;
-	printf("| factor: chol(H + lambda I), once per group | %.2f | %.1f | %.1f |\n", tf, (double)in * in * in / 3e9,
-	       (double)in * in * in / 3e9 / tf);
-
+	/* as cloq_layer_solve_group: GPTQ's float32 factor of H^-1 from H, the linear quantized on
+	 * it, then H becomes R in place (a copy here: the float64 comparison below still needs H) */
 	cloq_quant_params qp = cloq_quant_default_params();
 	qp.bits = 4;
 	qp.group_size = 128;
 	cloq_qtensor q;
 	memset(&q, 0, sizeof q);
-	cloq_quant_gptq_info qi;
-	t = now();
-	CHECK(cloq_quant_gptq_ex(W, g.H, out, in, &qp, &q, &qi, &err));
-	tq = now() - t;
-	printf("| gptq: cloq_quant_gptq per linear (today) | %.2f | %.1f | %.1f |\n", tq,
-	       (2.0 * in * in * in / 3 + (double)out * in * in) / 1e9, (2.0 * in * in * in / 3 + (double)out * in * in) / 1e9 / tq);
-	printf("|   of which its H^-1 factor | %.2f | %.1f | |\n", qi.t_factor_s, 2.0 * in * in * in / 3e9);
-	printf("|   of which the column loop | %.2f | %.1f | |\n", qi.t_quant_s, (double)out * in * in / 1e9);
-	cloq_quant_dequant(&q, Wq);
-	cloq_qtensor_free(&q);
-
 	cloq_quant_hinv *h = NULL;
 	t = now();
 	CHECK(cloq_quant_hinv_create(g.H, in, &qp, &h, &err));
 	th = now() - t;
+	printf("| GPTQ's factor of H^-1 (float32 spotrf + strtri), once per group | %.2f | %.1f | %.1f |\n", th,
+	       2.0 * in * in * in / 3e9, 2.0 * in * in * in / 3e9 / th);
 	t = now();
 	CHECK(cloq_quant_gptq_hinv(W, out, h, &qp, &q, NULL, &err));
 	thq = now() - t;
-	printf("| gptq_hinv: factor once per group | %.2f | | |\n", th);
-	printf("| gptq_hinv: per linear on the shared factor | %.2f | | |\n", thq);
-	float *Wq2 = malloc(wn * 4);
-	int same = 0;
-	if (Wq2) {
-		cloq_quant_dequant(&q, Wq2);
-		same = memcmp(Wq, Wq2, wn * 4) == 0;
-		free(Wq2);
-	}
+	printf("| GPTQ column loop per linear | %.2f | %.1f | %.1f |\n", thq, (double)out * in * in / 1e9,
+	       (double)out * in * in / 1e9 / thq);
+	cloq_quant_dequant(&q, Wq);
 	cloq_qtensor_free(&q);
 	cloq_quant_hinv_free(h);
+
+	double *Hc = malloc((size_t)in * in * sizeof(double));
+	if (!Hc)
+		return 3;
+	memcpy(Hc, g.H, (size_t)in * in * sizeof(double));
+	cloq_factor *f = NULL;
+	t = now();
+	CHECK(cloq_solver_factor_inplace(Hc, in, CLOQ_LAMBDA_REL_DEFAULT, &f, &err));
+	CHECK(cloq_factor_make_f32(f, &err));
+	tf = now() - t;
+	printf("| chol(H + lambda I) in place (float64) + float32 copy, once per group | %.2f | %.1f | %.1f |\n", tf,
+	       (double)in * in * in / 3e9, (double)in * in * in / 3e9 / tf);
 
 	for (size_t i = 0; i < wn; i++)
 		dW[i] = W[i] - Wq[i];
 	cloq_lora_params lp = cloq_lora_default_params();
 	lp.rank = rank;
+	cloq_solve_info info;
+	memset(&info, 0, sizeof info);
 	t = now();
-	CHECK(cloq_solver_cloq(f, dW, out, in, &lp, A, B, NULL, &err));
+	CHECK(cloq_solver_cloq(f, dW, out, in, &lp, A, B, &info, &err));
 	tc = now() - t;
-	printf("| cloq: M = R dW^T, randomized SVD, A | %.2f | %.1f | %.1f |\n", tc, (double)out * in * in / 1e9,
-	       (double)out * in * in / 1e9 / tc);
-
-	/* the objective cloq_solver_cloq_alt evaluates for its one iterate: E = dW - BA, tr(E H E^T) */
-	float *E = malloc(wn * 4);
-	if (!E)
-		return 3;
-	for (int o = 0; o < out; o++)
-		for (int i = 0; i < in; i++) {
-			double s = 0;
-			for (int k = 0; k < rank; k++)
-				s += (double)B[(size_t)o * rank + k] * A[(size_t)k * in + i];
-			E[(size_t)o * in + i] = (float)(dW[(size_t)o * in + i] - s);
-		}
+	printf("| CLoQ: M = R dW^T (float32 trmm), randomized SVD, A; its energies | %.2f | %.1f | %.1f |\n", tc,
+	       (double)out * in * in / 1e9, (double)out * in * in / 1e9 / tc);
 	t = now();
-	double obj = cloq_solver_objective(g.H, E, out, in);
+	double den = cloq_solver_factor_objective(f, W, out, in);
 	to = now() - t;
-	printf("| alt objective tr(E H E^T), float64 (iters = 1 too) | %.2f | %.1f | %.1f |\n", to,
-	       2.0 * out * in * in / 1e9, 2.0 * out * in * in / 1e9 / to);
+	printf("| tr(W H W^T) = ||R W^T||^2 - lambda ||W||^2 (float32 trmm) | %.2f | %.1f | %.1f |\n", to,
+	       (double)out * in * in / 1e9, (double)out * in * in / 1e9 / to);
+	double lam = cloq_factor_lambda(f), dw2 = 0;
+	for (size_t i = 0; i < wn; i++)
+		dw2 += (double)dW[i] * dW[i];
+	double nq = info.total_energy - lam * dw2;
+	double rq_new = sqrt((nq > 0 ? nq : 0) / den), rf_new = sqrt(info.objective_undamped / den);
+
+	/* the previous session's way, for comparison in the same run: relative errors by float64
+	 * tr(E H E^T) products from H (two per error) */
 	double rq, rf;
 	t = now();
 	CHECK(cloq_solver_rel_error(g.H, W, Wq, NULL, NULL, 1.0, out, in, 0, &rq, &err));
 	CHECK(cloq_solver_rel_error(g.H, W, Wq, A, B, 1.0, out, in, rank, &rf, &err));
 	tr = now() - t;
-	printf("| rel_error x2 (rel_quant, rel_final; 4 float64 E H products) | %.2f | %.1f | %.1f |\n", tr,
+	printf("| (before: rel_error x2 from H, 4 float64 E H products) | %.2f | %.1f | %.1f |\n", tr,
 	       8.0 * out * in * in / 1e9, 8.0 * out * in * in / 1e9 / tr);
-	double today = tq + tc + to + tr;
-	printf("\nper linear today (gptq + cloq + objective + rel_error x2): %.1fs; errors %.4f -> %.4f (objective %.3g)\n",
-	       today, rq, rf, obj);
-	printf("GPTQ on a shared factor gives %s codes; for a group of k linears the factor is paid once instead "
-	       "of k times (saves (k-1) x %.1fs)\n", same ? "identical" : "DIFFERENT", qi.t_factor_s);
-	printf("errors from quantities the solver already has (||R dW^T||^2 for rel_quant, the SVD tail for rel_final)"
-	       " plus one tr(W H W^T) would save ~%.1fs of %.1fs per linear (%.0f%%); load 1m %.2f at end\n",
-	       to + tr * 3.0 / 4.0, today, 100.0 * (to + tr * 3.0 / 4.0) / today, load1());
-	cloq_factor_free(f);
+	double per = thq + tc + to;
+	printf("\nper linear now (GPTQ loop + CLoQ + denominator): %.1fs, plus per group %.1fs (factors); the "
+	       "error report's float64 way alone took %.1fs\n", per, th + tf, tr);
+	printf("errors now %.6f -> %.6f, float64 from H %.6f -> %.6f (relative differences %.1e, %.1e); load 1m %.2f "
+	       "at end\n", rq_new, rf_new, rq, rf, fabs(rq_new - rq) / rq, fabs(rf_new - rf) / rf, load1());
+	free(Hc);
+	cloq_factor_free(f); /* frees Hc's buffer, which became R */
 	cloq_gram_free(&g);
 	free(X);
 	free(W);
@@ -217,6 +205,5 @@ int main(int argc, char **argv)
 	free(sc);
 	free(A);
 	free(B);
-	free(E);
 	return 0;
 }
