@@ -195,7 +195,6 @@ int main(int argc, char **argv)
 	       "error report's float64 way alone took %.1fs\n", per, th + tf, tr);
 	printf("errors now %.6f -> %.6f, float64 from H %.6f -> %.6f (relative differences %.1e, %.1e); load 1m %.2f "
 	       "at end\n", rq_new, rf_new, rq, rf, fabs(rq_new - rq) / rq, fabs(rf_new - rf) / rf, load1());
-	free(Hc);
 	cloq_factor_free(f); /* frees Hc's buffer, which became R */
 	cloq_gram_free(&g);
 	free(X);
