@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -510,10 +511,11 @@ static int process_layer(job *J, int l, cloq_err *err)
 			snprintf(stage, sizeof stage, "stats %s", cloq_group_names[g]);
 			/* each pass resumes where the previous one stopped: O's from the input (q, k, v
 			 * changed), GATEUP's from the attention output, DOWN's from h */
-			int start = g == CLOQ_GROUP_GATEUP ? CLOQ_STATE_ATT
-				    : g == CLOQ_GROUP_DOWN ? CLOQ_STATE_H
-							   : CLOQ_STATE_INPUT;
-			CLOQ_TRY(pass(J, l, &wp, &gh, start, g, 1, NULL, stage, err));
+			int start = J->o.full_passes		? CLOQ_STATE_INPUT
+				    : g == CLOQ_GROUP_GATEUP ? CLOQ_STATE_ATT
+				    : g == CLOQ_GROUP_DOWN   ? CLOQ_STATE_H
+							     : CLOQ_STATE_INPUT;
+			CLOQ_TRY(pass(J, l, &wp, &gh, start, g, !J->o.full_passes, NULL, stage, err));
 			J->stage_s[ST_STATS] += now() - t;
 		}
 		cloq_gram_finish(&grams[g]);
@@ -548,7 +550,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 	}
 
 	/* propagate, then the shard, then the journal: a layer is done only once all are durable */
-	CLOQ_TRY(propagate(J, l, &wp, J->o.one_pass ? CLOQ_STATE_INPUT : CLOQ_STATE_ACT, err));
+	CLOQ_TRY(propagate(J, l, &wp, J->o.one_pass || J->o.full_passes ? CLOQ_STATE_INPUT : CLOQ_STATE_ACT, err));
 	remove_stashes(J);
 	t = now();
 	char shard[4096];
@@ -799,6 +801,34 @@ static void remove_stale_caches(job *J, int keep)
 	}
 }
 
+/* The resumable passes keep three per-window states of a layer on disk (fp32 attention output,
+ * h, SwiGLU product) next to the activation caches. When the output's file system cannot hold
+ * them with room to spare, recompute from the layer input instead: same bytes, more arithmetic. */
+static void choose_passes(job *J)
+{
+	if (J->o.one_pass || J->o.full_passes)
+		return;
+	const cloq_config *c = J->cfg;
+	double per_tok = 4.0 * ((double)c->heads * c->head_dim + c->hidden + c->intermediate);
+	double need = (double)J->win.n * J->win.seqlen * per_tok;
+	double caches = 2.0 * J->win.n * J->win.seqlen * c->hidden * (J->o.cache_bf16 ? 2 : 4);
+	char dir[4096];
+	struct statfs v;
+	snprintf(dir, sizeof dir, "%s/cache", J->out);
+	if (statfs(dir, &v) != 0)
+		return;
+	double avail = (double)v.f_bavail * v.f_bsize;
+	if (avail >= 1.25 * (need + caches) + (256.0 * (1 << 20)))
+		return;
+	J->o.full_passes = 1;
+	if (!J->o.quiet)
+		fprintf(stderr,
+			"cloq: %.1f GiB free under %s; resumable passes would keep %.1f GiB of per-window states "
+			"there: recomputing each statistics pass from the layer input instead (same output, about "
+			"2.5 forward passes per layer instead of 1; --full-passes says so explicitly)\n",
+			avail / 1073741824.0, dir, need / 1073741824.0);
+}
+
 /* ---- driver -------------------------------------------------------------------------------- */
 /* The thread count of a job: --threads, else the one its journal recorded, else all cores. */
 static int setup_threads(cloq_convert_opts *o)
@@ -942,6 +972,7 @@ static int run(job *J, cloq_err *err)
 	}
 	CLOQ_TRY(cloq_rope_init(&J->rope, J->cfg, J->win.seqlen, err));
 	CLOQ_TRY(cloq_block_ws_create(J->cfg, J->win.seqlen, &J->ws, err));
+	choose_passes(J);
 	J->xbuf = cloq_malloc((size_t)J->win.seqlen * J->cfg->hidden * sizeof(float));
 	CLOQ_FAIL_IF(!J->xbuf, err, CLOQ_EIO, "out of memory");
 

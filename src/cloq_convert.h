@@ -47,6 +47,10 @@ typedef struct cloq_convert_opts {
 	int cloq_iters, loftq_iters;/* 1, 1 */
 	int propagate;              /* enum cloq_propagate_kind */
 	int one_pass;
+	int full_passes;            /* statistics passes recompute from the layer input instead of
+	                             * resuming from per-window stashes (no stash disk; same bytes out).
+	                             * Not a job setting: a resumed job may switch. Set automatically
+	                             * when the output's file system lacks the stashes' space. */
 	int cache_bf16;             /* activation cache in bf16 (default fp32: bit-exact) */
 	int baselines;              /* also compute zero/LoftQ(T=1) objectives for the report (1) */
 	int64_t mem_budget;         /* bytes, 0 = none */

@@ -34,6 +34,10 @@ const char cloq_convert_help[] =
 	"pipeline:\n"
 	"  --propagate quantized|lora|fp   what feeds layer l+1 (default quantized)\n"
 	"  --one-pass                all Gram matrices of a layer from one pass with the original weights\n"
+	"  --full-passes             true-sequential passes recompute the block from the layer input\n"
+	"                            instead of resuming from per-window states kept on disk (about\n"
+	"                            2.5 forward passes per layer instead of 1, no stash files; the same\n"
+	"                            output bytes). Chosen automatically when the disk is short\n"
 	"  --cache-dtype fp32|bf16   activation cache encoding (default fp32, bit-exact)\n"
 	"  --mem-budget SIZE         e.g. 32G; refuse to start when a layer cannot fit\n"
 	"  --threads N               (default: all cores; recorded in the job, since results depend on\n"
@@ -240,6 +244,7 @@ int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_er
 		if (!strcmp(a, "--sym")) { o->sym = 1; continue; }
 		if (!strcmp(a, "--act-order")) { o->act_order = 1; continue; }
 		if (!strcmp(a, "--one-pass")) { o->one_pass = 1; continue; }
+		if (!strcmp(a, "--full-passes")) { o->full_passes = 1; continue; }
 		if (!strcmp(a, "--no-baselines")) { o->baselines = 0; continue; }
 		if (!strcmp(a, "--force")) { o->force = 1; continue; }
 		if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) { o->quiet = 1; continue; }

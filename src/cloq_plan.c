@@ -89,7 +89,7 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	p->peak_bytes = p->weights_bytes + p->solver_bytes + p->forward_bytes + (64 << 20) /* libs, zstd */;
 	int64_t act = (int64_t)nsamples * seqlen * c->hidden * (o->cache_bf16 ? 2 : 4);
 	p->scratch_disk = 2 * act;
-	if (!o->one_pass) /* the stashes of the resumable passes, fp32, at most two at a time */
+	if (!o->one_pass && !o->full_passes) /* the resumable passes' stashes, fp32 */
 		p->scratch_disk += (int64_t)nsamples * seqlen * (c->intermediate + c->hidden) * 4;
 	p->output_bytes = c->layers * (lin + lp - lin + (int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4) +
 			  (int64_t)c->vocab * c->hidden * dtype_bytes(c) * (c->tie_embeddings ? 1 : 2);
@@ -101,7 +101,7 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	double tokens = (double)nsamples * seqlen;
 	double attn = 4.0 * seqlen * (double)c->heads * c->head_dim; /* per token */
 	double fwd = tokens * (2.0 * lin + attn);
-	double per_layer = (o->one_pass ? 2.0 : 1.0) * fwd;
+	double per_layer = (o->one_pass ? 2.0 : o->full_passes ? 2.4 : 1.0) * fwd;
 	for (int l = 0; l < CLOQ_LINEARS; l++) {
 		int out, in;
 		cloq_linear_shape(c, l, &out, &in);

@@ -135,6 +135,8 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=500k cloq_e2e "$M" 2>/dev/null; 
 	rc=$?
 	if [ $rc != 3 ] || ! grep -q "disk full" "$T/tf.log"; then
 		fail "tmpfs: exit $rc, want 3 with 'disk full': $(tail -n 1 "$T/tf.log")"
+	elif ! grep -q "recomputing each statistics pass" "$T/tf.log"; then
+		fail "tmpfs: 500 KiB cannot hold the stashes, but the run did not switch to full passes"
 	elif ! no_torn "$O" "tmpfs"; then
 		fail "tmpfs: the failed run left damage"
 	elif ! mount -o remount,size=16m "$M"; then
@@ -142,7 +144,7 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=500k cloq_e2e "$M" 2>/dev/null; 
 	elif ! finish_job "$O" "tmpfs"; then
 		fail "tmpfs: resume after freeing space did not give the reference output"
 	else
-		ok "tmpfs full: exit 3 [$(grep 'error:' "$T/tf.log" | sed "s|$M/||g")]; grown, resumed, identical"
+		ok "tmpfs full: switched to full passes, exit 3 [$(grep 'error:' "$T/tf.log" | sed "s|$M/||g")]; grown, resumed with stashes, identical"
 	fi
 	umount "$M" || fail "tmpfs: umount"
 else

@@ -8,6 +8,8 @@
 #   --quantizer rtn final <= quantized everywhere; layer 0's mean quantized error above GPTQ's
 #   --propagate lora|fp, --one-pass: layer 0's q/k/v (whose statistics precede any processed
 #                   group) identical to the default job's; final <= quantized everywhere
+#   --full-passes   statistics recomputed from each layer's input instead of resumed from the
+#                   stashes: shards byte-identical to the default job's
 # These exercise the solver paths where GPTQ's factor stays alive beside R (LoftQ, alternating
 # CLoQ) and the shed/restore of earlier groups' deq(Q) under --propagate lora.
 . tests/e2e/convert_common.inc
@@ -31,6 +33,10 @@ job rtn --quantizer rtn
 job lora --propagate lora
 job fp --propagate fp
 job onepass --one-pass
+job full --full-passes
+for f in "$T/default/shards/"*; do
+	cmp -s "$f" "$T/full/shards/$(basename "$f")" || fail "--full-passes: $(basename "$f") differs from the default job's"
+done
 
 "$PY" - "$T" <<'PYEOF' || fails=$((fails + 1))
 import json, math, sys
@@ -69,5 +75,5 @@ for b in bad[:20]:
 print("means of final: " + ", ".join("%s %.4f" % (n, sum(e["final"] for l, e in rows) / len(rows)) for n, rows in rep.items()))
 sys.exit(1 if bad else 0)
 PYEOF
-[ "$fails" -eq 0 ] && ok "8 modes: verified jobs, report invariants hold"
+[ "$fails" -eq 0 ] && ok "9 modes: verified jobs, report invariants hold, --full-passes byte-identical"
 finish
