@@ -29,7 +29,10 @@ import numpy as np
 np.save('$TMP/calib.npy', np.random.RandomState(0).randint(0, 1024, size=($NSAMPLES, $SEQLEN)).astype(np.int32))" || exit 1
 SET="--bits 4 --group-size 128 --rank 64 --no-baselines"
 "$CLOQ" inspect "$TMP/m" --nsamples "$NSAMPLES" --seqlen "$SEQLEN" $SET --mem-budget "$BUDGET" | sed -n '/conversion plan/,$p'
-plan=$("$CLOQ" inspect "$TMP/m" --nsamples "$NSAMPLES" --seqlen "$SEQLEN" $SET | sed -n 's/.*peak memory *\([0-9.]*\) GiB.*/\1/p')
+# the planned peak in GiB, whatever unit inspect prints it in
+plan=$("$CLOQ" inspect "$TMP/m" --nsamples "$NSAMPLES" --seqlen "$SEQLEN" $SET |
+	sed -n 's/.*peak memory *\([0-9.]*\) \([KMGT]\)iB.*/\1 \2/p' |
+	awk '{ f = $2 == "K" ? 1 / 1048576 : $2 == "M" ? 1 / 1024 : $2 == "T" ? 1024 : 1; print $1 * f }')
 /usr/bin/time -v "$CLOQ" convert "$TMP/m" -o "$TMP/o" --calib-tokens "$TMP/calib.npy" $SET \
     --mem-budget "$BUDGET" --quiet 2> "$TMP/time.log"
 rc=$?
