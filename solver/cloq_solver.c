@@ -82,42 +82,22 @@ static cloq_factor *factor_new(int n, int kind, cloq_err *err)
 int cloq_solver_factor(const double *H, int n, double lambda_rel, cloq_factor **out,
 		       cloq_err *err)
 {
-	int rc = CLOQ_OK, info = 1;
-	double md = 0.0, rel = lambda_rel;
-	cloq_factor *f = NULL;
+	int rc = CLOQ_OK;
+	double *R = NULL;
 
 	if (out)
 		*out = NULL;
 	CLOQ_FAIL_IF(!out, err, CLOQ_EINPUT, "factor: NULL output");
-	CLOQ_TRY(check_gram(H, n, lambda_rel, &md, err));
-	f = factor_new(n, CLOQ_FACTOR_CHOLESKY, err);
-	CLOQ_FAIL_IF(!f, err, CLOQ_EIO, "factor: out of memory for a %d x %d factor", n, n);
-	f->mean_diag = md;
-	for (;;) {
-		double lam = md > 0.0 ? rel * md : 1.0;
-		memcpy(f->R, H, (size_t)n * n * sizeof(double));
-		for (int i = 0; i < n; i++)
-			f->R[(size_t)i * n + i] += lam;
-		info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', n, f->R, n);
-		CLOQ_FAIL_IF(info < 0, err, CLOQ_EIO, "factor: dpotrf argument error %d", info);
-		if (info == 0) {
-			f->lambda = lam;
-			f->lambda_rel = rel;
-			break;
-		}
-		rel = next_lambda_rel(rel);
-		CLOQ_FAIL_IF(rel > CLOQ_LAMBDA_REL_MAX * (1.0 + 1e-9), err, CLOQ_EINPUT,
-			     "factor: H + lambda I (n = %d) not positive definite even at lambda = "
-			     "%g * mean diag (pivot %d)", n, CLOQ_LAMBDA_REL_MAX, info);
-		f->escalations++;
-	}
-	/* dpotrf leaves the strict lower part as it was (H): clear it so R is R. */
-	for (int j = 0; j < n; j++)
-		memset(f->R + (size_t)j * n + j + 1, 0, (size_t)(n - j - 1) * sizeof(double));
-	*out = f;
-	return CLOQ_OK;
+	/* the in-place factor checks the values; the copy needs only a sane size */
+	CLOQ_FAIL_IF(n < 1 || !H || !cloq_bytes3((size_t)n, (size_t)n, sizeof(double)), err, CLOQ_EINPUT,
+		     "factor: bad Gram matrix (n = %d)", n);
+	R = cloq_aligned_alloc(64, (size_t)n * n * sizeof(double));
+	CLOQ_FAIL_IF(!R, err, CLOQ_EIO, "factor: out of memory for a %d x %d factor", n, n);
+	memcpy(R, H, (size_t)n * n * sizeof(double));
+	CLOQ_TRY(cloq_solver_factor_inplace(R, n, lambda_rel, out, err));
+	return CLOQ_OK; /* the factor owns R */
 fail:
-	cloq_factor_free(f);
+	cloq_free(R);
 	return rc;
 }
 
