@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,45 +43,251 @@ void cloq_fault_from_env(void)
 }
 
 /* ---- allocation ---------------------------------------------------------------------------- */
-/* Big buffers (weights, n x n factors, products) are touched once right after allocation, in
- * fresh pages from the kernel: with 4 KiB pages that is one fault per page, and on this kind of
- * virtual machine a fault costs ~15 us: 0.8 s to fill a 180 MB down_proj difference. Asking for
- * transparent huge pages on the 2 MiB-aligned interior makes it one fault per 2 MiB. Only a hint
- * (THP may be off, "madvise" is Debian's default); the memory is the same either way. */
-#define HUGE_HINT_MIN ((size_t)8 << 20)
-#define HUGE_PAGE ((uintptr_t)2 << 20)
+/*
+ * Big buffers (weights, n x n factors, (in, out) products: >= 8 MiB) come from a pool of mmap'd,
+ * 2 MiB-aligned blocks with transparent huge pages asked for, and a freed big block is kept for
+ * later requests (split to their size, merged again with its neighbours when they are freed)
+ * instead of going back to the kernel. Why: every such
+ * buffer is filled right after allocation, and fresh memory is dear on a virtual machine. Here
+ * (tests/bench, /tmp/touch-style probe) first touch of fresh 4 KiB pages runs at ~1.6 GB/s and of
+ * huge pages the host has just taken back at ~0.3 GB/s, against ~20 GB/s to rewrite memory the
+ * process still holds; a 7B-geometry convert allocates and frees hundreds of such buffers (the
+ * same few sizes per linear), and spent ~10% of its CPU time in the kernel zeroing pages.
+ *
+ * The pool never holds more than the most its blocks were ever live at once: a request no
+ * cached block serves first unmaps cached blocks (least recently freed first) until live +
+ * cached + the new block fit under that high-water mark (or nothing is cached), so the process's
+ * peak is the one it had without the pool (to 2 MiB rounding per block). CLOQ_MEM_POOL=0 in the
+ * environment
+ * turns it off (plain malloc; for measurements), as do AddressSanitizer builds, whose heap checks
+ * must see every buffer.
+ */
+#define BIG_MIN ((size_t)8 << 20)
+#define BIG_ALIGN ((size_t)2 << 20)
+#define BIG_SLOTS 256
 
-static void *huge_hint(void *p, size_t n)
+#if defined(__SANITIZE_ADDRESS__)
+#define BIG_POOL_BUILD 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BIG_POOL_BUILD 0
+#endif
+#endif
+#ifndef BIG_POOL_BUILD
+#define BIG_POOL_BUILD 1
+#endif
+
+struct big_block {
+	void *p;       /* NULL: slot unused */
+	size_t size;   /* mapped bytes, a multiple of BIG_ALIGN */
+	int live;      /* 0: cached */
+	uint64_t freed; /* when it was cached (pool clock) */
+};
+
+static struct {
+	pthread_mutex_t mu;
+	struct big_block b[BIG_SLOTS];
+	uint64_t clock;
+	size_t live, cached, high; /* bytes in live blocks, in cached ones, most ever live */
+	int on;                    /* -1: not decided yet */
+} big = {PTHREAD_MUTEX_INITIALIZER, {{0}}, 0, 0, 0, 0, -1};
+
+static int big_on(void)
 {
-	if (p && n >= HUGE_HINT_MIN) {
-		uintptr_t a = ((uintptr_t)p + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-		uintptr_t b = ((uintptr_t)p + n) & ~(HUGE_PAGE - 1);
-		if (b > a)
-			(void)madvise((void *)a, b - a, MADV_HUGEPAGE);
+	if (big.on < 0) {
+		const char *e = getenv("CLOQ_MEM_POOL");
+		big.on = BIG_POOL_BUILD && !(e && strcmp(e, "0") == 0);
 	}
-	return p;
+	return big.on;
+}
+
+/* a 2 MiB-aligned anonymous mapping of `size` bytes (a multiple of BIG_ALIGN), huge pages asked */
+static void *big_map(size_t size)
+{
+	char *m = mmap(NULL, size + BIG_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return NULL;
+	uintptr_t a = ((uintptr_t)m + BIG_ALIGN - 1) & ~(uintptr_t)(BIG_ALIGN - 1);
+	size_t head = a - (uintptr_t)m, tail = BIG_ALIGN - head;
+	if (head)
+		munmap(m, head);
+	if (tail)
+		munmap((char *)a + size, tail);
+	(void)madvise((void *)a, size, MADV_HUGEPAGE);
+	return (void *)a;
+}
+
+static struct big_block *big_slot(void)
+{
+	for (int i = 0; i < BIG_SLOTS; i++)
+		if (!big.b[i].p)
+			return &big.b[i];
+	return NULL;
+}
+
+/* give back the last `n` bytes (all when n >= size) of cached block b */
+static void big_trim(struct big_block *b, size_t n)
+{
+	if (n >= b->size) {
+		munmap(b->p, b->size);
+		big.cached -= b->size;
+		memset(b, 0, sizeof *b);
+	} else {
+		munmap((char *)b->p + (b->size - n), n);
+		big.cached -= n;
+		b->size -= n;
+	}
+}
+
+/* make b (cached) exactly `size` bytes, the rest a cached block of its own (kept whole when the
+ * table has no slot for it) */
+static void big_split(struct big_block *b, size_t size)
+{
+	struct big_block *r;
+	if (b->size > size && (r = big_slot()) != NULL) {
+		r->p = (char *)b->p + size;
+		r->size = b->size - size;
+		r->live = 0;
+		r->freed = b->freed;
+		b->size = size;
+	}
+}
+
+/* NULL when the table is full or memory is out: the caller falls back to malloc / fails */
+static void *big_alloc(size_t n, int zero)
+{
+	size_t size = (n + BIG_ALIGN - 1) & ~(BIG_ALIGN - 1);
+	struct big_block *hit = NULL, *slot;
+	void *p = NULL;
+	pthread_mutex_lock(&big.mu);
+	for (int i = 0; i < BIG_SLOTS; i++) {
+		struct big_block *b = &big.b[i];
+		if (b->p && !b->live && b->size >= size && (!hit || b->size < hit->size))
+			hit = b; /* best fit */
+	}
+	if (hit) {
+		big_split(hit, size);
+		hit->live = 1;
+		big.cached -= hit->size;
+		big.live += hit->size;
+		if (big.live > big.high)
+			big.high = big.live;
+		p = hit->p;
+		pthread_mutex_unlock(&big.mu);
+		if (zero)
+			memset(p, 0, n);
+		return p;
+	}
+	/* miss: give back cached bytes, least recently freed first, until live + cached + this one
+	 * fit under the high-water mark (which this one may raise: then nothing stays cached) */
+	size_t cap = big.live + size > big.high ? big.live + size : big.high;
+	while (big.cached && big.live + big.cached + size > cap) {
+		struct big_block *old = NULL;
+		for (int i = 0; i < BIG_SLOTS; i++)
+			if (big.b[i].p && !big.b[i].live && (!old || big.b[i].freed < old->freed))
+				old = &big.b[i];
+		big_trim(old, big.live + big.cached + size - cap);
+	}
+	slot = big_slot();
+	if (!slot) /* table full: drop the least recently freed cached block */
+		for (int i = 0; i < BIG_SLOTS; i++)
+			if (!big.b[i].live && (!slot || big.b[i].freed < slot->freed))
+				slot = &big.b[i];
+	if (slot && slot->p)
+		big_trim(slot, slot->size);
+	if (slot && (p = big_map(size)) != NULL) {
+		slot->p = p;
+		slot->size = size;
+		slot->live = 1;
+		big.live += size;
+		if (big.live > big.high)
+			big.high = big.live;
+	}
+	pthread_mutex_unlock(&big.mu);
+	return p; /* fresh mapping: already zero */
+}
+
+/* the slot of a pool block, or NULL; caller holds big.mu */
+static struct big_block *big_find(const void *p)
+{
+	if (!p || ((uintptr_t)p & (BIG_ALIGN - 1)))
+		return NULL;
+	for (int i = 0; i < BIG_SLOTS; i++)
+		if (big.b[i].p == p && big.b[i].live)
+			return &big.b[i];
+	return NULL;
+}
+
+/* coalesce cached block b with the cached blocks right before and after it */
+static void big_merge(struct big_block *b)
+{
+	for (int again = 1; again;) {
+		again = 0;
+		for (int i = 0; i < BIG_SLOTS; i++) {
+			struct big_block *o = &big.b[i];
+			if (o == b || !o->p || o->live)
+				continue;
+			if ((char *)o->p + o->size == (char *)b->p) {
+				o->size += b->size;
+				o->freed = b->freed;
+				memset(b, 0, sizeof *b);
+				b = o;
+				again = 1;
+			} else if ((char *)b->p + b->size == (char *)o->p) {
+				b->size += o->size;
+				memset(o, 0, sizeof *o);
+				again = 1;
+			}
+		}
+	}
+}
+
+static void *alloc_any(size_t n, int zero)
+{
+	void *p = NULL;
+	if (n >= BIG_MIN && big_on() && (p = big_alloc(n, zero)) != NULL)
+		return p;
+	return zero ? calloc(n ? n : 1, 1) : malloc(n ? n : 1);
 }
 
 void *cloq_malloc(size_t n)
 {
 	if (cloq_fault_hit(CLOQ_FAULT_ALLOC))
 		return NULL;
-	return huge_hint(malloc(n ? n : 1), n);
+	return alloc_any(n, 0);
 }
 
 void *cloq_calloc(size_t count, size_t size)
 {
 	if (cloq_fault_hit(CLOQ_FAULT_ALLOC))
 		return NULL;
-	size_t n = count && size && count <= SIZE_MAX / size ? count * size : 0;
-	return huge_hint(calloc(count ? count : 1, size ? size : 1), n);
+	if (count && size && count > SIZE_MAX / size)
+		return NULL;
+	return alloc_any(count * size, 1);
 }
 
 void *cloq_realloc(void *p, size_t n)
 {
 	if (cloq_fault_hit(CLOQ_FAULT_ALLOC))
 		return NULL;
-	return realloc(p, n ? n : 1);
+	size_t old = 0;
+	if (p && big.on > 0) {
+		pthread_mutex_lock(&big.mu);
+		struct big_block *b = big_find(p);
+		old = b ? b->size : 0;
+		pthread_mutex_unlock(&big.mu);
+	}
+	if (!old && n < BIG_MIN)
+		return realloc(p, n ? n : 1);
+	void *q = alloc_any(n, 0);
+	if (!q)
+		return NULL;
+	if (p) {
+		size_t keep = old ? old : malloc_usable_size(p);
+		memcpy(q, p, keep < n ? keep : n);
+		cloq_free(p);
+	}
+	return q;
 }
 
 void *cloq_aligned_alloc(size_t align, size_t n)
@@ -89,12 +297,42 @@ void *cloq_aligned_alloc(size_t align, size_t n)
 	if (align < 64)
 		align = 64;
 	void *p = NULL;
+	if (n >= BIG_MIN && align <= BIG_ALIGN && big_on() && (p = big_alloc(n, 0)) != NULL)
+		return p;
 	if (posix_memalign(&p, align, n ? n : 1) != 0)
 		return NULL;
-	return huge_hint(p, n);
+	return p;
 }
 
-void cloq_free(void *p) { free(p); }
+int cloq_mem_pool_stats(size_t *live, size_t *cached, size_t *high)
+{
+	int on = big_on();
+	pthread_mutex_lock(&big.mu);
+	*live = big.live;
+	*cached = big.cached;
+	*high = big.high;
+	pthread_mutex_unlock(&big.mu);
+	return on;
+}
+
+void cloq_free(void *p)
+{
+	if (p && big.on > 0 && !((uintptr_t)p & (BIG_ALIGN - 1))) {
+		pthread_mutex_lock(&big.mu);
+		struct big_block *b = big_find(p);
+		if (b) {
+			b->live = 0;
+			b->freed = ++big.clock;
+			big.live -= b->size;
+			big.cached += b->size;
+			big_merge(b);
+		}
+		pthread_mutex_unlock(&big.mu);
+		if (b)
+			return;
+	}
+	free(p);
+}
 
 char *cloq_strdup(const char *s)
 {

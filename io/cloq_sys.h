@@ -27,6 +27,9 @@ void *cloq_realloc(void *p, size_t n);
 /* 64-byte aligned (or `align` when larger, power of two); release with cloq_free. */
 void *cloq_aligned_alloc(size_t align, size_t n);
 void cloq_free(void *p); /* cloq_free(NULL) is a no-op */
+/* The big-buffer pool (cloq_sys.c): bytes in blocks handed out, kept for reuse, and the most ever
+ * handed out at once. Returns 0 when the pool is off (CLOQ_MEM_POOL=0, AddressSanitizer). */
+int cloq_mem_pool_stats(size_t *live, size_t *cached, size_t *high);
 char *cloq_strdup(const char *s);
 
 /* Overflow-checked a*b; returns 0 on overflow (and leaves *out untouched), 1 otherwise. */

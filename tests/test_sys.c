@@ -89,6 +89,101 @@ static void test_alloc_fault(void **state)
 	cloq_free(NULL);
 }
 
+/* The big-buffer pool: reuse, split, merge, zeroing, realloc, and its bound: never more held
+ * (live + cached) than the most ever live at once. */
+static void test_big_pool(void **state)
+{
+	const size_t MB = (size_t)1 << 20;
+	size_t live, cached, high;
+	if (!cloq_mem_pool_stats(&live, &cached, &high)) { /* sanitizer build: plain malloc */
+		void *p = cloq_calloc(1, 64 * MB);
+		assert_non_null(p);
+		assert_int_equal(((unsigned char *)p)[64 * MB - 1], 0);
+		cloq_free(p);
+		skip();
+	}
+	assert_true(live == 0 && cached == 0);
+	unsigned char *a = cloq_malloc(64 * MB);
+	assert_non_null(a);
+	assert_int_equal((uintptr_t)a % (2 * MB), 0);
+	memset(a, 0xab, 64 * MB);
+	cloq_free(a);
+	cloq_mem_pool_stats(&live, &cached, &high);
+	assert_true(live == 0 && cached == 64 * MB && high == 64 * MB);
+	/* a smaller request is carved from the cached block, and calloc zeroes what it reuses */
+	unsigned char *b = cloq_calloc(10, 4 * MB);
+	assert_ptr_equal(b, a);
+	for (size_t i = 0; i < 40 * MB; i += 4096)
+		assert_int_equal(b[i], 0);
+	assert_int_equal(b[40 * MB - 1], 0);
+	unsigned char *c = cloq_malloc(24 * MB);
+	assert_ptr_equal(c, a + 40 * MB); /* the remainder */
+	cloq_mem_pool_stats(&live, &cached, &high);
+	assert_true(live == 64 * MB && cached == 0 && high == 64 * MB);
+	cloq_free(c);
+	cloq_free(b);
+	/* freed neighbours merge: the whole block serves a 64 MB request again */
+	unsigned char *d = cloq_malloc(64 * MB);
+	assert_ptr_equal(d, a);
+	cloq_free(d);
+	/* a request nothing cached fits: cached bytes go back so that live + cached stays under the
+	 * high-water mark, which the new block raises to 100 MB */
+	unsigned char *e = cloq_malloc(100 * MB);
+	assert_non_null(e);
+	cloq_mem_pool_stats(&live, &cached, &high);
+	assert_true(live == 100 * MB && cached == 0 && high == 100 * MB);
+	/* realloc keeps the contents, within the pool and across its threshold */
+	for (size_t i = 0; i < 100 * MB; i += 4096)
+		e[i] = (unsigned char)(i / 4096);
+	unsigned char *f = cloq_realloc(e, 120 * MB);
+	assert_non_null(f);
+	for (size_t i = 0; i < 100 * MB; i += 4096)
+		assert_int_equal(f[i], (unsigned char)(i / 4096));
+	for (size_t i = 0; i < 1000; i++)
+		f[i] = (unsigned char)(i * 7 + 1);
+	unsigned char *g = cloq_realloc(f, 1000); /* pool -> malloc */
+	assert_non_null(g);
+	for (size_t i = 0; i < 1000; i++)
+		assert_int_equal(g[i], (unsigned char)(i * 7 + 1));
+	unsigned char *h = cloq_realloc(g, 16 * MB); /* malloc -> pool */
+	assert_non_null(h);
+	assert_int_equal((uintptr_t)h % (2 * MB), 0);
+	for (size_t i = 0; i < 1000; i++)
+		assert_int_equal(h[i], (unsigned char)(i * 7 + 1));
+	cloq_free(h);
+	/* random traffic: blocks never overlap, and live + cached <= high all along */
+	enum { NB = 12 };
+	unsigned char *blk[NB] = {0};
+	size_t sz[NB] = {0};
+	uint64_t x = 12345;
+	for (int it = 0; it < 400; it++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		int k = (int)((x >> 33) % NB);
+		if (blk[k]) {
+			assert_int_equal(blk[k][0], (unsigned char)k);
+			assert_int_equal(blk[k][sz[k] - 1], (unsigned char)k);
+			cloq_free(blk[k]);
+			blk[k] = NULL;
+		} else {
+			sz[k] = (8 + (size_t)((x >> 17) % 56)) * MB + (size_t)((x >> 7) % 4096);
+			blk[k] = (x >> 40) & 1 ? cloq_calloc(1, sz[k]) : cloq_malloc(sz[k]);
+			assert_non_null(blk[k]);
+			blk[k][0] = blk[k][sz[k] - 1] = (unsigned char)k;
+		}
+		cloq_mem_pool_stats(&live, &cached, &high);
+		assert_true(live + cached <= high);
+	}
+	for (int k = 0; k < NB; k++) {
+		if (blk[k]) {
+			assert_int_equal(blk[k][0], (unsigned char)k);
+			assert_int_equal(blk[k][sz[k] - 1], (unsigned char)k);
+		}
+		cloq_free(blk[k]);
+	}
+	cloq_mem_pool_stats(&live, &cached, &high);
+	assert_int_equal(live, 0);
+}
+
 static void test_read_missing_and_truncated(void **state)
 {
 	cloq_err err;
@@ -129,6 +224,7 @@ int main(void)
 		cmocka_unit_test(test_atomic_round_trip),
 		cmocka_unit_test(test_atomic_fault_every_io),
 		cmocka_unit_test(test_alloc_fault),
+		cmocka_unit_test(test_big_pool),
 		cmocka_unit_test(test_read_missing_and_truncated),
 		cmocka_unit_test(test_mul_overflow_and_wrap),
 	};
