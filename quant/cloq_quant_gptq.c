@@ -65,6 +65,33 @@ int cloq_quant__hinv_upper_fast(float *H, int n)
 	return 0;
 }
 
+/* The left-looking form of the same factor (see the banner): H = R R^T as above, then for each
+ * block [b0, b1) of the partition (starts bstart[0..nb), bstart[nb] = n) the diagonal block
+ * becomes U_bb = R_bb^-1 and the column block above it T_b = R[0:b0, b0:b1] U_bb. One spotrf
+ * plus nb small strtri and trmm (n^2 B / 2 flops): about half the factor's work. */
+int cloq_quant__hfactor_blocked(float *H, int n, const int *bstart, int nb)
+{
+	size_t N = (size_t)n;
+	reverse_floats(H, N * N);
+	int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', n, H, n);
+	if (info != 0)
+		return info > 0 ? info : n + 1;
+	reverse_floats(H, N * N); /* R, row-major upper; below the diagonal: what H left there */
+	for (size_t i = 1; i < N; i++)
+		memset(H + i * N, 0, i * sizeof *H);
+	for (int b = 0; b < nb; b++) {
+		int b0 = bstart[b], w = bstart[b + 1] - b0;
+		float *Ubb = H + (size_t)b0 * N + b0;
+		info = LAPACKE_strtri(LAPACK_ROW_MAJOR, 'U', 'N', w, Ubb, n);
+		if (info != 0)
+			return info > 0 ? b0 + info : n + 1;
+		if (b0 > 0)
+			cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, b0, w,
+				    1.0f, Ubb, n, H + b0, n);
+	}
+	return 0;
+}
+
 /* ======== shared set-up =========================================================================== */
 /* Build the permuted, dead-column-handled, mean-diag-normalised, damped H into Hd (float32: the
  * factorisation runs in float32 as AutoGPTQ's does; entries are O(1) after the normalisation).
@@ -120,12 +147,47 @@ static double attempt_damp(double damp, int k)
 
 #define GPTQ_MAX_ESCALATIONS 4
 
+/* The effective block (see the banner) and the end of the block starting at i1. */
+static int eff_block(const cloq_quant_cfg *c, int cols)
+{
+	int blk = c->block_size;
+	if (!c->static_groups && c->gs <= blk)
+		blk = (blk / c->gs) * c->gs;
+	return blk > cols ? cols : blk;
+}
+
+static int block_end(const cloq_quant_cfg *c, int blk, int cols, int i1)
+{
+	int i2 = i1 + blk;
+	if (!c->static_groups && c->gs > blk) { /* every group starts a block */
+		int next = (i1 / c->gs + 1) * c->gs;
+		if (next < i2)
+			i2 = next;
+	}
+	return i2 > cols ? cols : i2;
+}
+
+/* Left-looking needs each group's weights current when it starts, i.e. inside its block: true
+ * unless groups are wider than blocks (and not static). It saves strtri's n^3/3 flops but
+ * re-packs the finished columns for every block's GEMM (~rows n^2 / 2B floats per linear): a win
+ * for wide factors (7B-geometry convert, n = 11008: -2.4 s per down_proj), a small loss at
+ * n = 4096 with 1-3 linears of 4096-11008 rows sharing the factor (+0.1-0.3 s each). */
+int cloq_quant__left_min_cols = 8192;
+static int left_looking(const cloq_quant_cfg *c, int blk, int cols)
+{
+	return cols >= cloq_quant__left_min_cols && (c->static_groups || c->gs <= blk);
+}
+
 /* ======== the factor, shareable by the linears that read the same input ======================= */
 struct cloq_quant_hinv {
 	int n, act_order;
 	int *perm;           /* (n) original column at processing position j */
 	unsigned char *dead; /* (n) diag H == 0, by original column */
-	float *U;            /* (n, n) row-major, upper: chol(H'^-1) of the permuted, normalised H */
+	/* (n, n) row-major, upper, of the permuted, normalised H: left-looking form when nb > 0
+	 * (blocks bstart[0..nb], cloq_quant__hfactor_blocked), else U = chol(H'^-1) */
+	float *U;
+	int nb, *bstart;
+	int blk, gs, static_groups; /* the partition's inputs, checked by cloq_quant_gptq_hinv */
 	double damp_used, t_factor_s;
 	int escalations, ndead;
 };
@@ -135,6 +197,7 @@ void cloq_quant_hinv_free(cloq_quant_hinv *h)
 	if (!h)
 		return;
 	cloq_free(h->U);
+	cloq_free(h->bstart);
 	cloq_free(h->dead);
 	cloq_free(h->perm);
 	cloq_free(h);
@@ -169,14 +232,29 @@ int cloq_quant_hinv_create(const double *H, int cols, const cloq_quant_params *p
 	for (size_t j = 0; j < N; j++)
 		h->dead[j] = H[j * N + j] == 0.0;
 
-	/* U = chol(H^-1, upper), escalating the damping when H is not numerically SPD */
+	h->blk = eff_block(&c, cols);
+	h->gs = c.gs;
+	h->static_groups = c.static_groups;
+	if (left_looking(&c, h->blk, cols)) {
+		for (int i1 = 0; i1 < cols; i1 = block_end(&c, h->blk, cols, i1))
+			h->nb++;
+		h->bstart = cloq_malloc(((size_t)h->nb + 1) * sizeof *h->bstart);
+		CLOQ_FAIL_IF(!h->bstart, err, CLOQ_EIO, "gptq: out of memory");
+		int b = 0;
+		for (int i1 = 0; i1 < cols; i1 = block_end(&c, h->blk, cols, i1))
+			h->bstart[b++] = i1;
+		h->bstart[b] = cols;
+	}
+
+	/* the factor, escalating the damping when H is not numerically SPD */
 	float *Hd = (float *)(void *)hbuf;
 	double damp = 0.0, mdiag = 1.0;
 	int k, fact = -1;
 	for (k = 0; k <= GPTQ_MAX_ESCALATIONS; k++) {
 		damp = attempt_damp(c.damp, k);
 		h->ndead = build_h(H, cols, h->perm, damp, Hd, &mdiag);
-		fact = cloq_quant__hinv_upper_fast(Hd, cols);
+		fact = h->nb ? cloq_quant__hfactor_blocked(Hd, cols, h->bstart, h->nb)
+			     : cloq_quant__hinv_upper_fast(Hd, cols);
 		for (size_t i = 0; fact == 0 && i < N; i++)
 			for (size_t j = i; j < N; j++)
 				if (!isfinite(Hd[i * N + j]) || (j == i && !(Hd[i * N + i] > 0.0f))) {
@@ -228,6 +306,81 @@ fail:
 	return rc;
 }
 
+/*
+ * The column loop, left-looking (the factor from cloq_quant__hfactor_blocked). With D = W - Q
+ * over the columns done so far, the weights of block b as the right-looking loop would have them
+ * when it reaches b are W_b + D[:, 0:b0] T_b (from W - Q = E U and R U = I); so each block is
+ * one float32 GEMM of the finished columns instead of an update of all later ones, and no
+ * inverse of R is ever formed. Wcur: (rows, blk) the current block; D: (rows, n) row-major.
+ * Returns the first row whose group parameters failed, or -1; *fail_i1 is the last block's start
+ * (the failing block's, whose current weights Wcur still holds).
+ */
+static int gptq_left(const float *W, int rows, const cloq_quant_hinv *h, const cloq_quant_cfg *cp,
+		     float *D, float *Wcur, double *loss, cloq_qtensor *out, int *fail_i1)
+{
+	const cloq_quant_cfg c = *cp;
+	const int cols = h->n, blk = h->blk;
+	const size_t N = (size_t)cols, R = (size_t)rows;
+	const int *perm = h->perm;
+	const unsigned char *dead = h->dead;
+	const float *F = h->U;
+	int bad_row = -1;
+	for (int b = 0; b < h->nb && bad_row < 0; b++) {
+		int i1 = h->bstart[b], i2 = h->bstart[b + 1], w = i2 - i1;
+#pragma omp parallel for schedule(static) if (R * (size_t)w > 65536)
+		for (size_t r = 0; r < R; r++)
+			for (int j = 0; j < w; j++) {
+				size_t pj = (size_t)perm[i1 + j];
+				Wcur[r * (size_t)blk + j] = dead[pj] ? 0.0f : W[r * N + pj];
+			}
+		if (i1 > 0)
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, w, i1, 1.0f, D, cols,
+				    F + i1, cols, 1.0f, Wcur, blk);
+#pragma omp parallel for schedule(static) if (R * (size_t)w > 16384)
+		for (size_t r = 0; r < R; r++) {
+			float *wr = Wcur + r * (size_t)blk; /* wr[i - i1], i in [i1, i2) */
+			float *sc = out->scale + r * c.ngroups;
+			int32_t *zp = out->zero + r * c.ngroups;
+			uint8_t *q = out->q + r * N;
+			double l = 0.0;
+			for (int i = i1; i < i2; i++) {
+				int g;
+				if (c.static_groups) {
+					g = perm[i] / c.gs;
+				} else {
+					g = i / c.gs;
+					if (i % c.gs == 0) {
+						int m = cols - i < c.gs ? cols - i : c.gs;
+						if (cloq_quant__params(wr + (i - i1), m, &c, &sc[g], &zp[g], (int)r,
+								       g, NULL) != CLOQ_OK) {
+#pragma omp critical(cloq_quant_gptq_bad)
+							if (bad_row < 0 || (int)r < bad_row)
+								bad_row = (int)r;
+							break;
+						}
+					}
+				}
+				float x = wr[i - i1], s = sc[g];
+				int32_t z = zp[g];
+				int qc = cloq_quant__code(x, s, z, c.maxq);
+				float dq = cloq_quant__deq(qc, s, z);
+				size_t pi = (size_t)perm[i];
+				q[pi] = (uint8_t)qc;
+				D[r * N + i] = (dead[pi] ? 0.0f : W[r * N + pi]) - dq;
+				const float *u = F + (size_t)i * N;
+				float d = u[i], er = (x - dq) / d;
+				l += (double)(x - dq) * (double)(x - dq) / ((double)d * (double)d);
+				float *wj = wr - i1;
+				for (int j = i + 1; j < i2; j++)
+					wj[j] -= er * u[j];
+			}
+			loss[r] += 0.5 * l;
+		}
+		*fail_i1 = i1;
+	}
+	return bad_row;
+}
+
 int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
 			 const cloq_quant_params *p, cloq_qtensor *out, cloq_quant_gptq_info *info,
 			 cloq_err *err)
@@ -255,11 +408,11 @@ int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
 	CLOQ_TRY(cloq_quant__check_w(W, rows, cols, err));
 
 	/* Effective block: see the banner. */
-	int blk = c.block_size;
-	if (!c.static_groups && c.gs <= blk)
-		blk = (blk / c.gs) * c.gs;
-	if (blk > cols)
-		blk = cols;
+	int blk = eff_block(&c, cols);
+	CLOQ_FAIL_IF(blk != h->blk || c.gs != h->gs || c.static_groups != h->static_groups, err,
+		     CLOQ_EINPUT, "gptq: block %d, group %d, static %d but the H factor was made for "
+		     "block %d, group %d, static %d", blk, c.gs, c.static_groups, h->blk, h->gs,
+		     h->static_groups);
 
 	Wp = cloq_aligned_alloc(64, rn);
 	Err = cloq_aligned_alloc(64, R * (size_t)blk * sizeof *Err);
@@ -269,9 +422,10 @@ int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
 		     "gptq: out of memory for a (%d, %d) weight", rows, cols);
 	CLOQ_TRY(cloq_qtensor_alloc(out, rows, cols, c.bits, c.gs, err));
 
-	/* ---- working copy of W in processing order, dead columns zeroed ---- */
-#pragma omp parallel for schedule(static) if (R * N > 65536)
-	for (size_t r = 0; r < R; r++) {
+	/* ---- working copy of W in processing order, dead columns zeroed (right-looking only;
+	 * left-looking fills Wp with W - Q as it goes) ---- */
+#pragma omp parallel for schedule(static) if (!h->nb && R * N > 65536)
+	for (size_t r = 0; r < (h->nb ? 0 : R); r++) {
 		const float *src = W + r * N;
 		float *dst = Wp + r * N;
 		for (size_t j = 0; j < N; j++) {
@@ -294,7 +448,11 @@ int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
 	}
 
 	/* ---- blocks ---- */
-	int bad_row = -1;
+	int bad_row = -1, fail_i1 = 0;
+	if (h->nb) {
+		bad_row = gptq_left(W, rows, h, &c, Wp, Err, loss, out, &fail_i1);
+		goto blocks_done;
+	}
 	for (int i1 = 0; i1 < cols && bad_row < 0;) {
 		int i2 = i1 + blk;
 		if (!c.static_groups && c.gs > blk) { /* every group starts a block */
@@ -348,6 +506,15 @@ int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
 				    i2 - i1, -1.0f, Err, blk, U + (size_t)i1 * N + i2, cols, 1.0f,
 				    Wp + i2, cols);
 		i1 = i2;
+	}
+blocks_done:
+	if (bad_row >= 0 && h->nb) { /* the failing block's groups again, for the message */
+		for (int j0 = fail_i1; j0 < cols && j0 < fail_i1 + blk; j0 += c.gs) {
+			int m = cols - j0 < c.gs ? cols - j0 : c.gs;
+			CLOQ_TRY(cloq_quant__params(Err + (size_t)bad_row * blk + (j0 - fail_i1), m, &c,
+						    &out->scale[0], &out->zero[0], bad_row, j0 / c.gs, err));
+		}
+		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT, "gptq: row %d failed", bad_row);
 	}
 	if (bad_row >= 0) {
 		for (int g = 0; g < c.ngroups; g++) {

@@ -46,6 +46,13 @@ int cloq_quant__perm(const double *H, int n, int act_order, int *perm, cloq_err 
  * zeroed, from H (n, n) row-major SPD, in place. Fast: float32, one Cholesky of the reversed H
  * and a triangular inverse. Returns the LAPACK info (0 = success, > 0 = not positive definite). */
 int cloq_quant__hinv_upper_fast(float *H, int n);
+/* The left-looking GPTQ factor (cloq_quant_gptq.c): with H = R R^T (R upper, the reversed
+ * H's Cholesky), for each block [bstart[b], bstart[b+1]) the diagonal block becomes
+ * U_bb = R_bb^-1 (= the diagonal block of U above) and the column block above it
+ * T_b = R[0:b0, b0:b1] U_bb; strictly lower part zeroed. In place, float32, row-major. */
+int cloq_quant__hfactor_blocked(float *H, int n, const int *bstart, int nb);
+/* GPTQ runs left-looking (the factor above) from this many columns up (8192); tests lower it. */
+extern int cloq_quant__left_min_cols;
 /* Same via dpotrf + dpotri + dpotrf (AutoGPTQ's route), for the reference. */
 int cloq_quant__hinv_upper_ref(double *H, int n);
 

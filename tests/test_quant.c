@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <lapacke.h>
 
 #include "cloq_error.h"
 #include "cloq_quant.h"
@@ -355,6 +356,62 @@ static void test_hinv_fast_vs_ref(void **state)
 	free(H);
 }
 
+/* The left-looking factor against the same float64 reference: its diagonal blocks are those
+ * of U = chol(H^-1) = R^-1, the blocks above them R[0:b0, b0:b1] U_bb with R = Uref^-1. */
+static void test_hfactor_blocked_vs_ref(void **state)
+{
+	int n = 150, bstart[] = {0, 32, 64, 100, 128, 150}, nb = 5;
+	uint64_t saved = rng_state; /* the tests after this one keep their data */
+	double *H = corr_h(n, 400, 3, NULL, 0);
+	rng_state = saved;
+	double md = 0;
+	for (int i = 0; i < n; i++)
+		md += H[i * n + i] / n;
+	for (int i = 0; i < n * n; i++)
+		H[i] /= md;
+	for (int i = 0; i < n; i++)
+		H[i * n + i] += 0.01;
+	float *F = malloc((size_t)n * n * sizeof *F);
+	double *U = malloc((size_t)n * n * sizeof *U), *R = malloc((size_t)n * n * sizeof *R);
+	double *E = calloc((size_t)n * n, sizeof *E);
+	for (int i = 0; i < n * n; i++)
+		F[i] = (float)H[i];
+	memcpy(U, H, (size_t)n * n * sizeof *U);
+	assert_int_equal(cloq_quant__hfactor_blocked(F, n, bstart, nb), 0);
+	assert_int_equal(cloq_quant__hinv_upper_ref(U, n), 0);
+	memcpy(R, U, (size_t)n * n * sizeof *R);
+	assert_int_equal(LAPACKE_dtrtri(LAPACK_ROW_MAJOR, 'U', 'N', n, R, n), 0);
+	for (int b = 0; b < nb; b++) { /* expected: E = U_bb on the diagonal, R_<b,b U_bb above */
+		int b0 = bstart[b], w = bstart[b + 1] - b0;
+		for (int i = 0; i < w; i++)
+			for (int j = 0; j < w; j++)
+				E[(size_t)(b0 + i) * n + b0 + j] = U[(size_t)(b0 + i) * n + b0 + j];
+		if (b0)
+			cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b0, w, w, 1.0, R + b0, n,
+				    U + (size_t)b0 * n + b0, n, 0.0, E + b0, n);
+	}
+	double maxe = 0, mdiff = 0;
+	for (int i = 0; i < n * n; i++) {
+		maxe = fmax(maxe, fabs(E[i]));
+		mdiff = fmax(mdiff, fabs(F[i] - E[i]));
+	}
+	printf("# blocked factor float32 vs float64 reference: max diff = %.3g x max entry\n", mdiff / maxe);
+	assert_true(mdiff <= 1e-4 * maxe);
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < i; j++)
+			assert_true(F[i * n + j] == 0.0f);
+	/* not positive definite: a failing factorisation says so */
+	for (int i = 0; i < n * n; i++)
+		F[i] = (float)H[i];
+	F[7 * n + 7] = -1.0f;
+	assert_true(cloq_quant__hfactor_blocked(F, n, bstart, nb) > 0);
+	free(E);
+	free(R);
+	free(U);
+	free(F);
+	free(H);
+}
+
 /* Fast GPTQ against the scalar float64 reference. The fast path updates in float32 (as AutoGPTQ)
  * in a different order, so a value sitting at a rounding tie may land on the other side: either a
  * code flips or a group's zero point / scale does, and the flip feeds into later columns of that
@@ -407,7 +464,7 @@ static void gptq_vs_ref(int rows, int cols, const cloq_quant_params *p, const ch
 	free(H);
 }
 
-static void test_gptq_vs_ref(void **state)
+static void gptq_vs_ref_all(void)
 {
 	cloq_quant_params p = params(4, 64, 1);
 	gptq_vs_ref(40, 200, &p, "4b g64 b128 ragged");
@@ -428,6 +485,22 @@ static void test_gptq_vs_ref(void **state)
 	gptq_vs_ref(40, 200, &p, "3b per-channel sym");
 	p = params(8, 64, 1);
 	gptq_vs_ref(40, 200, &p, "8b g64");
+}
+
+/* both column loops on the same data: right-looking (U = chol(H^-1)) and left-looking (the
+ * blocked factor; where groups are wider than blocks it stays right-looking) */
+static void test_gptq_vs_ref(void **state)
+{
+	int saved_min = cloq_quant__left_min_cols;
+	uint64_t saved_rng = rng_state;
+	cloq_quant__left_min_cols = 1 << 30;
+	printf("# right-looking column loop\n");
+	gptq_vs_ref_all();
+	rng_state = saved_rng;
+	cloq_quant__left_min_cols = 0;
+	printf("# left-looking column loop\n");
+	gptq_vs_ref_all();
+	cloq_quant__left_min_cols = saved_min;
 }
 
 /* act-order: g_idx groups the columns by descending diag H (g_idx[perm[j]] = j / gs); with
@@ -614,6 +687,20 @@ static void test_gptq_singular_and_bad(void **state)
 	W[3 * cols + 100] = INFINITY;
 	assert_int_equal(cloq_quant_gptq(W, H, rows, cols, &p, &q, &err), CLOQ_EINPUT);
 	assert_non_null(strstr(err.msg, "Inf at row 3, column 100"));
+	/* an fp16 scale that would overflow (huge weights in row 5, group 1): bad input naming row
+	 * and group, from either column loop */
+	W[3 * cols + 100] = 0.0f;
+	for (int j = 64; j < 96; j++)
+		W[5 * cols + j] = j % 2 ? 1e6f : -1e6f;
+	p = params(4, 32, 1);
+	int saved_min = cloq_quant__left_min_cols;
+	for (int left = 0; left < 2; left++) {
+		cloq_quant__left_min_cols = left ? 0 : 1 << 30;
+		assert_int_equal(cloq_quant_gptq(W, H, rows, cols, &p, &q, &err), CLOQ_EINPUT);
+		assert_non_null(strstr(err.msg, "row 5 group 2"));
+		assert_null(q.q);
+	}
+	cloq_quant__left_min_cols = saved_min;
 	free(D);
 	free(H);
 	free(W);
@@ -1045,6 +1132,7 @@ int main(void)
 		cmocka_unit_test(test_rtn_edges),
 		cmocka_unit_test(test_rtn_fp16_and_bad_input),
 		cmocka_unit_test(test_hinv_fast_vs_ref),
+		cmocka_unit_test(test_hfactor_blocked_vs_ref),
 		cmocka_unit_test(test_gptq_vs_ref),
 		cmocka_unit_test(test_gptq_act_order_groups),
 		cmocka_unit_test(test_gptq_h_scale_invariance),
