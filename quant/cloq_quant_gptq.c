@@ -307,6 +307,57 @@ fail:
 }
 
 /*
+ * One row's columns [i1, i2) of a block, in processing order: group parameters where a group
+ * starts, code, error e_i = (w_i - q_i) / U_ii, and the in-block update w_j -= e_i U_ij. wb holds
+ * the row's current block weights (wb[i - i1]); F's rows give U_ij within the block (U itself or
+ * the blocked factor's U_bb). Optional outputs: e (e[i - i1], right-looking's lazy update) and
+ * drow (drow[i] = w_orig - deq(q), left-looking's D; w_orig from Wrow, dead columns 0).
+ * *loss gets sum (w_i - q_i)^2 / U_ii^2. Returns -1 when a group's parameters failed, else 0.
+ */
+static inline int quant_row_block(float *wb, int i1, int i2, const cloq_quant_hinv *h,
+				  const cloq_quant_cfg *c, cloq_qtensor *out, size_t r, const float *Wrow,
+				  float *e, float *drow, double *loss)
+{
+	const size_t N = (size_t)h->n;
+	float *sc = out->scale + r * c->ngroups;
+	int32_t *zp = out->zero + r * c->ngroups;
+	uint8_t *q = out->q + r * N;
+	double l = 0.0;
+	for (int i = i1; i < i2; i++) {
+		int g;
+		if (c->static_groups) {
+			g = h->perm[i] / c->gs;
+		} else {
+			g = i / c->gs;
+			if (i % c->gs == 0) {
+				int m = h->n - i < c->gs ? h->n - i : c->gs;
+				if (cloq_quant__params(wb + (i - i1), m, c, &sc[g], &zp[g], (int)r, g,
+						       NULL) != CLOQ_OK)
+					return -1;
+			}
+		}
+		float x = wb[i - i1], s = sc[g];
+		int32_t z = zp[g];
+		int qc = cloq_quant__code(x, s, z, c->maxq);
+		float dq = cloq_quant__deq(qc, s, z);
+		size_t pi = (size_t)h->perm[i];
+		q[pi] = (uint8_t)qc;
+		if (drow)
+			drow[i] = (h->dead[pi] ? 0.0f : Wrow[pi]) - dq;
+		const float *u = h->U + (size_t)i * N;
+		float d = u[i], er = (x - dq) / d;
+		l += (double)(x - dq) * (double)(x - dq) / ((double)d * (double)d);
+		if (e)
+			e[i - i1] = er;
+		float *wj = wb - i1;
+		for (int j = i + 1; j < i2; j++)
+			wj[j] -= er * u[j];
+	}
+	*loss += 0.5 * l;
+	return 0;
+}
+
+/*
  * The column loop, left-looking (the factor from cloq_quant__hfactor_blocked). With D = W - Q
  * over the columns done so far, the weights of block b as the right-looking loop would have them
  * when it reaches b are W_b + D[:, 0:b0] T_b (from W - Q = E U and R U = I); so each block is
@@ -337,45 +388,13 @@ static int gptq_left(const float *W, int rows, const cloq_quant_hinv *h, const c
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, w, i1, 1.0f, D, cols,
 				    F + i1, cols, 1.0f, Wcur, blk);
 #pragma omp parallel for schedule(static) if (R * (size_t)w > 16384)
-		for (size_t r = 0; r < R; r++) {
-			float *wr = Wcur + r * (size_t)blk; /* wr[i - i1], i in [i1, i2) */
-			float *sc = out->scale + r * c.ngroups;
-			int32_t *zp = out->zero + r * c.ngroups;
-			uint8_t *q = out->q + r * N;
-			double l = 0.0;
-			for (int i = i1; i < i2; i++) {
-				int g;
-				if (c.static_groups) {
-					g = perm[i] / c.gs;
-				} else {
-					g = i / c.gs;
-					if (i % c.gs == 0) {
-						int m = cols - i < c.gs ? cols - i : c.gs;
-						if (cloq_quant__params(wr + (i - i1), m, &c, &sc[g], &zp[g], (int)r,
-								       g, NULL) != CLOQ_OK) {
+		for (size_t r = 0; r < R; r++)
+			if (quant_row_block(Wcur + r * (size_t)blk, i1, i2, h, &c, out, r, W + r * N, NULL,
+					    D + r * N, &loss[r]) != 0) {
 #pragma omp critical(cloq_quant_gptq_bad)
-							if (bad_row < 0 || (int)r < bad_row)
-								bad_row = (int)r;
-							break;
-						}
-					}
-				}
-				float x = wr[i - i1], s = sc[g];
-				int32_t z = zp[g];
-				int qc = cloq_quant__code(x, s, z, c.maxq);
-				float dq = cloq_quant__deq(qc, s, z);
-				size_t pi = (size_t)perm[i];
-				q[pi] = (uint8_t)qc;
-				D[r * N + i] = (dead[pi] ? 0.0f : W[r * N + pi]) - dq;
-				const float *u = F + (size_t)i * N;
-				float d = u[i], er = (x - dq) / d;
-				l += (double)(x - dq) * (double)(x - dq) / ((double)d * (double)d);
-				float *wj = wr - i1;
-				for (int j = i + 1; j < i2; j++)
-					wj[j] -= er * u[j];
+				if (bad_row < 0 || (int)r < bad_row)
+					bad_row = (int)r;
 			}
-			loss[r] += 0.5 * l;
-		}
 		*fail_i1 = i1;
 	}
 	return bad_row;
@@ -424,13 +443,15 @@ int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
 
 	/* ---- working copy of W in processing order, dead columns zeroed (right-looking only;
 	 * left-looking fills Wp with W - Q as it goes) ---- */
-#pragma omp parallel for schedule(static) if (!h->nb && R * N > 65536)
-	for (size_t r = 0; r < (h->nb ? 0 : R); r++) {
-		const float *src = W + r * N;
-		float *dst = Wp + r * N;
-		for (size_t j = 0; j < N; j++) {
-			size_t pj = (size_t)perm[j];
-			dst[j] = dead[pj] ? 0.0f : src[pj];
+	if (!h->nb) {
+#pragma omp parallel for schedule(static) if (R * N > 65536)
+		for (size_t r = 0; r < R; r++) {
+			const float *src = W + r * N;
+			float *dst = Wp + r * N;
+			for (size_t j = 0; j < N; j++) {
+				size_t pj = (size_t)perm[j];
+				dst[j] = dead[pj] ? 0.0f : src[pj];
+			}
 		}
 	}
 	if (c.static_groups) { /* groups fixed up front on the original W, natural order */
@@ -454,53 +475,15 @@ int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
 		goto blocks_done;
 	}
 	for (int i1 = 0; i1 < cols && bad_row < 0;) {
-		int i2 = i1 + blk;
-		if (!c.static_groups && c.gs > blk) { /* every group starts a block */
-			int next = (i1 / c.gs + 1) * c.gs;
-			if (next < i2)
-				i2 = next;
-		}
-		if (i2 > cols)
-			i2 = cols;
+		int i2 = block_end(&c, blk, cols, i1);
 #pragma omp parallel for schedule(static) if (R * (size_t)(i2 - i1) > 16384)
-		for (size_t r = 0; r < R; r++) {
-			float *w = Wp + r * N;
-			float *e = Err + r * (size_t)blk;
-			float *sc = out->scale + r * c.ngroups;
-			int32_t *zp = out->zero + r * c.ngroups;
-			uint8_t *q = out->q + r * N;
-			double l = 0.0;
-			for (int i = i1; i < i2; i++) {
-				int g;
-				if (c.static_groups) {
-					g = perm[i] / c.gs;
-				} else {
-					g = i / c.gs;
-					if (i % c.gs == 0) {
-						int m = cols - i < c.gs ? cols - i : c.gs;
-						if (cloq_quant__params(w + i, m, &c, &sc[g], &zp[g],
-								       (int)r, g, NULL) != CLOQ_OK) {
+		for (size_t r = 0; r < R; r++)
+			if (quant_row_block(Wp + r * N + i1, i1, i2, h, &c, out, r, NULL,
+					    Err + r * (size_t)blk, NULL, &loss[r]) != 0) {
 #pragma omp critical(cloq_quant_gptq_bad)
-							if (bad_row < 0 || (int)r < bad_row)
-								bad_row = (int)r;
-							break;
-						}
-					}
-				}
-				float x = w[i], s = sc[g];
-				int32_t z = zp[g];
-				int qc = cloq_quant__code(x, s, z, c.maxq);
-				float dq = cloq_quant__deq(qc, s, z);
-				q[perm[i]] = (uint8_t)qc;
-				const float *u = U + (size_t)i * N;
-				float d = u[i], er = (x - dq) / d;
-				l += (double)(x - dq) * (double)(x - dq) / ((double)d * (double)d);
-				e[i - i1] = er;
-				for (int j = i + 1; j < i2; j++)
-					w[j] -= er * u[j];
+				if (bad_row < 0 || (int)r < bad_row)
+					bad_row = (int)r;
 			}
-			loss[r] += 0.5 * l;
-		}
 		if (bad_row < 0 && i2 < cols)
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2,
 				    i2 - i1, -1.0f, Err, blk, U + (size_t)i1 * N + i2, cols, 1.0f,

@@ -305,11 +305,9 @@ static void test_rtn_fp16_and_bad_input(void **state)
 }
 
 /* ======== GPTQ ==================================================================================== */
-/* The float32 fast factor against the float64 reference route, on a correlated H with the 1%
- * damping GPTQ adds (H normalised to mean diag 1 first, as build_h does). */
-static void test_hinv_fast_vs_ref(void **state)
+/* A correlated H normalised to mean diag 1 with the 1% damping GPTQ adds, as build_h makes it */
+static double *damped_h(int n)
 {
-	int n = 150;
 	double *H = corr_h(n, 400, 3, NULL, 0);
 	double md = 0;
 	for (int i = 0; i < n; i++)
@@ -318,6 +316,15 @@ static void test_hinv_fast_vs_ref(void **state)
 		H[i] /= md;
 	for (int i = 0; i < n; i++)
 		H[i * n + i] += 0.01;
+	return H;
+}
+
+/* The float32 fast factor against the float64 reference route, on a correlated H with the 1%
+ * damping GPTQ adds (H normalised to mean diag 1 first, as build_h does). */
+static void test_hinv_fast_vs_ref(void **state)
+{
+	int n = 150;
+	double *H = damped_h(n);
 	float *A = malloc((size_t)n * n * sizeof *A);
 	double *B = malloc((size_t)n * n * sizeof *B);
 	for (int i = 0; i < n * n; i++)
@@ -362,15 +369,8 @@ static void test_hfactor_blocked_vs_ref(void **state)
 {
 	int n = 150, bstart[] = {0, 32, 64, 100, 128, 150}, nb = 5;
 	uint64_t saved = rng_state; /* the tests after this one keep their data */
-	double *H = corr_h(n, 400, 3, NULL, 0);
+	double *H = damped_h(n);
 	rng_state = saved;
-	double md = 0;
-	for (int i = 0; i < n; i++)
-		md += H[i * n + i] / n;
-	for (int i = 0; i < n * n; i++)
-		H[i] /= md;
-	for (int i = 0; i < n; i++)
-		H[i * n + i] += 0.01;
 	float *F = malloc((size_t)n * n * sizeof *F);
 	double *U = malloc((size_t)n * n * sizeof *U), *R = malloc((size_t)n * n * sizeof *R);
 	double *E = calloc((size_t)n * n, sizeof *E);
