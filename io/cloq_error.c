@@ -55,6 +55,9 @@ const char *cloq_status_name(int code)
 	case CLOQ_EINPUT: return "bad input";
 	case CLOQ_EIO: return "I/O failure";
 	case CLOQ_EINTEGRITY: return "integrity failure";
+	case CLOQ_EBUSY: return "job in use";
+	case CLOQ_EINCOMPLETE: return "job unfinished";
+	case CLOQ_EINTERRUPTED: return "interrupted";
 	}
 	return "unknown status";
 }

@@ -10,7 +10,13 @@
  *   1 CLOQ_EUSAGE     bad command line
  *   2 CLOQ_EINPUT     bad input: malformed or inconsistent file, tensor, config, token ids
  *   3 CLOQ_EIO        I/O or resource failure: disk full, permissions, out of memory
- *   4 CLOQ_EINTEGRITY a checksum does not hold (verify, cache, shard)
+ *   4 CLOQ_EINTEGRITY a checksum does not hold (verify, cache, shard), a shard that does not
+ *                     belong to the job, a damaged journal
+ *   5 CLOQ_EBUSY      the job directory is held by another cloq process (a writer, or readers
+ *                     when a writer wants it); the message names the pid and its start time
+ *   6 CLOQ_EINCOMPLETE the job is not finished: verify/ppl/export of an unfinished job
+ * 130/143 CLOQ_EINTERRUPTED  stopped by SIGINT/SIGTERM at a durable point: resumable. main
+ *                     exits 128 + the signal's number, as a shell reports a killed process.
  *
  * The header is a leaf: io/, quant/, solver/ and src/ all include it.
  */
@@ -25,6 +31,9 @@ enum cloq_status {
 	CLOQ_EINPUT = 2,
 	CLOQ_EIO = 3,
 	CLOQ_EINTEGRITY = 4,
+	CLOQ_EBUSY = 5,
+	CLOQ_EINCOMPLETE = 6,
+	CLOQ_EINTERRUPTED = 130,
 };
 
 #define CLOQ_ERR_MSG_MAX 1024

@@ -1,7 +1,8 @@
 /*
  * main.c - the cloq command line. Parses the sub-command, hands off to src/cloq_cmd_*.c, and is
- * the only place where a cloq_status becomes a process exit code (DESIGN.md: 0 ok, 1 usage,
- * 2 bad input, 3 I/O failure, 4 integrity failure).
+ * the only place where a cloq_status becomes a process exit code (io/cloq_error.h: 0 ok, 1 usage,
+ * 2 bad input, 3 I/O failure, 4 integrity failure, 5 job in use, 6 job unfinished, 128 + signal
+ * for a conversion stopped by SIGINT/SIGTERM).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -28,7 +29,9 @@ static const char usage_text[] =
 	"  tokenize MODEL_DIR [--text FILE]     print token ids, as the HF tokenizer would\n"
 	"\n"
 	"'cloq COMMAND --help' describes one command.\n"
-	"exit status: 0 success, 1 usage, 2 bad input, 3 I/O failure, 4 integrity failure\n";
+	"exit status: 0 success, 1 usage, 2 bad input, 3 I/O failure, 4 integrity failure,\n"
+	"  5 job in use by another cloq process, 6 job unfinished (verify/ppl/export),\n"
+	"  130/143 stopped by SIGINT/SIGTERM (convert/resume: resumable)\n";
 
 struct command {
 	const char *name;
