@@ -4,6 +4,7 @@
 
 #include "cloq_cli.h"
 #include "cloq_convert.h"
+#include "cloq_interrupt.h"
 
 int cloq_cmd_convert(int argc, char **argv, cloq_err *err)
 {
@@ -15,6 +16,7 @@ int cloq_cmd_convert(int argc, char **argv, cloq_err *err)
 	int rc = cloq_convert_parse_args(argc, argv, &o, err);
 	if (rc)
 		return rc;
+	cloq_interrupt_install();
 	return cloq_convert_run(&o, err);
 }
 
@@ -45,5 +47,6 @@ int cloq_cmd_resume(int argc, char **argv, cloq_err *err)
 	}
 	if (!out)
 		return cloq_err_set(err, CLOQ_EUSAGE, "missing OUT");
+	cloq_interrupt_install();
 	return cloq_convert_resume(out, force, quiet, err);
 }

@@ -24,8 +24,11 @@
 #include "cloq_actcache.h"
 #include "cloq_calib.h"
 #include "cloq_cli.h"
+#include "cloq_inputs.h"
+#include "cloq_interrupt.h"
 #include "cloq_journal.h"
 #include "cloq_layerstore.h"
+#include "cloq_lock.h"
 #include "cloq_model.h"
 #include "cloq_plan.h"
 #include "cloq_prefetch.h"
@@ -98,11 +101,14 @@ typedef struct job {
 	const cloq_config *cfg;
 	cloq_windows win;
 	cloq_journal j;
+	cloq_lock lock;         /* OUT/job.lock, held exclusively for the whole run */
+	cJSON *files_at_start;  /* identities of the model's files when this run opened them */
 	cloq_rope rope;
 	cloq_block_ws *ws;
 	cloq_layerstore_params sp;
 	cloq_prefetch *pf;      /* layer l+1 arrives while layer l is converted */
 	int last_todo;          /* last layer this run converts */
+	int cur_layer;          /* the layer being converted (for messages) */
 	double io_wait_s;       /* time blocked on weight reads */
 	float *xbuf;            /* (seqlen, hidden) one window of activations */
 	double t0;
@@ -382,6 +388,7 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 	double t0 = now(), last = t0;
 	for (int i = 0; i < J->win.n; i++) {
 		int rows = J->win.seqlen;
+		CLOQ_TRY(cloq_interrupt_check(stage, err));
 		if (r)
 			CLOQ_TRY(read_checked(J, r, i, J->xbuf, path, err));
 		if (r_att)
@@ -475,7 +482,11 @@ static int process_layer(job *J, int l, cloq_err *err)
 
 	t = now();
 	uint64_t digest = 0;
-	CLOQ_TRY(cloq_prefetch_take(J->pf, l, &w, &digest, &J->io_wait_s, err));
+	cJSON *inputs = NULL;
+	CLOQ_TRY(cloq_prefetch_take(J->pf, l, &w, &digest, &inputs, &J->io_wait_s, err));
+	/* the bytes are in memory: if the file changed since the run began, they may not be the
+	 * bytes of the model this job is converting */
+	CLOQ_TRY(cloq_inputs_check_unchanged(J->m->st, J->files_at_start, err));
 	/* the next layer to convert streams in while this one computes */
 	for (int n = l + 1; n <= J->last_todo; n++)
 		if (!J->j.layer_done[n]) {
@@ -519,6 +530,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 			J->stage_s[ST_STATS] += now() - t;
 		}
 		cloq_gram_finish(&grams[g]);
+		CLOQ_TRY(cloq_interrupt_check("before a solve", err));
 		progress(J, l, "solve", 0.25 * (g + 1), 0);
 		/* deq(Q) of the groups already done fed this group's statistics; while this group is
 		 * solved (its H, factors and workspaces are a layer's peak) only their codes stay */
@@ -579,6 +591,9 @@ static int process_layer(job *J, int l, cloq_err *err)
 	J->j.layer_report[l] = rep;
 	J->j.layer_done[l] = 1;
 	hex64(h, J->j.layer_hash[l]);
+	cJSON_Delete(J->j.layer_inputs[l]);
+	J->j.layer_inputs[l] = inputs;
+	inputs = NULL;
 	CLOQ_TRY(cloq_journal_save(J->out, &J->j, err));
 	J->layers_run++;
 	J->layer_s_sum += now() - t_layer;
@@ -592,6 +607,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 			isatty(2) ? "\r\033[K" : "", l + 1, c->layers, now() - t_layer, zero, fin, init_name(J->o.init));
 	}
 fail:
+	cJSON_Delete(inputs);
 	for (int g = 0; g < CLOQ_GROUPS; g++)
 		cloq_gram_free(&grams[g]);
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
@@ -632,11 +648,23 @@ static int shard_ok(job *J, int l)
 }
 
 /* ---- non-layer tensors, manifest, report --------------------------------------------------- */
+/* The base shard, and the hashes of the tensors it was made from: kept in the journal only once
+ * the model's files are known not to have changed while they were read. */
 static int write_base(job *J, cloq_err *err)
 {
+	int rc = CLOQ_OK;
 	char path[4096];
+	cJSON *inputs = cJSON_CreateObject();
+	CLOQ_FAIL_IF(!inputs, err, CLOQ_EIO, "out of memory");
 	snprintf(path, sizeof path, "%s/shards/base.cloqshard", J->out);
-	return cloq_base_write_shard(path, J->m, err);
+	CLOQ_TRY(cloq_base_write_shard(path, J->m, inputs, err));
+	CLOQ_TRY(cloq_inputs_check_unchanged(J->m->st, J->files_at_start, err));
+	cJSON_Delete(J->j.base_inputs);
+	J->j.base_inputs = inputs;
+	return CLOQ_OK;
+fail:
+	cJSON_Delete(inputs);
+	return rc;
 }
 
 static int write_report(job *J, int final, cloq_err *err)
@@ -829,6 +857,39 @@ static void choose_passes(job *J)
 			avail / 1073741824.0, dir, need / 1073741824.0);
 }
 
+/* A job resumed: the tensors its finished layers and base shard were made from must be the
+ * model's tensors now (src/cloq_inputs.h). Only files whose identity changed are read again. */
+static int check_inputs(job *J, cloq_err *err)
+{
+	int rc = CLOQ_OK, checked = 0;
+	const cloq_st_model *st = J->m->st;
+	int *chg = cloq_calloc(cloq_st_nfiles(st), sizeof *chg);
+	CLOQ_FAIL_IF(!chg, err, CLOQ_EIO, "out of memory");
+	if (cloq_inputs_files_changed(st, J->j.input_files, chg) == 0)
+		goto fail; /* nothing changed: nothing to read */
+	for (size_t i = 0; i < cloq_st_nfiles(st); i++)
+		if (chg[i] && !J->o.quiet)
+			fprintf(stderr, "cloq: %s changed since the job last ran: re-checking the tensors the finished "
+					"layers were made from\n",
+				cloq_st_file_path(st, i));
+	char what[64];
+	for (int l = 0; l < J->j.nlayers; l++) {
+		if (!J->j.layer_done[l])
+			continue;
+		snprintf(what, sizeof what, "layer %d", l);
+		CLOQ_FAIL_IF(!J->j.layer_inputs[l], err, CLOQ_EINPUT,
+			     "%s/journal.json: layer %d is done but its input hashes are not recorded", J->out, l);
+		CLOQ_TRY(cloq_inputs_check(st, J->j.layer_inputs[l], chg, what, &checked, err));
+	}
+	if (J->j.base_done && J->j.base_inputs)
+		CLOQ_TRY(cloq_inputs_check(st, J->j.base_inputs, chg, "the base shard", &checked, err));
+	if (!J->o.quiet)
+		fprintf(stderr, "cloq: the %d tensors the finished work was made from are unchanged\n", checked);
+fail:
+	cloq_free(chg);
+	return rc;
+}
+
 /* ---- driver -------------------------------------------------------------------------------- */
 /* The thread count of a job: --threads, else the one its journal recorded, else all cores. */
 static int setup_threads(cloq_convert_opts *o)
@@ -862,6 +923,7 @@ static int run(job *J, cloq_err *err)
 	snprintf(J->out, sizeof J->out, "%s", o->out_dir);
 	CLOQ_TRY(cloq_model_open(o->model_dir, &J->m, err));
 	J->cfg = &J->m->cfg;
+	CLOQ_TRY(cloq_inputs_files_json(J->m->st, &J->files_at_start, err));
 	CLOQ_TRY(load_windows(J, err));
 
 	/* the memory plan: refuse early rather than fail at layer 40 */
@@ -872,6 +934,9 @@ static int run(job *J, cloq_err *err)
 			     "--mem-budget %.2f GiB is too small: one layer's working set needs %.2f GiB (%s)",
 			     o->mem_budget / 1073741824.0, plan.peak_bytes / 1073741824.0, plan.largest_item);
 
+	/* one writer per job: from here on OUT is ours until the process ends */
+	CLOQ_TRY(cloq_mkdir_p(J->out, err));
+	CLOQ_TRY(cloq_lock_take(J->out, 1, "cloq convert", &J->lock, err));
 	snprintf(path, sizeof path, "%s/shards", J->out);
 	CLOQ_TRY(cloq_mkdir_p(path, err));
 	snprintf(path, sizeof path, "%s/cache", J->out);
@@ -894,7 +959,7 @@ static int run(job *J, cloq_err *err)
 	cloq_journal_free(&J->j);
 	if (cloq_file_exists(path)) {
 		CLOQ_TRY(cloq_journal_load(J->out, &J->j, err));
-		char diff[512] = "";
+		char diff[CLOQ_ERR_MSG_MAX] = "";
 		int changed = cloq_json_diff(J->j.settings, settings, diff, sizeof diff);
 		if (!changed && cloq_json_diff(J->j.fingerprint, fp, diff, sizeof diff))
 			changed = 2;
@@ -902,7 +967,16 @@ static int run(job *J, cloq_err *err)
 			snprintf(diff, sizeof diff, "layers: %d -> %d", J->j.nlayers, J->cfg->layers);
 			changed = 2;
 		}
-		if (changed && !o->force)
+		if (!changed) {
+			int crc = check_inputs(J, err);
+			if (crc && !(crc == CLOQ_EINPUT && o->force))
+				CLOQ_TRY(crc);
+			if (crc) {
+				snprintf(diff, sizeof diff, "%s", err->msg);
+				changed = 3;
+			}
+		}
+		if (changed && changed < 3 && !o->force)
 			CLOQ_FAIL_IF(1, err, CLOQ_EINPUT,
 				     "%s holds a job with other %s (%s); use another -o, or --force to start over", J->out,
 				     changed == 1 ? "settings" : "inputs", diff);
@@ -919,8 +993,12 @@ static int run(job *J, cloq_err *err)
 	if (settings) {
 		CLOQ_TRY(cloq_journal_init(&J->j, J->cfg->layers, settings, fp, err));
 		settings = fp = NULL;
-		CLOQ_TRY(cloq_journal_save(J->out, &J->j, err));
 	}
+	/* the files as this run reads them: what a later run compares with */
+	cJSON_Delete(J->j.input_files);
+	J->j.input_files = cJSON_Duplicate(J->files_at_start, 1);
+	CLOQ_FAIL_IF(!J->j.input_files, err, CLOQ_EIO, "out of memory");
+	CLOQ_TRY(cloq_journal_save(J->out, &J->j, err));
 
 	J->sp.bits = o->bits;
 	J->sp.group_size = o->group_size;
@@ -994,6 +1072,8 @@ static int run(job *J, cloq_err *err)
 		if (start == 0)
 			CLOQ_TRY(build_cache0(J, err));
 		for (int l = start; l <= last; l++) {
+			J->cur_layer = l;
+			CLOQ_TRY(cloq_interrupt_check("between layers", err));
 			if (J->j.layer_done[l])
 				CLOQ_TRY(replay_layer(J, l, err));
 			else
@@ -1018,6 +1098,18 @@ static int run(job *J, cloq_err *err)
 fail:
 	if (rc && J->m && J->j.layer_done)
 		write_report(J, 0, NULL);
+	if (rc == CLOQ_EINTERRUPTED && J->j.layer_done) {
+		int done = 0;
+		for (int l = 0; l < J->j.nlayers; l++)
+			done += J->j.layer_done[l];
+		cloq_err_wrap(err, rc, "%s: %d of %d layers are done and kept; continue with 'cloq resume %s'", J->out, done,
+			      J->j.nlayers, J->out);
+		char where[64];
+		snprintf(where, sizeof where, " (in layer %d/%d)", J->cur_layer + 1, J->j.nlayers);
+		size_t n = strlen(err->msg);
+		if (n + strlen(where) < sizeof err->msg)
+			memcpy(err->msg + n, where, strlen(where) + 1);
+	}
 	cJSON_Delete(settings);
 	cJSON_Delete(fp);
 	return rc;
@@ -1032,12 +1124,15 @@ static void job_free(job *J)
 	cloq_journal_free(&J->j);
 	cloq_windows_free(&J->win);
 	cloq_model_close(J->m);
+	cJSON_Delete(J->files_at_start);
+	cloq_lock_release(&J->lock); /* last: the job is consistent on disk by now */
 }
 
 int cloq_convert_run(const cloq_convert_opts *o, cloq_err *err)
 {
 	job J;
 	memset(&J, 0, sizeof J);
+	J.lock.fd = -1;
 	J.o = *o;
 	int rc = run(&J, err);
 	job_free(&J);

@@ -13,9 +13,10 @@ int cloq_journal_init(cloq_journal *j, int nlayers, cJSON *settings, cJSON *fing
 	j->layer_done = cloq_calloc((size_t)nlayers, sizeof(int));
 	j->layer_hash = cloq_calloc((size_t)nlayers, sizeof *j->layer_hash);
 	j->layer_report = cloq_calloc((size_t)nlayers, sizeof *j->layer_report);
+	j->layer_inputs = cloq_calloc((size_t)nlayers, sizeof *j->layer_inputs);
 	j->settings = settings;
 	j->fingerprint = fingerprint;
-	if (!j->layer_done || !j->layer_hash || !j->layer_report) {
+	if (!j->layer_done || !j->layer_hash || !j->layer_report || !j->layer_inputs) {
 		cloq_journal_free(j);
 		return cloq_err_set(err, CLOQ_EIO, "out of memory");
 	}
@@ -27,7 +28,13 @@ void cloq_journal_free(cloq_journal *j)
 	if (j->layer_report)
 		for (int l = 0; l < j->nlayers; l++)
 			cJSON_Delete(j->layer_report[l]);
+	if (j->layer_inputs)
+		for (int l = 0; l < j->nlayers; l++)
+			cJSON_Delete(j->layer_inputs[l]);
 	cloq_free(j->layer_report);
+	cloq_free(j->layer_inputs);
+	cJSON_Delete(j->base_inputs);
+	cJSON_Delete(j->input_files);
 	cloq_free(j->layer_done);
 	cloq_free(j->layer_hash);
 	cJSON_Delete(j->settings);
@@ -54,9 +61,15 @@ int cloq_journal_save(const char *out_dir, const cloq_journal *j, cloq_err *err)
 		cJSON_AddStringToObject(o, "shard_xxh3", j->layer_hash[l]);
 		if (j->layer_report[l])
 			cJSON_AddItemToObject(o, "report", cJSON_Duplicate(j->layer_report[l], 1));
+		if (j->layer_inputs[l])
+			cJSON_AddItemToObject(o, "inputs", cJSON_Duplicate(j->layer_inputs[l], 1));
 		cJSON_AddItemToArray(layers, o);
 	}
 	cJSON_AddBoolToObject(root, "base_done", j->base_done);
+	if (j->base_inputs)
+		cJSON_AddItemToObject(root, "base_inputs", cJSON_Duplicate(j->base_inputs, 1));
+	if (j->input_files)
+		cJSON_AddItemToObject(root, "input_files", cJSON_Duplicate(j->input_files, 1));
 	cJSON_AddBoolToObject(root, "finished", j->finished);
 	text = cJSON_Print(root);
 	CLOQ_FAIL_IF(!text, err, CLOQ_EIO, "out of memory");
@@ -105,10 +118,19 @@ int cloq_journal_load(const char *out_dir, cloq_journal *j, cloq_err *err)
 		const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "report");
 		if (cJSON_IsObject(r))
 			j->layer_report[l] = cJSON_Duplicate(r, 1);
+		const cJSON *in = cJSON_GetObjectItemCaseSensitive(o, "inputs");
+		if (cJSON_IsObject(in))
+			j->layer_inputs[l] = cJSON_Duplicate(in, 1);
 		l++;
 	}
 	j->base_done = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "base_done"));
 	j->finished = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "finished"));
+	const cJSON *bi = cJSON_GetObjectItemCaseSensitive(root, "base_inputs");
+	if (cJSON_IsObject(bi))
+		j->base_inputs = cJSON_Duplicate(bi, 1);
+	const cJSON *inf = cJSON_GetObjectItemCaseSensitive(root, "input_files");
+	if (cJSON_IsArray(inf))
+		j->input_files = cJSON_Duplicate(inf, 1);
 fail:
 	cJSON_Delete(root);
 	cloq_free(text);

@@ -7,8 +7,11 @@
 #include <time.h>
 
 #include <cblas.h>
+#include <xxhash.h>
 
 #include "cloq_dtype.h"
+#include "cloq_inputs.h"
+#include "cloq_interrupt.h"
 #include "cloq_shard.h"
 #include "cloq_sys.h"
 
@@ -339,6 +342,8 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 				continue;
 			int out, in;
 			cloq_linear_shape(cfg, lin, &out, &in);
+			if ((rc = cloq_interrupt_check("before quantizing a linear", err)))
+				goto fail;
 			double t = now();
 			if ((rc = quantize_linear(p, hinv, w->w[lin], out, in, &res[lin], quant_s, err)))
 				goto fail;
@@ -363,11 +368,13 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 			continue;
 		int out, in;
 		cloq_linear_shape(cfg, lin, &out, &in);
+		if ((rc = cloq_interrupt_check("before solving a linear", err)))
+			goto fail;
 		if ((rc = solve_linear(p, hinv, f, w->w[lin], out, in, early, &res[lin], quant_s, solve_s, err)))
 			goto fail;
 	}
 fail:
-	if (rc) {
+	if (rc && rc != CLOQ_EINTERRUPTED) {
 		if (lin >= 0 && lin < CLOQ_LINEARS)
 			cloq_err_wrap(err, rc, "model.layers.%d.%s.%s", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
 		else
@@ -568,7 +575,7 @@ cJSON *cloq_layer_report_json(const cloq_config *cfg, int l, const cloq_layer_re
 	return r;
 }
 
-int cloq_base_write_shard(const char *path, cloq_model *m, cloq_err *err)
+int cloq_base_write_shard(const char *path, cloq_model *m, cJSON *inputs, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	cloq_shard_writer *sw = NULL;
@@ -582,6 +589,11 @@ int cloq_base_write_shard(const char *path, cloq_model *m, cloq_err *err)
 		buf = cloq_malloc(t->nbytes);
 		CLOQ_FAIL_IF(!buf, err, CLOQ_EIO, "out of memory reading '%s'", t->name);
 		CLOQ_TRY(cloq_st_read_raw(m->st, t, buf, err));
+		if (inputs) {
+			char hex[17];
+			cloq_inputs_hex(XXH3_64bits(buf, t->nbytes), hex);
+			CLOQ_FAIL_IF(!cJSON_AddStringToObject(inputs, t->name, hex), err, CLOQ_EIO, "out of memory");
+		}
 		int dt = t->dtype == CLOQ_DT_F16 ? CLOQ_SHARD_F16 : t->dtype == CLOQ_DT_BF16 ? CLOQ_SHARD_BF16 : CLOQ_SHARD_F32;
 		uint64_t shape[2] = {(uint64_t)t->shape[0], t->ndim > 1 ? (uint64_t)t->shape[1] : 0};
 		CLOQ_TRY(cloq_shard_add(sw, t->name, dt, t->ndim, shape, buf, t->nbytes, err));

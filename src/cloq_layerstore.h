@@ -86,6 +86,8 @@ void cloq_stored_linear_free(cloq_stored_linear *s);
 
 cJSON *cloq_layer_report_json(const cloq_config *cfg, int l, const cloq_layer_result res[CLOQ_LINEARS], double secs);
 
-int cloq_base_write_shard(const char *path, cloq_model *m, cloq_err *err);
+/* The base shard (embeddings, final norm, untied lm_head) in their stored dtype. The XXH3 of each
+ * tensor's bytes goes to inputs ({"tensor name": "xxh3 hex"}) when it is non-NULL. */
+int cloq_base_write_shard(const char *path, cloq_model *m, cJSON *inputs, cloq_err *err);
 
 #endif

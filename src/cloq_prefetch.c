@@ -6,6 +6,7 @@
 
 #include <xxhash.h>
 
+#include "cloq_inputs.h"
 #include "cloq_reader.h"
 #include "cloq_sys.h"
 
@@ -117,7 +118,9 @@ int cloq_prefetch_start(cloq_prefetch *p, int l, cloq_err *err)
 	return CLOQ_OK;
 }
 
-static int convert(cloq_prefetch *p, int i, const cloq_st_tensor *t, float **dst, cloq_err *err)
+/* Tensor t's raw bytes to fp32; their XXH3 goes to inputs[t->name] and to the running list h. */
+static int convert(cloq_prefetch *p, int i, const cloq_st_tensor *t, float **dst, cJSON *inputs, uint64_t *h,
+		   int *nh, cloq_err *err)
 {
 	*dst = NULL;
 	if (!t)
@@ -125,37 +128,52 @@ static int convert(cloq_prefetch *p, int i, const cloq_st_tensor *t, float **dst
 	const void *raw = cloq_st_span_data(&p->plan[i], t);
 	if (!raw)
 		return cloq_err_set(err, CLOQ_EINPUT, "tensor '%s' is outside its layer's byte span", t->name);
+	uint64_t th = XXH3_64bits(raw, t->nbytes);
+	h[(*nh)++] = th;
+	if (inputs) {
+		char hex[17];
+		cloq_inputs_hex(th, hex);
+		if (!cJSON_AddStringToObject(inputs, t->name, hex))
+			return cloq_err_set(err, CLOQ_EIO, "out of memory");
+	}
 	*dst = cloq_malloc(t->nelem * sizeof(float));
 	if (!*dst)
 		return cloq_err_set(err, CLOQ_EIO, "out of memory loading '%s'", t->name);
 	return cloq_st_convert_f32(p->m->st, t, raw, *dst, err);
 }
 
-int cloq_prefetch_take(cloq_prefetch *p, int l, cloq_layer_w *w, uint64_t *digest, double *wait_s, cloq_err *err)
+int cloq_prefetch_take(cloq_prefetch *p, int l, cloq_layer_w *w, uint64_t *digest, cJSON **inputs, double *wait_s,
+		       cloq_err *err)
 {
-	int rc = CLOQ_OK, i = -1;
+	int rc = CLOQ_OK, i = -1, nh = 0;
+	uint64_t h[2 + 2 * CLOQ_LINEARS];
+	cJSON *in = NULL;
 	memset(w, 0, sizeof *w);
+	if (inputs) {
+		*inputs = NULL;
+		in = cJSON_CreateObject();
+		CLOQ_FAIL_IF(!in, err, CLOQ_EIO, "out of memory");
+	}
 	if (p->layer[0] != l && p->layer[1] != l)
 		CLOQ_TRY(cloq_prefetch_start(p, l, err));
 	i = p->layer[0] == l ? 0 : 1;
 	if (p->in_flight == i)
 		CLOQ_TRY(wait_flight(p, wait_s, err));
-	CLOQ_TRY(convert(p, i, cloq_model_norm(p->m, l, 0), &w->attn_norm, err));
-	CLOQ_TRY(convert(p, i, cloq_model_norm(p->m, l, 1), &w->ffn_norm, err));
+	CLOQ_TRY(convert(p, i, cloq_model_norm(p->m, l, 0), &w->attn_norm, in, h, &nh, err));
+	CLOQ_TRY(convert(p, i, cloq_model_norm(p->m, l, 1), &w->ffn_norm, in, h, &nh, err));
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
-		CLOQ_TRY(convert(p, i, cloq_model_linear(p->m, l, lin, 0), &w->w[lin], err));
-		CLOQ_TRY(convert(p, i, cloq_model_linear(p->m, l, lin, 1), &w->b[lin], err));
+		CLOQ_TRY(convert(p, i, cloq_model_linear(p->m, l, lin, 0), &w->w[lin], in, h, &nh, err));
+		CLOQ_TRY(convert(p, i, cloq_model_linear(p->m, l, lin, 1), &w->b[lin], in, h, &nh, err));
 	}
-	if (digest) {
-		uint64_t h[CLOQ_SPAN_MAX];
-		for (size_t k = 0; k < p->plan[i].nreq; k++)
-			h[k] = p->plan[i].req[k].xxh3;
-		*digest = XXH3_64bits(h, p->plan[i].nreq * sizeof h[0]);
-	}
+	if (digest)
+		*digest = XXH3_64bits(h, (size_t)nh * sizeof h[0]);
+	if (inputs)
+		*inputs = in;
 	/* the bytes are converted: the buffer may now take the next layer */
 	p->layer[i] = -1;
 	return CLOQ_OK;
 fail:
+	cJSON_Delete(in);
 	cloq_layer_w_free(w);
 	if (i >= 0)
 		p->layer[i] = -1;

@@ -10,6 +10,7 @@
 
 #include "cloq_cli.h"
 #include "cloq_error.h"
+#include "cloq_interrupt.h"
 #include "cloq_sys.h"
 
 static const char usage_text[] =
@@ -68,6 +69,10 @@ int main(int argc, char **argv)
 		cloq_err err;
 		cloq_err_clear(&err);
 		int rc = commands[i].run(argc - 1, argv + 1, &err);
+		if (rc == CLOQ_EINTERRUPTED) {
+			fprintf(stderr, "cloq %s: %s\n", commands[i].name, err.msg);
+			return 128 + cloq_interrupt_signal();
+		}
 		if (rc != CLOQ_OK) {
 			fprintf(stderr, "cloq %s: error: %s\n", commands[i].name,
 				err.msg[0] ? err.msg : cloq_status_name(rc));
