@@ -29,7 +29,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
-TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+TOOLS    := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%) $(BUILD)/tools/cloq-other-version
 BENCH_SRC:= $(sort $(wildcard tests/bench/*.c))
 BENCHES  := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/*.c))
@@ -80,6 +80,18 @@ $(BUILD)/tools/%: $(BUILD)/tests/tools/%.o $(BUILD)/libcloq.a
 	$(CC) $(ALLLDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libcloq.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALLLDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The version and numeric build a job records (src/cloq_version.c): only that file gets the flags,
+# and a second binary that differs from cloq in nothing but its version lets the tests check that
+# a job started by one build is not resumed by another.
+$(BUILD)/src/cloq_version.o: CPPFLAGS += -DCLOQ_BUILD_FLAGS='"$(strip $(OPT))"'
+$(BUILD)/tests/cloq_version_other.o: src/cloq_version.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DCLOQ_BUILD_FLAGS='"$(strip $(OPT))"' -DCLOQ_VERSION_STRING='"0.0.0-other-build"' $(ALLCFLAGS) -c $< -o $@
+
+$(BUILD)/tools/cloq-other-version: $(BUILD)/src/main.o $(BUILD)/tests/cloq_version_other.o $(BUILD)/libcloq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLLDFLAGS) -o $@ $^ $(LDLIBS)
 

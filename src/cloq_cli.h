@@ -9,6 +9,12 @@
 
 #define CLOQ_VERSION "0.1.0"
 
+/* The version this binary reports (CLOQ_VERSION unless built otherwise) and its numeric build:
+ * compiler, optimisation flags, the BLAS library's configuration and the kernel it picked
+ * (src/cloq_version.c). */
+const char *cloq_version(void);
+const char *cloq_build_numerics(void);
+
 int cloq_cmd_inspect(int argc, char **argv, cloq_err *err);
 int cloq_cmd_tokenize(int argc, char **argv, cloq_err *err);
 int cloq_cmd_ppl(int argc, char **argv, cloq_err *err);

@@ -221,9 +221,9 @@ static int settings_from_json(const cJSON *s, cloq_convert_opts *o, cloq_err *er
 }
 
 /* What the output depends on besides the settings: the bytes of config.json, each safetensors
- * file's size and header, the calibration windows, and the tool version. Reading whole weight
- * files here would double the job's I/O; a weight changed in place without touching its header is
- * caught later only by the per-layer input hashes in the report. */
+ * file's size and header, the calibration windows, the tool version and its numeric build. The
+ * weights' bytes are pinned tensor by tensor as they are read (src/cloq_inputs.h), not here:
+ * reading whole weight files up front would double the job's I/O. */
 static int fingerprint_json(job *J, cJSON **out, cloq_err *err)
 {
 	int rc = CLOQ_OK;
@@ -231,7 +231,10 @@ static int fingerprint_json(job *J, cJSON **out, cloq_err *err)
 	uint64_t h, size;
 	cJSON *fp = cJSON_CreateObject(), *files = NULL;
 	CLOQ_FAIL_IF(!fp, err, CLOQ_EIO, "out of memory");
-	cJSON_AddStringToObject(fp, "tool", "cloq " CLOQ_VERSION);
+	char tool[64];
+	snprintf(tool, sizeof tool, "cloq %s", cloq_version());
+	cJSON_AddStringToObject(fp, "tool", tool);
+	cJSON_AddStringToObject(fp, "numerics", cloq_build_numerics());
 	snprintf(path, sizeof path, "%s/config.json", J->o.model_dir);
 	CLOQ_TRY(hash_file(path, &h, &size, err));
 	char hex[40];
@@ -673,7 +676,10 @@ static int write_report(job *J, int final, cloq_err *err)
 	char path[4096], *text = NULL;
 	cJSON *r = cJSON_CreateObject();
 	CLOQ_FAIL_IF(!r, err, CLOQ_EIO, "out of memory");
-	cJSON_AddStringToObject(r, "tool", "cloq " CLOQ_VERSION);
+	char tool[64];
+	snprintf(tool, sizeof tool, "cloq %s", cloq_version());
+	cJSON_AddStringToObject(r, "tool", tool);
+	cJSON_AddStringToObject(r, "numerics", cloq_build_numerics());
 	cJSON_AddItemToObject(r, "settings", cJSON_Duplicate(J->j.settings, 1));
 	cJSON_AddStringToObject(r, "model", J->cfg->arch_name);
 	cJSON_AddNumberToObject(r, "calib_windows", J->win.n);
@@ -976,6 +982,12 @@ static int run(job *J, cloq_err *err)
 				changed = 3;
 			}
 		}
+		if (changed == 2 && !o->force && (!strncmp(diff, "tool:", 5) || !strncmp(diff, "numerics:", 9)))
+			CLOQ_FAIL_IF(1, err, CLOQ_EINPUT,
+				     "%s was started by another build of cloq (%s): layers made by two builds may round "
+				     "differently, so one job is made by one build; resume it with that build, or use "
+				     "--force to start over",
+				     J->out, diff);
 		if (changed && changed < 3 && !o->force)
 			CLOQ_FAIL_IF(1, err, CLOQ_EINPUT,
 				     "%s holds a job with other %s (%s); use another -o, or --force to start over", J->out,
@@ -1102,13 +1114,10 @@ fail:
 		int done = 0;
 		for (int l = 0; l < J->j.nlayers; l++)
 			done += J->j.layer_done[l];
-		cloq_err_wrap(err, rc, "%s: %d of %d layers are done and kept; continue with 'cloq resume %s'", J->out, done,
-			      J->j.nlayers, J->out);
-		char where[64];
-		snprintf(where, sizeof where, " (in layer %d/%d)", J->cur_layer + 1, J->j.nlayers);
-		size_t n = strlen(err->msg);
-		if (n + strlen(where) < sizeof err->msg)
-			memcpy(err->msg + n, where, strlen(where) + 1);
+		char was[CLOQ_ERR_MSG_MAX];
+		snprintf(was, sizeof was, "%s", err->msg);
+		cloq_err_set(err, rc, "%s in layer %d/%d; %d of %d layers are done and kept: continue with 'cloq resume %s'",
+			     was, J->cur_layer + 1, J->j.nlayers, done, J->j.nlayers, J->out);
 	}
 	cJSON_Delete(settings);
 	cJSON_Delete(fp);

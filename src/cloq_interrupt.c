@@ -38,6 +38,6 @@ int cloq_interrupt_check(const char *where, cloq_err *err)
 	int sig = got_signal;
 	if (!sig)
 		return CLOQ_OK;
-	return cloq_err_set(err, CLOQ_EINTERRUPTED, "stopped by %s %s", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal",
+	return cloq_err_set(err, CLOQ_EINTERRUPTED, "stopped by %s (%s)", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal",
 			    where);
 }

@@ -60,7 +60,7 @@ int main(int argc, char **argv)
 		return argc < 2 ? CLOQ_EUSAGE : CLOQ_OK;
 	}
 	if (!strcmp(argv[1], "--version")) {
-		printf("cloq %s\n", CLOQ_VERSION);
+		printf("cloq %s\n%s\n", cloq_version(), cloq_build_numerics());
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
