@@ -198,6 +198,14 @@ int cloq_job_open_read(const char *out, const char *what, int flags, cloq_jobrea
 
 	if (flags & CLOQ_JOB_HASHES) {
 		int n = jr->nshards, first = -1, nbad = 0;
+		/* threads pay only for big jobs: a few MB hash in less time than a parallel region
+		 * takes to start on a busy machine */
+		double total = 0;
+		for (int i = 0; i < n; i++) {
+			snprintf(path, sizeof path, "%s/%s", out, jr->shards[i].rel);
+			if (stat(path, &st) == 0)
+				total += (double)st.st_size;
+		}
 		int *st_rc = cloq_calloc((size_t)n + 1, sizeof *st_rc);
 		char(*msg)[CLOQ_ERR_MSG_MAX] = cloq_calloc((size_t)n + 1, sizeof *msg);
 		if (!st_rc || !msg) {
@@ -205,7 +213,7 @@ int cloq_job_open_read(const char *out, const char *what, int flags, cloq_jobrea
 			cloq_free(msg);
 			CLOQ_FAIL_IF(1, err, CLOQ_EIO, "out of memory");
 		}
-#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1 && total > 64.0 * (1 << 20))
 		for (int i = 0; i < n; i++)
 			st_rc[i] = cloq_job_check_shard(out, &jr->shards[i], msg[i], sizeof msg[i]);
 		for (int i = 0; i < n; i++)
