@@ -357,7 +357,7 @@ int cloq_read_file(const char *path, char **data, size_t *size, cloq_err *err)
 	char *buf = NULL;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return cloq_err_set(err, errno == ENOENT ? CLOQ_EINPUT : CLOQ_EIO, "%s: cannot open: %s",
+		return cloq_err_set(err, errno == ENOENT || errno == ENOTDIR ? CLOQ_EINPUT : CLOQ_EIO, "%s: cannot open: %s",
 				    path, strerror(errno));
 	struct stat st;
 	CLOQ_FAIL_IF(fstat(fd, &st) != 0, err, CLOQ_EIO, "%s: stat failed: %s", path, strerror(errno));

@@ -27,7 +27,12 @@ static const char help[] =
 	"  --seqlen N         window length for --text and 1-D --tokens (default: 2048, at most\n"
 	"                     max_position_embeddings)\n"
 	"Every window is scored as its own sequence: positions 0..T-2 predict 1..T-1, and the figure is\n"
-	"exp(mean negative log-likelihood) over all predictions of all windows.\n";
+	"exp(mean negative log-likelihood) over all predictions of all windows.\n"
+	"A job OUT is checked before it is read, as 'cloq verify' checks it: every shard's file hash\n"
+	"against the journal and manifest (not the checksums inside each shard: that is verify's work).\n"
+	"exit status: 0 ok, 1 usage, 2 bad input (a model, tokens or text that is not right),\n"
+	"  3 I/O failure, 4 integrity failure (a shard of OUT damaged, missing or from another job, OUT's\n"
+	"  journal.json damaged), 5 a convert or resume is writing OUT, 6 the job OUT is unfinished\n";
 
 int cloq_cmd_ppl(int argc, char **argv, cloq_err *err)
 {
@@ -72,7 +77,7 @@ int cloq_cmd_ppl(int argc, char **argv, cloq_err *err)
 	const char *tok_dir = dir;
 	char tokbuf[4096];
 	if (is_job) {
-		CLOQ_TRY(cloq_outmodel_open(dir, !no_lora, &om, err));
+		CLOQ_TRY(cloq_outmodel_open(dir, !no_lora, "cloq ppl", &om, err));
 		cloq_outmodel_lm(om, &lm);
 		snprintf(tokbuf, sizeof tokbuf, "%s/model", dir);
 		tok_dir = tokbuf;

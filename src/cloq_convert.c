@@ -964,7 +964,7 @@ static int run(job *J, cloq_err *err)
 	}
 	cloq_journal_free(&J->j);
 	if (cloq_file_exists(path)) {
-		CLOQ_TRY(cloq_journal_load(J->out, &J->j, err));
+		CLOQ_TRY(cloq_journal_load_writer(J->out, &J->j, err));
 		char diff[CLOQ_ERR_MSG_MAX] = "";
 		int changed = cloq_json_diff(J->j.settings, settings, diff, sizeof diff);
 		if (!changed && cloq_json_diff(J->j.fingerprint, fp, diff, sizeof diff))
@@ -1151,9 +1151,9 @@ int cloq_convert_run(const cloq_convert_opts *o, cloq_err *err)
 int cloq_convert_resume(const char *out_dir, int force, int quiet, cloq_err *err)
 {
 	cloq_journal j;
-	int rc = cloq_journal_load(out_dir, &j, err);
+	int rc = cloq_journal_load_writer(out_dir, &j, err);
 	if (rc)
-		return cloq_err_wrap(err, rc, "%s: no job to resume", out_dir);
+		return rc == CLOQ_EINTEGRITY ? rc : cloq_err_wrap(err, rc, "%s: no job to resume", out_dir);
 	cloq_convert_opts o;
 	rc = settings_from_json(j.settings, &o, err);
 	if (rc == CLOQ_OK) {

@@ -32,7 +32,6 @@
 
 #include "cloq_cli.h"
 #include "cloq_dtype.h"
-#include "cloq_journal.h"
 #include "cloq_layerstore.h"
 #include "cloq_outmodel.h"
 #include "cloq_quant.h"
@@ -55,7 +54,12 @@ static const char help[] =
 	"                    model's numbers exactly, e.g. for checking an export against 'cloq ppl OUT')\n"
 	"Both write DIR/adapter/ (adapter_model.safetensors + adapter_config.json, PEFT LoRA) and copy\n"
 	"the tokenizer and generation files. Shards of at most 5 GB, with model.safetensors.index.json\n"
-	"when more than one.\n";
+	"when more than one.\n"
+	"OUT is checked first, as 'cloq verify' checks it: every shard's file hash against the journal\n"
+	"and manifest.\n"
+	"exit status: 0 ok, 1 usage, 2 OUT is not a cloq job (or another bad input), 3 I/O failure,\n"
+	"  4 integrity failure (a shard damaged, missing or from another job, journal.json damaged),\n"
+	"  5 a convert or resume is writing OUT, 6 the job is unfinished: 'cloq resume OUT'\n";
 
 typedef struct out_tensor {
 	char name[160];
@@ -385,8 +389,6 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	E.cur_layer = -1;
 	out_tensor *ts = NULL, *ad = NULL;
 	cJSON *cfgj = NULL, *qc = NULL, *acfg = NULL;
-	cloq_journal j;
-	memset(&j, 0, sizeof j);
 	char *cfgtext = NULL;
 	if (cloq_cli_wants_help(argc, argv)) {
 		fputs(help, stdout);
@@ -429,14 +431,15 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	if (!out || !to)
 		return cloq_err_set(err, CLOQ_EUSAGE, "need OUT and --to DIR");
 
-	CLOQ_TRY(cloq_outmodel_open(out, 1, &E.om, err));
-	CLOQ_TRY(cloq_journal_load(out, &j, err));
+	/* not a job 2, busy 5, a shard missing or from another job 4, unfinished 6: as verify */
+	CLOQ_TRY(cloq_outmodel_open(out, 1, "cloq export", &E.om, err));
+	const cloq_journal *j = &E.om->job.j;
 	E.cfg = &E.om->cfg;
 	E.gptq = gptq;
 	E.dtype = dtype;
 	E.adtype = adtype;
-	E.sym = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j.settings, "sym"));
-	E.act_order = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j.settings, "act_order"));
+	E.sym = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j->settings, "sym"));
+	E.act_order = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j->settings, "act_order"));
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		int o, in;
 		cloq_linear_shape(E.cfg, lin, &o, &in);
@@ -569,7 +572,6 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 fail:
 	unload(&E);
 	cloq_outmodel_close(E.om);
-	cloq_journal_free(&j);
 	cloq_free(ts);
 	cloq_free(ad);
 	cloq_free(cfgtext);

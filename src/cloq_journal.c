@@ -91,20 +91,24 @@ int cloq_journal_load(const char *out_dir, cloq_journal *j, cloq_err *err)
 	cJSON *root = NULL;
 	memset(j, 0, sizeof *j);
 	snprintf(path, sizeof path, "%s/journal.json", out_dir);
+	/* absent: no job here (CLOQ_EINPUT, from cloq_read_file); unreadable: CLOQ_EIO */
 	CLOQ_TRY(cloq_read_file(path, &text, &n, err));
+	/* present: whatever does not parse into a whole journal is a damaged one */
 	root = cJSON_Parse(text);
-	CLOQ_FAIL_IF(!root, err, CLOQ_EINPUT, "%s: not valid JSON", path);
+	CLOQ_FAIL_IF(!root, err, CLOQ_EINTEGRITY, "%s is damaged: not valid JSON (%zu bytes; truncated?)", path, n);
 	const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
-	CLOQ_FAIL_IF(!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "cloq-journal"), err, CLOQ_EINPUT,
-		     "%s: not a cloq journal", path);
+	CLOQ_FAIL_IF(!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "cloq-journal"), err, CLOQ_EINTEGRITY,
+		     "%s is damaged: not a cloq journal (no \"format\": \"cloq-journal\")", path);
 	cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
+	CLOQ_FAIL_IF(!cJSON_IsArray(layers) || !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "settings")) ||
+			     !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "fingerprint")),
+		     err, CLOQ_EINTEGRITY, "%s is damaged: missing 'layers', 'settings' or 'fingerprint'", path);
+	const cJSON *base_done = cJSON_GetObjectItemCaseSensitive(root, "base_done");
+	const cJSON *finished = cJSON_GetObjectItemCaseSensitive(root, "finished");
+	CLOQ_FAIL_IF(!cJSON_IsBool(base_done) || !cJSON_IsBool(finished), err, CLOQ_EINTEGRITY,
+		     "%s is damaged: missing 'base_done' or 'finished'", path);
 	cJSON *settings = cJSON_DetachItemFromObjectCaseSensitive(root, "settings");
 	cJSON *fp = cJSON_DetachItemFromObjectCaseSensitive(root, "fingerprint");
-	if (!cJSON_IsArray(layers) || !cJSON_IsObject(settings) || !cJSON_IsObject(fp)) {
-		cJSON_Delete(settings);
-		cJSON_Delete(fp);
-		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT, "%s: missing 'layers', 'settings' or 'fingerprint'", path);
-	}
 	CLOQ_TRY(cloq_journal_init(j, cJSON_GetArraySize(layers), settings, fp, err));
 	int l = 0;
 	const cJSON *o;
@@ -112,9 +116,10 @@ int cloq_journal_load(const char *out_dir, cloq_journal *j, cloq_err *err)
 	{
 		const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "done");
 		const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, "shard_xxh3");
+		CLOQ_FAIL_IF(!cJSON_IsBool(d) || !cJSON_IsString(h) || (cJSON_IsTrue(d) && strlen(h->valuestring) != 16), err,
+			     CLOQ_EINTEGRITY, "%s is damaged: layer %d has no 'done' flag or no shard hash", path, l);
 		j->layer_done[l] = cJSON_IsTrue(d);
-		if (cJSON_IsString(h))
-			snprintf(j->layer_hash[l], sizeof j->layer_hash[l], "%s", h->valuestring);
+		snprintf(j->layer_hash[l], sizeof j->layer_hash[l], "%s", h->valuestring);
 		const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "report");
 		if (cJSON_IsObject(r))
 			j->layer_report[l] = cJSON_Duplicate(r, 1);
@@ -123,8 +128,14 @@ int cloq_journal_load(const char *out_dir, cloq_journal *j, cloq_err *err)
 			j->layer_inputs[l] = cJSON_Duplicate(in, 1);
 		l++;
 	}
-	j->base_done = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "base_done"));
-	j->finished = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "finished"));
+	j->base_done = cJSON_IsTrue(base_done);
+	j->finished = cJSON_IsTrue(finished);
+	/* convert clears 'finished' whenever it clears a layer's or the base's 'done' */
+	for (l = 0; l < j->nlayers && j->finished; l++)
+		CLOQ_FAIL_IF(!j->layer_done[l], err, CLOQ_EINTEGRITY,
+			     "%s is damaged: it says the job finished, but layer %d is not done", path, l);
+	CLOQ_FAIL_IF(j->finished && !j->base_done, err, CLOQ_EINTEGRITY,
+		     "%s is damaged: it says the job finished, but the base shard is not written", path);
 	const cJSON *bi = cJSON_GetObjectItemCaseSensitive(root, "base_inputs");
 	if (cJSON_IsObject(bi))
 		j->base_inputs = cJSON_Duplicate(bi, 1);
@@ -132,8 +143,22 @@ int cloq_journal_load(const char *out_dir, cloq_journal *j, cloq_err *err)
 	if (cJSON_IsArray(inf))
 		j->input_files = cJSON_Duplicate(inf, 1);
 fail:
+	if (rc)
+		cloq_journal_free(j);
 	cJSON_Delete(root);
 	cloq_free(text);
+	return rc;
+}
+
+int cloq_journal_load_writer(const char *out_dir, cloq_journal *j, cloq_err *err)
+{
+	int rc = cloq_journal_load(out_dir, j, err);
+	if (rc == CLOQ_EINTEGRITY && err) {
+		char why[CLOQ_ERR_MSG_MAX];
+		memcpy(why, err->msg, sizeof why);
+		cloq_err_set(err, rc, "%s; the job cannot be resumed: 'cloq convert MODEL_DIR -o %s [options] --force' starts it over",
+			     why, out_dir);
+	}
 	return rc;
 }
 

@@ -27,8 +27,14 @@ typedef struct cloq_journal {
 } cloq_journal;
 
 int cloq_journal_init(cloq_journal *j, int nlayers, cJSON *settings, cJSON *fingerprint, cloq_err *err);
-/* Read OUT/journal.json; CLOQ_EINPUT when absent (check existence first) or malformed. */
+/* Read OUT/journal.json. CLOQ_EINPUT when absent (no job there: callers say "not a cloq job"),
+ * CLOQ_EIO when it cannot be read, CLOQ_EINTEGRITY ("OUT/journal.json is damaged: ...") when it is
+ * there but is not a whole journal: truncated, not JSON, not a cloq journal, a field missing, or
+ * 'finished' with a layer not done. On failure j is left empty (cloq_journal_free is harmless). */
 int cloq_journal_load(const char *out_dir, cloq_journal *j, cloq_err *err);
+/* The same for the commands that write a job (convert, resume): a damaged journal's message also
+ * says that 'cloq convert ... --force' starts the job over. */
+int cloq_journal_load_writer(const char *out_dir, cloq_journal *j, cloq_err *err);
 int cloq_journal_save(const char *out_dir, const cloq_journal *j, cloq_err *err);
 void cloq_journal_free(cloq_journal *j);
 

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "cloq_dtype.h"
-#include "cloq_journal.h"
 #include "cloq_layerstore.h"
 #include "cloq_shard.h"
 #include "cloq_sys.h"
@@ -43,32 +42,37 @@ static int read_base_tensor(cloq_shard *s, const char *path, const char *name, s
 	return CLOQ_OK;
 }
 
-int cloq_outmodel_open(const char *out, int with_lora, cloq_outmodel **mo, cloq_err *err)
+int cloq_outmodel_open(const char *out, int with_lora, const char *what, cloq_outmodel **mo, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	char path[4096];
-	cloq_journal j;
 	cloq_shard *s = NULL;
-	memset(&j, 0, sizeof j);
 	cloq_outmodel *m = cloq_calloc(1, sizeof *m);
 	CLOQ_FAIL_IF(!m, err, CLOQ_EIO, "out of memory");
+	m->job.lock.fd = -1;
 	cloq_layer_cache_init(&m->tlm.cache);
 	m->with_lora = with_lora;
 	m->dir = cloq_strdup(out);
 	CLOQ_FAIL_IF(!m->dir, err, CLOQ_EIO, "out of memory");
+	CLOQ_TRY(cloq_job_open_read(out, what, CLOQ_JOB_FINISHED | CLOQ_JOB_HASHES, &m->job, err));
+	const cloq_journal *j = &m->job.j;
 	snprintf(path, sizeof path, "%s/model", out);
 	CLOQ_TRY(cloq_config_load(path, &m->cfg, err));
-	CLOQ_TRY(cloq_journal_load(out, &j, err));
-	CLOQ_FAIL_IF(j.nlayers != m->cfg.layers, err, CLOQ_EINPUT, "%s: journal has %d layers, config %d", out, j.nlayers,
+	CLOQ_FAIL_IF(j->nlayers != m->cfg.layers, err, CLOQ_EINPUT, "%s: journal has %d layers, config %d", out, j->nlayers,
 		     m->cfg.layers);
-	for (int l = 0; l < j.nlayers; l++)
-		CLOQ_FAIL_IF(!j.layer_done[l], err, CLOQ_EINPUT,
-			     "%s: layer %d is not converted yet; finish the job first with 'cloq resume %s'", out, l, out);
-	const cJSON *st = j.settings;
-	m->bits = cJSON_GetObjectItemCaseSensitive(st, "bits")->valueint;
-	m->group_size = cJSON_GetObjectItemCaseSensitive(st, "group_size")->valueint;
-	m->rank = cJSON_GetObjectItemCaseSensitive(st, "rank")->valueint;
-	m->scaling = cJSON_GetObjectItemCaseSensitive(st, "lora_alpha")->valuedouble / m->rank;
+	const cJSON *st = j->settings;
+	const cJSON *bits = cJSON_GetObjectItemCaseSensitive(st, "bits");
+	const cJSON *gs = cJSON_GetObjectItemCaseSensitive(st, "group_size");
+	const cJSON *rank = cJSON_GetObjectItemCaseSensitive(st, "rank");
+	const cJSON *alpha = cJSON_GetObjectItemCaseSensitive(st, "lora_alpha");
+	CLOQ_FAIL_IF(!cJSON_IsNumber(bits) || !cJSON_IsNumber(gs) || !cJSON_IsNumber(rank) || !cJSON_IsNumber(alpha) ||
+			     rank->valueint < 1,
+		     err, CLOQ_EINTEGRITY, "%s/journal.json is damaged: its settings lack bits, group_size, rank or lora_alpha",
+		     out);
+	m->bits = bits->valueint;
+	m->group_size = gs->valueint;
+	m->rank = rank->valueint;
+	m->scaling = alpha->valuedouble / m->rank;
 	snprintf(path, sizeof path, "%s/shards/base.cloqshard", out);
 	CLOQ_TRY(cloq_shard_open(path, &s, err));
 	size_t vh = (size_t)m->cfg.vocab * m->cfg.hidden;
@@ -78,12 +82,10 @@ int cloq_outmodel_open(const char *out, int with_lora, cloq_outmodel **mo, cloq_
 	if (!m->head)
 		m->head = m->embed;
 	cloq_shard_close(s);
-	cloq_journal_free(&j);
 	*mo = m;
 	return CLOQ_OK;
 fail:
 	cloq_shard_close(s);
-	cloq_journal_free(&j);
 	cloq_outmodel_close(m);
 	return rc;
 }
@@ -97,6 +99,7 @@ void cloq_outmodel_close(cloq_outmodel *m)
 	cloq_free(m->embed);
 	cloq_free(m->final_norm);
 	cloq_layer_cache_release(&m->tlm.cache);
+	cloq_job_close_read(&m->job);
 	cloq_free(m->dir);
 	cloq_free(m);
 }

@@ -2,7 +2,8 @@
 # tests/e2e/convert_settings.sh - a job directory belongs to one set of settings and inputs:
 # re-running convert with another --bits (or --rank) or after the model changed refuses with
 # exit 2 naming what changed; --force starts over and gives the same bytes as a fresh run. A
-# garbage journal is a clear exit-2 error. Bad inputs exit 2 with a message saying what is wrong;
+# garbage journal is a damaged one: exit 4 saying so (and, for convert and resume, that --force
+# starts over); a directory with no journal is no job (exit 2). Bad inputs exit 2 with a message saying what is wrong;
 # an unknown option exits 1.
 . tests/e2e/convert_common.inc
 
@@ -56,11 +57,12 @@ expect 2 "resume after config.json changed" "other inputs.*config" "$CLOQ" resum
 # ---- garbage journal ----------------------------------------------------------------------------
 mkdir -p "$T/bad"
 printf 'garbage{' >"$T/bad/journal.json"
-expect 2 "garbage journal: convert" "bad/journal.json.*not valid JSON" "$CLOQ" convert $MODEL -o "$T/bad" $CALIB $QOPTS
-expect 2 "garbage journal: resume" "bad/journal.json.*not valid JSON" "$CLOQ" resume "$T/bad"
-expect 2 "garbage journal: verify" "bad/journal.json.*not valid JSON" "$CLOQ" verify "$T/bad"
+expect 4 "garbage journal: convert" "bad/journal.json is damaged: not valid JSON.*--force' starts it over" \
+	"$CLOQ" convert $MODEL -o "$T/bad" $CALIB $QOPTS
+expect 4 "garbage journal: resume" "bad/journal.json is damaged: not valid JSON.*--force' starts it over" "$CLOQ" resume "$T/bad"
+expect 4 "garbage journal: verify" "bad/journal.json is damaged: not valid JSON" "$CLOQ" verify "$T/bad"
 printf '{"format": "cloq-journal", "version": 1}' >"$T/bad/journal.json"
-expect 2 "journal without settings" "bad/journal.json.*(settings|layers)" "$CLOQ" resume "$T/bad"
+expect 4 "journal without settings" "bad/journal.json is damaged.*(settings|layers)" "$CLOQ" resume "$T/bad"
 expect 0 "garbage journal: convert --force starts over" "" "$CLOQ" convert $MODEL -o "$T/bad" $CALIB $QOPTS --force
 expect 0 "garbage journal: --force result verifies" "" "$CLOQ" verify "$T/bad"
 expect 2 "resume of a directory with no job" "nojob/journal.json" "$CLOQ" resume "$T/nojob"
