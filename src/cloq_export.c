@@ -41,10 +41,11 @@
 #include "cloq_sys.h"
 
 #define MAX_SHARD_BYTES (5ULL * 1000 * 1000 * 1000) /* HF's default max_shard_size "5GB" */
+#define MAX_SHARD_LIMIT (1ULL << 50)                /* --max-shard-size: 1 PiB */
 
 static const char help[] =
 	"usage: cloq export OUT --to DIR [--format gptq|dequant] [--dtype fp16|bf16|fp32]\n"
-	"                   [--adapter-dtype fp32|bf16] [--max-shard-size BYTES]\n"
+	"                   [--adapter-dtype fp32|bf16] [--max-shard-size SIZE]\n"
 	"\n"
 	"Write the converted model in OUT as standard files:\n"
 	"  --format gptq     (default) a Hugging Face GPTQ checkpoint: qweight/qzeros/scales/g_idx per\n"
@@ -54,8 +55,9 @@ static const char help[] =
 	"  --dtype           of every tensor that is not packed (default fp16; fp32 keeps the converted\n"
 	"                    model's numbers exactly, e.g. for checking an export against 'cloq ppl OUT')\n"
 	"Both write DIR/adapter/ (adapter_model.safetensors + adapter_config.json, PEFT LoRA) and copy\n"
-	"the tokenizer and generation files. Shards of at most 5 GB, with model.safetensors.index.json\n"
-	"when more than one.\n";
+	"the tokenizer and generation files. Shards of at most 5 GB (--max-shard-size: bytes, or with\n"
+	"a K/M/G/T suffix, powers of 1024; at least 1024), with model.safetensors.index.json when more\n"
+	"than one.\n";
 
 typedef struct out_tensor {
 	char name[160];
@@ -393,34 +395,36 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 		return CLOQ_OK;
 	}
 	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!strcmp(a, "--to") && v) {
+		const char *a = argv[i], *v = NULL;
+		int takes = !strcmp(a, "--to") || !strcmp(a, "--format") || !strcmp(a, "--dtype") ||
+			    !strcmp(a, "--adapter-dtype") || !strcmp(a, "--max-shard-size");
+		if (takes && (rc = cloq_cli_value(argc, argv, &i, &v, err)))
+			return rc;
+		if (!strcmp(a, "--to")) {
 			to = v;
-			i++;
-		} else if (!strcmp(a, "--format") && v) {
-			i++;
+		} else if (!strcmp(a, "--format")) {
 			if (!strcmp(v, "gptq"))
 				gptq = 1;
 			else if (!strcmp(v, "dequant"))
 				gptq = 0;
 			else
 				return cloq_err_set(err, CLOQ_EUSAGE, "--format: expected gptq or dequant, got '%s'", v);
-		} else if ((!strcmp(a, "--dtype") || !strcmp(a, "--adapter-dtype")) && v) {
-			i++;
+		} else if (!strcmp(a, "--dtype") || !strcmp(a, "--adapter-dtype")) {
 			enum cloq_dtype d = !strcmp(v, "fp16") ? CLOQ_DT_F16 : !strcmp(v, "bf16") ? CLOQ_DT_BF16 :
 					    !strcmp(v, "fp32") ? CLOQ_DT_F32 : CLOQ_DT_INVALID;
 			if (d == CLOQ_DT_INVALID || (a[2] == 'a' && d == CLOQ_DT_F16))
-				return cloq_err_set(err, CLOQ_EUSAGE, "%s: unsupported '%s'", a, v);
+				return cloq_err_set(err, CLOQ_EUSAGE, "%s: expected %s, got '%s'", a,
+						    a[2] == 'a' ? "fp32 or bf16" : "fp16, bf16 or fp32", v);
 			if (a[2] == 'a')
 				adtype = d;
 			else
 				dtype = d;
-		} else if (!strcmp(a, "--max-shard-size") && v) {
-			i++;
-			max_bytes = strtoull(v, NULL, 10);
-			if (max_bytes < 1024)
-				return cloq_err_set(err, CLOQ_EUSAGE, "--max-shard-size: at least 1024 bytes");
-		} else if (a[0] != '-' && !out) {
+		} else if (!strcmp(a, "--max-shard-size")) {
+			if ((rc = cloq_cli_size(a, v, 1024, MAX_SHARD_LIMIT, &max_bytes, err)))
+				return rc;
+		} else if (a[0] == '-' && a[1] != '\0') {
+			return cloq_err_set(err, CLOQ_EUSAGE, "unknown option '%s'", a);
+		} else if (!out) {
 			out = a;
 		} else {
 			return cloq_err_set(err, CLOQ_EUSAGE, "unexpected argument '%s'", a);

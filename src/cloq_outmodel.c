@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cloq_dtype.h"
+#include "cloq_convert.h"
 #include "cloq_journal.h"
 #include "cloq_layerstore.h"
 #include "cloq_shard.h"
@@ -64,6 +65,8 @@ int cloq_outmodel_open(const char *out, int with_lora, cloq_outmodel **mo, cloq_
 	for (int l = 0; l < j.nlayers; l++)
 		CLOQ_FAIL_IF(!j.layer_done[l], err, CLOQ_EINPUT,
 			     "%s: layer %d is not converted yet; finish the job first with 'cloq resume %s'", out, l, out);
+	snprintf(path, sizeof path, "%s/journal.json", out);
+	CLOQ_TRY(cloq_convert_check_settings(j.settings, path, err));
 	const cJSON *st = j.settings;
 	m->bits = cJSON_GetObjectItemCaseSensitive(st, "bits")->valueint;
 	m->group_size = cJSON_GetObjectItemCaseSensitive(st, "group_size")->valueint;
