@@ -74,4 +74,40 @@ else
 	fail "convert the reference job"
 fi
 
+# ---- malformed files: exit 2, the file named, the numbers given ----
+BM="$T/badmodel"
+mkdir -p "$BM" && cp $MODEL/config.json $MODEL/tokenizer.json "$BM/" 2>/dev/null
+# header length 1000 in a 20-byte file
+printf '\350\003\000\000\000\000\000\000{}          ' >"$BM/model.safetensors"
+expect 2 "header length 1000 (bytes 0-7) exceeds the file size 20" "inspect: safetensors header length past the file" \
+	$CLOQ inspect "$BM"
+grep -qF "$BM/model.safetensors" "$T/log" || fail "the header-length message does not name $BM/model.safetensors"
+# header length 2^62
+printf '\000\000\000\000\000\000\000\100{}          ' >"$BM/model.safetensors"
+expect 2 "header length 4611686018427387904 (bytes 0-7) is too large" "inspect: safetensors header length 2^62" \
+	$CLOQ inspect "$BM"
+grep -q "negative" "$T/log" && fail "header length 2^62 reported as negative: $(cat "$T/log")"
+# a shape too large for its field
+H='{"a":{"dtype":"F32","shape":[1,4611686018427387904],"data_offsets":[0,4]}}'
+printf '\112\000\000\000\000\000\000\000%s\000\000\000\000' "$H" >"$BM/model.safetensors"
+[ ${#H} = 74 ] || fail "test header is ${#H} bytes, not 74"
+expect 2 "shape[1] = 4611686018427387904 is too large" "inspect: safetensors shape 2^62" $CLOQ inspect "$BM"
+# .npy whose header length runs past the file, and a dimension too large
+printf '\223NUMPY\001\000\377\177{}' >"$T/hdr.npy"
+expect 2 "exceeds the file size" "ppl --tokens: .npy header length past the file" $CLOQ ppl $MODEL --tokens "$T/hdr.npy"
+grep -qF "$T/hdr.npy" "$T/log" || fail "the .npy message does not name $T/hdr.npy"
+NH="{'descr': '<i4', 'fortran_order': False, 'shape': (99999999999999999999999, ), }"
+printf '\223NUMPY\001\000\120\000%s' "$NH" >"$T/dim.npy"
+[ ${#NH} = 80 ] || fail "test npy header is ${#NH} bytes, not 80"
+expect 2 "shape[0] = 99999999999999999999999" "ppl --tokens: .npy dimension too large" $CLOQ ppl $MODEL --tokens "$T/dim.npy"
+grep -q "too large" "$T/log" || fail ".npy dimension: no 'too large' in $(cat "$T/log")"
+# text that is not UTF-8: the file and the byte offset, wherever text is tokenized
+printf 'Once upon a time \377\376 there was' >"$T/bad.txt"
+expect 2 "$T/bad.txt: tokenizer: text is not valid UTF-8 at byte offset 17" "tokenize --text non-UTF-8" \
+	$CLOQ tokenize $MODEL --text "$T/bad.txt"
+expect 2 "$T/bad.txt: tokenizer: text is not valid UTF-8 at byte offset 17" "ppl --text non-UTF-8" \
+	$CLOQ ppl $MODEL --text "$T/bad.txt"
+expect 2 "$T/bad.txt: tokenizer: text is not valid UTF-8 at byte offset 17" "convert --calib non-UTF-8" \
+	$CLOQ convert $MODEL -o "$T/never2" --calib "$T/bad.txt" --quiet
+
 finish
