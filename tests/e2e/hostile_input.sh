@@ -110,4 +110,52 @@ expect 2 "$T/bad.txt: tokenizer: text is not valid UTF-8 at byte offset 17" "ppl
 expect 2 "$T/bad.txt: tokenizer: text is not valid UTF-8 at byte offset 17" "convert --calib non-UTF-8" \
 	$CLOQ convert $MODEL -o "$T/never2" --calib "$T/bad.txt" --quiet
 
+# ---- export: only into an absent or empty directory, or over this job's previous export ----
+if [ -d "$J" ]; then
+	mkdir -p "$T/mine" && echo "keep me" >"$T/mine/notes.txt" && echo x >"$T/mine/data.bin"
+	cp -r "$T/mine" "$T/mine.ref"
+	expect 2 "is not empty and is not an export of this job" "export into a non-empty unrelated dir" \
+		$CLOQ export "$J" --to "$T/mine"
+	grep -q "notes.txt" "$T/log" || fail "the refusal does not name a file DIR holds: $(cat "$T/log")"
+	diff -r "$T/mine" "$T/mine.ref" >/dev/null && ok "the unrelated dir is untouched" || fail "export changed $T/mine"
+	[ -z "$(ls -d "$T"/mine.tmp.* 2>/dev/null)" ] || fail "refused export left $(ls -d "$T"/mine.tmp.*)"
+	echo x >"$T/afile"
+	expect 2 "is not a directory" "export --to a regular file" $CLOQ export "$J" --to "$T/afile"
+	mkdir -p "$T/ex"
+	expect 0 "exported" "export into an empty dir" $CLOQ export "$J" --to "$T/ex/"
+	[ -f "$T/ex/cloq_export.json" ] && grep -q '"cloq-export"' "$T/ex/cloq_export.json" &&
+		ok "the export is marked (cloq_export.json)" || fail "no cloq_export.json in $T/ex"
+	ino1=$(stat -c %i "$T/ex/config.json")
+	expect 0 "exported" "re-export of the same job (sharded) replaces it" \
+		$CLOQ export "$J" --to "$T/ex" --max-shard-size 100000
+	[ -f "$T/ex/model.safetensors.index.json" ] && [ ! -e "$T/ex/model.safetensors" ] &&
+		[ "$(stat -c %i "$T/ex/config.json")" != "$ino1" ] &&
+		ok "the re-export replaced the old one (sharded, no model.safetensors)" || fail "re-export did not replace $T/ex"
+	[ -z "$(ls -d "$T"/ex.* 2>/dev/null)" ] && ok "no temp dir beside the export" ||
+		fail "left beside the export: $(ls -d "$T"/ex.*)"
+	# another job (4 bits) into this export: refused, untouched
+	if run_rc 0 "$T/log" $CLOQ convert $MODEL -o "$T/job4" $CALIB --bits 4 --group-size 32 --rank 8 --quiet --no-baselines; then
+		cp -r "$T/ex" "$T/ex.ref"
+		expect 2 "holds the export of another job" "export of another job into an existing export" \
+			$CLOQ export "$T/job4" --to "$T/ex"
+		diff -r "$T/ex" "$T/ex.ref" >/dev/null && ok "the other job's export is untouched" || fail "refused export changed $T/ex"
+		rm -rf "$T/ex.ref"
+	else
+		fail "convert a second job"
+	fi
+	# base_model_name_or_path: the model's name, never a local path
+	bm=$(sed -n 's/.*"base_model_name_or_path":[[:space:]]*"\([^"]*\)".*/\1/p' "$T/ex/adapter/adapter_config.json")
+	[ "$bm" = "stories260K" ] && ok "base_model_name_or_path '$bm' (basename of the model dir)" ||
+		fail "base_model_name_or_path is '$bm', want 'stories260K'"
+	cp -r "$J" "$T/jobn"
+	sed -i 's|^{|{"_name_or_path": "meta-llama/Llama-2-7b-hf",|' "$T/jobn/model/config.json"
+	run_rc 0 "$T/log" $CLOQ export "$T/jobn" --to "$T/exn" || fail "export with _name_or_path"
+	grep -q '"base_model_name_or_path":[[:space:]]*"meta-llama/Llama-2-7b-hf"' "$T/exn/adapter/adapter_config.json" &&
+		ok "base_model_name_or_path from config.json's _name_or_path" || fail "base_model_name_or_path ignores _name_or_path"
+	sed -i 's|"_name_or_path": "meta-llama/Llama-2-7b-hf"|"_name_or_path": "/home/me/models/secret"|' "$T/jobn/model/config.json"
+	run_rc 0 "$T/log" $CLOQ export "$T/jobn" --to "$T/exn2" || fail "export with an absolute _name_or_path"
+	grep -q '"base_model_name_or_path":[[:space:]]*"stories260K"' "$T/exn2/adapter/adapter_config.json" &&
+		ok "an absolute _name_or_path is not used" || fail "base_model_name_or_path: $(grep base_model "$T/exn2/adapter/adapter_config.json")"
+fi
+
 finish
