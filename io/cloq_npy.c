@@ -62,16 +62,22 @@ static int lex_word(struct lex *l, const char *w)
 	return 0;
 }
 
+/* A shape entry: 1 and *v, 0 when there is none, -1 when its digits exceed NPY_DIM_MAX (then
+ * l->p is left at its first digit). */
+#define NPY_DIM_MAX 9007199254740992LL /* 2^53: no real array is near it, and the sums stay exact */
 static int lex_uint(struct lex *l, int64_t *v)
 {
 	skip_ws(l);
 	if (l->p >= l->end || !isdigit((unsigned char)*l->p))
 		return 0;
+	const char *start = l->p;
 	int64_t x = 0;
 	while (l->p < l->end && isdigit((unsigned char)*l->p)) {
-		if (x > (INT64_MAX - 9) / 10)
-			return 0;
 		x = x * 10 + (*l->p++ - '0');
+		if (x > NPY_DIM_MAX) {
+			l->p = start;
+			return -1;
+		}
 	}
 	if (l->p < l->end && *l->p == 'L') /* Python 2 longs */
 		l->p++;
@@ -101,8 +107,9 @@ int cloq_npy_parse_header(const uint8_t *buf, size_t len, const char *path, cloq
 	}
 	if (hlen > len - hoff)
 		return cloq_err_set(err, CLOQ_EINPUT,
-				    "%s: truncated .npy header (%zu bytes announced at offset 8, %zu present)",
-				    path, hlen, len - hoff);
+				    "%s: truncated .npy header: header length %zu (offset 8) exceeds the file size %zu "
+				    "(%zu bytes present after the length field)",
+				    path, hlen, len, len - hoff);
 	struct lex l = { (const char *)buf + hoff, (const char *)buf + hoff + hlen };
 	char descr[16] = "", key[32];
 	int have_descr = 0, have_order = 0, have_shape = 0, fortran = 0;
@@ -127,7 +134,17 @@ int cloq_npy_parse_header(const uint8_t *buf, size_t len, const char *path, cloq
 			if (!eat(&l, '('))
 				goto bad;
 			while (!eat(&l, ')')) {
-				if (ndim == 3 || !lex_uint(&l, &shape[ndim]))
+				int got = ndim == 3 ? 0 : lex_uint(&l, &shape[ndim]);
+				if (got < 0) {
+					int nd = 0;
+					while (l.p + nd < l.end && isdigit((unsigned char)l.p[nd]) && nd < 40)
+						nd++;
+					return cloq_err_set(err, CLOQ_EINPUT,
+							    "%s: shape[%d] = %.*s%s (offset %zu) is too large (limit %lld)", path,
+							    ndim, nd, l.p, nd == 40 ? "..." : "", (size_t)(l.p - (const char *)buf),
+							    NPY_DIM_MAX);
+				}
+				if (!got)
 					goto bad;
 				ndim++;
 				if (!eat(&l, ',')) {
@@ -175,8 +192,9 @@ int cloq_npy_parse_header(const uint8_t *buf, size_t len, const char *path, cloq
 	size_t ne, nb;
 	if (!cloq_mul_ok((size_t)info->shape[0], (size_t)info->shape[1], &ne) ||
 	    !cloq_mul_ok(ne, cloq_dtype_size(info->dtype), &nb))
-		return cloq_err_set(err, CLOQ_EINPUT, "%s: shape (%lld, %lld) overflows", path,
-				    (long long)shape[0], (long long)shape[1]);
+		return cloq_err_set(err, CLOQ_EINPUT,
+				    "%s: shape (%lld, %lld) is too large: its byte size overflows (limit %zu bytes)", path,
+				    (long long)shape[0], (long long)shape[1], (size_t)SIZE_MAX);
 	info->nelem = ne;
 	info->data_offset = hoff + hlen;
 	return CLOQ_OK;

@@ -105,16 +105,28 @@ void cloq_st_close(cloq_st_model *m)
 }
 
 /* ---- header parsing ------------------------------------------------------------------------- */
-/* A JSON number that is an integer in [0, 2^53]. */
-static int json_uint(const cJSON *j, uint64_t *out)
+/* A JSON number that is an integer in [0, 2^53]: 1. Not a non-negative integer: 0. An integer
+ * (or number) above 2^53, which a double cannot count exactly: -1, with *big set to it. */
+static int json_uint(const cJSON *j, uint64_t *out, double *big)
 {
 	if (!cJSON_IsNumber(j))
 		return 0;
 	double v = j->valuedouble;
-	if (!(v >= 0.0) || v > JSON_INT_MAX || v != floor(v))
+	if (v > JSON_INT_MAX) {
+		*big = v;
+		return -1;
+	}
+	if (!(v >= 0.0) || v != floor(v))
 		return 0;
 	*out = (uint64_t)v;
 	return 1;
+}
+
+/* A number json_uint found too large, as written: digits up to 1e21, else %g. */
+static const char *big_str(double v, char *buf, size_t cap)
+{
+	snprintf(buf, cap, v < 1e21 && v == floor(v) ? "%.0f" : "%.17g", v);
+	return buf;
 }
 
 
@@ -127,6 +139,25 @@ static int cmp_tensor_span(const void *a, const void *b, void *ctx)
 	if (x->nbytes != y->nbytes)
 		return x->nbytes < y->nbytes ? -1 : 1;
 	return 0;
+}
+
+/* The 8-byte header length n of a file of file_size bytes (>= 8): at most the limit, and within
+ * the file. (8 + n cannot overflow: n is compared with file_size - 8.) */
+static int check_header_len(const char *fn, uint64_t n, uint64_t file_size, cloq_err *err)
+{
+	if (n > CLOQ_ST_MAX_HEADER)
+		return cloq_err_set(err, CLOQ_EINPUT,
+				    "%s: header length %llu (bytes 0-7) is too large: the limit is %u bytes%s and the "
+				    "file has %llu",
+				    fn, (unsigned long long)n, CLOQ_ST_MAX_HEADER,
+				    n > file_size - 8 ? "," : ";", (unsigned long long)file_size);
+	if (n > file_size - 8)
+		return cloq_err_set(err, CLOQ_EINPUT,
+				    "%s: header length %llu (bytes 0-7) exceeds the file size %llu (at most %llu "
+				    "bytes of header fit after the length field)",
+				    fn, (unsigned long long)n, (unsigned long long)file_size,
+				    (unsigned long long)(file_size - 8));
+	return CLOQ_OK;
 }
 
 /* Parse one file's header into m as file `fi`. buf holds at least 8+N bytes. */
@@ -143,12 +174,7 @@ static int parse_into(cloq_st_model *m, size_t fi, const uint8_t *buf, size_t le
 		     "%s: too small for a safetensors file (%llu bytes, need at least 8)", fn,
 		     (unsigned long long)(len < file_size ? len : file_size));
 	uint64_t n = le64(buf);
-	CLOQ_FAIL_IF(n > CLOQ_ST_MAX_HEADER, err, CLOQ_EINPUT,
-		     "%s: header length %llu at offset 0 exceeds the %u-byte limit", fn,
-		     (unsigned long long)n, CLOQ_ST_MAX_HEADER);
-	CLOQ_FAIL_IF(8 + n > file_size, err, CLOQ_EINPUT,
-		     "%s: header length %llu at offset 0 runs past the end of the file (%llu bytes)",
-		     fn, (unsigned long long)n, (unsigned long long)file_size);
+	CLOQ_TRY(check_header_len(fn, n, file_size, err));
 	CLOQ_FAIL_IF(8 + n > len, err, CLOQ_EINPUT,
 		     "%s: truncated header: %llu bytes announced, %zu available", fn,
 		     (unsigned long long)n, len - 8);
@@ -218,9 +244,14 @@ static int parse_into(cloq_st_model *m, size_t fi, const uint8_t *buf, size_t le
 			     CLOQ_ST_MAX_DIMS);
 		CLOQ_FAIL_IF(!cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2, err, CLOQ_EINPUT,
 			     "%s: tensor '%s': \"data_offsets\" is not [begin, end]", fn, name);
-		uint64_t begin, endo;
-		CLOQ_FAIL_IF(!json_uint(jo->child, &begin) || !json_uint(jo->child->next, &endo),
-			     err, CLOQ_EINPUT,
+		uint64_t begin = 0, endo = 0;
+		double big = 0;
+		char bigbuf[40];
+		int ob = json_uint(jo->child, &begin, &big), oe = ob < 0 ? 1 : json_uint(jo->child->next, &endo, &big);
+		CLOQ_FAIL_IF(ob < 0 || oe < 0, err, CLOQ_EINPUT,
+			     "%s: tensor '%s': data_offsets[%d] = %s is too large (limit 2^53 = %.0f)", fn, name,
+			     ob < 0 ? 0 : 1, big_str(big, bigbuf, sizeof bigbuf), JSON_INT_MAX);
+		CLOQ_FAIL_IF(!ob || !oe, err, CLOQ_EINPUT,
 			     "%s: tensor '%s': \"data_offsets\" are not non-negative integers", fn, name);
 		CLOQ_FAIL_IF(endo < begin, err, CLOQ_EINPUT,
 			     "%s: tensor '%s': data_offsets [%llu, %llu] end before they begin", fn,
@@ -239,17 +270,23 @@ static int parse_into(cloq_st_model *m, size_t fi, const uint8_t *buf, size_t le
 		uint64_t nelem = 1;
 		int d = 0;
 		for (cJSON *x = js->child; x; x = x->next, d++) {
-			uint64_t v;
-			CLOQ_FAIL_IF(!json_uint(x, &v), err, CLOQ_EINPUT,
+			uint64_t v = 0;
+			int ok = json_uint(x, &v, &big);
+			CLOQ_FAIL_IF(ok < 0, err, CLOQ_EINPUT,
+				     "%s: tensor '%s': shape[%d] = %s is too large (limit 2^53 = %.0f)", fn, name, d,
+				     big_str(big, bigbuf, sizeof bigbuf), JSON_INT_MAX);
+			CLOQ_FAIL_IF(!ok, err, CLOQ_EINPUT,
 				     "%s: tensor '%s': shape[%d] is not a non-negative integer", fn,
 				     name, d);
 			CLOQ_FAIL_IF(__builtin_mul_overflow(nelem, v, &nelem), err, CLOQ_EINPUT,
-				     "%s: tensor '%s': shape product overflows", fn, name);
+				     "%s: tensor '%s': shape product overflows: too large (limit 2^64 - 1 elements)",
+				     fn, name);
 			t->shape[d] = (int64_t)v;
 		}
 		uint64_t nbytes;
 		CLOQ_FAIL_IF(__builtin_mul_overflow(nelem, (uint64_t)cloq_dtype_size(dt), &nbytes),
-			     err, CLOQ_EINPUT, "%s: tensor '%s': shape x dtype size overflows", fn,
+			     err, CLOQ_EINPUT,
+			     "%s: tensor '%s': shape x dtype size overflows: too large (limit 2^64 - 1 bytes)", fn,
 			     name);
 		CLOQ_FAIL_IF(nbytes != endo - begin, err, CLOQ_EINPUT,
 			     "%s: tensor '%s': shape x %s size = %llu bytes but data_offsets [%llu, %llu] "
@@ -392,12 +429,7 @@ static int open_file(cloq_st_model *m, size_t fi, cloq_err *err)
 	CLOQ_TRY(cloq_pread_all(f->fd, lenbuf, 8, 0, f->path, err));
 	uint64_t n = le64(lenbuf);
 	/* The same checks run again in parse_into; here they keep a hostile N from sizing malloc. */
-	CLOQ_FAIL_IF(n > CLOQ_ST_MAX_HEADER, err, CLOQ_EINPUT,
-		     "%s: header length %llu at offset 0 exceeds the %u-byte limit", f->path,
-		     (unsigned long long)n, CLOQ_ST_MAX_HEADER);
-	CLOQ_FAIL_IF(8 + n > size, err, CLOQ_EINPUT,
-		     "%s: header length %llu at offset 0 runs past the end of the file (%llu bytes)",
-		     f->path, (unsigned long long)n, (unsigned long long)size);
+	CLOQ_TRY(check_header_len(f->path, n, size, err));
 	hdr = cloq_malloc((size_t)(8 + n));
 	CLOQ_FAIL_IF(!hdr, err, CLOQ_EIO, "%s: out of memory for a %llu-byte header", f->path,
 		     (unsigned long long)n);

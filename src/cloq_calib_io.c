@@ -18,7 +18,9 @@ int cloq_calib_tokenize_file(const char *tok_dir, const char *text_path, int32_t
 	CLOQ_TRY(cloq_read_file(text_path, &text, &len, err));
 	CLOQ_FAIL_IF(len == 0, err, CLOQ_EINPUT, "%s: the text file is empty", text_path);
 	CLOQ_TRY(cloq_tok_load(tok_dir, &tok, err));
-	CLOQ_TRY(cloq_tok_encode(tok, text, len, ids, n, err));
+	rc = cloq_tok_encode(tok, text, len, ids, n, err);
+	if (rc) /* "FILE: tokenizer: text is not valid UTF-8 at byte offset N" */
+		cloq_err_wrap(err, rc, "%s", text_path);
 fail:
 	cloq_tok_free(tok);
 	cloq_free(text);

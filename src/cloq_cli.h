@@ -5,6 +5,8 @@
 #ifndef CLOQ_CLI_H
 #define CLOQ_CLI_H
 
+#include <stdint.h>
+
 #include "cloq_error.h"
 
 #define CLOQ_VERSION "0.1.0"
@@ -25,5 +27,27 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err);
 
 /* True when argv holds -h or --help. */
 int cloq_cli_wants_help(int argc, char **argv);
+
+/*
+ * Option values, shared by every command (src/cloq_cli_args.c). Each checks the whole text and
+ * its range before anything runs, and on failure returns CLOQ_EUSAGE with a message naming the
+ * option. Numbers are decimal only: no leading blanks or '+', no hex ("0x10"), no "inf"/"nan".
+ */
+/* argv[*i] is an option that takes a value: set *v to argv[*i + 1] and step *i past it, or fail
+ * with "option X needs a value" when there is none. */
+int cloq_cli_value(int argc, char **argv, int *i, const char **v, cloq_err *err);
+/* An integer in [lo, hi]; anything else (junk, overflow) says "OPT: expected an integer in
+ * [lo, hi], got 'V'". */
+int cloq_cli_int(const char *opt, const char *v, long long lo, long long hi, long long *out, cloq_err *err);
+/* A finite number (decimal, optional fraction and exponent) in [lo, hi]. */
+int cloq_cli_double(const char *opt, const char *v, double lo, double hi, double *out, cloq_err *err);
+/* A byte count: digits with an optional fraction, then an optional K, M, G or T (powers of 1024),
+ * optionally followed by "i", "B" or "iB" ("32G", "1.5GiB", "4096"); in [lo, hi] bytes. */
+int cloq_cli_size(const char *opt, const char *v, uint64_t lo, uint64_t hi, uint64_t *out, cloq_err *err);
+
+/* The range of --lora-alpha's scaling alpha / rank, checked on the command line and in a job's
+ * journal: outside it the LoRA correction s B A is numerically meaningless. */
+#define CLOQ_SCALING_MIN 1e-6
+#define CLOQ_SCALING_MAX 1e6
 
 #endif

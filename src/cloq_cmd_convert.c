@@ -40,7 +40,9 @@ int cloq_cmd_resume(int argc, char **argv, cloq_err *err)
 			force = 1;
 		else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q"))
 			quiet = 1;
-		else if (argv[i][0] != '-' && !out)
+		else if (argv[i][0] == '-' && argv[i][1] != '\0')
+			return cloq_err_set(err, CLOQ_EUSAGE, "unknown option '%s'", argv[i]);
+		else if (!out)
 			out = argv[i];
 		else
 			return cloq_err_set(err, CLOQ_EUSAGE, "unexpected argument '%s'", argv[i]);

@@ -54,20 +54,14 @@ int cloq_cmd_inspect(int argc, char **argv, cloq_err *err)
 		fputs(help, argc < 2 ? stderr : stdout);
 		return argc < 2 ? cloq_err_set(err, CLOQ_EUSAGE, "missing MODEL_DIR") : CLOQ_OK;
 	}
-	/* reuse convert's option parser for the plan; -o and calibration are not needed here */
+	/* reuse convert's option parser (and its checks) for the plan; -o and calibration are not
+	 * needed here */
 	cloq_convert_opts o;
-	char *args[256];
-	int n = 0;
-	args[n++] = "convert";
-	for (int i = 1; i < argc && n < 250; i++)
-		args[n++] = argv[i];
-	args[n++] = "-o";
-	args[n++] = "/nonexistent";
-	args[n++] = "--calib";
-	args[n++] = "/nonexistent";
-	int rc = cloq_convert_parse_args(n, args, &o, err);
+	int rc = cloq_convert_parse_opts(argc, argv, &o, err);
 	if (rc)
 		return rc;
+	if (!o.model_dir)
+		return cloq_err_set(err, CLOQ_EUSAGE, "missing MODEL_DIR");
 	cloq_model *m = NULL;
 	cloq_config cfg_only;
 	const cloq_config *c;

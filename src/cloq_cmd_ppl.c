@@ -50,25 +50,30 @@ int cloq_cmd_ppl(int argc, char **argv, cloq_err *err)
 		return CLOQ_OK;
 	}
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--text") && i + 1 < argc)
-			text = argv[++i];
-		else if (!strcmp(argv[i], "--tokens") && i + 1 < argc)
-			tokens = argv[++i];
-		else if (!strcmp(argv[i], "--seqlen") && i + 1 < argc)
-			seqlen = atoi(argv[++i]);
-		else if (!strcmp(argv[i], "--adapter") && i + 1 < argc)
-			adapter = argv[++i];
-		else if (!strcmp(argv[i], "--no-lora"))
+		const char *a = argv[i];
+		if (!strcmp(a, "--text")) {
+			CLOQ_TRY(cloq_cli_value(argc, argv, &i, &text, err));
+		} else if (!strcmp(a, "--tokens")) {
+			CLOQ_TRY(cloq_cli_value(argc, argv, &i, &tokens, err));
+		} else if (!strcmp(a, "--seqlen")) {
+			const char *v;
+			long long x;
+			CLOQ_TRY(cloq_cli_value(argc, argv, &i, &v, err));
+			CLOQ_TRY(cloq_cli_int(a, v, 2, 1 << 20, &x, err));
+			seqlen = (int)x;
+		} else if (!strcmp(a, "--adapter")) {
+			CLOQ_TRY(cloq_cli_value(argc, argv, &i, &adapter, err));
+		} else if (!strcmp(a, "--no-lora")) {
 			no_lora = 1;
-		else if (argv[i][0] != '-' && !dir)
-			dir = argv[i];
-		else
-			return cloq_err_set(err, CLOQ_EUSAGE, "unexpected argument '%s'", argv[i]);
+		} else if (a[0] == '-' && a[1] != '\0') {
+			CLOQ_FAIL_IF(1, err, CLOQ_EUSAGE, "unknown option '%s'", a);
+		} else {
+			CLOQ_FAIL_IF(dir != NULL, err, CLOQ_EUSAGE, "unexpected argument '%s'", a);
+			dir = a;
+		}
 	}
-	if (!dir || (!text == !tokens))
-		return cloq_err_set(err, CLOQ_EUSAGE, "need MODEL_DIR|OUT and exactly one of --text FILE, --tokens FILE.npy");
-	if (seqlen < 0 || seqlen == 1)
-		return cloq_err_set(err, CLOQ_EUSAGE, "--seqlen must be at least 2");
+	CLOQ_FAIL_IF(!dir || (!text == !tokens), err, CLOQ_EUSAGE,
+		     "need MODEL_DIR|OUT and exactly one of --text FILE, --tokens FILE.npy");
 
 	cloq_lm lm;
 	char probe[4096];

@@ -72,8 +72,7 @@ int cloq_cmd_tokenize(int argc, char **argv, cloq_err *err)
 	}
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--text")) {
-			CLOQ_FAIL_IF(i + 1 >= argc, err, CLOQ_EUSAGE, "--text needs a FILE");
-			text_path = argv[++i];
+			CLOQ_TRY(cloq_cli_value(argc, argv, &i, &text_path, err));
 		} else if (!strncmp(argv[i], "--text=", 7)) {
 			text_path = argv[i] + 7;
 		} else if (argv[i][0] == '-' && argv[i][1] != '\0') {

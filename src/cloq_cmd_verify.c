@@ -68,6 +68,8 @@ int cloq_cmd_verify(int argc, char **argv, cloq_err *err)
 		return argc != 2 ? cloq_err_set(err, CLOQ_EUSAGE, "expected exactly one OUT directory") : CLOQ_OK;
 	}
 	const char *out = argv[1];
+	if (out[0] == '-' && out[1] != '\0')
+		return cloq_err_set(err, CLOQ_EUSAGE, "unknown option '%s'", out);
 	int rc = CLOQ_OK;
 	cloq_jobread jr;
 	item *items = NULL;

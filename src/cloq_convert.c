@@ -178,8 +178,48 @@ static cJSON *settings_json(const cloq_convert_opts *o)
 	return s;
 }
 
-static int settings_from_json(const cJSON *s, cloq_convert_opts *o, cloq_err *err)
+int cloq_convert_check_settings(const cJSON *s, const char *path, cloq_err *err)
 {
+	static const struct {
+		const char *key;
+		double lo, hi;
+	} ints[] = {
+		{"nsamples", 0, 1 << 24}, {"seqlen", 2, 1 << 20}, {"seed", 0, 0x7fffffff}, {"bits", 2, 8},
+		{"group_size", 1, 1 << 20}, {"rank", 1, 1 << 16}, {"cloq_iters", 1, 100}, {"loftq_iters", 1, 100},
+		{"threads", 0, 1024},
+	};
+	if (!cJSON_IsObject(s))
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: 'settings' is not an object", path);
+	for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, ints[i].key);
+		if (!cJSON_IsNumber(v))
+			return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.%s is missing or not a number", path, ints[i].key);
+		double x = v->valuedouble;
+		if (!(x >= ints[i].lo && x <= ints[i].hi) || x != floor(x))
+			return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.%s: expected an integer in [%.0f, %.0f], got %.17g",
+					    path, ints[i].key, ints[i].lo, ints[i].hi, x);
+	}
+	int bits = cJSON_GetObjectItemCaseSensitive(s, "bits")->valueint;
+	if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.bits: expected 2, 3, 4 or 8, got %d", path, bits);
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(s, "lora_alpha");
+	if (!cJSON_IsNumber(a))
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.lora_alpha is missing or not a number", path);
+	double rank = cJSON_GetObjectItemCaseSensitive(s, "rank")->valuedouble, sc = a->valuedouble / rank;
+	if (!isfinite(a->valuedouble) || !(sc >= CLOQ_SCALING_MIN && sc <= CLOQ_SCALING_MAX))
+		return cloq_err_set(err, CLOQ_EINPUT,
+				    "%s: settings.lora_alpha: %g gives the scaling alpha / rank = %g, outside [%g, %g]", path,
+				    a->valuedouble, sc, CLOQ_SCALING_MIN, CLOQ_SCALING_MAX);
+	return CLOQ_OK;
+}
+
+static int settings_from_json(const cJSON *s, const char *out_dir, cloq_convert_opts *o, cloq_err *err)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/journal.json", out_dir);
+	int rc = cloq_convert_check_settings(s, path, err);
+	if (rc)
+		return rc;
 	cloq_convert_default_opts(o);
 #define STR(k) (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(s, k)) ? cJSON_GetObjectItemCaseSensitive(s, k)->valuestring : NULL)
 #define NUM(k) (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(s, k)) ? cJSON_GetObjectItemCaseSensitive(s, k)->valuedouble : -1)
@@ -188,7 +228,7 @@ static int settings_from_json(const cJSON *s, cloq_convert_opts *o, cloq_err *er
 	o->calib_text = STR("calib");
 	o->calib_tokens = STR("calib_tokens");
 	if (!o->model_dir || (!o->calib_text && !o->calib_tokens))
-		return cloq_err_set(err, CLOQ_EINPUT, "journal settings lack model_dir or calibration source");
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: settings lack model_dir or a calibration source", path);
 	o->nsamples = (int)NUM("nsamples");
 	o->nsamples_given = o->nsamples > 0;
 	if (!o->nsamples_given)
@@ -215,8 +255,6 @@ static int settings_from_json(const cJSON *s, cloq_convert_opts *o, cloq_err *er
 #undef STR
 #undef NUM
 #undef BOOL
-	if (o->seqlen < 2 || o->bits < 2 || o->group_size < 1 || o->rank < 1 || o->cloq_iters < 1 || o->loftq_iters < 1)
-		return cloq_err_set(err, CLOQ_EINPUT, "journal settings are out of range");
 	return CLOQ_OK;
 }
 
@@ -1155,7 +1193,7 @@ int cloq_convert_resume(const char *out_dir, int force, int quiet, cloq_err *err
 	if (rc)
 		return rc == CLOQ_EINTEGRITY ? rc : cloq_err_wrap(err, rc, "%s: no job to resume", out_dir);
 	cloq_convert_opts o;
-	rc = settings_from_json(j.settings, &o, err);
+	rc = settings_from_json(j.settings, out_dir, &o, err);
 	if (rc == CLOQ_OK) {
 		o.out_dir = out_dir;
 		o.force = force;

@@ -21,6 +21,8 @@
 
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "cloq_error.h"
 
 enum cloq_quantizer_kind { CLOQ_Q_GPTQ, CLOQ_Q_RTN, CLOQ_Q_NF };
@@ -60,12 +62,20 @@ typedef struct cloq_convert_opts {
 } cloq_convert_opts;
 
 void cloq_convert_default_opts(cloq_convert_opts *o);
-/* Parse convert's options (argv after "convert"); fills o. */
+/* Parse convert's options (argv[0] is "convert"); fills o. Every value is checked here, before
+ * any work (src/cloq_cli_args.c). parse_args also requires MODEL_DIR, -o and the calibration
+ * source; parse_opts (for `cloq inspect`) does not. */
 int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_err *err);
+int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_err *err);
 extern const char cloq_convert_help[];
 
 /* Run or continue the job in o->out_dir. */
 int cloq_convert_run(const cloq_convert_opts *o, cloq_err *err);
+
+/* Check the settings a job's journal recorded (path: the journal, for messages): every number
+ * present, an integer in its option's range, lora_alpha finite with alpha / rank in
+ * [CLOQ_SCALING_MIN, CLOQ_SCALING_MAX]. CLOQ_EINPUT naming the file and the field otherwise. */
+int cloq_convert_check_settings(const cJSON *settings, const char *path, cloq_err *err);
 
 /* Continue the job in out_dir with the settings its journal recorded. */
 int cloq_convert_resume(const char *out_dir, int force, int quiet, cloq_err *err);

@@ -4,7 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cloq_cli.h"
 #include "cloq_convert.h"
+
+/* --mem-budget: at most 1 PiB; anything larger is a typo, not a machine */
+#define MEM_BUDGET_MAX (1ULL << 50)
 
 const char cloq_convert_help[] =
 	"usage: cloq convert MODEL_DIR -o OUT [options]\n"
@@ -27,7 +31,7 @@ const char cloq_convert_help[] =
 	"LoRA initialisation:\n"
 	"  --init cloq|loftq|zero    (default cloq)\n"
 	"  --rank R                  (default 64)\n"
-	"  --lora-alpha A            scaling s = A / R (default A = R, s = 1)\n"
+	"  --lora-alpha A            scaling s = A / R (default A = R, s = 1; s in [1e-6, 1e6])\n"
 	"  --cloq-iters T            alternating CLoQ iterations (default 1 = the paper's one-shot)\n"
 	"  --loftq-iters T           LoftQ iterations (default 1)\n"
 	"  --no-baselines            skip the zero/LoftQ comparison errors in report.json\n"
@@ -39,7 +43,8 @@ const char cloq_convert_help[] =
 	"                            2.5 forward passes per layer instead of 1, no stash files; the same\n"
 	"                            output bytes). Chosen automatically when the disk is short\n"
 	"  --cache-dtype fp32|bf16   activation cache encoding (default fp32, bit-exact)\n"
-	"  --mem-budget SIZE         e.g. 32G; refuse to start when a layer cannot fit\n"
+	"  --mem-budget SIZE         e.g. 32G (K/M/G/T: powers of 1024); refuse to start when a layer\n"
+	"                            cannot fit\n"
 	"  --threads N               (default: all cores; recorded in the job, since results depend on\n"
 	"                            it in the last bits, and reused when the job is resumed)\n"
 	"  --device cpu              (cuda: only in builds with CUDA=1)\n"
@@ -63,59 +68,25 @@ void cloq_convert_default_opts(cloq_convert_opts *o)
 	o->baselines = 1;
 }
 
-static int parse_long(const char *opt, const char *v, long lo, long hi, long *out, cloq_err *err)
-{
-	char *end;
-	errno = 0;
-	long x = strtol(v, &end, 10);
-	if (errno || *end || end == v || x < lo || x > hi)
-		return cloq_err_set(err, CLOQ_EUSAGE, "%s: expected an integer in [%ld, %ld], got '%s'", opt, lo, hi, v);
-	*out = x;
-	return CLOQ_OK;
-}
-
-static int parse_size(const char *opt, const char *v, int64_t *out, cloq_err *err)
-{
-	char *end;
-	errno = 0;
-	double x = strtod(v, &end);
-	double mul = 1;
-	switch (*end) {
-	case 'k': case 'K': mul = 1024.0; end++; break;
-	case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-	case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-	case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
-	}
-	if (*end == 'i' || *end == 'B' || *end == 'b')
-		end++;
-	if (*end == 'B')
-		end++;
-	if (errno || *end || end == v || x <= 0)
-		return cloq_err_set(err, CLOQ_EUSAGE, "%s: expected a size such as 32G, got '%s'", opt, v);
-	*out = (int64_t)(x * mul);
-	return CLOQ_OK;
-}
-
-int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_err *err)
+int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_err *err)
 {
 	cloq_convert_default_opts(o);
-	long x;
+	long long x;
 	int rc;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
-		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		const char *v = NULL;
 #define NEED()                                                                                 \
 	do {                                                                                   \
-		if (!v)                                                                        \
-			return cloq_err_set(err, CLOQ_EUSAGE, "option %s needs a value", a);   \
-		i++;                                                                           \
+		if ((rc = cloq_cli_value(argc, argv, &i, &v, err)))                            \
+			return rc;                                                             \
 	} while (0)
 #define LONGOPT(name, lo, hi, field)                                                           \
 	if (!strcmp(a, name)) {                                                                \
 		NEED();                                                                        \
-		if ((rc = parse_long(a, v, lo, hi, &x, err)))                                  \
+		if ((rc = cloq_cli_int(a, v, lo, hi, &x, err)))                                \
 			return rc;                                                             \
-		o->field = x;                                                                  \
+		o->field = (int)x;                                                             \
 		continue;                                                                      \
 	}
 		if (a[0] != '-') {
@@ -141,7 +112,7 @@ int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_er
 		}
 		if (!strcmp(a, "--nsamples")) {
 			NEED();
-			if ((rc = parse_long(a, v, 1, 1 << 24, &x, err)))
+			if ((rc = cloq_cli_int(a, v, 1, 1 << 24, &x, err)))
 				return rc;
 			o->nsamples = (int)x;
 			o->nsamples_given = 1;
@@ -149,7 +120,7 @@ int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_er
 		}
 		if (!strcmp(a, "--seqlen")) {
 			NEED();
-			if ((rc = parse_long(a, v, 2, 1 << 20, &x, err)))
+			if ((rc = cloq_cli_int(a, v, 2, 1 << 20, &x, err)))
 				return rc;
 			o->seqlen = (int)x;
 			o->seqlen_given = 1;
@@ -157,17 +128,17 @@ int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_er
 		}
 		if (!strcmp(a, "--seed")) {
 			NEED();
-			if ((rc = parse_long(a, v, 0, 0x7fffffffL, &x, err)))
+			if ((rc = cloq_cli_int(a, v, 0, 0x7fffffffL, &x, err)))
 				return rc;
 			o->seed = (uint64_t)x;
 			continue;
 		}
 		if (!strcmp(a, "--bits")) {
 			NEED();
-			if ((rc = parse_long(a, v, 2, 8, &x, err)))
+			if ((rc = cloq_cli_int(a, v, 2, 8, &x, err)))
 				return rc;
 			if (x != 2 && x != 3 && x != 4 && x != 8)
-				return cloq_err_set(err, CLOQ_EUSAGE, "--bits: expected 2, 3, 4 or 8, got %ld", x);
+				return cloq_err_set(err, CLOQ_EUSAGE, "--bits: expected 2, 3, 4 or 8, got %lld", x);
 			o->bits = (int)x;
 			continue;
 		}
@@ -178,10 +149,10 @@ int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_er
 		LONGOPT("--threads", 1, 1024, threads)
 		if (!strcmp(a, "--lora-alpha")) {
 			NEED();
-			char *end;
-			o->lora_alpha = strtod(v, &end);
-			if (*end || o->lora_alpha <= 0)
-				return cloq_err_set(err, CLOQ_EUSAGE, "--lora-alpha: expected a positive number, got '%s'", v);
+			/* the scaling alpha / rank is checked once --rank is known, below */
+			if ((rc = cloq_cli_double(a, v, CLOQ_SCALING_MIN, CLOQ_SCALING_MAX * (1 << 16), &o->lora_alpha,
+						  err)))
+				return rc;
 			continue;
 		}
 		if (!strcmp(a, "--quantizer")) {
@@ -231,8 +202,10 @@ int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_er
 		}
 		if (!strcmp(a, "--mem-budget")) {
 			NEED();
-			if ((rc = parse_size(a, v, &o->mem_budget, err)))
+			uint64_t b;
+			if ((rc = cloq_cli_size(a, v, 1, MEM_BUDGET_MAX, &b, err)))
 				return rc;
+			o->mem_budget = (int64_t)b;
 			continue;
 		}
 		if (!strcmp(a, "--device")) {
@@ -252,6 +225,21 @@ int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_er
 #undef NEED
 #undef LONGOPT
 	}
+	if (o->lora_alpha > 0) {
+		double s = o->lora_alpha / o->rank;
+		if (!(s >= CLOQ_SCALING_MIN && s <= CLOQ_SCALING_MAX))
+			return cloq_err_set(err, CLOQ_EUSAGE,
+					    "--lora-alpha %g with --rank %d: the scaling alpha / rank = %g is outside [%g, %g]",
+					    o->lora_alpha, o->rank, s, CLOQ_SCALING_MIN, CLOQ_SCALING_MAX);
+	}
+	return CLOQ_OK;
+}
+
+int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_err *err)
+{
+	int rc = cloq_convert_parse_opts(argc, argv, o, err);
+	if (rc)
+		return rc;
 	if (!o->model_dir)
 		return cloq_err_set(err, CLOQ_EUSAGE, "missing MODEL_DIR");
 	if (!o->out_dir)

@@ -13,22 +13,42 @@
  * v1 cannot hold a zero point of 0 (it stores zero - 1); when any group has one, the whole
  * checkpoint is written as checkpoint_format gptq_v2 (true zeros, as GPTQModel does).
  *
- * Every file is written atomically; config.json (and adapter_config.json) are written last, so an
- * export killed midway leaves no directory a loader would accept. A previous export in DIR is
- * removed first, its config.json before anything else (as transformers' save_pretrained cleans
- * stale shards): otherwise an interrupted re-export would pair the old config.json with new
- * weights, and a sharded export would sit beside an old model.safetensors that loaders prefer.
+ * The export is built whole in a sibling temp directory DIR.tmp.PID (same parent, so renames
+ * stay on one file system; every file fsynced, config.json last) and only then swapped in, so a
+ * killed or failed export never leaves a partial export at DIR: DIR is the previous export or the
+ * new one, never a mix. An absent or empty DIR is replaced by rename(2); a previous export of the
+ * same job by renameat2(RENAME_EXCHANGE) (or, where the file system lacks it, DIR -> DIR.old.PID,
+ * temp -> DIR), after which the old tree is removed. Temp siblings of dead processes are removed.
+ *
+ * DIR/cloq_export.json marks an export: {"format": "cloq-export", "version": 1, "job": JOB}
+ * where JOB is the XXH3-64 (16 hex digits) of OUT/manifest.json's bytes. The manifest is written
+ * once, when the job finishes, and holds the job's settings and every shard's hash, so JOB
+ * names the converted model itself: two job directories with identical outputs export alike, a
+ * re-run with other settings does not. A non-empty DIR without this file, or with another JOB,
+ * is refused (exit 2) and left untouched: export never deletes files it did not write.
+ *
+ * adapter_config.json's base_model_name_or_path is the original model's name, never a local
+ * path: "_name_or_path" of OUT/model/config.json when it is set and not absolute, else the last
+ * component of the job's model_dir.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <linux/fs.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <xxhash.h>
 
 #include "cloq_cli.h"
 #include "cloq_dtype.h"
@@ -40,10 +60,11 @@
 #include "cloq_sys.h"
 
 #define MAX_SHARD_BYTES (5ULL * 1000 * 1000 * 1000) /* HF's default max_shard_size "5GB" */
+#define MAX_SHARD_LIMIT (1ULL << 50)                /* --max-shard-size: 1 PiB */
 
 static const char help[] =
 	"usage: cloq export OUT --to DIR [--format gptq|dequant] [--dtype fp16|bf16|fp32]\n"
-	"                   [--adapter-dtype fp32|bf16] [--max-shard-size BYTES]\n"
+	"                   [--adapter-dtype fp32|bf16] [--max-shard-size SIZE]\n"
 	"\n"
 	"Write the converted model in OUT as standard files:\n"
 	"  --format gptq     (default) a Hugging Face GPTQ checkpoint: qweight/qzeros/scales/g_idx per\n"
@@ -53,13 +74,17 @@ static const char help[] =
 	"  --dtype           of every tensor that is not packed (default fp16; fp32 keeps the converted\n"
 	"                    model's numbers exactly, e.g. for checking an export against 'cloq ppl OUT')\n"
 	"Both write DIR/adapter/ (adapter_model.safetensors + adapter_config.json, PEFT LoRA) and copy\n"
-	"the tokenizer and generation files. Shards of at most 5 GB, with model.safetensors.index.json\n"
-	"when more than one.\n"
+	"the tokenizer and generation files. Shards of at most 5 GB (--max-shard-size: bytes, or with\n"
+	"a K/M/G/T suffix, powers of 1024; at least 1024), with model.safetensors.index.json when more\n"
+	"than one.\n"
+	"DIR must be new, empty, or a previous export of this same job (DIR/cloq_export.json), which is\n"
+	"replaced; any other directory is refused (exit 2) and left as it is. The export is built in\n"
+	"DIR.tmp.PID and swapped in whole: an interrupted export leaves DIR as it was.\n"
 	"OUT is checked first, as 'cloq verify' checks it: every shard's file hash against the journal\n"
 	"and manifest.\n"
-	"exit status: 0 ok, 1 usage, 2 OUT is not a cloq job (or another bad input), 3 I/O failure,\n"
-	"  4 integrity failure (a shard damaged, missing or from another job, journal.json damaged),\n"
-	"  5 a convert or resume is writing OUT, 6 the job is unfinished: 'cloq resume OUT'\n";
+	"exit status: 0 ok, 1 usage, 2 OUT is not a cloq job, or DIR is not this job's export (or another\n"
+	"  bad input), 3 I/O failure, 4 integrity failure (a shard damaged, missing or from another job,\n"
+	"  journal.json damaged), 5 a convert or resume is writing OUT, 6 the job is unfinished\n";
 
 typedef struct out_tensor {
 	char name[160];
@@ -316,50 +341,211 @@ static int copy_file(const char *from_dir, const char *to_dir, const char *name,
 	return rc;
 }
 
-/* NAME is STEM-DDDDD-of-DDDDD.safetensors (a shard of a sharded save)? */
-static int is_shard_name(const char *name, const char *stem)
+#define MARKER "cloq_export.json"
+
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
-	static const char form[] = "-#####-of-#####.safetensors";
-	size_t sl = strlen(stem);
-	if (strncmp(name, stem, sl) != 0 || strlen(name + sl) != sizeof form - 1)
-		return 0;
-	for (size_t i = 0; form[i]; i++)
-		if (form[i] == '#' ? (name[sl + i] < '0' || name[sl + i] > '9') : name[sl + i] != form[i])
-			return 0;
-	return 1;
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
 }
 
-static int remove_file(const char *dir, const char *name, cloq_err *err)
+/* Remove a tree (best effort: used on our own temp directories). */
+static void rm_tree(const char *path)
 {
-	char path[4096];
-	if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
-		return cloq_err_set(err, CLOQ_EUSAGE, "path too long: %s", dir);
-	if (unlink(path) != 0 && errno != ENOENT)
-		return cloq_err_set(err, CLOQ_EIO, "%s: cannot remove the previous export's file: %s", path,
-				    strerror(errno));
+	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Siblings "BASE.tmp.PID" / "BASE.old.PID" of dir left by export processes that are gone. */
+static void remove_dead_temps(const char *parent, const char *base)
+{
+	DIR *d = opendir(parent);
+	if (!d)
+		return;
+	size_t bl = strlen(base);
+	char path[PATH_MAX + 256];
+	for (struct dirent *e; (e = readdir(d));) {
+		const char *n = e->d_name;
+		if (strncmp(n, base, bl) != 0 || (strncmp(n + bl, ".tmp.", 5) != 0 && strncmp(n + bl, ".old.", 5) != 0))
+			continue;
+		char *end;
+		long pid = strtol(n + bl + 5, &end, 10);
+		if (*end || pid <= 0 || (pid_t)pid == getpid())
+			continue;
+		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", parent, n);
+		rm_tree(path);
+	}
+	closedir(d);
+}
+
+/* XXH3-64 of OUT/manifest.json, the job's identity in cloq_export.json (see the top). */
+static int job_identity(const char *out, char hex[17], cloq_err *err)
+{
+	char path[4096], *text = NULL;
+	size_t len;
+	snprintf(path, sizeof path, "%s/manifest.json", out);
+	if (!cloq_file_exists(path))
+		return cloq_err_set(err, CLOQ_EINCOMPLETE, "%s: missing: the job is not finished; run 'cloq resume %s'",
+				    path, out);
+	int rc = cloq_read_file(path, &text, &len, err);
+	if (rc)
+		return rc;
+	snprintf(hex, 17, "%016llx", (unsigned long long)XXH3_64bits(text, len));
+	cloq_free(text);
 	return CLOQ_OK;
 }
 
-/* Remove what a previous export left in dir: names[0] (the config a loader keys on) first, made
- * durable before the rest goes, then the other names and every STEM shard. */
-static int remove_previous(const char *dir, const char *const *names, size_t n, const char *stem, cloq_err *err)
+enum { DIR_ABSENT, DIR_EMPTY, DIR_SAME_JOB };
+
+/* What DIR is: absent, an empty directory, or a previous export of job `ident`. Anything else is
+ * refused with CLOQ_EINPUT naming DIR and up to two of its entries. */
+static int classify_dir(const char *dir, const char *ident, int *state, cloq_err *err)
 {
 	int rc = CLOQ_OK;
+	struct stat st;
 	DIR *d = NULL;
-	CLOQ_TRY(remove_file(dir, names[0], err));
-	CLOQ_TRY(cloq_fsync_dir(dir, err));
-	for (size_t i = 1; i < n; i++)
-		CLOQ_TRY(remove_file(dir, names[i], err));
+	char *text = NULL;
+	cJSON *m = NULL;
+	if (stat(dir, &st) != 0) {
+		CLOQ_FAIL_IF(errno != ENOENT, err, CLOQ_EIO, "%s: cannot stat: %s", dir, strerror(errno));
+		*state = DIR_ABSENT;
+		return CLOQ_OK;
+	}
+	CLOQ_FAIL_IF(!S_ISDIR(st.st_mode), err, CLOQ_EINPUT, "--to %s: exists and is not a directory", dir);
 	d = opendir(dir);
 	CLOQ_FAIL_IF(!d, err, CLOQ_EIO, "%s: cannot list: %s", dir, strerror(errno));
-	for (struct dirent *e; (e = readdir(d));)
-		if (is_shard_name(e->d_name, stem))
-			CLOQ_TRY(remove_file(dir, e->d_name, err));
-	CLOQ_TRY(cloq_fsync_dir(dir, err));
+	char names[2][256] = {"", ""};
+	int n = 0, has_marker = 0;
+	for (struct dirent *e; (e = readdir(d));) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (!strcmp(e->d_name, MARKER))
+			has_marker = 1;
+		if (n < 2)
+			snprintf(names[n], sizeof names[n], "%s", e->d_name);
+		n++;
+	}
+	if (n == 0) {
+		*state = DIR_EMPTY;
+		goto fail;
+	}
+	const char *other = NULL;
+	if (has_marker) {
+		char path[4096];
+		size_t len;
+		snprintf(path, sizeof path, "%s/%s", dir, MARKER);
+		CLOQ_TRY(cloq_read_file(path, &text, &len, err));
+		m = cJSON_ParseWithLength(text, len);
+		const cJSON *f = cJSON_GetObjectItemCaseSensitive(m, "format");
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, "version");
+		const cJSON *j = cJSON_GetObjectItemCaseSensitive(m, "job");
+		if (cJSON_IsString(f) && !strcmp(f->valuestring, "cloq-export") && cJSON_IsNumber(v) &&
+		    v->valueint == 1 && cJSON_IsString(j)) {
+			if (!strcmp(j->valuestring, ident)) {
+				*state = DIR_SAME_JOB;
+				goto fail;
+			}
+			other = j->valuestring;
+		}
+	}
+	if (other)
+		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT,
+			     "--to %s holds the export of another job (job %.32s; this job is %s); export to another "
+			     "directory or remove it first",
+			     dir, other, ident);
+	CLOQ_FAIL_IF(1, err, CLOQ_EINPUT,
+		     "--to %s is not empty and is not an export of this job (it holds '%s'%s%s%s%s); export to an "
+		     "empty or new directory",
+		     dir, names[0], n > 1 ? ", '" : "", n > 1 ? names[1] : "", n > 1 ? "'" : "",
+		     n > 2 ? " and more" : "");
 fail:
 	if (d)
 		closedir(d);
+	cJSON_Delete(m);
+	cloq_free(text);
 	return rc;
+}
+
+static int exchange(const char *a, const char *b)
+{
+#ifdef SYS_renameat2
+	return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE);
+#else
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+/* Put the finished temp tree `tmp` at `dir` (state from classify_dir), then remove what was
+ * there. `parent` is fsynced so the swap is durable. */
+static int swap_in(const char *tmp, const char *dir, const char *parent, int state, cloq_err *err)
+{
+	if (state != DIR_SAME_JOB) {
+		/* rename(2) replaces an empty directory; a file that appeared meanwhile makes it fail */
+		if (rename(tmp, dir) != 0)
+			return cloq_err_set(err, errno == ENOTEMPTY || errno == EEXIST ? CLOQ_EINPUT : CLOQ_EIO,
+					    "%s: cannot move the export into place: %s", dir, strerror(errno));
+		return cloq_fsync_dir(parent, err);
+	}
+	if (exchange(tmp, dir) == 0) {
+		int rc = cloq_fsync_dir(parent, err);
+		rm_tree(tmp); /* the previous export, now at tmp */
+		return rc;
+	}
+	if (errno != EINVAL && errno != ENOSYS)
+		return cloq_err_set(err, CLOQ_EIO, "%s: cannot swap in the new export: %s", dir, strerror(errno));
+	char old[PATH_MAX + 64];
+	snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
+	if (rename(dir, old) != 0)
+		return cloq_err_set(err, CLOQ_EIO, "%s: cannot move the previous export aside: %s", dir, strerror(errno));
+	if (rename(tmp, dir) != 0) {
+		int e = errno;
+		rename(old, dir);
+		return cloq_err_set(err, CLOQ_EIO, "%s: cannot move the export into place: %s", dir, strerror(e));
+	}
+	int rc = cloq_fsync_dir(parent, err);
+	rm_tree(old);
+	return rc;
+}
+
+/* adapter_config.json's base_model_name_or_path (see the top): never an absolute path. */
+static void base_model_name(const char *out, const cJSON *settings, char *buf, size_t cap)
+{
+	char path[4096], *text = NULL;
+	size_t len;
+	cJSON *c = NULL;
+	buf[0] = '\0';
+	snprintf(path, sizeof path, "%s/model/config.json", out);
+	if (cloq_read_file(path, &text, &len, NULL) == CLOQ_OK && (c = cJSON_ParseWithLength(text, len))) {
+		const cJSON *n = cJSON_GetObjectItemCaseSensitive(c, "_name_or_path");
+		if (cJSON_IsString(n) && n->valuestring[0] && n->valuestring[0] != '/')
+			snprintf(buf, cap, "%s", n->valuestring);
+	}
+	cJSON_Delete(c);
+	cloq_free(text);
+	if (buf[0])
+		return;
+	const cJSON *md = cJSON_GetObjectItemCaseSensitive(settings, "model_dir");
+	if (cJSON_IsString(md)) {
+		snprintf(path, sizeof path, "%s", md->valuestring);
+		size_t n = strlen(path);
+		while (n > 1 && path[n - 1] == '/')
+			path[--n] = '\0';
+		const char *b = strrchr(path, '/');
+		snprintf(buf, cap, "%s", b ? b + 1 : path);
+	}
+	if (!buf[0] || !strcmp(buf, ".") || !strcmp(buf, ".."))
+		snprintf(buf, cap, "model");
 }
 
 /* Is any zero point 0 anywhere? Then v1 cannot hold the checkpoint. */
@@ -388,41 +574,43 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	memset(&E, 0, sizeof E);
 	E.cur_layer = -1;
 	out_tensor *ts = NULL, *ad = NULL;
-	cJSON *cfgj = NULL, *qc = NULL, *acfg = NULL;
+	cJSON *cfgj = NULL, *qc = NULL, *acfg = NULL, *marker = NULL;
 	char *cfgtext = NULL;
 	if (cloq_cli_wants_help(argc, argv)) {
 		fputs(help, stdout);
 		return CLOQ_OK;
 	}
 	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!strcmp(a, "--to") && v) {
+		const char *a = argv[i], *v = NULL;
+		int takes = !strcmp(a, "--to") || !strcmp(a, "--format") || !strcmp(a, "--dtype") ||
+			    !strcmp(a, "--adapter-dtype") || !strcmp(a, "--max-shard-size");
+		if (takes && (rc = cloq_cli_value(argc, argv, &i, &v, err)))
+			return rc;
+		if (!strcmp(a, "--to")) {
 			to = v;
-			i++;
-		} else if (!strcmp(a, "--format") && v) {
-			i++;
+		} else if (!strcmp(a, "--format")) {
 			if (!strcmp(v, "gptq"))
 				gptq = 1;
 			else if (!strcmp(v, "dequant"))
 				gptq = 0;
 			else
 				return cloq_err_set(err, CLOQ_EUSAGE, "--format: expected gptq or dequant, got '%s'", v);
-		} else if ((!strcmp(a, "--dtype") || !strcmp(a, "--adapter-dtype")) && v) {
-			i++;
+		} else if (!strcmp(a, "--dtype") || !strcmp(a, "--adapter-dtype")) {
 			enum cloq_dtype d = !strcmp(v, "fp16") ? CLOQ_DT_F16 : !strcmp(v, "bf16") ? CLOQ_DT_BF16 :
 					    !strcmp(v, "fp32") ? CLOQ_DT_F32 : CLOQ_DT_INVALID;
 			if (d == CLOQ_DT_INVALID || (a[2] == 'a' && d == CLOQ_DT_F16))
-				return cloq_err_set(err, CLOQ_EUSAGE, "%s: unsupported '%s'", a, v);
+				return cloq_err_set(err, CLOQ_EUSAGE, "%s: expected %s, got '%s'", a,
+						    a[2] == 'a' ? "fp32 or bf16" : "fp16, bf16 or fp32", v);
 			if (a[2] == 'a')
 				adtype = d;
 			else
 				dtype = d;
-		} else if (!strcmp(a, "--max-shard-size") && v) {
-			i++;
-			max_bytes = strtoull(v, NULL, 10);
-			if (max_bytes < 1024)
-				return cloq_err_set(err, CLOQ_EUSAGE, "--max-shard-size: at least 1024 bytes");
-		} else if (a[0] != '-' && !out) {
+		} else if (!strcmp(a, "--max-shard-size")) {
+			if ((rc = cloq_cli_size(a, v, 1024, MAX_SHARD_LIMIT, &max_bytes, err)))
+				return rc;
+		} else if (a[0] == '-' && a[1] != '\0') {
+			return cloq_err_set(err, CLOQ_EUSAGE, "unknown option '%s'", a);
+		} else if (!out) {
 			out = a;
 		} else {
 			return cloq_err_set(err, CLOQ_EUSAGE, "unexpected argument '%s'", a);
@@ -431,9 +619,31 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	if (!out || !to)
 		return cloq_err_set(err, CLOQ_EUSAGE, "need OUT and --to DIR");
 
+	/* DIR without trailing slashes (a symbolic link: its target), its parent and last name */
+	char dir[PATH_MAX], parent[PATH_MAX], tmp[PATH_MAX + 64], ident[17];
+	int made_tmp = 0, state = DIR_ABSENT;
+	struct stat lst;
+	if (snprintf(dir, sizeof dir, "%s", to) >= (int)sizeof dir)
+		return cloq_err_set(err, CLOQ_EUSAGE, "--to: path too long");
+	for (size_t k = strlen(dir); k > 1 && dir[k - 1] == '/';)
+		dir[--k] = '\0';
+	if (lstat(dir, &lst) == 0 && S_ISLNK(lst.st_mode) && !realpath(to, dir))
+		return cloq_err_set(err, CLOQ_EINPUT, "--to %s: a symbolic link that does not resolve: %s", to,
+				    strerror(errno));
+	const char *slash = strrchr(dir, '/');
+	const char *base = slash ? slash + 1 : dir;
+	if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+		return cloq_err_set(err, CLOQ_EUSAGE, "--to %s: name a directory by its own name, not '%s'", to,
+				    *base ? base : "/");
+	snprintf(parent, sizeof parent, "%.*s", slash ? (int)(slash - dir) : 1, slash ? dir : ".");
+	if (!parent[0])
+		snprintf(parent, sizeof parent, "/");
+
 	/* not a job 2, busy 5, a shard missing or from another job 4, unfinished 6: as verify */
 	CLOQ_TRY(cloq_outmodel_open(out, 1, "cloq export", &E.om, err));
 	const cloq_journal *j = &E.om->job.j;
+	CLOQ_TRY(job_identity(out, ident, err));
+	CLOQ_TRY(classify_dir(dir, ident, &state, err));
 	E.cfg = &E.om->cfg;
 	E.gptq = gptq;
 	E.dtype = dtype;
@@ -452,16 +662,16 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 		if (needs)
 			E.format = CLOQ_GPTQ_V2;
 	}
-	CLOQ_TRY(cloq_mkdir_p(to, err));
-	char adir[4096];
-	snprintf(adir, sizeof adir, "%s/adapter", to);
+	/* build the whole export in DIR.tmp.PID beside DIR, then swap it in */
+	remove_dead_temps(parent, base);
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
+	rm_tree(tmp);
+	CLOQ_FAIL_IF(mkdir(tmp, 0777) != 0, err, CLOQ_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+	made_tmp = 1;
+	const char *to_w = tmp;
+	char adir[PATH_MAX + 128];
+	snprintf(adir, sizeof adir, "%s/adapter", tmp);
 	CLOQ_TRY(cloq_mkdir_p(adir, err));
-	static const char *const old_base[] = {"config.json", "quantize_config.json", "model.safetensors",
-					       "model.safetensors.index.json"};
-	static const char *const old_adapter[] = {"adapter_config.json", "adapter_model.safetensors",
-						  "adapter_model.safetensors.index.json"};
-	CLOQ_TRY(remove_previous(to, old_base, sizeof old_base / sizeof old_base[0], "model", err));
-	CLOQ_TRY(remove_previous(adir, old_adapter, sizeof old_adapter / sizeof old_adapter[0], "adapter_model", err));
 
 	/* ---- the base model ---- */
 	const cloq_config *c = E.cfg;
@@ -498,7 +708,7 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	add(ts, &n, dtype, c->hidden, 0, -1, -1, K_FNORM, "model.norm.weight");
 	if (E.om->head != E.om->embed)
 		add(ts, &n, dtype, c->vocab, c->hidden, -1, -1, K_HEAD, "lm_head.weight");
-	CLOQ_TRY(write_files(&E, to, "model.safetensors", "model", "model.safetensors.index.json", ts, n, max_bytes, err));
+	CLOQ_TRY(write_files(&E, to_w, "model.safetensors", "model", "model.safetensors.index.json", ts, n, max_bytes, err));
 	CLOQ_TRY(write_files(&E, adir, "adapter_model.safetensors", "adapter_model", "adapter_model.safetensors.index.json",
 			     ad, na, UINT64_MAX, err));
 
@@ -508,7 +718,7 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	static const char *const copies[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
 					     "special_tokens_map.json", "tokenizer.model"};
 	for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++)
-		CLOQ_TRY(copy_file(mdir, to, copies[i], err));
+		CLOQ_TRY(copy_file(mdir, to_w, copies[i], err));
 
 	acfg = cJSON_CreateObject();
 	cJSON_AddStringToObject(acfg, "peft_type", "LORA");
@@ -520,7 +730,9 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	cJSON_AddBoolToObject(acfg, "fan_in_fan_out", 0);
 	cJSON_AddBoolToObject(acfg, "inference_mode", 0);
 	cJSON_AddBoolToObject(acfg, "init_lora_weights", 1);
-	cJSON_AddStringToObject(acfg, "base_model_name_or_path", to);
+	char bname[512];
+	base_model_name(out, j->settings, bname, sizeof bname);
+	cJSON_AddStringToObject(acfg, "base_model_name_or_path", bname);
 	cJSON *tm = cJSON_AddArrayToObject(acfg, "target_modules");
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
 		cJSON_AddItemToArray(tm, cJSON_CreateString(cloq_linear_names[lin]));
@@ -557,19 +769,32 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 		cJSON_AddItemToArray(blk, grp);
 		cJSON_AddItemToObject(qc, "modules_in_block_to_quantize", blk);
 		cJSON_AddItemToObject(qc, "modules_not_converted", dense);
-		CLOQ_TRY(write_json(to, "quantize_config.json", qc, err));
+		CLOQ_TRY(write_json(to_w, "quantize_config.json", qc, err));
 		cJSON_AddItemToObject(cfgj, "quantization_config", cJSON_Duplicate(qc, 1));
 	}
-	CLOQ_TRY(write_json(to, "config.json", cfgj, err));
+	CLOQ_TRY(write_json(to_w, "config.json", cfgj, err));
+	marker = cJSON_CreateObject();
+	CLOQ_FAIL_IF(!marker, err, CLOQ_EIO, "out of memory");
+	cJSON_AddStringToObject(marker, "format", "cloq-export");
+	cJSON_AddNumberToObject(marker, "version", 1);
+	cJSON_AddStringToObject(marker, "job", ident);
+	CLOQ_TRY(write_json(to_w, MARKER, marker, err));
+	CLOQ_TRY(cloq_fsync_dir(adir, err));
+	CLOQ_TRY(cloq_fsync_dir(tmp, err));
+	CLOQ_TRY(swap_in(tmp, dir, parent, state, err));
+	made_tmp = 0;
 	int dense_n = 0;
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
 		dense_n += gptq && !E.packable[lin];
-	printf("exported %s to %s (%s%s", out, to, gptq ? "GPTQ " : "dense ",
+	printf("exported %s to %s (%s%s", out, dir, gptq ? "GPTQ " : "dense ",
 	       gptq ? (E.format == CLOQ_GPTQ_V2 ? "gptq_v2, zero points of 0 present" : "v1") : cloq_dtype_name(dtype));
 	if (dense_n)
 		printf("; %d of %d linears per layer stay dense: their shapes cannot be packed", dense_n, CLOQ_LINEARS);
-	printf(") and the LoRA adapter to %s\n", adir);
+	printf(") and the LoRA adapter to %s/adapter\n", dir);
 fail:
+	if (made_tmp)
+		rm_tree(tmp);
+	cJSON_Delete(marker);
 	unload(&E);
 	cloq_outmodel_close(E.om);
 	cloq_free(ts);

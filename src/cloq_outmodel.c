@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cloq_dtype.h"
+#include "cloq_convert.h"
 #include "cloq_layerstore.h"
 #include "cloq_shard.h"
 #include "cloq_sys.h"
@@ -69,6 +70,8 @@ int cloq_outmodel_open(const char *out, int with_lora, const char *what, cloq_ou
 			     rank->valueint < 1,
 		     err, CLOQ_EINTEGRITY, "%s/journal.json is damaged: its settings lack bits, group_size, rank or lora_alpha",
 		     out);
+	snprintf(path, sizeof path, "%s/journal.json", out);
+	CLOQ_TRY(cloq_convert_check_settings(st, path, err));
 	m->bits = bits->valueint;
 	m->group_size = gs->valueint;
 	m->rank = rank->valueint;

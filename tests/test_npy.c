@@ -262,6 +262,42 @@ static void test_must_fail(void **state)
 	fclose(f);
 	assert_int_equal(cloq_npy_read_i32(p, &d, NULL, &err), CLOQ_EINPUT);
 	assert_non_null(strstr(err.msg, "truncated .npy header"));
+	assert_non_null(strstr(err.msg, "header length 32767 (offset 8) exceeds the file size 18"));
+	assert_non_null(strstr(err.msg, "hdrlen.npy"));
+	/* a dimension too large for any array: said so, with the digits and the limit */
+	snprintf(p, sizeof p, "%s/bigdim.npy", tmpdir);
+	{
+		const char h[] = "{'descr': '<i4', 'fortran_order': False, 'shape': (99999999999999999999999, ), }";
+		char buf[128] = "\x93NUMPY\x01\x00";
+		size_t hl = sizeof h - 1;
+		buf[8] = (char)hl;
+		buf[9] = 0;
+		memcpy(buf + 10, h, hl);
+		f = fopen(p, "wb");
+		fwrite(buf, 1, 10 + hl, f);
+		fclose(f);
+	}
+	assert_int_equal(cloq_npy_read_i32(p, &d, NULL, &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "bigdim.npy"));
+	assert_non_null(strstr(err.msg, "shape[0] = 99999999999999999999999"));
+	assert_non_null(strstr(err.msg, "too large (limit 9007199254740992)"));
+	/* dimensions each in range whose product is not */
+	snprintf(p, sizeof p, "%s/bigprod.npy", tmpdir);
+	{
+		const char h[] = "{'descr': '<i4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }";
+		char buf[128] = "\x93NUMPY\x01\x00";
+		size_t hl = sizeof h - 1;
+		buf[8] = (char)hl;
+		buf[9] = 0;
+		memcpy(buf + 10, h, hl);
+		f = fopen(p, "wb");
+		fwrite(buf, 1, 10 + hl, f);
+		fclose(f);
+	}
+	assert_int_equal(cloq_npy_read_i32(p, &d, NULL, &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "bigprod.npy"));
+	assert_non_null(strstr(err.msg, "too large"));
+	assert_null(strstr(err.msg, "negative"));
 	/* missing file */
 	assert_int_equal(cloq_npy_read_i32("/nonexistent/x.npy", &d, NULL, &err), CLOQ_EINPUT);
 	/* writer argument checks */

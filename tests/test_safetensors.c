@@ -368,7 +368,20 @@ static void test_must_fail_header(void **state)
 	cloq_err_clear(&err);
 	assert_int_equal(cloq_st_open(path, &m, &err), CLOQ_EINPUT);
 	assert_non_null(strstr(err.msg, "hdr_past_eof.safetensors"));
-	assert_non_null(strstr(err.msg, "past the end"));
+	assert_non_null(strstr(err.msg, "header length 1000 (bytes 0-7) exceeds the file size 20"));
+	/* a length of 2^62: too large, with the value and the limit, never "non-negative" */
+	tpath(path, sizeof path, "hdr_2p62.safetensors");
+	write_raw(path, 1ull << 62, "{}", 10, NULL);
+	assert_int_equal(cloq_st_open(path, &m, &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "hdr_2p62.safetensors"));
+	assert_non_null(strstr(err.msg, "header length 4611686018427387904 (bytes 0-7) is too large"));
+	assert_non_null(strstr(err.msg, "limit is 100000000 bytes"));
+	assert_null(strstr(err.msg, "negative"));
+	/* 2^64 - 1: the unsigned reading, not a negative number */
+	write_raw(path, ~0ull - 1, "{}", 10, NULL);
+	assert_int_equal(cloq_st_open(path, &m, &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "18446744073709551614"));
+	assert_non_null(strstr(err.msg, "too large"));
 	/* header length over 100 MB (the file need not be that big for the check to fire) */
 	tpath(path, sizeof path, "hdr_huge.safetensors");
 	write_raw(path, 200000000ull, "{}", 10, NULL);
@@ -462,7 +475,13 @@ static void test_must_fail_types_and_shapes(void **state)
 	expect_fail("frac.safetensors", "{" T4("a", "F32", "[1,2.5]", 0, 4) "}", 4, CLOQ_EINPUT, "'a'",
 		    "shape[1]");
 	expect_fail("absurd.safetensors", "{" T4("a", "F32", "[1e300]", 0, 4) "}", 4, CLOQ_EINPUT,
-		    "'a'", "shape[0]");
+		    "'a'", "shape[0] = 1.0000000000000001e+300 is too large (limit 2^53 = 9007199254740992)");
+	expect_fail("big_dim.safetensors", "{" T4("a", "F32", "[1,4611686018427387904]", 0, 4) "}", 4, CLOQ_EINPUT,
+		    "'a'", "shape[1] = 4611686018427387904 is too large");
+	expect_fail("big_off.safetensors", "{" T4("a", "F32", "[1]", 0, 4611686018427387904) "}", 4, CLOQ_EINPUT,
+		    "'a'", "data_offsets[1] = 4611686018427387904 is too large (limit 2^53");
+	expect_fail("neg_off.safetensors", "{" T4("a", "F32", "[1]", -4, 0) "}", 4, CLOQ_EINPUT, "'a'",
+		    "not non-negative integers");
 	expect_fail("overflow.safetensors",
 		    "{" T4("a", "F32", "[4294967296,4294967296,4294967296]", 0, 4) "}", 4, CLOQ_EINPUT,
 		    "'a'", "overflow");

@@ -10,8 +10,10 @@
 #  - a sharded export (5 files) reads back identical to the single-file one;
 #  - 31 mutants (one rule broken each, tests/tools/read_export_mutants.py) are all rejected;
 #  - perplexity of reader-built model (ref_llama.py forward) == `cloq ppl`, with and without LoRA;
-#  - exports interrupted (CLOQ_FAULT_IO=N, kill -9), also over a previous export, never leave a
-#    directory a loader would accept with wrong contents; no *.tmp.* after a clean export.
+#  - exports interrupted (CLOQ_FAULT_IO=N, kill -9), also over a previous export of the same job,
+#    never leave a directory a loader would accept with wrong contents: a failed export leaves DIR
+#    as it was (absent, or the previous export byte for byte) and no temp sibling; no *.tmp.*
+#    after a clean export; an export of another job into an existing export is refused.
 # Exit 77 (skip) when python3 with numpy is missing.
 set -u
 PY=/usr/bin/python3
@@ -154,7 +156,8 @@ fi
 # ---- interrupted exports ----
 # Every directory left behind must be one a loader refuses (no config.json) or a complete, valid
 # export (the reader checks them all in one run at the end). A "previous" directory first holds a
-# complete export of another job (INT4 act-order, v1), which the interrupted INT2 export replaces.
+# complete export of the same job in the other layout (sharded), which the interrupted INT2
+# export replaces; a failed export must leave it byte for byte.
 if [ -d "$T/o2" ] && [ -d "$T/o4" ]; then
 	# how many I/O calls a clean export makes (CLOQ_FAULT_IO beyond that succeeds)
 	n=1
@@ -171,7 +174,7 @@ if [ -d "$T/o2" ] && [ -d "$T/o4" ]; then
 	done
 	ncalls=$lo
 	[ -z "$(find "$T/g_int2" "$T/d_int2" "$T/g_sh" -name '*.tmp.*')" ] || fail "temporary files after a clean export"
-	run $CLOQ export "$T/o4" --to "$T/prev" || fail "export o4"
+	run $CLOQ export "$T/o2" --to "$T/prev" --max-shard-size 100000 || fail "export o2 sharded"
 	mkdir -p "$T/left"
 	# every one of the last 25 calls (adapter tail, small files, config.json), every 25th before
 	tried=0
@@ -183,8 +186,18 @@ if [ -d "$T/o2" ] && [ -d "$T/o4" ]; then
 			if CLOQ_FAULT_IO=$N $CLOQ export "$T/o2" --to "$d" >"$T/out" 2>&1; then
 				fail "CLOQ_FAULT_IO=$N: export succeeded"
 			fi
-			[ -z "$(find "$d" -name '*.tmp.*')" ] ||
+			[ ! -e "$d" ] || [ -z "$(find "$d" -name '*.tmp.*')" ] ||
 				fail "CLOQ_FAULT_IO=$N: temporary files left: $(find "$d" -name '*.tmp.*')"
+			[ -z "$(ls -d "$d".tmp.* "$d".old.* 2>/dev/null)" ] ||
+				fail "CLOQ_FAULT_IO=$N: temporary directories left: $(ls -d "$d".tmp.* "$d".old.* 2>/dev/null)"
+			# DIR as it was, or (a fault after the swap: the directory fsync) the whole new export
+			if [ -e "$d" ] && ! diff -r "$T/g_int2" "$d" >/dev/null; then
+				if [ $fresh = 1 ]; then
+					fail "CLOQ_FAULT_IO=$N: a failed export into a new directory left a partial $d"
+				elif ! diff -r "$T/prev" "$d" >/dev/null; then
+					fail "CLOQ_FAULT_IO=$N: a failed export changed the previous export in $d"
+				fi
+			fi
 			tried=$((tried + 1))
 		done
 		if [ $N -ge $((ncalls - 25)) ]; then N=$((N + 1)); else N=$((N + 25)); fi
@@ -201,16 +214,39 @@ if [ -d "$T/o2" ] && [ -d "$T/o4" ]; then
 			wait $pid 2>/dev/null
 		done
 	done
-	$R loadable "$T"/left/* >"$T/out" 2>&1 &&
+	# a killed export leaves at most its temp sibling DIR.tmp.PID (not a directory a loader is
+	# pointed at); the reader checks the export directories themselves
+	$R loadable $(ls -d "$T"/left/* | grep -v '\.tmp\.') >"$T/out" 2>&1 &&
 		ok "interrupted: $tried exports failed by CLOQ_FAULT_IO (of $ncalls I/O calls), 10 killed: $(grep -A1 '/kill_' "$T/out" | grep -c 'base: complete') of the killed and $(grep -A1 '/fault_' "$T/out" | grep -c 'base: complete') of the failed left a complete export, the rest no config.json" ||
 		{ grep -B1 -A1 "present but" "$T/out" | head -n 30; fail "an interrupted export left a config.json a loader would take, with bad files"; }
-	# a completed re-export over a previous one in the other layout reads back as the new one
-	cp -r "$T/prev" "$T/re1" && run $CLOQ export "$T/o2" --to "$T/re1" --max-shard-size 100000 &&
+	# the next export into a directory removes the temp siblings that killed exports left there
+	for delay in 0.005 0.02 0.05 0.1 0.15; do
+		for fresh in 1 0; do
+			run $CLOQ export "$T/o2" --to "$T/left/kill_${delay}_$fresh" || fail "export over kill_${delay}_$fresh"
+		done
+	done
+	left=$(ls -d "$T"/left/*.tmp.* "$T"/left/*.old.* 2>/dev/null)
+	[ -z "$left" ] && ok "temp siblings of killed exports removed by the next export" ||
+		fail "temp siblings of killed exports left: $left"
+	# a completed re-export of the same job over a previous one in the other layout reads back as
+	# the new one, and leaves no temp sibling
+	cp -r "$T/g_int2" "$T/re1" && run $CLOQ export "$T/o2" --to "$T/re1" --max-shard-size 100000 &&
 		$R same "$T/re1" "$T/g_sh" >"$T/out" 2>&1 && ok "sharded over single: $(cat "$T/out")" ||
 		{ cat "$T/out"; fail "re-export sharded over single"; }
-	run $CLOQ export "$T/o2" --to "$T/re2" --max-shard-size 100000 && run $CLOQ export "$T/o4" --to "$T/re2" &&
-		$R same "$T/re2" "$T/g_int4" >"$T/out" 2>&1 && ok "single over sharded: $(cat "$T/out")" ||
+	run $CLOQ export "$T/o2" --to "$T/re2" --max-shard-size 100000 && run $CLOQ export "$T/o2" --to "$T/re2" &&
+		$R same "$T/re2" "$T/g_int2" >"$T/out" 2>&1 && ok "single over sharded: $(cat "$T/out")" ||
 		{ cat "$T/out"; fail "re-export single over sharded"; }
+	[ -z "$(ls -d "$T"/re1.* "$T"/re2.* 2>/dev/null)" ] || fail "temp siblings after re-exports: $(ls -d "$T"/re?.*)"
+	# another job's export over this one is refused and changes nothing
+	cp -r "$T/re2" "$T/re2.copy"
+	if $CLOQ export "$T/o4" --to "$T/re2" >"$T/out" 2>&1; then
+		fail "export of another job over an existing export succeeded"
+	elif [ $? != 2 ] || ! grep -q "another job" "$T/out"; then
+		cat "$T/out"; fail "export of another job: want exit 2 saying 'another job'"
+	else
+		diff -r "$T/re2" "$T/re2.copy" >/dev/null && ok "another job's export refused: $(cat "$T/out")" ||
+			fail "a refused export changed $T/re2"
+	fi
 fi
 
 [ $nfail -eq 0 ] || { echo "$nfail check(s) failed"; exit 1; }
