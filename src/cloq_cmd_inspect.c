@@ -133,6 +133,10 @@ int cloq_cmd_inspect(int argc, char **argv, cloq_err *err)
 	}
 plan:;
 	int seqlen = o.seqlen_given ? o.seqlen : (c->max_pos < 2048 ? c->max_pos : 2048);
+	cloq_err sw;
+	cloq_err_clear(&sw);
+	if (cloq_config_check_seqlen(c, seqlen, o.model_dir, &sw))
+		printf("warning      convert would refuse this --seqlen: %s\n", sw.msg);
 	cloq_plan p;
 	cloq_plan_compute(c, &o, o.nsamples, seqlen, &p);
 	printf("conversion plan (%d x %d calibration tokens, INT%d group %d, rank %d):\n", o.nsamples, seqlen, o.bits,

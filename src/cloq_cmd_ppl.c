@@ -116,6 +116,7 @@ int cloq_cmd_ppl(int argc, char **argv, cloq_err *err)
 		CLOQ_TRY(cloq_calib_cut(ids, nids, T, text, &w, err));
 	}
 	CLOQ_TRY(cloq_windows_check(&w, cfg->vocab, cfg->max_pos, tokens ? tokens : text, err));
+	CLOQ_TRY(cloq_config_check_seqlen(cfg, w.seqlen, tok_dir, err));
 	cloq_eval_result res;
 	CLOQ_TRY(cloq_eval_ppl(&lm, &w, &res, isatty(2), err));
 	printf("perplexity %.6f  (%lld predictions in %d windows of %d tokens, mean NLL %.6f, %.1fs)\n", res.ppl,

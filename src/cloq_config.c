@@ -43,12 +43,144 @@ static int get_num(const cJSON *root, const char *key, int required, double dflt
 	return CLOQ_OK;
 }
 
-static int get_bool(const cJSON *root, const char *key, int dflt)
+/* A boolean field: absent or null gives dflt; anything but true/false is refused. */
+static int get_bool(const cJSON *root, const char *key, int dflt, int *out, const char *path, cloq_err *err)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-	if (cJSON_IsBool(v))
-		return cJSON_IsTrue(v);
-	return dflt;
+	if (!v || cJSON_IsNull(v)) {
+		*out = dflt;
+		return CLOQ_OK;
+	}
+	if (!cJSON_IsBool(v))
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: field '%s' must be true or false", path, key);
+	*out = cJSON_IsTrue(v);
+	return CLOQ_OK;
+}
+
+/* ---- strict accounting of config.json's keys --------------------------------------------------
+ * Every top-level key is listed here, or refused. IMPL: parsed by cloq_config_parse, which
+ * refuses the values it cannot compute. HARMLESS: no effect on the forward pass of a causal LM at
+ * inference. `archs` is the families whose transformers config class defines the key: a key of
+ * another family (Qwen2's use_sliding_window in a LlamaForCausalLM config) means the checkpoint is
+ * probably not what its label says, and is refused like an unknown one. */
+#define A_L (1u << CLOQ_ARCH_LLAMA)
+#define A_M (1u << CLOQ_ARCH_MISTRAL)
+#define A_Q (1u << CLOQ_ARCH_QWEN2)
+#define A_ALL (A_L | A_M | A_Q)
+enum field_kind { F_IMPL, F_HARMLESS };
+static const struct field_rule {
+	const char *name;
+	unsigned archs;
+	enum field_kind kind;
+	const char *why;
+} field_rules[] = {
+	{"architectures", A_ALL, F_IMPL, "selects the family"},
+	{"model_type", A_ALL, F_IMPL, "must name the same family as architectures"},
+	{"hidden_size", A_ALL, F_IMPL, "shapes"},
+	{"intermediate_size", A_ALL, F_IMPL, "shapes"},
+	{"num_hidden_layers", A_ALL, F_IMPL, "shapes"},
+	{"num_attention_heads", A_ALL, F_IMPL, "shapes, attention"},
+	{"num_key_value_heads", A_ALL, F_IMPL, "grouped-query attention"},
+	{"head_dim", A_ALL, F_IMPL, "shapes, attention (Qwen2: must equal hidden_size / heads)"},
+	{"vocab_size", A_ALL, F_IMPL, "shapes"},
+	{"max_position_embeddings", A_ALL, F_IMPL, "upper bound of --seqlen"},
+	{"rms_norm_eps", A_ALL, F_IMPL, "RMSNorm epsilon"},
+	{"rope_theta", A_ALL, F_IMPL, "RoPE base"},
+	{"rope_scaling", A_ALL, F_IMPL, "default, linear, llama3; others refused"},
+	{"tie_word_embeddings", A_ALL, F_IMPL, "lm_head is the embedding"},
+	{"hidden_act", A_ALL, F_IMPL, "silu (swish) only"},
+	{"attention_bias", A_L, F_IMPL, "q/k/v/o biases"},
+	{"mlp_bias", A_L, F_IMPL, "gate/up/down biases"},
+	{"pretraining_tp", A_L, F_IMPL, "sliced matmuls, same math; refused with biases, which it drops"},
+	{"attention_dropout", A_ALL, F_IMPL, "inference: must be 0"},
+	{"sliding_window", A_ALL, F_IMPL, "active windows shorter than --seqlen refused (on a Llama: as Mistral's)"},
+	{"use_sliding_window", A_Q, F_IMPL, "Qwen2: turns sliding_window on"},
+	{"max_window_layers", A_Q, F_IMPL, "Qwen2: layers below it attend fully"},
+	{"use_mrope", A_Q, F_IMPL, "Qwen2-VL's multimodal RoPE: must be false"},
+	{"quantization_config", A_ALL, F_IMPL, "an export of cloq's (the export reader); cloq_model_open refuses it"},
+	{"bos_token_id", A_ALL, F_IMPL, "token id, used by the tokenizer side only"},
+	{"eos_token_id", A_ALL, F_IMPL, "token id, used by the tokenizer side only"},
+	{"torch_dtype", A_ALL, F_IMPL, "storage dtype; the safetensors dtypes are what is read"},
+	{"dtype", A_ALL, F_HARMLESS, "newer name of torch_dtype; the safetensors dtypes are what is read"},
+	{"pad_token_id", A_ALL, F_HARMLESS, "token id; cloq never pads"},
+	{"_name_or_path", A_ALL, F_HARMLESS, "where the config was loaded from"},
+	{"transformers_version", A_ALL, F_HARMLESS, "the version that wrote the file"},
+	{"initializer_range", A_ALL, F_HARMLESS, "random init of untrained weights; all are loaded"},
+	{"use_cache", A_ALL, F_HARMLESS, "KV cache at generation; no effect on logits"},
+	{"output_attentions", A_ALL, F_HARMLESS, "what forward returns, not what it computes"},
+	{"output_hidden_states", A_ALL, F_HARMLESS, "what forward returns, not what it computes"},
+	{"return_dict", A_ALL, F_HARMLESS, "what forward returns, not what it computes"},
+};
+#define N_FIELD_RULES (sizeof field_rules / sizeof field_rules[0])
+
+static const char *arch_model_type[] = {"llama", "mistral", "qwen2"};
+
+/* The value of a JSON item, compact and cut short, for messages. */
+static void json_short(const cJSON *v, char *buf, size_t cap)
+{
+	char *s = cJSON_PrintUnformatted(v);
+	snprintf(buf, cap, "%s", s ? s : "?");
+	if (s && strlen(s) >= cap && cap > 4)
+		memcpy(buf + cap - 4, "...", 4);
+	cJSON_free(s);
+}
+
+static int check_known_fields(const cJSON *root, const char *path, const cloq_config *cfg, cloq_err *err)
+{
+	char val[80];
+	for (const cJSON *it = root->child; it; it = it->next) {
+		const struct field_rule *r = NULL;
+		for (size_t i = 0; i < N_FIELD_RULES && !r; i++)
+			if (!strcmp(field_rules[i].name, it->string))
+				r = &field_rules[i];
+		json_short(it, val, sizeof val);
+		if (!r)
+			return cloq_err_set(err, CLOQ_EINPUT,
+					    "%s: field '%s' = %s is not known to cloq; refusing rather than guessing its effect",
+					    path, it->string, val);
+		if (!(r->archs & (1u << cfg->arch)))
+			return cloq_err_set(err, CLOQ_EINPUT,
+					    "%s: field '%s' = %s is not a field of %s (transformers' %s config has no such "
+					    "key): the checkpoint may be another family; refusing rather than guessing its effect",
+					    path, it->string, val, cfg->arch_name, arch_model_type[cfg->arch]);
+	}
+	return CLOQ_OK;
+}
+
+/* sliding_window, use_sliding_window, max_window_layers -> cfg->sliding_window (0: inactive).
+ * Mistral (and a Llama that carries the key) attends to the last sliding_window tokens whenever it
+ * is set; Qwen2 only when use_sliding_window is true, and then only in layers >= max_window_layers
+ * (transformers' Qwen2Config default 28). */
+static int parse_sliding_window(const cJSON *root, const char *path, cloq_config *cfg, cloq_err *err)
+{
+	int rc = CLOQ_OK, w = 0, use = 0, mwl = 28;
+	const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+	CLOQ_TRY(get_int(root, "sliding_window", 0, 0, &w, path, err));
+	CLOQ_FAIL_IF(sw && !cJSON_IsNull(sw) && w == 0, err, CLOQ_EINPUT,
+		     "%s: field 'sliding_window' = 0: a window of no tokens is not a model cloq can compute", path);
+	if (cfg->arch == CLOQ_ARCH_QWEN2) {
+		CLOQ_TRY(get_bool(root, "use_sliding_window", 0, &use, path, err));
+		CLOQ_TRY(get_int(root, "max_window_layers", 0, 28, &mwl, path, err));
+		if (!use || mwl >= cfg->layers)
+			w = 0;
+	}
+	cfg->sliding_window = w;
+fail:
+	return rc;
+}
+
+int cloq_config_check_seqlen(const cloq_config *cfg, int seqlen, const char *dir, cloq_err *err)
+{
+	if (cfg->sliding_window > 0 && seqlen > cfg->sliding_window)
+		return cloq_err_set(err, CLOQ_EINPUT,
+				    "%s/config.json: field 'sliding_window' = %d is active (%s) and shorter than the "
+				    "%d-token windows (--seqlen): cloq's attention has no sliding window and would compute a "
+				    "different model; use --seqlen %d or less",
+				    dir, cfg->sliding_window,
+				    cfg->arch == CLOQ_ARCH_QWEN2 ? "use_sliding_window is true"
+							       : "set: attention sees only the last sliding_window tokens",
+				    seqlen, cfg->sliding_window);
+	return CLOQ_OK;
 }
 
 static int parse_rope_scaling(const cJSON *rs, const char *path, cloq_config *cfg, cloq_err *err)
@@ -76,7 +208,8 @@ static int parse_rope_scaling(const cJSON *rs, const char *path, cloq_config *cf
 			     "and original_max_position_embeddings > 0", path);
 	} else {
 		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT,
-			     "%s: rope_scaling type '%s' is not supported (supported: default, linear, llama3)",
+			     "%s: field 'rope_scaling' has type '%s', which cloq does not implement (supported: default, "
+			     "linear, llama3); refusing rather than computing a different model",
 			     path, t->valuestring);
 	}
 	CLOQ_FAIL_IF(cfg->rope_factor <= 0, err, CLOQ_EINPUT, "%s: rope_scaling.factor must be > 0", path);
@@ -122,6 +255,13 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT, "%s: architecture '%s' is not supported (supported: %s)", path,
 			     arch, CLOQ_SUPPORTED_ARCHS);
 	snprintf(cfg->arch_name, sizeof cfg->arch_name, "%s", arch);
+	const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+	CLOQ_FAIL_IF(mtype && !cJSON_IsString(mtype), err, CLOQ_EINPUT, "%s: field 'model_type' must be a string", path);
+	CLOQ_FAIL_IF(mtype && strcmp(mtype->valuestring, arch_model_type[cfg->arch]) != 0, err, CLOQ_EINPUT,
+		     "%s: field 'model_type' = \"%s\" but architectures names %s (model_type \"%s\"): the checkpoint "
+		     "is probably another family relabelled; refusing rather than computing a different model",
+		     path, mtype->valuestring, arch, arch_model_type[cfg->arch]);
+	CLOQ_TRY(check_known_fields(root, path, cfg, err));
 
 	CLOQ_TRY(get_int(root, "hidden_size", 1, 0, &cfg->hidden, path, err));
 	CLOQ_TRY(get_int(root, "intermediate_size", 1, 0, &cfg->intermediate, path, err));
@@ -148,11 +288,39 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 	cfg->rope_type = CLOQ_ROPE_DEFAULT;
 	cfg->rope_factor = 1.0;
 	CLOQ_TRY(parse_rope_scaling(cJSON_GetObjectItemCaseSensitive(root, "rope_scaling"), path, cfg, err));
-	cfg->tie_embeddings = get_bool(root, "tie_word_embeddings", cfg->arch == CLOQ_ARCH_QWEN2 ? 0 : 0);
-	int attn_bias = get_bool(root, "attention_bias", 0);
+	CLOQ_TRY(get_bool(root, "tie_word_embeddings", 0, &cfg->tie_embeddings, path, err));
+	int attn_bias, tp;
+	CLOQ_TRY(get_bool(root, "attention_bias", 0, &attn_bias, path, err));
 	cfg->qkv_bias = cfg->arch == CLOQ_ARCH_QWEN2 ? 1 : attn_bias;
 	cfg->o_bias = cfg->arch == CLOQ_ARCH_QWEN2 ? 0 : attn_bias;
-	cfg->mlp_bias = get_bool(root, "mlp_bias", 0);
+	CLOQ_TRY(get_bool(root, "mlp_bias", 0, &cfg->mlp_bias, path, err));
+	/* pretraining_tp > 1: transformers' Llama splits each projection into tp slices and
+	 * concatenates (q/k/v, gate/up) or sums (o, down) the partial products: the same matrix
+	 * product, in another summation order, so cloq computes it as one matmul. But that path calls
+	 * F.linear without the biases: with attention_bias or mlp_bias the checkpoint's own forward
+	 * drops them, and cloq would not; refused. */
+	CLOQ_TRY(get_int(root, "pretraining_tp", 0, 1, &tp, path, err));
+	CLOQ_FAIL_IF(tp < 1, err, CLOQ_EINPUT, "%s: field 'pretraining_tp' = %d must be >= 1", path, tp);
+	CLOQ_FAIL_IF(tp > 1 && (attn_bias || cfg->mlp_bias), err, CLOQ_EINPUT,
+		     "%s: field 'pretraining_tp' = %d with attention_bias/mlp_bias: transformers' sliced forward "
+		     "ignores the biases there, cloq would apply them; refusing rather than computing a different model",
+		     path, tp);
+	if (cfg->arch == CLOQ_ARCH_QWEN2)
+		CLOQ_FAIL_IF(cfg->head_dim != cfg->hidden / cfg->heads, err, CLOQ_EINPUT,
+			     "%s: field 'head_dim' = %d but Qwen2ForCausalLM uses hidden_size / num_attention_heads = %d "
+			     "(a head_dim of its own is Qwen3's); refusing", path, cfg->head_dim, cfg->hidden / cfg->heads);
+	double drop;
+	CLOQ_TRY(get_num(root, "attention_dropout", 0, 0.0, &drop, path, err));
+	CLOQ_FAIL_IF(drop != 0.0, err, CLOQ_EINPUT,
+		     "%s: field 'attention_dropout' = %g: cloq computes inference without dropout; only 0 is accepted",
+		     path, drop);
+	int mrope;
+	CLOQ_TRY(get_bool(root, "use_mrope", 0, &mrope, path, err));
+	CLOQ_FAIL_IF(mrope, err, CLOQ_EINPUT,
+		     "%s: field 'use_mrope' = true: multimodal RoPE (Qwen2-VL) is not implemented; refusing", path);
+	CLOQ_TRY(parse_sliding_window(root, path, cfg, err));
+	const cJSON *qc = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+	cfg->quantized = qc && !cJSON_IsNull(qc);
 	int bos, eos;
 	const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
 	CLOQ_TRY(get_int(root, "bos_token_id", 0, -1, &bos, path, err));
@@ -165,9 +333,12 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 	const cJSON *dt = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype");
 	if (cJSON_IsString(dt))
 		snprintf(cfg->torch_dtype, sizeof cfg->torch_dtype, "%s", dt->valuestring);
+	/* transformers' ACT2FN: "silu" and "swish" are both nn.SiLU. */
 	const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-	CLOQ_FAIL_IF(cJSON_IsString(act) && strcmp(act->valuestring, "silu") != 0, err, CLOQ_EINPUT,
-		     "%s: hidden_act '%s' is not supported (only silu)", path, act->valuestring);
+	CLOQ_FAIL_IF(act && !cJSON_IsString(act), err, CLOQ_EINPUT, "%s: field 'hidden_act' must be a string", path);
+	CLOQ_FAIL_IF(act && strcmp(act->valuestring, "silu") != 0 && strcmp(act->valuestring, "swish") != 0, err,
+		     CLOQ_EINPUT, "%s: field 'hidden_act' = \"%s\" is not supported (only silu/swish); refusing rather "
+		     "than computing a different model", path, act->valuestring);
 fail:
 	cJSON_Delete(root);
 	return rc;

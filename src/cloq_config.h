@@ -4,6 +4,16 @@
  * Parsed with cJSON. Missing required fields, unknown architectures and impossible values are
  * CLOQ_EINPUT with the file and the field named. Tensor shapes are checked against the config by
  * cloq_model_open (cloq_model.h), which knows the weights.
+ *
+ * Strict accounting: every top-level key of config.json is in one of two explicit lists in
+ * cloq_config.c, each entry with its reason: implemented (parsed, and any value cloq cannot
+ * compute refused by name: hidden_act other than silu/swish, rope_scaling other than
+ * default/linear/llama3, nonzero attention_dropout, pretraining_tp > 1 together with biases, a
+ * model_type that is not the architecture's, ...) or harmless (ids, versions, use_cache, ...). Any
+ * other key, or a key of another family (use_sliding_window on a Llama), is CLOQ_EINPUT:
+ * "config.json: field 'foo' = 1 is not known to cloq; refusing rather than guessing its effect".
+ * A sliding window is parsed into cfg->sliding_window; cloq's attention has none, so
+ * cloq_config_check_seqlen refuses windows of more tokens than the sliding window.
  */
 #ifndef CLOQ_CONFIG_H
 #define CLOQ_CONFIG_H
@@ -39,12 +49,19 @@ typedef struct cloq_config {
 	int mlp_bias;               /* gate/up/down carry biases (Llama mlp_bias) */
 	int bos_id, eos_id;         /* -1 when absent */
 	char torch_dtype[16];       /* "float32", "bfloat16", ... or "" */
+	int sliding_window;         /* active sliding-attention window in tokens; 0 = none/inactive */
+	int quantized;              /* quantization_config present (an export; cloq_model_open refuses it) */
 } cloq_config;
 
 /* Parse DIR/config.json. */
 int cloq_config_load(const char *dir, cloq_config *cfg, cloq_err *err);
 /* Parse a JSON text; `path` only names the source in messages. */
 int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq_err *err);
+
+/* CLOQ_EINPUT when sequences of `seqlen` tokens would be computed differently from the
+ * checkpoint's own attention: an active sliding window shorter than seqlen (cloq has no sliding
+ * window). `dir` is the directory of the config.json, named in the message. */
+int cloq_config_check_seqlen(const cloq_config *cfg, int seqlen, const char *dir, cloq_err *err);
 
 /* Parameters of one decoder layer, of the whole model (embedding and lm_head included). */
 long long cloq_config_layer_params(const cloq_config *cfg);

@@ -325,6 +325,7 @@ static int load_windows(job *J, cloq_err *err)
 	}
 	CLOQ_TRY(cloq_windows_check(&J->win, J->cfg->vocab, J->cfg->max_pos,
 				    o->calib_text ? o->calib_text : o->calib_tokens, err));
+	CLOQ_TRY(cloq_config_check_seqlen(J->cfg, J->win.seqlen, o->model_dir, err));
 	J->o.seqlen = J->win.seqlen;
 	J->tokens = (long long)J->win.n * J->win.seqlen;
 fail:

@@ -62,27 +62,101 @@ static int expect(const cloq_model *m, const cloq_st_tensor *t, const char *name
 	return CLOQ_OK;
 }
 
+/* Mark t consumed (NULL ok). */
+static void consume(const cloq_model *m, unsigned char *used, const cloq_st_tensor *t)
+{
+	if (t)
+		used[cloq_st_index_of(m->st, t)] = 1;
+}
+
+/* The names transformers' loader itself drops by design, accepted (and not read) with their shape
+ * checked: RoPE's inverse frequencies, a non-persistent buffer recomputed from rope_theta and
+ * head_dim (old Llama checkpoints saved it per layer; transformers removes model buffers from the
+ * unexpected keys, and since v4.48 any "rotary_emb.inv_freq" key). Nothing reads the stored values. */
+static int ignored_by_design(const cloq_model *m, const cloq_st_tensor *t)
+{
+	int l = -1, n = 0;
+	if (sscanf(t->name, "model.layers.%d.self_attn.rotary_emb.inv_freq%n", &l, &n) == 1 && t->name[n] == '\0' &&
+	    l >= 0 && l < m->cfg.layers)
+		return t->ndim == 1 && t->shape[0] == m->cfg.head_dim / 2;
+	if (!strcmp(t->name, "model.rotary_emb.inv_freq"))
+		return t->ndim == 1 && t->shape[0] == m->cfg.head_dim / 2;
+	return 0;
+}
+
+/* Why a tensor of another family is there, for the message. */
+static const char *foreign_hint(const char *name)
+{
+	if (strstr(name, ".self_attn.q_norm.") || strstr(name, ".self_attn.k_norm."))
+		return "q/k norms are Qwen3's";
+	if (strstr(name, ".block_sparse_moe.") || strstr(name, ".mlp.experts.") || strstr(name, ".mlp.gate.weight"))
+		return "experts are a mixture-of-experts model's";
+	if (strstr(name, "feedforward_layernorm"))
+		return "pre/post feed-forward norms are Gemma 2's";
+	if (strstr(name, "rotary_emb.inv_freq"))
+		return "its shape or layer does not match config.json";
+	return "the architecture has no such weight";
+}
+
+/* Tied embeddings with a stored lm_head.weight: transformers loads it, then tie_weights() makes
+ * lm_head the embedding, so the stored values are never used. Accepted only when they are the
+ * embedding's (compared as fp32, in chunks of rows); otherwise the checkpoint is not one model. */
+static int check_tied_head(cloq_model *m, const cloq_st_tensor *h, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_config *c = &m->cfg;
+	int64_t rows = 256;
+	float *a = cloq_malloc((size_t)rows * c->hidden * sizeof(float)), *b = cloq_malloc((size_t)rows * c->hidden * sizeof(float));
+	CLOQ_FAIL_IF(!a || !b, err, CLOQ_EIO, "out of memory");
+	for (int64_t r0 = 0; r0 < c->vocab; r0 += rows) {
+		int64_t n = c->vocab - r0 < rows ? c->vocab - r0 : rows;
+		CLOQ_TRY(cloq_model_read_rows(m, m->embed, r0, n, a, err));
+		CLOQ_TRY(cloq_model_read_rows(m, h, r0, n, b, err));
+		for (size_t i = 0; i < (size_t)n * c->hidden; i++)
+			CLOQ_FAIL_IF(a[i] != b[i] && !(a[i] != a[i] && b[i] != b[i]), err, CLOQ_EINPUT,
+				     "%s: tensor 'lm_head.weight' differs from model.embed_tokens.weight (row %lld, column %zu) "
+				     "but config.json has tie_word_embeddings = true, which makes lm_head the embedding and "
+				     "drops these values; refusing rather than guessing which model is meant",
+				     cloq_st_file_path(m->st, (size_t)h->file), (long long)(r0 + (int64_t)(i / c->hidden)),
+				     i % c->hidden);
+	}
+fail:
+	cloq_free(a);
+	cloq_free(b);
+	return rc;
+}
+
+/* Every expected tensor is there with its shape; then every tensor of every file is consumed by
+ * the architecture (or is on the short list above), else CLOQ_EINPUT naming the file and tensor. */
 static int check_tensors(cloq_model *m, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	const cloq_config *c = &m->cfg;
 	char name[256];
+	size_t nt = cloq_st_count(m->st);
+	unsigned char *used = cloq_calloc(nt ? nt : 1, 1);
+	CLOQ_FAIL_IF(!used, err, CLOQ_EIO, "out of memory");
 	m->embed = cloq_st_find(m->st, "model.embed_tokens.weight");
 	CLOQ_TRY(expect(m, m->embed, "model.embed_tokens.weight", c->vocab, c->hidden, err));
+	consume(m, used, m->embed);
 	m->norm = cloq_st_find(m->st, "model.norm.weight");
 	CLOQ_TRY(expect(m, m->norm, "model.norm.weight", c->hidden, -1, err));
-	m->head = cloq_st_find(m->st, "lm_head.weight");
-	if (!m->head || c->tie_embeddings) {
-		m->head = m->embed;
-		m->cfg.tie_embeddings = 1;
-	} else {
-		CLOQ_TRY(expect(m, m->head, "lm_head.weight", c->vocab, c->hidden, err));
-	}
+	consume(m, used, m->norm);
+	const cloq_st_tensor *head = cloq_st_find(m->st, "lm_head.weight");
+	/* transformers: tie_word_embeddings false and no lm_head.weight leaves lm_head randomly
+	 * initialised (a warning); cloq refuses rather than tie it on its own. */
+	CLOQ_FAIL_IF(!head && !c->tie_embeddings, err, CLOQ_EINPUT,
+		     "%s: tensor 'lm_head.weight' is missing and config.json has tie_word_embeddings = false "
+		     "(transformers would initialise lm_head at random)", m->dir);
+	if (head)
+		CLOQ_TRY(expect(m, head, "lm_head.weight", c->vocab, c->hidden, err));
+	m->head = c->tie_embeddings ? m->embed : head;
 	for (int l = 0; l < c->layers; l++) {
 		for (int post = 0; post < 2; post++) {
 			snprintf(name, sizeof name, "model.layers.%d.%s.weight", l,
 				 post ? "post_attention_layernorm" : "input_layernorm");
 			CLOQ_TRY(expect(m, cloq_model_norm(m, l, post), name, c->hidden, -1, err));
+			consume(m, used, cloq_model_norm(m, l, post));
 		}
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 			int out, in;
@@ -90,6 +164,7 @@ static int check_tensors(cloq_model *m, cloq_err *err)
 			snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, cloq_linear_parent[lin],
 				 cloq_linear_names[lin]);
 			CLOQ_TRY(expect(m, cloq_model_linear(m, l, lin, 0), name, out, in, err));
+			consume(m, used, cloq_model_linear(m, l, lin, 0));
 			const cloq_st_tensor *b = cloq_model_linear(m, l, lin, 1);
 			snprintf(name, sizeof name, "model.layers.%d.%s.%s.bias", l, cloq_linear_parent[lin],
 				 cloq_linear_names[lin]);
@@ -98,6 +173,8 @@ static int check_tensors(cloq_model *m, cloq_err *err)
 			else
 				CLOQ_FAIL_IF(b, err, CLOQ_EINPUT,
 					     "%s: tensor '%s' is present but config.json declares no such bias", m->dir, name);
+			if (has_bias(c, lin))
+				consume(m, used, b);
 		}
 	}
 	/* A tensor of a layer beyond num_hidden_layers means config and weights disagree. */
@@ -105,7 +182,22 @@ static int check_tensors(cloq_model *m, cloq_err *err)
 	CLOQ_FAIL_IF(stl > c->layers, err, CLOQ_EINPUT,
 		     "%s: the safetensors hold %d decoder layers but config.json says num_hidden_layers = %d", m->dir,
 		     stl, c->layers);
+	if (head && c->tie_embeddings) {
+		CLOQ_TRY(check_tied_head(m, head, err));
+		consume(m, used, head);
+	} else {
+		consume(m, used, head);
+	}
+	for (size_t i = 0; i < nt; i++) {
+		const cloq_st_tensor *t = cloq_st_tensor_at(m->st, i);
+		if (used[i] || ignored_by_design(m, t))
+			continue;
+		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT,
+			     "%s: tensor '%s' is not used by %s (%s; cloq would drop it and produce a different model)",
+			     cloq_st_file_path(m->st, (size_t)t->file), t->name, c->arch_name, foreign_hint(t->name));
+	}
 fail:
+	cloq_free(used);
 	return rc;
 }
 
@@ -119,11 +211,10 @@ int cloq_model_open(const char *dir, cloq_model **out, cloq_err *err)
 	m->dir = cloq_strdup(dir);
 	CLOQ_FAIL_IF(!m->dir, err, CLOQ_EIO, "out of memory");
 	CLOQ_TRY(cloq_config_load(dir, &m->cfg, err));
+	CLOQ_FAIL_IF(m->cfg.quantized, err, CLOQ_EINPUT,
+		     "%s/config.json: field 'quantization_config' is present: the weights are already quantized "
+		     "(cloq converts float checkpoints; 'cloq ppl' reads its own exports)", dir);
 	CLOQ_TRY(cloq_st_open(dir, &m->st, err));
-	CLOQ_TRY(check_tensors(m, err));
-	m->final_norm = cloq_malloc((size_t)m->cfg.hidden * sizeof(float));
-	CLOQ_FAIL_IF(!m->final_norm, err, CLOQ_EIO, "out of memory");
-	CLOQ_TRY(cloq_st_read_f32(m->st, m->norm, m->final_norm, err));
 	m->nfds = cloq_st_nfiles(m->st);
 	m->fds = cloq_malloc(m->nfds * sizeof(int));
 	CLOQ_FAIL_IF(!m->fds, err, CLOQ_EIO, "out of memory");
@@ -134,6 +225,10 @@ int cloq_model_open(const char *dir, cloq_model **out, cloq_err *err)
 		m->fds[i] = open(p, O_RDONLY | O_CLOEXEC);
 		CLOQ_FAIL_IF(m->fds[i] < 0, err, CLOQ_EIO, "%s: cannot open: %m", p);
 	}
+	CLOQ_TRY(check_tensors(m, err));
+	m->final_norm = cloq_malloc((size_t)m->cfg.hidden * sizeof(float));
+	CLOQ_FAIL_IF(!m->final_norm, err, CLOQ_EIO, "out of memory");
+	CLOQ_TRY(cloq_st_read_f32(m->st, m->norm, m->final_norm, err));
 	*out = m;
 	return CLOQ_OK;
 fail:

@@ -6,8 +6,18 @@
  * model.layers.l.{input_layernorm,post_attention_layernorm}.weight (hidden),
  * model.layers.l.self_attn.{q,k,v,o}_proj.weight, model.layers.l.mlp.{gate,up,down}_proj.weight
  * (shapes from cloq_linear_shape), biases where the config says so, model.norm.weight (hidden),
- * lm_head.weight (vocab, hidden) unless the embeddings are tied (or lm_head is absent, which HF
- * also treats as tied). A missing or misshapen tensor is CLOQ_EINPUT naming file and tensor.
+ * lm_head.weight (vocab, hidden) unless the embeddings are tied. A missing or misshapen tensor is
+ * CLOQ_EINPUT naming file and tensor.
+ *
+ * Strict accounting: every tensor of every safetensors file must be one of the above, or the open
+ * fails with CLOQ_EINPUT naming the file and the tensor ("... is not used by LlamaForCausalLM (q/k
+ * norms are Qwen3's; cloq would drop it and produce a different model)"). Accepted besides, as
+ * transformers' loader drops them by design: model.layers.N.self_attn.rotary_emb.inv_freq (and
+ * model.rotary_emb.inv_freq), shape [head_dim / 2], a buffer recomputed from the config; and, with
+ * tie_word_embeddings true, an lm_head.weight equal to the embedding (transformers ties it over the
+ * stored values; a different one is refused). lm_head.weight absent with tie_word_embeddings false
+ * is refused (transformers would initialise it at random). A config.json with quantization_config
+ * (an export) is refused: the weights are not float.
  */
 #ifndef CLOQ_MODEL_H
 #define CLOQ_MODEL_H

@@ -1,0 +1,356 @@
+/* test_config.c - strict accounting: the config.json of published checkpoints
+ * (fixtures/configs) is accepted; unknown fields, values cloq cannot compute, tensors the
+ * architecture does not use, and sliding windows shorter than the sequence are CLOQ_EINPUT naming
+ * the field or tensor. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "cloq_config.h"
+#include "cloq_model.h"
+#include "cloq_safetensors.h"
+#include "cloq_sys.h"
+
+#define MODEL "fixtures/stories260K"
+#define CONFIGS "fixtures/configs"
+
+static char tmpdir[256];
+
+static int setup(void **state)
+{
+	snprintf(tmpdir, sizeof tmpdir, "/tmp/cloq_test_config.XXXXXX");
+	return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+	return system(cmd);
+}
+
+static char *slurp(const char *path)
+{
+	char *text = NULL;
+	size_t n;
+	cloq_err err;
+	if (cloq_read_file(path, &text, &n, &err) != CLOQ_OK)
+		fail_msg("%s: %s", path, err.msg);
+	return text;
+}
+
+static void load_fixture(const char *name, cloq_config *c)
+{
+	char path[512];
+	snprintf(path, sizeof path, CONFIGS "/%s", name);
+	char *text = slurp(path);
+	cloq_err err;
+	cloq_err_clear(&err);
+	if (cloq_config_parse(text, path, c, &err) != CLOQ_OK)
+		fail_msg("%s refused: %s", path, err.msg);
+	cloq_free(text);
+}
+
+/* Every supported family's published config is accepted, with the values that matter. */
+static void test_published_configs(void **state)
+{
+	cloq_config c;
+	cloq_err err;
+	load_fixture("llama-2-7b.json", &c);
+	assert_int_equal(c.arch, CLOQ_ARCH_LLAMA);
+	assert_int_equal(c.kv_heads, 32);
+	assert_int_equal(c.sliding_window, 0);
+	load_fixture("llama-3.1-8b.json", &c);
+	assert_int_equal(c.rope_type, CLOQ_ROPE_LLAMA3);
+	assert_false(c.tie_embeddings);
+	load_fixture("llama-3.2-1b.json", &c);
+	assert_int_equal(c.head_dim, 64);
+	assert_true(c.tie_embeddings);
+	assert_int_equal(cloq_config_check_seqlen(&c, 2048, "d", &err), CLOQ_OK);
+	load_fixture("mistral-7b-v0.1.json", &c);
+	assert_int_equal(c.arch, CLOQ_ARCH_MISTRAL);
+	assert_int_equal(c.sliding_window, 4096);
+	assert_int_equal(cloq_config_check_seqlen(&c, 4096, "d", &err), CLOQ_OK);
+	assert_int_equal(cloq_config_check_seqlen(&c, 4097, "d", &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "d/config.json: field 'sliding_window' = 4096"));
+	load_fixture("mistral-7b-v0.3.json", &c);
+	assert_int_equal(c.sliding_window, 0);
+	assert_int_equal(cloq_config_check_seqlen(&c, 32768, "d", &err), CLOQ_OK);
+	load_fixture("qwen2.5-0.5b.json", &c);
+	assert_int_equal(c.arch, CLOQ_ARCH_QWEN2);
+	assert_true(c.qkv_bias);
+	assert_int_equal(c.sliding_window, 0); /* use_sliding_window false */
+	assert_int_equal(cloq_config_check_seqlen(&c, 32768, "d", &err), CLOQ_OK);
+	load_fixture("qwen2.5-7b.json", &c);
+	assert_int_equal(c.sliding_window, 0);
+	assert_false(c.tie_embeddings);
+}
+
+/* Parse `json` with key `key` set to the JSON `value` (NULL: removed); expect rc, and on failure
+ * every needle in the message. */
+static void variant(const char *json, const char *key, const char *value, int want, const char *n1, const char *n2)
+{
+	cJSON *root = cJSON_Parse(json);
+	assert_non_null(root);
+	cJSON_DeleteItemFromObjectCaseSensitive(root, key);
+	if (value) {
+		cJSON *v = cJSON_Parse(value);
+		assert_non_null(v);
+		cJSON_AddItemToObject(root, key, v);
+	}
+	char *text = cJSON_PrintUnformatted(root);
+	cloq_config c;
+	cloq_err err;
+	cloq_err_clear(&err);
+	int rc = cloq_config_parse(text, "x/config.json", &c, &err);
+	if (rc != want)
+		fail_msg("%s = %s: rc %d, expected %d (%s)", key, value ? value : "(removed)", rc, want, err.msg);
+	if (want != CLOQ_OK) {
+		if (!strstr(err.msg, "x/config.json") || (n1 && !strstr(err.msg, n1)) || (n2 && !strstr(err.msg, n2)))
+			fail_msg("%s = %s: message '%s' lacks '%s' / '%s'", key, value, err.msg, n1 ? n1 : "",
+				 n2 ? n2 : "");
+	}
+	cJSON_free(text);
+	cJSON_Delete(root);
+}
+
+static void test_must_fail_fields(void **state)
+{
+	char *s = slurp(MODEL "/config.json");
+	variant(s, "foo", "1", CLOQ_EINPUT, "field 'foo' = 1 is not known to cloq", "refusing");
+	variant(s, "auto_map", "{\"AutoModel\":\"m.M\"}", CLOQ_EINPUT, "'auto_map'", "not known");
+	variant(s, "hidden_act", "\"gelu\"", CLOQ_EINPUT, "'hidden_act' = \"gelu\"", NULL);
+	variant(s, "hidden_act", "\"swish\"", CLOQ_OK, NULL, NULL);
+	variant(s, "rope_scaling", "{\"type\":\"dynamic\",\"factor\":2.0}", CLOQ_EINPUT, "'rope_scaling'", "dynamic");
+	variant(s, "rope_scaling", "{\"rope_type\":\"yarn\",\"factor\":2.0}", CLOQ_EINPUT, "'rope_scaling'", "yarn");
+	variant(s, "rope_scaling", "{\"type\":\"linear\",\"factor\":2.0}", CLOQ_OK, NULL, NULL);
+	variant(s, "attention_dropout", "0.1", CLOQ_EINPUT, "'attention_dropout' = 0.1", NULL);
+	variant(s, "attention_dropout", "0.0", CLOQ_OK, NULL, NULL);
+	variant(s, "model_type", "\"qwen3\"", CLOQ_EINPUT, "'model_type' = \"qwen3\"", "LlamaForCausalLM");
+	variant(s, "use_sliding_window", "false", CLOQ_EINPUT, "'use_sliding_window'", "not a field of LlamaForCausalLM");
+	variant(s, "max_window_layers", "28", CLOQ_EINPUT, "'max_window_layers'", "not a field of LlamaForCausalLM");
+	variant(s, "tie_word_embeddings", "\"yes\"", CLOQ_EINPUT, "'tie_word_embeddings'", NULL);
+	variant(s, "attention_bias", "1", CLOQ_EINPUT, "'attention_bias'", NULL);
+	variant(s, "pretraining_tp", "2", CLOQ_OK, NULL, NULL);
+	variant(s, "pretraining_tp", "0", CLOQ_EINPUT, "'pretraining_tp' = 0", NULL);
+	variant(s, "sliding_window", "0", CLOQ_EINPUT, "'sliding_window' = 0", NULL);
+	variant(s, "sliding_window", "null", CLOQ_OK, NULL, NULL);
+	variant(s, "quantization_config", "{\"quant_method\":\"gptq\",\"bits\":4,\"group_size\":128}", CLOQ_OK, NULL,
+		NULL);
+	/* pretraining_tp > 1 with biases: transformers' sliced forward drops the biases */
+	char *b = NULL;
+	{
+		cJSON *r = cJSON_Parse(s);
+		cJSON_AddItemToObject(r, "attention_bias", cJSON_CreateTrue());
+		b = cJSON_PrintUnformatted(r);
+		cJSON_Delete(r);
+	}
+	variant(b, "pretraining_tp", "1", CLOQ_OK, NULL, NULL);
+	variant(b, "pretraining_tp", "4", CLOQ_EINPUT, "'pretraining_tp' = 4", "biases");
+	cJSON_free(b);
+	cloq_free(s);
+
+	/* Qwen2: use_mrope, a head_dim of its own, the sliding window only with use_sliding_window
+	 * and only when some layer is at or above max_window_layers */
+	char *q = slurp(CONFIGS "/qwen2.5-0.5b.json");
+	variant(q, "use_mrope", "true", CLOQ_EINPUT, "'use_mrope' = true", NULL);
+	variant(q, "head_dim", "128", CLOQ_EINPUT, "'head_dim' = 128", "Qwen3");
+	variant(q, "head_dim", "64", CLOQ_OK, NULL, NULL);
+	variant(q, "attention_bias", "false", CLOQ_EINPUT, "'attention_bias'", "not a field of Qwen2ForCausalLM");
+	cJSON *r = cJSON_Parse(q);
+	cJSON_ReplaceItemInObjectCaseSensitive(r, "use_sliding_window", cJSON_CreateTrue());
+	cJSON_ReplaceItemInObjectCaseSensitive(r, "sliding_window", cJSON_CreateNumber(16));
+	char *qs = cJSON_PrintUnformatted(r);
+	cJSON_Delete(r);
+	cloq_config c;
+	cloq_err err;
+	assert_int_equal(cloq_config_parse(qs, "q", &c, &err), CLOQ_OK);
+	assert_int_equal(c.sliding_window, 0); /* max_window_layers 24 = num_hidden_layers: no layer slides */
+	r = cJSON_Parse(qs);
+	cJSON_ReplaceItemInObjectCaseSensitive(r, "max_window_layers", cJSON_CreateNumber(20));
+	cJSON_free(qs);
+	qs = cJSON_PrintUnformatted(r);
+	cJSON_Delete(r);
+	assert_int_equal(cloq_config_parse(qs, "q", &c, &err), CLOQ_OK);
+	assert_int_equal(c.sliding_window, 16);
+	assert_int_equal(cloq_config_check_seqlen(&c, 16, "dir", &err), CLOQ_OK);
+	assert_int_equal(cloq_config_check_seqlen(&c, 64, "dir", &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "dir/config.json: field 'sliding_window' = 16"));
+	assert_non_null(strstr(err.msg, "use_sliding_window"));
+	cJSON_free(qs);
+	cloq_free(q);
+
+	/* Qwen3: refused as itself, and relabelled as Llama (with and without its model_type) */
+	char *q3 = slurp(CONFIGS "/qwen3-0.6b.json");
+	cloq_err_clear(&err);
+	assert_int_equal(cloq_config_parse(q3, "q3", &c, &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "Qwen3ForCausalLM"));
+	r = cJSON_Parse(q3);
+	cJSON *arch = cJSON_CreateArray();
+	cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
+	cJSON_ReplaceItemInObjectCaseSensitive(r, "architectures", arch);
+	char *as_llama = cJSON_PrintUnformatted(r);
+	cJSON_Delete(r);
+	variant(as_llama, "model_type", "\"qwen3\"", CLOQ_EINPUT, "'model_type' = \"qwen3\"", NULL);
+	variant(as_llama, "model_type", NULL, CLOQ_EINPUT, "not a field of LlamaForCausalLM", NULL);
+	cJSON_free(as_llama);
+	cloq_free(q3);
+}
+
+/* ---- tensors: a copy of the fixture with tensors added or removed ------------------------ */
+typedef struct extra {
+	const char *name;
+	int ndim;
+	int64_t shape[2];
+	const char *copy_of; /* fill with this tensor's values (same shape), else 0.5f */
+	int poke;            /* with copy_of: add 1 to element 7 */
+} extra;
+
+static void make_dir(const char *name, const char *drop, const extra *ex, int nex, const char *config_json)
+{
+	char dir[512], path[600], cmd[1200];
+	snprintf(dir, sizeof dir, "%s/%s", tmpdir, name);
+	snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp %s/config.json '%s/'", dir, MODEL, dir);
+	assert_int_equal(system(cmd), 0);
+	if (config_json) {
+		snprintf(path, sizeof path, "%s/config.json", dir);
+		FILE *f = fopen(path, "w");
+		fputs(config_json, f);
+		fclose(f);
+	}
+	cloq_err err;
+	cloq_st_model *src = NULL;
+	assert_int_equal(cloq_st_open(MODEL "/model.safetensors", &src, &err), CLOQ_OK);
+	snprintf(path, sizeof path, "%s/model.safetensors", dir);
+	cloq_st_writer *w = NULL;
+	assert_int_equal(cloq_st_writer_create(path, &w, &err), CLOQ_OK);
+	for (size_t i = 0; i < cloq_st_count(src); i++) {
+		const cloq_st_tensor *t = cloq_st_tensor_at(src, i);
+		if (!(drop && !strcmp(t->name, drop)))
+			assert_int_equal(cloq_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, &err), CLOQ_OK);
+	}
+	for (int e = 0; e < nex; e++)
+		assert_int_equal(cloq_st_writer_add(w, ex[e].name, CLOQ_DT_F32, ex[e].ndim, ex[e].shape, &err), CLOQ_OK);
+	assert_int_equal(cloq_st_writer_begin(w, &err), CLOQ_OK);
+	size_t k = 0;
+	for (size_t i = 0; i < cloq_st_count(src); i++) {
+		const cloq_st_tensor *t = cloq_st_tensor_at(src, i);
+		if (drop && !strcmp(t->name, drop))
+			continue;
+		void *buf = malloc(t->nbytes);
+		assert_int_equal(cloq_st_read_raw(src, t, buf, &err), CLOQ_OK);
+		assert_int_equal(cloq_st_writer_write(w, k++, buf, t->nbytes, &err), CLOQ_OK);
+		free(buf);
+	}
+	for (int e = 0; e < nex; e++) {
+		size_t n = (size_t)ex[e].shape[0] * (ex[e].ndim == 2 ? (size_t)ex[e].shape[1] : 1);
+		float *buf = malloc(n * sizeof(float));
+		if (ex[e].copy_of) {
+			const cloq_st_tensor *t = cloq_st_find(src, ex[e].copy_of);
+			assert_non_null(t);
+			assert_int_equal(t->nelem, n);
+			assert_int_equal(cloq_st_read_f32(src, t, buf, &err), CLOQ_OK);
+			if (ex[e].poke)
+				buf[7] += 1.0f;
+		} else {
+			for (size_t i = 0; i < n; i++)
+				buf[i] = 0.5f;
+		}
+		assert_int_equal(cloq_st_writer_write(w, k++, buf, n * sizeof(float), &err), CLOQ_OK);
+		free(buf);
+	}
+	assert_int_equal(cloq_st_writer_commit(w, &err), CLOQ_OK);
+	cloq_st_writer_free(w);
+	cloq_st_close(src);
+}
+
+static void expect_open(const char *name, int want, const char *n1, const char *n2)
+{
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s/%s", tmpdir, name);
+	cloq_err err;
+	cloq_err_clear(&err);
+	cloq_model *m = NULL;
+	int rc = cloq_model_open(dir, &m, &err);
+	cloq_model_close(m);
+	if (rc != want)
+		fail_msg("%s: rc %d, expected %d (%s)", name, rc, want, err.msg);
+	if (want != CLOQ_OK && ((n1 && !strstr(err.msg, n1)) || (n2 && !strstr(err.msg, n2))))
+		fail_msg("%s: message '%s' lacks '%s' / '%s'", name, err.msg, n1 ? n1 : "", n2 ? n2 : "");
+}
+
+static void test_tensor_accounting(void **state)
+{
+	/* Qwen3's q/k norms in a LlamaForCausalLM checkpoint */
+	extra qn[] = {{"model.layers.0.self_attn.q_norm.weight", 1, {8, 0}, NULL, 0},
+		      {"model.layers.0.self_attn.k_norm.weight", 1, {8, 0}, NULL, 0}};
+	make_dir("qnorm", NULL, qn, 2, NULL);
+	expect_open("qnorm", CLOQ_EINPUT, "/qnorm/model.safetensors: tensor 'model.layers.0.self_attn.",
+		    "is not used by LlamaForCausalLM (q/k norms are Qwen3's; cloq would drop it");
+	/* any other tensor */
+	extra other[] = {{"model.extra_projection.weight", 2, {4, 64}, NULL, 0}};
+	make_dir("extra", NULL, other, 1, NULL);
+	expect_open("extra", CLOQ_EINPUT, "tensor 'model.extra_projection.weight' is not used by LlamaForCausalLM",
+		    "different model");
+	/* RoPE inverse frequencies: dropped by transformers by design, accepted with their shape */
+	extra inv[] = {{"model.layers.0.self_attn.rotary_emb.inv_freq", 1, {4, 0}, NULL, 0},
+		       {"model.layers.4.self_attn.rotary_emb.inv_freq", 1, {4, 0}, NULL, 0}};
+	make_dir("invfreq", NULL, inv, 2, NULL);
+	expect_open("invfreq", CLOQ_OK, NULL, NULL);
+	extra inv_bad[] = {{"model.layers.0.self_attn.rotary_emb.inv_freq", 1, {5, 0}, NULL, 0}};
+	make_dir("invfreq_bad", NULL, inv_bad, 1, NULL);
+	expect_open("invfreq_bad", CLOQ_EINPUT, "rotary_emb.inv_freq' is not used", NULL);
+	/* tied embeddings with a stored lm_head: accepted when it is the embedding, else refused */
+	extra head_same[] = {{"lm_head.weight", 2, {512, 64}, "model.embed_tokens.weight", 0}};
+	make_dir("head_same", NULL, head_same, 1, NULL);
+	expect_open("head_same", CLOQ_OK, NULL, NULL);
+	extra head_diff[] = {{"lm_head.weight", 2, {512, 64}, "model.embed_tokens.weight", 1}};
+	make_dir("head_diff", NULL, head_diff, 1, NULL);
+	expect_open("head_diff", CLOQ_EINPUT, "tensor 'lm_head.weight' differs from model.embed_tokens.weight (row 0, column 7)",
+		    "tie_word_embeddings = true");
+	/* untied: no lm_head is refused (transformers would initialise it at random) */
+	char *s = slurp(MODEL "/config.json");
+	cJSON *r = cJSON_Parse(s);
+	cJSON_ReplaceItemInObjectCaseSensitive(r, "tie_word_embeddings", cJSON_CreateFalse());
+	char *untied = cJSON_Print(r);
+	cJSON_Delete(r);
+	make_dir("untied_nohead", NULL, NULL, 0, untied);
+	expect_open("untied_nohead", CLOQ_EINPUT, "'lm_head.weight' is missing", "tie_word_embeddings = false");
+	make_dir("untied_head", NULL, head_diff, 1, untied);
+	expect_open("untied_head", CLOQ_OK, NULL, NULL);
+	cJSON_free(untied);
+	/* an unknown config field reaches cloq_model_open too; so does quantization_config */
+	r = cJSON_Parse(s);
+	cJSON_AddItemToObject(r, "foo", cJSON_CreateNumber(1));
+	char *foo = cJSON_Print(r);
+	cJSON_Delete(r);
+	make_dir("foo", NULL, NULL, 0, foo);
+	expect_open("foo", CLOQ_EINPUT, "config.json: field 'foo' = 1 is not known to cloq", NULL);
+	cJSON_free(foo);
+	r = cJSON_Parse(s);
+	cJSON_AddItemToObject(r, "quantization_config", cJSON_Parse("{\"quant_method\":\"gptq\",\"bits\":4,\"group_size\":32}"));
+	char *qc = cJSON_Print(r);
+	cJSON_Delete(r);
+	make_dir("quantized", NULL, NULL, 0, qc);
+	expect_open("quantized", CLOQ_EINPUT, "'quantization_config'", "already quantized");
+	cJSON_free(qc);
+	cloq_free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_published_configs),
+		cmocka_unit_test(test_must_fail_fields),
+		cmocka_unit_test(test_tensor_accounting),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
