@@ -110,6 +110,9 @@ static const struct field_rule {
 	{"output_attentions", A_ALL, F_HARMLESS, "what forward returns, not what it computes"},
 	{"output_hidden_states", A_ALL, F_HARMLESS, "what forward returns, not what it computes"},
 	{"return_dict", A_ALL, F_HARMLESS, "what forward returns, not what it computes"},
+	{"tokenizer_class", A_ALL, F_HARMLESS, "names the tokenizer; cloq reads tokenizer.json"},
+	{"keys_to_ignore_at_inference", A_ALL, F_HARMLESS, "outputs generation drops, not what is computed"},
+	{"unsloth_version", A_ALL, F_HARMLESS, "the version of the fine-tuning tool that wrote the file"},
 };
 #define N_FIELD_RULES (sizeof field_rules / sizeof field_rules[0])
 

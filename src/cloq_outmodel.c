@@ -62,16 +62,13 @@ int cloq_outmodel_open(const char *out, int with_lora, const char *what, cloq_ou
 	CLOQ_FAIL_IF(j->nlayers != m->cfg.layers, err, CLOQ_EINPUT, "%s: journal has %d layers, config %d", out, j->nlayers,
 		     m->cfg.layers);
 	const cJSON *st = j->settings;
+	snprintf(path, sizeof path, "%s/journal.json", out);
+	/* an impossible or missing setting: exit 2 naming it, as resume says */
+	CLOQ_TRY(cloq_convert_check_settings(st, path, err));
 	const cJSON *bits = cJSON_GetObjectItemCaseSensitive(st, "bits");
 	const cJSON *gs = cJSON_GetObjectItemCaseSensitive(st, "group_size");
 	const cJSON *rank = cJSON_GetObjectItemCaseSensitive(st, "rank");
 	const cJSON *alpha = cJSON_GetObjectItemCaseSensitive(st, "lora_alpha");
-	CLOQ_FAIL_IF(!cJSON_IsNumber(bits) || !cJSON_IsNumber(gs) || !cJSON_IsNumber(rank) || !cJSON_IsNumber(alpha) ||
-			     rank->valueint < 1,
-		     err, CLOQ_EINTEGRITY, "%s/journal.json is damaged: its settings lack bits, group_size, rank or lora_alpha",
-		     out);
-	snprintf(path, sizeof path, "%s/journal.json", out);
-	CLOQ_TRY(cloq_convert_check_settings(st, path, err));
 	m->bits = bits->valueint;
 	m->group_size = gs->valueint;
 	m->rank = rank->valueint;
