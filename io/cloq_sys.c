@@ -6,6 +6,7 @@
 #include <libgen.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -562,4 +563,77 @@ int cloq_write_file_atomic(const char *path, const void *buf, size_t n, cloq_err
 		return rc;
 	}
 	return cloq_atomic_commit(&f, err);
+}
+
+/* ---- CPUs ---------------------------------------------------------------------------------- */
+/* CPUs' worth of a cgroup quota "QUOTA PERIOD" (v2 "max" = none), rounded up; 0 when none. */
+static int quota_cpus(long long quota, long long period)
+{
+	if (quota <= 0 || period <= 0)
+		return 0;
+	return (int)((quota + period - 1) / period);
+}
+
+static int cgroup_quota_cpus(void)
+{
+	char path[1024], line[512], buf[128];
+	int best = 0;
+	/* v2: the process's own cgroup, then the namespace root (a container's usual view) */
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	const char *dirs[2] = {NULL, ""};
+	char own[512] = "";
+	if (f) {
+		while (fgets(line, sizeof line, f))
+			if (!strncmp(line, "0::", 3)) {
+				snprintf(own, sizeof own, "%s", line + 3);
+				own[strcspn(own, "\n")] = '\0';
+			}
+		fclose(f);
+		if (own[0] && strcmp(own, "/") != 0)
+			dirs[0] = own;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (!dirs[i])
+			continue;
+		snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", dirs[i]);
+		if ((f = fopen(path, "r")) != NULL) {
+			long long q = 0, p = 0;
+			if (fgets(buf, sizeof buf, f) && sscanf(buf, "%lld %lld", &q, &p) == 2) {
+				int n = quota_cpus(q, p);
+				if (n && (!best || n < best))
+					best = n;
+			}
+			fclose(f);
+		}
+	}
+	/* v1 */
+	long long q = 0, p = 0;
+	if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r")) != NULL) {
+		if (fscanf(f, "%lld", &q) != 1)
+			q = 0;
+		fclose(f);
+	}
+	if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "r")) != NULL) {
+		if (fscanf(f, "%lld", &p) != 1)
+			p = 0;
+		fclose(f);
+	}
+	int n = quota_cpus(q, p);
+	if (n && (!best || n < best))
+		best = n;
+	return best;
+}
+
+int cloq_cpus_available(void)
+{
+	int n = 0;
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof set, &set) == 0)
+		n = CPU_COUNT(&set);
+	if (n <= 0)
+		n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	int q = cgroup_quota_cpus();
+	if (q > 0 && q < n)
+		n = q;
+	return n < 1 ? 1 : n;
 }

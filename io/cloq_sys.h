@@ -65,6 +65,13 @@ int cloq_fsync_dir(const char *dir, cloq_err *err);
 int cloq_mkdir_p(const char *path, cloq_err *err);
 int cloq_file_exists(const char *path);
 
+/* ---- CPUs ---------------------------------------------------------------------------------- */
+/* The CPUs this process may use: its affinity mask (taskset, cpuset), capped by a cgroup CPU
+ * quota (v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us, rounded up), at least 1. This,
+ * not the machine's core count, is the default thread count: more threads than CPUs only wait
+ * for each other at every barrier. */
+int cloq_cpus_available(void);
+
 /* Durable, atomic creation of one file. */
 typedef struct cloq_atomic_file {
 	int fd;

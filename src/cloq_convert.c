@@ -936,7 +936,8 @@ fail:
 }
 
 /* ---- driver -------------------------------------------------------------------------------- */
-/* The thread count of a job: --threads, else the one its journal recorded, else all cores. */
+/* The thread count of a job: --threads, else the one its journal recorded, else the CPUs this
+ * process may use (affinity mask, cgroup quota: cloq_cpus_available). */
 static int setup_threads(cloq_convert_opts *o)
 {
 	if (o->threads <= 0) {
@@ -949,7 +950,7 @@ static int setup_threads(cloq_convert_opts *o)
 		}
 	}
 	if (o->threads <= 0)
-		o->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+		o->threads = cloq_cpus_available();
 	if (o->threads < 1)
 		o->threads = 1;
 	openblas_set_num_threads(o->threads);

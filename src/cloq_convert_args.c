@@ -45,8 +45,9 @@ const char cloq_convert_help[] =
 	"  --cache-dtype fp32|bf16   activation cache encoding (default fp32, bit-exact)\n"
 	"  --mem-budget SIZE         e.g. 32G (K/M/G/T: powers of 1024); refuse to start when a layer\n"
 	"                            cannot fit\n"
-	"  --threads N               (default: all cores; recorded in the job, since results depend on\n"
-	"                            it in the last bits, and reused when the job is resumed)\n"
+	"  --threads N               (default: the CPUs this process may use: its affinity mask, capped\n"
+	"                            by a cgroup CPU quota; recorded in the job, since results depend\n"
+	"                            on it in the last bits, and reused when the job is resumed)\n"
 	"  --device cpu              (cuda: only in builds with CUDA=1)\n"
 	"  --force                   start over when the job in OUT has other settings or inputs\n"
 	"  --quiet                   no progress lines\n";

@@ -5,13 +5,18 @@
  * for a conversion stopped by SIGINT/SIGTERM).
  */
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <omp.h>
 
 #include "cloq_cli.h"
 #include "cloq_error.h"
 #include "cloq_interrupt.h"
 #include "cloq_sys.h"
+
+extern void openblas_set_num_threads(int);
 
 static const char usage_text[] =
 	"cloq - quantize a Hugging Face LLaMA-family model to 2/3/4/8 bits with a calibrated LoRA (CLoQ)\n"
@@ -57,6 +62,15 @@ int main(int argc, char **argv)
 	 * "disk full" error path, not kill the process mid-write. */
 	signal(SIGXFSZ, SIG_IGN);
 	cloq_fault_from_env();
+	/* Threads for every command: the CPUs this process may use, not the machine's cores (a
+	 * container's quota or taskset would otherwise leave threads waiting on each other at every
+	 * barrier). OMP_NUM_THREADS / OPENBLAS_NUM_THREADS still decide where set; convert sets its
+	 * job's own count. */
+	int ncpu = cloq_cpus_available();
+	if (!getenv("OMP_NUM_THREADS"))
+		omp_set_num_threads(ncpu);
+	if (!getenv("OMP_NUM_THREADS") && !getenv("OPENBLAS_NUM_THREADS"))
+		openblas_set_num_threads(ncpu);
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage_text, argc < 2 ? stderr : stdout);
 		return argc < 2 ? CLOQ_EUSAGE : CLOQ_OK;

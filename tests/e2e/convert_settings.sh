@@ -94,6 +94,15 @@ expect 2 "missing calibration file" "nocalib.txt" "$CLOQ" convert $MODEL -o "$T/
 expect 1 "unknown option" "unknown option '--frobnicate'" "$CLOQ" convert $MODEL -o "$T/o6" $CALIB --frobnicate
 expect 1 "--bits 5" "bits" "$CLOQ" convert $MODEL -o "$T/o7" $CALIB --bits 5
 expect 1 "no -o" "-o|OUT" "$CLOQ" convert $MODEL $CALIB
+# the default thread count is the CPUs the process may use (its affinity mask), not the cores
+if command -v taskset >/dev/null 2>&1; then
+	if taskset -c 0 "$CLOQ" convert $MODEL -o "$T/t1" $CALIB $QOPTS --quiet >"$T/t1.log" 2>&1 &&
+		grep -Eq '"threads":[[:space:]]*1([^0-9]|$)' "$T/t1/journal.json"; then
+		ok "under taskset -c 0 a job records threads 1"
+	else
+		fail "under taskset -c 0 the job did not default to 1 thread: $(grep threads "$T/t1/journal.json")"
+	fi
+fi
 for o in o2 o3 o4 o5 o6 o7; do
 	[ -e "$T/$o" ] && fail "a refused run created $o"
 done
