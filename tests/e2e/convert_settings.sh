@@ -11,18 +11,6 @@
 cp -r "$MODEL" "$T/model"
 MODEL=$T/model
 O=$T/job
-# expect WANT LABEL PATTERN CMD...: CMD exits WANT and its stderr matches the grep -E PATTERN
-expect() {
-	want=$1 label=$2 pat=$3
-	shift 3
-	if ! run_rc "$want" "$T/e.log" "$@"; then
-		fail "$label: exit status"
-	elif ! grep -q -E -e "$pat" "$T/e.log"; then
-		fail "$label: message does not match /$pat/: $(tail -n 2 "$T/e.log")"
-	else
-		ok "$label: exit $want [$(grep -E 'error|cloq:' "$T/e.log" | head -n 1 | sed "s|$T/||g")]"
-	fi
-}
 
 if ! run_rc 0 "$T/first.log" "$CLOQ" convert $MODEL -o "$O" $CALIB $QOPTS; then
 	fail "first run"

@@ -6,18 +6,6 @@
 . tests/e2e/convert_common.inc
 [ -n "$PY" ] || { echo "SKIP: python3 needed to rewrite the safetensors"; exit 77; }
 
-# expect WANT LABEL PATTERN CMD...: CMD exits WANT and its output matches the grep -E PATTERN
-expect() {
-	want=$1 label=$2 pat=$3
-	shift 3
-	if ! run_rc "$want" "$T/e.log" "$@"; then
-		fail "$label: exit status"
-	elif ! grep -q -E -e "$pat" "$T/e.log"; then
-		fail "$label: message does not match /$pat/: $(tail -n 2 "$T/e.log")"
-	else
-		ok "$label: exit $want [$(grep -E 'error|cloq:' "$T/e.log" | head -n 1 | sed "s|$T/||g")]"
-	fi
-}
 
 # add_tensor DIR NAME N: append an F32 tensor [N] (values 0.5) to DIR/model.safetensors
 add_tensor() {
