@@ -62,6 +62,9 @@ int cloq_outmodel_open(const char *out, int with_lora, const char *what, cloq_ou
 	CLOQ_FAIL_IF(j->nlayers != m->cfg.layers, err, CLOQ_EINPUT, "%s: journal has %d layers, config %d", out, j->nlayers,
 		     m->cfg.layers);
 	const cJSON *st = j->settings;
+	/* the recorded values first: a bad one is bad input naming the field (exit 2) */
+	snprintf(path, sizeof path, "%s/journal.json", out);
+	CLOQ_TRY(cloq_convert_check_settings(st, path, err));
 	const cJSON *bits = cJSON_GetObjectItemCaseSensitive(st, "bits");
 	const cJSON *gs = cJSON_GetObjectItemCaseSensitive(st, "group_size");
 	const cJSON *rank = cJSON_GetObjectItemCaseSensitive(st, "rank");
@@ -70,8 +73,6 @@ int cloq_outmodel_open(const char *out, int with_lora, const char *what, cloq_ou
 			     rank->valueint < 1,
 		     err, CLOQ_EINTEGRITY, "%s/journal.json is damaged: its settings lack bits, group_size, rank or lora_alpha",
 		     out);
-	snprintf(path, sizeof path, "%s/journal.json", out);
-	CLOQ_TRY(cloq_convert_check_settings(st, path, err));
 	m->bits = bits->valueint;
 	m->group_size = gs->valueint;
 	m->rank = rank->valueint;
