@@ -189,6 +189,7 @@ fi
 # term_at LINES SIG OUT LOG: run the job, send SIG once its log has LINES progress lines (so the
 # moment is a point of the job's progress, whatever the machine's load); prints the exit status
 term_at() {
+	: >"$4" # the log exists before the loop reads it (else, under load, the signal came at once)
 	"$CLOQ" convert $JOB -o "$3" >"$4" 2>&1 &
 	p=$!
 	while kill -0 $p 2>/dev/null && [ "$(wc -l <"$4")" -lt "$1" ]; do sleep 0.003; done
