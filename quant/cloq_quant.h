@@ -24,6 +24,18 @@
  * with the exported fp16 scale is exactly what cloq computed. A scale below the smallest fp16
  * subnormal (2^-24) is raised to it; one above 65504 is CLOQ_EINPUT (use fp16_scales = 0).
  * Guarantees: no scale is ever 0, NaN or Inf; an all-zero group dequantizes to exactly 0.
+ *
+ * v1_zeros (asym only): keep every zero point in [1, maxq], the range a GPTQ v1 checkpoint can
+ * store (v1 packs zero - 1 as an unsigned bits-wide field and loaders add 1 back: AutoGPTQ's
+ * QuantLinear.pack does `zeros -= 1` before packing, its forward `zeros + 1` after unpacking).
+ * Only a group whose rule above gives zero 0 changes: that is a group with xmin > -scale / 2, i.e.
+ * (nearly) all non-negative, and xmax > 0. With zero 1 the grid is scale * (q - 1), q in [0, maxq],
+ * spanning [-scale, (maxq - 1) scale]; the finest such grid that still spans [xmin, xmax] has
+ *          scale = xmax / (maxq - 1), zero = 1     (fp16-rounded as above)
+ * (a larger zero only shrinks the positive side; xmin >= -scale / 2 is inside the span). Like the
+ * unconstrained rule it keeps xmax exactly representable; the cost is a step maxq / (maxq - 1)
+ * times coarser in those groups (x1.5 at 2 bits, x1.07 at 4 bits). Every other group, and every
+ * symmetric group (zero (maxq + 1) / 2), is quantized exactly as without it.
  */
 #ifndef CLOQ_QUANT_H
 #define CLOQ_QUANT_H
@@ -43,9 +55,11 @@ typedef struct cloq_quant_params {
 	int block_size;    /* GPTQ lazy-batch block (default 128); a performance knob only */
 	double damp;       /* GPTQ: damp * mean(diag H) added to diag H (default 0.01) */
 	int fp16_scales;   /* round scales to fp16 before computing codes (default 1) */
+	int v1_zeros;      /* asym: every zero point in [1, maxq] so GPTQ v1 can store it (default 0) */
 } cloq_quant_params;
 
-/* bits 4, group 64, asym, no act-order, no static groups, block 128, damp 0.01, fp16_scales 1. */
+/* bits 4, group 64, asym, no act-order, no static groups, block 128, damp 0.01, fp16_scales 1,
+ * v1_zeros 0 (AutoGPTQ's quantizer exactly). */
 cloq_quant_params cloq_quant_default_params(void);
 
 /* ---- quantized tensor ----------------------------------------------------------------------- */
@@ -56,7 +70,8 @@ typedef struct cloq_qtensor {
 	int ngroups;        /* ceil(cols / group_size) */
 	uint8_t *q;         /* (rows, cols) row-major codes in [0, 2^bits - 1], original column order */
 	float *scale;       /* (rows, ngroups) row-major, > 0 and finite */
-	int32_t *zero;      /* (rows, ngroups) row-major, true zero points in [0, 2^bits - 1] */
+	int32_t *zero;      /* (rows, ngroups) row-major, true zero points in [0, 2^bits - 1]
+			     * ([1, 2^bits - 1] with v1_zeros) */
 	int32_t *g_idx;     /* (cols) group of each input column, in [0, ngroups) */
 } cloq_qtensor;
 

@@ -28,7 +28,7 @@ cloq_quant_params cloq_quant_default_params(void)
 {
 	cloq_quant_params p = {
 		.bits = 4, .group_size = 64, .sym = 0, .act_order = 0, .static_groups = 0,
-		.block_size = 128, .damp = 0.01, .fp16_scales = 1,
+		.block_size = 128, .damp = 0.01, .fp16_scales = 1, .v1_zeros = 0,
 	};
 	return p;
 }
@@ -60,6 +60,7 @@ int cloq_quant__cfg(const cloq_quant_params *p, int rows, int cols, cloq_quant_c
 	c->static_groups = !!p->static_groups;
 	c->block_size = p->block_size;
 	c->damp = p->damp;
+	c->v1_zeros = !!p->v1_zeros;
 	return CLOQ_OK;
 }
 
@@ -108,6 +109,29 @@ int cloq_quant__check_h(const double *H, int n, cloq_err *err)
 }
 
 /* ======== the quantizer ========================================================================= */
+/* A raw step s for the range [lo, hi] made usable: never Inf, 0 or NaN; rounded to fp16 when asked. */
+static int finish_scale(float s, float lo, float hi, const cloq_quant_cfg *c, int r, int g, float *out,
+			cloq_err *err)
+{
+	if (isinf(s)) /* the range overflowed float32 although both ends are finite */
+		s = (float)(((double)hi - (double)lo) / c->maxq);
+	if (!(s > 0.0f)) /* denormal range that underflowed: any tiny positive step will do */
+		s = FLT_MIN;
+	if (c->fp16) {
+		float s16 = cloq_quant_f16_to_f32(cloq_quant_f32_to_f16(s));
+		if (isinf(s16))
+			return cloq_err_set(err, CLOQ_EINPUT,
+					    "quant: row %d group %d: scale %g exceeds the fp16 range "
+					    "(weights up to %g); quantize with fp16_scales = 0",
+					    r, g, (double)s, (double)(hi > -lo ? hi : -lo));
+		if (s16 == 0.0f)
+			s16 = 0x1p-24f; /* smallest fp16 subnormal */
+		s = s16;
+	}
+	*out = s;
+	return CLOQ_OK;
+}
+
 int cloq_quant__params(const float *x, int n, const cloq_quant_cfg *c, float *scale,
 		       int32_t *zero, int r, int g, cloq_err *err)
 {
@@ -132,33 +156,31 @@ int cloq_quant__params(const float *x, int n, const cloq_quant_cfg *c, float *sc
 		xmin = -1.0f;
 		xmax = 1.0f;
 	}
-	float s = (xmax - xmin) / (float)c->maxq;
-	if (isinf(s)) /* the range overflowed float32 although both ends are finite */
-		s = (float)(((double)xmax - (double)xmin) / c->maxq);
-	if (!(s > 0.0f)) /* denormal range that underflowed: any tiny positive step will do */
-		s = FLT_MIN;
-	if (c->fp16) {
-		float s16 = cloq_quant_f16_to_f32(cloq_quant_f32_to_f16(s));
-		if (isinf(s16))
-			return cloq_err_set(err, CLOQ_EINPUT,
-					    "quant: row %d group %d: scale %g exceeds the fp16 range "
-					    "(weights up to %g); quantize with fp16_scales = 0",
-					    r, g, (double)s, (double)(xmax > -xmin ? xmax : -xmin));
-		if (s16 == 0.0f)
-			s16 = 0x1p-24f; /* smallest fp16 subnormal */
-		s = s16;
+	float s;
+	int rc = finish_scale((xmax - xmin) / (float)c->maxq, xmin, xmax, c, r, g, &s, err);
+	if (rc)
+		return rc;
+	if (c->sym) {
+		*scale = s;
+		*zero = (c->maxq + 1) / 2;
+		return CLOQ_OK;
+	}
+	float z = rintf(-xmin / s);
+	if (z < 0.0f)
+		z = 0.0f;
+	if (z > (float)c->maxq) /* only when an fp16 scale rounded down at the very edge */
+		z = (float)c->maxq;
+	if (z == 0.0f && c->v1_zeros) {
+		/* GPTQ v1 cannot store zero 0: the finest grid with zero 1 that still spans the group,
+		 * s (q - 1) for q in [0, maxq], i.e. [-s, (maxq - 1) s] with xmax on it (see the header).
+		 * z == 0 means -xmin < s / 2 and xmax > 0 (an all-zero group has z = round(maxq / 2)). */
+		rc = finish_scale(xmax / (float)(c->maxq - 1), xmin, xmax, c, r, g, &s, err);
+		if (rc)
+			return rc;
+		z = 1.0f;
 	}
 	*scale = s;
-	if (c->sym) {
-		*zero = (c->maxq + 1) / 2;
-	} else {
-		float z = rintf(-xmin / s);
-		if (z < 0.0f)
-			z = 0.0f;
-		if (z > (float)c->maxq) /* only when an fp16 scale rounded down at the very edge */
-			z = (float)c->maxq;
-		*zero = (int32_t)z;
-	}
+	*zero = (int32_t)z;
 	return CLOQ_OK;
 }
 

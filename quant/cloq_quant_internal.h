@@ -9,7 +9,7 @@
 
 /* Validated, normalised view of cloq_quant_params for a (rows, cols) weight. */
 typedef struct cloq_quant_cfg {
-	int bits, maxq, gs, ngroups, sym, fp16, act_order, static_groups, block_size;
+	int bits, maxq, gs, ngroups, sym, fp16, act_order, static_groups, block_size, v1_zeros;
 	double damp;
 } cloq_quant_cfg;
 
@@ -20,7 +20,8 @@ int cloq_quant__check_w(const float *W, int rows, int cols, cloq_err *err);
 /* H finite, diag >= 0, symmetric to a relative tolerance; CLOQ_EINPUT naming (i, j). */
 int cloq_quant__check_h(const double *H, int n, cloq_err *err);
 
-/* AutoGPTQ find_params on x[0..n) (float32 semantics). Never a zero/NaN/Inf scale;
+/* AutoGPTQ find_params on x[0..n) (float32 semantics), with v1_zeros' rule (cloq_quant.h). Never a
+ * zero/NaN/Inf scale;
  * CLOQ_EINPUT (message names row r and group g) only when an fp16 scale would overflow. */
 int cloq_quant__params(const float *x, int n, const cloq_quant_cfg *c, float *scale,
 		       int32_t *zero, int r, int g, cloq_err *err);

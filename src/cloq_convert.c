@@ -163,6 +163,7 @@ static cJSON *settings_json(const cloq_convert_opts *o)
 	cJSON_AddStringToObject(s, "quantizer", quantizer_name(o->quantizer));
 	cJSON_AddBoolToObject(s, "sym", o->sym);
 	cJSON_AddBoolToObject(s, "act_order", o->act_order);
+	cJSON_AddStringToObject(s, "gptq_zeros", o->gptq_zeros == 2 ? "v2" : "v1");
 	cJSON_AddStringToObject(s, "init", init_name(o->init));
 	cJSON_AddNumberToObject(s, "rank", o->rank);
 	cJSON_AddNumberToObject(s, "lora_alpha", o->lora_alpha > 0 ? o->lora_alpha : o->rank);
@@ -199,6 +200,9 @@ int cloq_convert_check_settings(const cJSON *s, const char *path, cloq_err *err)
 			return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.%s: expected an integer in [%.0f, %.0f], got %.17g",
 					    path, ints[i].key, ints[i].lo, ints[i].hi, x);
 	}
+	const cJSON *gz = cJSON_GetObjectItemCaseSensitive(s, "gptq_zeros");
+	if (gz && (!cJSON_IsString(gz) || (strcmp(gz->valuestring, "v1") && strcmp(gz->valuestring, "v2"))))
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.gptq_zeros: expected \"v1\" or \"v2\"", path);
 	int bits = cJSON_GetObjectItemCaseSensitive(s, "bits")->valueint;
 	if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
 		return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.bits: expected 2, 3, 4 or 8, got %d", path, bits);
@@ -245,6 +249,8 @@ static int settings_from_json(const cJSON *s, const char *out_dir, cloq_convert_
 	o->cache_bf16 = cd && !strcmp(cd, "bf16");
 	o->sym = BOOL("sym");
 	o->act_order = BOOL("act_order");
+	const char *gz = STR("gptq_zeros"); /* absent: a job from before the option, unconstrained */
+	o->gptq_zeros = gz && !strcmp(gz, "v1") ? 1 : 2;
 	o->rank = (int)NUM("rank");
 	o->lora_alpha = NUM("lora_alpha");
 	o->cloq_iters = (int)NUM("cloq_iters");
@@ -1057,6 +1063,7 @@ static int run(job *J, cloq_err *err)
 	J->sp.quantizer = o->quantizer;
 	J->sp.sym = o->sym;
 	J->sp.act_order = o->act_order;
+	J->sp.v1_zeros = o->gptq_zeros == 1;
 	J->sp.init = o->init;
 	J->sp.rank = o->rank;
 	J->sp.scaling = (o->lora_alpha > 0 ? o->lora_alpha : o->rank) / (double)o->rank;

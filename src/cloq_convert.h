@@ -43,6 +43,7 @@ typedef struct cloq_convert_opts {
 	int group_size;             /* 64 */
 	int quantizer;              /* enum cloq_quantizer_kind */
 	int sym, act_order;
+	int gptq_zeros;             /* 1: every zero point GPTQ v1 can store (default), 2: any (v2) */
 	int init;                   /* enum cloq_init_kind */
 	int rank;                   /* 64 */
 	double lora_alpha;          /* 0 = rank (s = 1) */

@@ -28,6 +28,13 @@ const char cloq_convert_help[] =
 	"  --quantizer gptq|rtn      (default gptq)\n"
 	"  --sym                     symmetric groups (default asymmetric)\n"
 	"  --act-order               GPTQ act-order with static groups\n"
+	"  --gptq-zeros v1|v2        v1 (default): keep every asymmetric zero point in [1, 2^bits - 1], so\n"
+	"                            'cloq export' writes checkpoint_format gptq (v1), which every GPTQ\n"
+	"                            loader reads; a group that would get zero 0 (all weights >= about 0)\n"
+	"                            gets zero 1 and the step max / (2^bits - 2) instead.\n"
+	"                            v2: zero 0 allowed (AutoGPTQ's own rule); an export with one is\n"
+	"                            gptq_v2, which AutoGPTQ and transformers <= 4.48 + auto-gptq read\n"
+	"                            silently wrong (README: loader compatibility)\n"
 	"LoRA initialisation:\n"
 	"  --init cloq|loftq|zero    (default cloq)\n"
 	"  --rank R                  (default 64)\n"
@@ -61,6 +68,7 @@ void cloq_convert_default_opts(cloq_convert_opts *o)
 	o->bits = 4;
 	o->group_size = 64;
 	o->quantizer = CLOQ_Q_GPTQ;
+	o->gptq_zeros = 1;
 	o->init = CLOQ_INIT_CLOQ;
 	o->rank = 64;
 	o->cloq_iters = 1;
@@ -165,6 +173,16 @@ int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_er
 			else
 				return cloq_err_set(err, CLOQ_EUSAGE,
 						    "--quantizer: expected gptq or rtn, got '%s' (nf is used by LoftQ baselines only)", v);
+			continue;
+		}
+		if (!strcmp(a, "--gptq-zeros")) {
+			NEED();
+			if (!strcmp(v, "v1"))
+				o->gptq_zeros = 1;
+			else if (!strcmp(v, "v2"))
+				o->gptq_zeros = 2;
+			else
+				return cloq_err_set(err, CLOQ_EUSAGE, "--gptq-zeros: expected v1 or v2, got '%s'", v);
 			continue;
 		}
 		if (!strcmp(a, "--init")) {

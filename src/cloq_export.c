@@ -11,7 +11,10 @@
  * A linear whose shape the format cannot pack stays dense: P.weight fp16 (out, in) = deq(Q), so the
  * adapter still applies, and it is left out of quantization_config.modules_in_block_to_quantize.
  * v1 cannot hold a zero point of 0 (it stores zero - 1); when any group has one, the whole
- * checkpoint is written as checkpoint_format gptq_v2 (true zeros, as GPTQModel does).
+ * checkpoint is written as checkpoint_format gptq_v2 (true zeros, as GPTQModel does). Jobs made
+ * with --gptq-zeros v1 (the default) have none: their exports are always v1, and a zero of 0
+ * found in one is refused (exit 4) naming the linear. Jobs from before the option (no
+ * settings.gptq_zeros) are treated as v2 jobs.
  *
  * The export is built whole in a sibling temp directory DIR.tmp.PID (same parent, so renames
  * stay on one file system; every file fsynced, config.json last) and only then swapped in, so a
@@ -548,17 +551,32 @@ static void base_model_name(const char *out, const cJSON *settings, char *buf, s
 		snprintf(buf, cap, "model");
 }
 
-/* Is any zero point 0 anywhere? Then v1 cannot hold the checkpoint. */
-static int scan_needs_v2(exporter *E, int *needs, cloq_err *err)
+/* Is any zero point 0 anywhere? Then v1 cannot hold the checkpoint. A job made with
+ * --gptq-zeros v1 promises none: one found is refused, naming the linear, rather than written as
+ * a gptq_v2 file its user did not ask for. */
+static int scan_needs_v2(exporter *E, int v1_job, int *needs, cloq_err *err)
 {
 	*needs = 0;
 	for (int l = 0; l < E->cfg->layers && !*needs; l++) {
 		int rc = load_layer(E, l, err);
 		if (rc)
 			return rc;
-		for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-			if (E->packable[lin] && cloq_quant_needs_v2(&E->cur[lin].q))
-				*needs = 1;
+		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+			const cloq_qtensor *q = &E->cur[lin].q;
+			if (!E->packable[lin] || !cloq_quant_needs_v2(q))
+				continue;
+			*needs = 1;
+			size_t k = 0;
+			while (q->zero[k] != 0)
+				k++;
+			if (v1_job)
+				return cloq_err_set(err, CLOQ_EINTEGRITY,
+						    "model.layers.%d.%s.%s: zero point 0 at row %zu, group %zu, in a job "
+						    "made with --gptq-zeros v1: GPTQ v1 cannot store it, and this job "
+						    "promises a v1 checkpoint; refusing to export",
+						    l, cloq_linear_parent[lin], cloq_linear_names[lin],
+						    k / (size_t)q->ngroups, k % (size_t)q->ngroups);
+		}
 	}
 	return CLOQ_OK;
 }
@@ -658,7 +676,8 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	E.format = CLOQ_GPTQ_V1;
 	if (gptq) {
 		int needs = 0;
-		CLOQ_TRY(scan_needs_v2(&E, &needs, err));
+		const cJSON *gz = cJSON_GetObjectItemCaseSensitive(j->settings, "gptq_zeros");
+		CLOQ_TRY(scan_needs_v2(&E, cJSON_IsString(gz) && !strcmp(gz->valuestring, "v1"), &needs, err));
 		if (needs)
 			E.format = CLOQ_GPTQ_V2;
 	}
@@ -791,6 +810,11 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	if (dense_n)
 		printf("; %d of %d linears per layer stay dense: their shapes cannot be packed", dense_n, CLOQ_LINEARS);
 	printf(") and the LoRA adapter to %s/adapter\n", dir);
+	if (gptq && E.format == CLOQ_GPTQ_V2)
+		printf("note: checkpoint_format gptq_v2 (true zero points) is read right by GPTQModel and by\n"
+		       "  transformers >= 4.49 with gptqmodel (+ optimum); AutoGPTQ's kernels, transformers <= 4.48\n"
+		       "  with auto-gptq, and any loader that ignores checkpoint_format read it silently wrong.\n"
+		       "  For a file every loader reads: 'cloq convert ... --gptq-zeros v1' (the default)\n");
 fail:
 	if (made_tmp)
 		rm_tree(tmp);

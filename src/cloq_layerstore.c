@@ -130,6 +130,7 @@ static cloq_quant_params quant_params(const cloq_layerstore_params *p)
 	qp.sym = p->sym;
 	qp.act_order = p->act_order;
 	qp.static_groups = p->act_order;
+	qp.v1_zeros = p->v1_zeros;
 	return qp;
 }
 

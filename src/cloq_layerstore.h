@@ -30,6 +30,7 @@
 
 typedef struct cloq_layerstore_params {
 	int bits, group_size, quantizer, sym, act_order;
+	int v1_zeros;            /* asym zero points in [1, maxq] (cloq_quant_params.v1_zeros) */
 	int init, rank, cloq_iters, loftq_iters, propagate, baselines;
 	double scaling;          /* s = lora_alpha / r */
 	uint64_t seed;

@@ -21,6 +21,8 @@ cp "$O/shards/layer_00002.cloqshard" "$T/l2.bits2"
 # ---- settings and inputs ------------------------------------------------------------------------
 expect 2 "other --bits" "other settings.*bits: 2 -> 3" "$CLOQ" convert $MODEL -o "$O" $CALIB --bits 3 --group-size 32 --rank 8
 expect 2 "other --rank" "other settings.*rank: 8 -> 4" "$CLOQ" convert $MODEL -o "$O" $CALIB --bits 2 --group-size 32 --rank 4
+expect 2 "other --gptq-zeros" "other settings.*gptq_zeros.*v1.*v2" "$CLOQ" convert $MODEL -o "$O" $CALIB $QOPTS --gptq-zeros v2
+expect 1 "--gptq-zeros junk" "--gptq-zeros: expected v1 or v2, got 'v3'" "$CLOQ" convert $MODEL -o "$O" $CALIB $QOPTS --gptq-zeros v3
 cmp -s "$O/shards/layer_00002.cloqshard" "$T/l2.bits2" || fail "a refused run changed the job's shards"
 run_rc 0 "$T/v.log" "$CLOQ" verify "$O" || fail "the job does not verify after the refused runs"
 

@@ -2,7 +2,8 @@
 # tests/e2e/export_formats.sh - `cloq export` checked against the PUBLISHED formats by an independent
 # numpy reader (tests/tools/read_export.py: safetensors spec, HF sharded index, AutoGPTQ packing
 # v1/v2 incl. 3 bits, PEFT LoRA), not against cloq's own writer:
-#  - stories260K at INT2 (zero points of 0 occur: the export must say gptq_v2), INT4 act-order with
+#  - stories260K at INT2 with --gptq-zeros v2 (zero points of 0 occur: the export must say gptq_v2),
+#    INT4 act-order with
 #    lora_alpha 2r (g_idx and the adapter scaling), INT4 sym group 128, INT3 and INT8 (other packings; at 8 bits the
 #    172-wide MLP packs too), and a synthetic model whose every linear packs at 3 bits;
 #  - for each: the reader's GPTQ dequantization == the fp32 dequant export BITWISE for every
@@ -10,6 +11,10 @@
 #  - a sharded export (5 files) reads back identical to the single-file one;
 #  - 31 mutants (one rule broken each, tests/tools/read_export_mutants.py) are all rejected;
 #  - perplexity of reader-built model (ref_llama.py forward) == `cloq ppl`, with and without LoRA;
+#  - GPTQ v1 for every loader: an INT2 job with the default --gptq-zeros v1 exports checkpoint_format
+#    gptq with no zero of 0, and a loader that knows only v1 (the reader's --v1-only: zero = field
+#    + 1 always) gets `cloq ppl`'s perplexity from it, while from the v2 file it gets a very
+#    different one; a v1 job whose journal is edited to hide a zero of 0 is refused (exit 4);
 #  - exports interrupted (CLOQ_FAULT_IO=N, kill -9), also over a previous export of the same job,
 #    never leave a directory a loader would accept with wrong contents: a failed export leaves DIR
 #    as it was (absent, or the previous export byte for byte) and no temp sibling; no *.tmp.*
@@ -63,11 +68,13 @@ expect_line() { # expect_line NAME PATTERN: the reader's summary of NAME has a l
 }
 
 S=fixtures/stories260K
-# INT2: asymmetric groups hit zero point 0 -> gptq_v2
-convert $S "$T/o2" --bits 2 --group-size 32 &&
+# INT2, zero 0 allowed: asymmetric groups hit zero point 0 -> gptq_v2
+convert $S "$T/o2" --bits 2 --group-size 32 --gptq-zeros v2 &&
 	export_pair "$T/o2" int2 && {
 	expect_line int2 "^checkpoint_format gptq_v2$"
 	grep -q "gptq_v2, zero points of 0 present" "$T/stdout_int2" || fail "int2: export did not say gptq_v2"
+	grep -q "GPTQModel" "$T/stdout_int2" && grep -q "transformers >= 4.49" "$T/stdout_int2" &&
+		grep -q "AutoGPTQ" "$T/stdout_int2" || fail "int2: export did not say which loaders read gptq_v2"
 	expect_line int2 "^zero points: min 0 .*, [1-9][0-9]* groups with zero 0$"
 	expect_line int2 "^quantized linears: 20 \(self_attn.q_proj self_attn.k_proj self_attn.v_proj self_attn.o_proj\)$"
 	expect_line int2 "^dense linears: 15 \(mlp.gate_proj mlp.up_proj mlp.down_proj\)$"
@@ -151,6 +158,45 @@ if [ -d "$T/g_int2" ]; then
 	ppl_cmp "INT2 GPTQ, no LoRA" "$(ppl_of "$T/p_gn")" "$(ppl_of "$T/p_cn")" 5e-4
 	# The fp32 dequant export holds exactly cloq's weights: float64 reference vs cloq's forward.
 	ppl_cmp "INT2 fp32 dequant + LoRA" "$(ppl_of "$T/p_d")" "$(ppl_of "$T/p_c")" 2e-6
+fi
+
+# ---- GPTQ v1 for loaders that know only v1 ----
+# The default --gptq-zeros v1 keeps every zero point in [1, 2^bits - 1]: the export is v1. With
+# --dtype fp32 the file holds exactly cloq's weights, so a v1-only reader (zero = field + 1, as
+# AutoGPTQ's kernels) must give cloq ppl's figure; the v2 file (o2) read the same way is wrong.
+if convert $S "$T/o2v1" --bits 2 --group-size 32 && run $CLOQ export "$T/o2v1" --to "$T/g_v1" --dtype fp32; then
+	cp "$T/out" "$T/stdout_v1"
+	$R check "$T/g_v1" >"$T/check_v1" 2>&1 || { cat "$T/check_v1"; fail "v1: export rejected by the reader"; }
+	expect_line v1 "^checkpoint_format gptq$"
+	expect_line v1 "^zero points: min [1-9][0-9]* max [0-9]+, 0 groups with zero 0$"
+	grep -q "(GPTQ v1" "$T/stdout_v1" && ! grep -q "gptq_v2" "$T/stdout_v1" || { cat "$T/stdout_v1"; fail "v1: export message"; }
+	grep -q '"gptq_zeros":[[:space:]]*"v1"' "$T/o2v1/journal.json" || fail "v1: journal lacks gptq_zeros v1"
+	$CLOQ ppl "$T/o2v1" --tokens "$W40" >"$T/p_v1c" 2>&1 || { cat "$T/p_v1c"; fail "cloq ppl v1 job"; }
+	$R ppl "$T/g_v1" --tokens "$W40" --v1-only >"$T/p_v1r" 2>&1 || { cat "$T/p_v1r"; fail "reader ppl --v1-only"; }
+	ppl_cmp "INT2 v1 file read by a v1-only loader" "$(ppl_of "$T/p_v1r")" "$(ppl_of "$T/p_v1c")" 1e-6
+	if [ -d "$T/g_int2" ]; then
+		$R ppl "$T/g_int2" --tokens "$W40" --v1-only >"$T/p_v2r" 2>&1 || { cat "$T/p_v2r"; fail "reader ppl v2 --v1-only"; }
+		a=$(ppl_of "$T/p_v2r") b=$(ppl_of "$T/p_c")
+		if "$PY" -c "import sys; a, b = map(float, sys.argv[1:3]); sys.exit(0 if a > 2 * b else 1)" "$a" "$b"; then
+			ok "INT2 gptq_v2 file read by a v1-only loader: perplexity $a, cloq ppl $b (misread, as expected)"
+		else
+			fail "INT2 gptq_v2 file read by a v1-only loader: perplexity $a, want far above cloq ppl $b"
+		fi
+	fi
+	# a v1 job that holds a zero of 0 (its journal edited to claim v1) is refused, naming the linear
+	if [ -d "$T/o2" ]; then
+		cp -r "$T/o2" "$T/o2lie"
+		"$PY" -c "import json, sys; p = sys.argv[1]; j = json.load(open(p)); j['settings']['gptq_zeros'] = 'v1'; json.dump(j, open(p, 'w'), indent=1)" \
+			"$T/o2lie/journal.json" || fail "edit journal"
+		$CLOQ export "$T/o2lie" --to "$T/g_lie" >"$T/out" 2>&1
+		rc=$?
+		if [ $rc = 4 ] && grep -q "model\.layers\.[0-9]*\.self_attn\.[a-z]_proj: zero point 0 at row" "$T/out" && [ ! -e "$T/g_lie" ]; then
+			ok "v1 job with a zero of 0 refused: $(cat "$T/out")"
+		else
+			cat "$T/out"
+			fail "v1 job with a zero of 0: export exit $rc, want 4 naming the linear and no DIR"
+		fi
+	fi
 fi
 
 # ---- interrupted exports ----

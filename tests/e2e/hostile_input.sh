@@ -69,6 +69,9 @@ if run_rc 0 "$T/log" $CLOQ convert $MODEL -o "$J" $CALIB $QOPTS --quiet --no-bas
 	expect 2 "journal.json: settings.rank: expected an integer in [1, 65536]" "resume, journal rank 1e300" \
 		$CLOQ resume "$T/badj" --quiet
 	expect 2 "journal.json: settings.rank" "export, journal rank 1e300" $CLOQ export "$T/badj" --to "$T/badj_x"
+	rm -rf "$T/badj" && cp -r "$J" "$T/badj" && sed -i 's/"gptq_zeros":[^,]*,/"gptq_zeros": "v3",/' "$T/badj/journal.json"
+	grep -q '"gptq_zeros": "v3",' "$T/badj/journal.json" || fail "could not edit gptq_zeros in journal.json"
+	expect 2 "journal.json: settings.gptq_zeros: expected" "export, journal gptq_zeros v3" $CLOQ export "$T/badj" --to "$T/badj_x"
 	[ ! -e "$T/badj_x" ] && ok "refused export created nothing" || fail "refused export created $T/badj_x"
 else
 	fail "convert the reference job"

@@ -42,7 +42,12 @@ Usage:
   read_export.py check DIR                  validate everything; print a summary
   read_export.py compare GPTQ_DIR DENSE_DIR GPTQ dequantized == the fp32 dense export, bitwise
   read_export.py same DIR_A DIR_B           the same tensors (bytes) and configs (e.g. sharded vs not)
-  read_export.py ppl DIR --tokens F.npy [--no-lora] [--rows N]   prints "perplexity X"
+  read_export.py ppl DIR --tokens F.npy [--no-lora] [--rows N] [--v1-only]   prints "perplexity X"
+                                            --v1-only: read qzeros as a loader that knows only GPTQ
+                                            v1 does (AutoGPTQ's kernels; transformers <= 4.48 with
+                                            auto-gptq, whose GPTQConfig drops checkpoint_format):
+                                            zero = (stored field) + 1 whatever checkpoint_format says,
+                                            no check (AutoGPTQ QuantLinear.forward: mask, then + 1)
   read_export.py loadable DIR...            exit 0 when each DIR has no config.json (nothing a
                                             loader would take) or everything the config needs is
                                             valid (same for adapter/); exit 1 when one has a
@@ -423,8 +428,9 @@ class Base:
     """A base model directory read as a loader would: weights (float32; quantized linears
     dequantized), the raw tensors, and what was found."""
 
-    def __init__(self, d):
+    def __init__(self, d, v1_only=False):
         self.dir = d
+        self.v1_only = v1_only
         cp = os.path.join(d, "config.json")
         self.cfg = read_json(cp)
         g = self.geom = Geometry(self.cfg, cp)
@@ -531,7 +537,9 @@ class Base:
         q = unpack_rows(qw.array(), bits)                 # (in, out)
         zs = unpack_rows(qz.array().T, bits).T            # (ng, out) as stored
         mask = (1 << bits) - 1
-        if self.fmt == "gptq":
+        if self.v1_only:  # a v1-only loader: every field + 1, checkpoint_format ignored
+            z = zs + 1
+        elif self.fmt == "gptq":
             if np.any(zs == mask):
                 k = np.argwhere(zs == mask)[0]
                 fail("%s: %s.qzeros group %d column %d stores %d: a v1 zero point of 0 wrapped around "
@@ -624,8 +632,8 @@ class Adapter:
             fail("%s: unexpected tensors %s" % (d, extra[:5]))
 
 
-def load(d, adapter=True):
-    b = Base(d)
+def load(d, adapter=True, v1_only=False):
+    b = Base(d, v1_only)
     a = None
     if adapter:
         ad = os.path.join(d, "adapter")
@@ -829,7 +837,7 @@ def main(argv):
                 bad += not loadable(d)
             return 1 if bad else 0
         if cmd == "ppl" and args:
-            d, tokens, rows, lora = args[0], None, 0, True
+            d, tokens, rows, lora, v1_only = args[0], None, 0, True, False
             i = 1
             while i < len(args):
                 if args[i] == "--tokens" and i + 1 < len(args):
@@ -841,13 +849,16 @@ def main(argv):
                 elif args[i] == "--no-lora":
                     lora = False
                     i += 1
+                elif args[i] == "--v1-only":
+                    v1_only = True
+                    i += 1
                 else:
                     sys.stderr.write("ppl: unexpected %s\n" % args[i])
                     return 2
             if not tokens:
                 sys.stderr.write("ppl: need --tokens\n")
                 return 2
-            b, a = load(d, adapter=lora)
+            b, a = load(d, adapter=lora, v1_only=v1_only)
             m, ref = ref_model(b, a)
             win = np.load(tokens)
             if rows:
