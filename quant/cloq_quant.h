@@ -56,6 +56,11 @@ typedef struct cloq_quant_params {
 	double damp;       /* GPTQ: damp * mean(diag H) added to diag H (default 0.01) */
 	int fp16_scales;   /* round scales to fp16 before computing codes (default 1) */
 	int v1_zeros;      /* asym: every zero point in [1, maxq] so GPTQ v1 can store it (default 0) */
+	int autogptq_groups; /* GPTQ, no static groups: 1 = a group that starts inside a block takes
+			      * its parameters from the weights as they were when the block started
+			      * (AutoGPTQ's code: find_params on the global W, which misses the in-block
+			      * updates), blocks of exactly block_size; 0 (default) = from the current,
+			      * fully updated weights (see cloq_quant_gptq.c) */
 } cloq_quant_params;
 
 /* bits 4, group 64, asym, no act-order, no static groups, block 128, damp 0.01, fp16_scales 1,

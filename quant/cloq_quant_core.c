@@ -58,6 +58,7 @@ int cloq_quant__cfg(const cloq_quant_params *p, int rows, int cols, cloq_quant_c
 	c->fp16 = !!p->fp16_scales;
 	c->act_order = !!p->act_order;
 	c->static_groups = !!p->static_groups;
+	c->stale = !p->static_groups && p->autogptq_groups;
 	c->block_size = p->block_size;
 	c->damp = p->damp;
 	c->v1_zeros = !!p->v1_zeros;

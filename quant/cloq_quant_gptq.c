@@ -14,6 +14,9 @@
  *    unblocked reference computes): blocks are cut so that a group starting mid-block lies
  *    wholly inside the block (block rounded down to a multiple of gs), and when gs > block every
  *    group starts a block. block_size stays a performance knob only.
+ *    autogptq_groups = 1 reproduces AutoGPTQ's code instead (blocks of exactly block_size, a
+ *    group's parameters from a snapshot of the row taken when its block started; right-looking
+ *    only), for comparisons with AutoGPTQ and references written from its code.
  *  - U = chol(H^-1, upper) is computed as R^-1 where H = R R^T with R upper, i.e. the lower
  *    Cholesky factor of the reversed H, reversed back: one spotrf + one strtri (2n^3/3 flops)
  *    instead of potrf + potri + potrf (5n^3/3), about 2.5x less time on the dominant step. In
@@ -151,6 +154,8 @@ static double attempt_damp(double damp, int k)
 static int eff_block(const cloq_quant_cfg *c, int cols)
 {
 	int blk = c->block_size;
+	if (c->stale)
+		return blk > cols ? cols : blk;
 	if (!c->static_groups && c->gs <= blk)
 		blk = (blk / c->gs) * c->gs;
 	return blk > cols ? cols : blk;
@@ -159,7 +164,7 @@ static int eff_block(const cloq_quant_cfg *c, int cols)
 static int block_end(const cloq_quant_cfg *c, int blk, int cols, int i1)
 {
 	int i2 = i1 + blk;
-	if (!c->static_groups && c->gs > blk) { /* every group starts a block */
+	if (!c->static_groups && !c->stale && c->gs > blk) { /* every group starts a block */
 		int next = (i1 / c->gs + 1) * c->gs;
 		if (next < i2)
 			i2 = next;
@@ -175,7 +180,7 @@ static int block_end(const cloq_quant_cfg *c, int blk, int cols, int i1)
 int cloq_quant__left_min_cols = 8192;
 static int left_looking(const cloq_quant_cfg *c, int blk, int cols)
 {
-	return cols >= cloq_quant__left_min_cols && (c->static_groups || c->gs <= blk);
+	return cols >= cloq_quant__left_min_cols && !c->stale && (c->static_groups || c->gs <= blk);
 }
 
 /* ======== the factor, shareable by the linears that read the same input ======================= */
@@ -187,7 +192,7 @@ struct cloq_quant_hinv {
 	 * (blocks bstart[0..nb], cloq_quant__hfactor_blocked), else U = chol(H'^-1) */
 	float *U;
 	int nb, *bstart;
-	int blk, gs, static_groups; /* the partition's inputs, checked by cloq_quant_gptq_hinv */
+	int blk, gs, static_groups, stale; /* the partition's inputs, checked by cloq_quant_gptq_hinv */
 	double damp_used, t_factor_s;
 	int escalations, ndead;
 };
@@ -235,6 +240,7 @@ int cloq_quant_hinv_create(const double *H, int cols, const cloq_quant_params *p
 	h->blk = eff_block(&c, cols);
 	h->gs = c.gs;
 	h->static_groups = c.static_groups;
+	h->stale = c.stale;
 	if (left_looking(&c, h->blk, cols)) {
 		for (int i1 = 0; i1 < cols; i1 = block_end(&c, h->blk, cols, i1))
 			h->nb++;
@@ -316,7 +322,7 @@ fail:
  */
 static inline int quant_row_block(float *wb, int i1, int i2, const cloq_quant_hinv *h,
 				  const cloq_quant_cfg *c, cloq_qtensor *out, size_t r, const float *Wrow,
-				  float *e, float *drow, double *loss)
+				  const float *snap, float *e, float *drow, double *loss)
 {
 	const size_t N = (size_t)h->n;
 	float *sc = out->scale + r * c->ngroups;
@@ -331,8 +337,9 @@ static inline int quant_row_block(float *wb, int i1, int i2, const cloq_quant_hi
 			g = i / c->gs;
 			if (i % c->gs == 0) {
 				int m = h->n - i < c->gs ? h->n - i : c->gs;
-				if (cloq_quant__params(wb + (i - i1), m, c, &sc[g], &zp[g], (int)r, g,
-						       NULL) != CLOQ_OK)
+				/* snap: the row as it was when the block started (AutoGPTQ) */
+				if (cloq_quant__params((snap ? snap : wb) + (i - i1), m, c, &sc[g], &zp[g],
+						       (int)r, g, NULL) != CLOQ_OK)
 					return -1;
 			}
 		}
@@ -390,7 +397,7 @@ static int gptq_left(const float *W, int rows, const cloq_quant_hinv *h, const c
 #pragma omp parallel for schedule(static) if (R * (size_t)w > 16384)
 		for (size_t r = 0; r < R; r++)
 			if (quant_row_block(Wcur + r * (size_t)blk, i1, i2, h, &c, out, r, W + r * N, NULL,
-					    D + r * N, &loss[r]) != 0) {
+					    NULL, D + r * N, &loss[r]) != 0) {
 #pragma omp critical(cloq_quant_gptq_bad)
 				if (bad_row < 0 || (int)r < bad_row)
 					bad_row = (int)r;
@@ -406,7 +413,7 @@ int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
 {
 	int rc = CLOQ_OK;
 	cloq_quant_cfg c;
-	float *Wp = NULL, *Err = NULL, *row = NULL;
+	float *Wp = NULL, *Err = NULL, *row = NULL, *Snap = NULL;
 	double *loss = NULL;
 	size_t rn;
 	double t1 = now_s();
@@ -428,16 +435,20 @@ int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
 
 	/* Effective block: see the banner. */
 	int blk = eff_block(&c, cols);
-	CLOQ_FAIL_IF(blk != h->blk || c.gs != h->gs || c.static_groups != h->static_groups, err,
-		     CLOQ_EINPUT, "gptq: block %d, group %d, static %d but the H factor was made for "
-		     "block %d, group %d, static %d", blk, c.gs, c.static_groups, h->blk, h->gs,
-		     h->static_groups);
+	CLOQ_FAIL_IF(blk != h->blk || c.gs != h->gs || c.static_groups != h->static_groups ||
+		     c.stale != h->stale, err,
+		     CLOQ_EINPUT, "gptq: block %d, group %d, static %d, autogptq groups %d but the H "
+		     "factor was made for block %d, group %d, static %d, autogptq groups %d", blk, c.gs,
+		     c.static_groups, c.stale, h->blk, h->gs, h->static_groups, h->stale);
+	size_t snapw = (size_t)blk + (size_t)c.gs;
 
 	Wp = cloq_aligned_alloc(64, rn);
 	Err = cloq_aligned_alloc(64, R * (size_t)blk * sizeof *Err);
 	loss = cloq_calloc(R, sizeof *loss);
 	row = cloq_malloc(N * sizeof *row);
-	CLOQ_FAIL_IF(!Wp || !Err || !loss || !row, err, CLOQ_EIO,
+	if (c.stale)
+		Snap = cloq_malloc(R * snapw * sizeof *Snap);
+	CLOQ_FAIL_IF(!Wp || !Err || !loss || !row || (c.stale && !Snap), err, CLOQ_EIO,
 		     "gptq: out of memory for a (%d, %d) weight", rows, cols);
 	CLOQ_TRY(cloq_qtensor_alloc(out, rows, cols, c.bits, c.gs, err));
 
@@ -477,13 +488,20 @@ int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
 	for (int i1 = 0; i1 < cols && bad_row < 0;) {
 		int i2 = block_end(&c, blk, cols, i1);
 #pragma omp parallel for schedule(static) if (R * (size_t)(i2 - i1) > 16384)
-		for (size_t r = 0; r < R; r++)
-			if (quant_row_block(Wp + r * N + i1, i1, i2, h, &c, out, r, NULL,
+		for (size_t r = 0; r < R; r++) {
+			float *snap = NULL;
+			if (Snap) {
+				size_t m = N - (size_t)i1 < snapw ? N - (size_t)i1 : snapw;
+				snap = Snap + r * snapw;
+				memcpy(snap, Wp + r * N + i1, m * sizeof *snap);
+			}
+			if (quant_row_block(Wp + r * N + i1, i1, i2, h, &c, out, r, NULL, snap,
 					    Err + r * (size_t)blk, NULL, &loss[r]) != 0) {
 #pragma omp critical(cloq_quant_gptq_bad)
 				if (bad_row < 0 || (int)r < bad_row)
 					bad_row = (int)r;
 			}
+		}
 		if (bad_row < 0 && i2 < cols)
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2,
 				    i2 - i1, -1.0f, Err, blk, U + (size_t)i1 * N + i2, cols, 1.0f,
@@ -529,6 +547,7 @@ blocks_done:
 fail:
 	if (rc != CLOQ_OK)
 		cloq_qtensor_free(out);
+	cloq_free(Snap);
 	cloq_free(row);
 	cloq_free(loss);
 	cloq_free(Err);

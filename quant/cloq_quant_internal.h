@@ -9,7 +9,7 @@
 
 /* Validated, normalised view of cloq_quant_params for a (rows, cols) weight. */
 typedef struct cloq_quant_cfg {
-	int bits, maxq, gs, ngroups, sym, fp16, act_order, static_groups, block_size, v1_zeros;
+	int bits, maxq, gs, ngroups, sym, fp16, act_order, static_groups, block_size, v1_zeros, stale;
 	double damp;
 } cloq_quant_cfg;
 

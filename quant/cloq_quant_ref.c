@@ -44,7 +44,7 @@ int cloq_quant_gptq_ref(const float *W, const double *H, int rows, int cols,
 	int rc = CLOQ_OK;
 	cloq_quant_cfg c;
 	int *perm = NULL;
-	double *Hd = NULL, *Wd = NULL;
+	double *Hd = NULL, *Wd = NULL, *snap = NULL;
 	float *tmp = NULL;
 	size_t N = (size_t)cols, R = (size_t)rows;
 
@@ -56,7 +56,12 @@ int cloq_quant_gptq_ref(const float *W, const double *H, int rows, int cols,
 	Hd = cloq_malloc(N * N * sizeof *Hd);
 	Wd = cloq_malloc(R * N * sizeof *Wd);
 	tmp = cloq_malloc(N * sizeof *tmp);
-	CLOQ_FAIL_IF(!perm || !Hd || !Wd || !tmp, err, CLOQ_EIO, "gptq ref: out of memory");
+	/* autogptq_groups: each row as it was when AutoGPTQ's block (block_size columns) started */
+	size_t snapw = (size_t)c.block_size + (size_t)c.gs;
+	if (c.stale)
+		snap = cloq_malloc(R * snapw * sizeof *snap);
+	CLOQ_FAIL_IF(!perm || !Hd || !Wd || !tmp || (c.stale && !snap), err, CLOQ_EIO,
+		     "gptq ref: out of memory");
 	CLOQ_TRY(cloq_qtensor_alloc(out, rows, cols, c.bits, c.gs, err));
 	CLOQ_TRY(cloq_quant__perm(H, cols, c.act_order, perm, err));
 
@@ -117,10 +122,15 @@ int cloq_quant_gptq_ref(const float *W, const double *H, int rows, int cols,
 				g = perm[i] / c.gs;
 			} else {
 				g = (int)i / c.gs;
+				size_t i1 = i - i % (size_t)c.block_size;
+				if (c.stale && i == i1)
+					for (size_t t = 0; t < snapw && i + t < N; t++)
+						snap[r * snapw + t] = w[i + t];
 				if ((int)i % c.gs == 0) {
 					int m = cols - (int)i < c.gs ? cols - (int)i : c.gs;
 					for (int t = 0; t < m; t++)
-						tmp[t] = (float)w[i + (size_t)t];
+						tmp[t] = (float)(c.stale ? snap[r * snapw + (i - i1) + (size_t)t]
+									 : w[i + (size_t)t]);
 					CLOQ_TRY(cloq_quant__params(tmp, m, &c,
 								    &out->scale[r * c.ngroups + g],
 								    &out->zero[r * c.ngroups + g], (int)r,
@@ -150,6 +160,7 @@ int cloq_quant_gptq_ref(const float *W, const double *H, int rows, int cols,
 fail:
 	if (rc != CLOQ_OK)
 		cloq_qtensor_free(out);
+	cloq_free(snap);
 	cloq_free(tmp);
 	cloq_free(Wd);
 	cloq_free(Hd);
