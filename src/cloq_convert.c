@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include "cloq_cli.h"
 #include "cloq_inputs.h"
 #include "cloq_interrupt.h"
+#include "cloq_jobcheck.h"
 #include "cloq_journal.h"
 #include "cloq_layerstore.h"
 #include "cloq_lock.h"
@@ -69,28 +71,14 @@ static void hex64(uint64_t h, char out[40])
 	snprintf(out, 40, "%016llx", (unsigned long long)h);
 }
 
-/* XXH3-64 of a whole file, streamed. */
-static int hash_file(const char *path, uint64_t *h, uint64_t *size, cloq_err *err)
+/* XXH3-64 of a whole file as the journal and manifest keep it (hex), and its size. */
+static int hash_file(const char *path, char hex[40], uint64_t *size, cloq_err *err)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return cloq_err_set(err, CLOQ_EINPUT, "%s: cannot open: %m", path);
-	XXH3_state_t *st = XXH3_createState();
-	XXH3_64bits_reset(st);
-	static __thread char buf[1 << 20];
-	size_t n;
-	uint64_t total = 0;
-	while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-		XXH3_64bits_update(st, buf, n);
-		total += n;
-	}
-	int bad = ferror(f);
-	fclose(f);
-	*h = XXH3_64bits_digest(st);
-	XXH3_freeState(st);
-	if (size)
-		*size = total;
-	return bad ? cloq_err_set(err, CLOQ_EIO, "%s: read error", path) : CLOQ_OK;
+	int rc = cloq_file_xxh3_hex(path, hex, err);
+	struct stat st;
+	if (rc == CLOQ_OK && size)
+		*size = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+	return rc;
 }
 
 /* ---- the job ------------------------------------------------------------------------------- */
@@ -272,7 +260,6 @@ static int fingerprint_json(job *J, cJSON **out, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	char path[4096];
-	uint64_t h, size;
 	cJSON *fp = cJSON_CreateObject(), *files = NULL;
 	CLOQ_FAIL_IF(!fp, err, CLOQ_EIO, "out of memory");
 	char tool[64];
@@ -280,9 +267,8 @@ static int fingerprint_json(job *J, cJSON **out, cloq_err *err)
 	cJSON_AddStringToObject(fp, "tool", tool);
 	cJSON_AddStringToObject(fp, "numerics", cloq_build_numerics());
 	snprintf(path, sizeof path, "%s/config.json", J->o.model_dir);
-	CLOQ_TRY(hash_file(path, &h, &size, err));
 	char hex[40];
-	hex64(h, hex);
+	CLOQ_TRY(hash_file(path, hex, NULL, err));
 	cJSON_AddStringToObject(fp, "config_xxh3", hex);
 	files = cJSON_AddArrayToObject(fp, "safetensors");
 	for (size_t i = 0; i < cloq_st_nfiles(J->m->st); i++) {
@@ -614,10 +600,9 @@ static int process_layer(job *J, int l, cloq_err *err)
 	remove_stashes(J);
 	t = now();
 	char shard[4096];
-	uint64_t h;
 	snprintf(shard, sizeof shard, "%s/shards/layer_%05d.cloqshard", J->out, l);
 	CLOQ_TRY(cloq_layer_write_shard(shard, J->cfg, l, &w, res, err));
-	CLOQ_TRY(hash_file(shard, &h, NULL, err));
+	CLOQ_TRY(hash_file(shard, J->j.layer_hash[l], NULL, err));
 	J->stage_s[ST_WRITE] += now() - t;
 
 	cJSON *rep = cloq_layer_report_json(J->cfg, l, res, now() - t_layer);
@@ -638,7 +623,6 @@ static int process_layer(job *J, int l, cloq_err *err)
 	cJSON_Delete(J->j.layer_report[l]);
 	J->j.layer_report[l] = rep;
 	J->j.layer_done[l] = 1;
-	hex64(h, J->j.layer_hash[l]);
 	cJSON_Delete(J->j.layer_inputs[l]);
 	J->j.layer_inputs[l] = inputs;
 	inputs = NULL;
@@ -685,13 +669,10 @@ fail:
 
 static int shard_ok(job *J, int l)
 {
-	char shard[4096];
-	uint64_t h;
-	char hex[40];
+	char shard[4096], hex[40];
 	snprintf(shard, sizeof shard, "%s/shards/layer_%05d.cloqshard", J->out, l);
-	if (hash_file(shard, &h, NULL, NULL) != CLOQ_OK)
+	if (hash_file(shard, hex, NULL, NULL) != CLOQ_OK)
 		return 0;
-	hex64(h, hex);
 	return strcmp(hex, J->j.layer_hash[l]) == 0;
 }
 
@@ -789,14 +770,13 @@ static int write_manifest(job *J, cloq_err *err)
 	cJSON *sh = cJSON_AddArrayToObject(r, "shards");
 	for (int l = 0; l <= J->cfg->layers; l++) {
 		char rel[64], hex[40];
-		uint64_t h, size;
+		uint64_t size;
 		if (l < J->cfg->layers)
 			snprintf(rel, sizeof rel, "shards/layer_%05d.cloqshard", l);
 		else
 			snprintf(rel, sizeof rel, "shards/base.cloqshard");
 		snprintf(path, sizeof path, "%s/%s", J->out, rel);
-		CLOQ_TRY(hash_file(path, &h, &size, err));
-		hex64(h, hex);
+		CLOQ_TRY(hash_file(path, hex, &size, err));
 		cJSON *e = cJSON_CreateObject();
 		cJSON_AddStringToObject(e, "file", rel);
 		if (l < J->cfg->layers)
