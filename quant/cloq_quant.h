@@ -78,6 +78,19 @@ typedef struct cloq_qtensor {
 	int32_t *zero;      /* (rows, ngroups) row-major, true zero points in [0, 2^bits - 1]
 			     * ([1, 2^bits - 1] with v1_zeros) */
 	int32_t *g_idx;     /* (cols) group of each input column, in [0, ngroups) */
+	/* NormalFloat codebook tensors (nf_block > 0, made by cloq_quant_nf_codes): scale, zero and
+	 * g_idx are NULL, ngroups 0, group_size 0; element k of the row-major flattened matrix
+	 * dequantizes to round(nf_dtype, nf_code[q[k]] * absmax[k / nf_block]). */
+	int nf_block;       /* values per absmax block of the flattened matrix */
+	int nf_dtype;       /* enum cloq_dtype the dequantized value is rounded to: F32, BF16, F16 */
+	int nf_bnb;         /* 1: bitsandbytes' semantics made it, 0: LoftQ's */
+	size_t nf_nblocks;  /* ceil(rows * cols / nf_block) */
+	float nf_code[16];  /* the 2^bits code values, ascending */
+	float *absmax;      /* (nf_nblocks) the absmax each block dequantizes with (after double quant) */
+	/* double quantization of the absmax (bitsandbytes compress_statistics), else NULL / 0: */
+	uint8_t *qabsmax;   /* (nf_nblocks) 8-bit dynamic-map code of absmax_raw - nf_offset */
+	float *absmax2;     /* (ceil(nf_nblocks / 256)) absmax of those differences per 256 blocks */
+	float nf_offset;    /* float32 mean of the raw absmax values */
 } cloq_qtensor;
 
 /* Allocate the arrays of `t` for the given shape (contents zeroed). group_size <= 0 or >= cols
@@ -166,6 +179,52 @@ int cloq_quant_nf_table(int bits, float *table, cloq_err *err);
  * torch.argmin). An all-zero block stays exactly 0. Wdeq (rows, cols) may alias W. */
 int cloq_quant_nf(const float *W, int rows, int cols, int bits, int block, float *Wdeq,
 		  cloq_err *err);
+
+/*
+ * Codebook form of the same, for jobs and exports (`out` allocated here, pass a zeroed struct;
+ * cloq_quant_dequant reads it). Two semantics:
+ *  - LoftQ's NFQuantizer (bnb = 0): x = w / absmax, code = first argmin |x - table|, float32
+ *    deq; an all-zero block takes the code of 0. bits 2..4, any block >= 1; out_dtype F32.
+ *  - bitsandbytes' CUDA kernels (bnb = 1; kQuantizeBlockwise / kDequantizeBlockwise, NF4):
+ *    absmax = max |w| of the block in float32 (a ragged last block is its own block),
+ *    x = w * (1.0f / absmax) (a float32 reciprocal, then a product: the kernel's arithmetic;
+ *    subnormals flushed to 0 as --use_fast_math does), code = the number of bitsandbytes'
+ *    decision thresholds t_i < x (dQuantizeNF4's tree of strict '>': a value on a threshold
+ *    takes the lower code; the t_i are its float32 constants, 4 of which are one ulp off the
+ *    rounded float64 midpoints); an all-zero block has x = 0 * Inf = NaN, code 0, deq -0 (and
+ *    with double quantization -absmax, the rebuilt absmax not being 0).
+ *    deq = code value * absmax in float32, rounded to out_dtype (the dtype of the weight as
+ *    bitsandbytes holds it: the checkpoint's BF16/F16, or F32). bits 4; block 32..4096, a power
+ *    of 2 (bitsandbytes' list). The CUDA build uses --use_fast_math, so the GPU's reciprocal may
+ *    differ from the IEEE one in the last bit: a value within ~1e-7 relative of a threshold may
+ *    then take the neighbouring code on the GPU (docs/FORMAT.md section 3).
+ *    double_quant (compress_statistics): offset = mean of the absmax values (float32, cloq takes
+ *    the correctly rounded mean), the differences absmax - offset quantized blockwise (256 per
+ *    block, same reciprocal rule) to bitsandbytes' signed 8-bit dynamic map by its kernel's
+ *    binary search (dQuantize: pivots 127 +- 64, 32, ..., 1, then the nearer side by float32
+ *    midpoint, a tie going to the pivot); the block absmax used for dequantization is then
+ *    float32(float32(map[qabsmax] * absmax2) + offset).
+ * NaN/Inf in W is CLOQ_EINPUT naming row and column.
+ */
+typedef struct cloq_nf_params {
+	int bits;         /* 2..4 (bnb: 4) */
+	int block;        /* values per absmax block of the flattened matrix (default 64) */
+	int bnb;          /* 1 bitsandbytes' kernel semantics, 0 LoftQ's */
+	int double_quant; /* bnb only: 8-bit absmax around its mean */
+	int out_dtype;    /* enum cloq_dtype: CLOQ_DT_F32 (0), CLOQ_DT_BF16 or CLOQ_DT_F16 */
+} cloq_nf_params;
+int cloq_quant_nf_codes(const float *W, int rows, int cols, const cloq_nf_params *p, cloq_qtensor *out,
+			cloq_err *err);
+/* bitsandbytes' signed 8-bit dynamic map (create_dynamic_map(signed=True, max_exponent_bits=7,
+ * total_bits=8)) in float32, ascending, 256 values; built with torch's float32 linspace as x86
+ * builds compute it (start + step * k in one rounding). */
+void cloq_quant_nf_dynamic_map(float map[256]);
+/* Check a codebook tensor read from a file: codes < 2^bits, absmax finite and >= 0, and with
+ * double quantization every absmax equal to what qabsmax, absmax2 and the offset rebuild (bit for
+ * bit). CLOQ_EINPUT naming the first bad position. */
+int cloq_quant_nf_check(const cloq_qtensor *q, cloq_err *err);
+/* Allocate a codebook tensor's arrays (contents zeroed; qabsmax/absmax2 when double_quant). */
+int cloq_qtensor_alloc_nf(cloq_qtensor *t, int rows, int cols, const cloq_nf_params *p, cloq_err *err);
 
 /* ---- GPTQ checkpoint packing ---------------------------------------------------------------- */
 /*

@@ -223,6 +223,9 @@ void cloq_qtensor_free(cloq_qtensor *t)
 	cloq_free(t->scale);
 	cloq_free(t->zero);
 	cloq_free(t->g_idx);
+	cloq_free(t->absmax);
+	cloq_free(t->qabsmax);
+	cloq_free(t->absmax2);
 	memset(t, 0, sizeof *t);
 }
 
@@ -277,6 +280,10 @@ fail:
 /* ======== dequantization and the calibrated error ================================================ */
 void cloq_quant_dequant(const cloq_qtensor *q, float *W)
 {
+	if (q->nf_block > 0) {
+		cloq_quant__nf_dequant(q, W);
+		return;
+	}
 	int rows = q->rows, cols = q->cols, ng = q->ngroups;
 #pragma omp parallel for schedule(static) if ((size_t)rows * (size_t)cols > 65536)
 	for (int r = 0; r < rows; r++) {

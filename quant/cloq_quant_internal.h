@@ -57,4 +57,7 @@ extern int cloq_quant__left_min_cols;
 /* Same via dpotrf + dpotri + dpotrf (AutoGPTQ's route), for the reference. */
 int cloq_quant__hinv_upper_ref(double *H, int n);
 
+/* Dequantize a codebook tensor (nf_block > 0): cloq_quant_dequant's NF branch. */
+void cloq_quant__nf_dequant(const cloq_qtensor *q, float *W);
+
 #endif /* CLOQ_QUANT_INTERNAL_H */

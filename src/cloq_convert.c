@@ -130,7 +130,10 @@ static void cache_path(const job *J, int l, char *buf, size_t cap)
 }
 
 /* ---- settings and fingerprint -------------------------------------------------------------- */
-static const char *quantizer_name(int q) { return q == CLOQ_Q_RTN ? "rtn" : q == CLOQ_Q_NF ? "nf" : "gptq"; }
+static const char *quantizer_name(int q)
+{
+	return q == CLOQ_Q_RTN ? "rtn" : q == CLOQ_Q_NF ? "nf" : q == CLOQ_Q_NF4_BNB ? "nf4-bnb" : "gptq";
+}
 static const char *init_name(int i) { return i == CLOQ_INIT_LOFTQ ? "loftq" : i == CLOQ_INIT_ZERO ? "zero" : "cloq"; }
 static const char *prop_name(int p) { return p == CLOQ_PROP_LORA ? "lora" : p == CLOQ_PROP_FP ? "fp" : "quantized"; }
 
@@ -149,6 +152,12 @@ static cJSON *settings_json(const cloq_convert_opts *o)
 	cJSON_AddNumberToObject(s, "bits", o->bits);
 	cJSON_AddNumberToObject(s, "group_size", o->group_size);
 	cJSON_AddStringToObject(s, "quantizer", quantizer_name(o->quantizer));
+	if (o->quantizer == CLOQ_Q_NF || o->quantizer == CLOQ_Q_NF4_BNB) { /* only then: older jobs keep their settings */
+		cJSON_AddNumberToObject(s, "nf_block", o->nf_block);
+		cJSON_AddStringToObject(s, "nf_dtype", cloq_dtype_name((enum cloq_dtype)o->nf_dtype));
+	}
+	if (o->quantizer == CLOQ_Q_NF4_BNB)
+		cJSON_AddBoolToObject(s, "bnb_double_quant", o->bnb_double_quant);
 	cJSON_AddBoolToObject(s, "sym", o->sym);
 	cJSON_AddBoolToObject(s, "act_order", o->act_order);
 	cJSON_AddStringToObject(s, "gptq_zeros", o->gptq_zeros == 2 ? "v2" : "v1");
@@ -191,7 +200,30 @@ int cloq_convert_check_settings(const cJSON *s, const char *path, cloq_err *err)
 	const cJSON *gz = cJSON_GetObjectItemCaseSensitive(s, "gptq_zeros");
 	if (gz && (!cJSON_IsString(gz) || (strcmp(gz->valuestring, "v1") && strcmp(gz->valuestring, "v2"))))
 		return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.gptq_zeros: expected \"v1\" or \"v2\"", path);
+	const cJSON *qz = cJSON_GetObjectItemCaseSensitive(s, "quantizer");
+	static const char *const qnames[] = {"gptq", "rtn", "nf", "nf4-bnb"};
+	int qk = -1;
+	for (int i = 0; i < 4 && cJSON_IsString(qz); i++)
+		if (!strcmp(qz->valuestring, qnames[i]))
+			qk = i;
+	if (qk < 0)
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.quantizer: expected gptq, rtn, nf or nf4-bnb", path);
+	if (qk >= CLOQ_Q_NF) {
+		const cJSON *nb = cJSON_GetObjectItemCaseSensitive(s, "nf_block");
+		const cJSON *nd = cJSON_GetObjectItemCaseSensitive(s, "nf_dtype");
+		enum cloq_dtype dt = cJSON_IsString(nd) ? cloq_dtype_from_name(nd->valuestring) : CLOQ_DT_INVALID;
+		if (!cJSON_IsNumber(nb) || nb->valuedouble != floor(nb->valuedouble) || nb->valuedouble < 1 ||
+		    nb->valuedouble > 4096)
+			return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.nf_block: expected an integer in [1, 4096]", path);
+		if (dt != CLOQ_DT_F32 && dt != CLOQ_DT_BF16 && dt != CLOQ_DT_F16)
+			return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.nf_dtype: expected \"F32\", \"BF16\" or \"F16\"",
+					    path);
+		if (qk == CLOQ_Q_NF4_BNB && !cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(s, "bnb_double_quant")))
+			return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.bnb_double_quant: expected true or false", path);
+	}
 	int bits = cJSON_GetObjectItemCaseSensitive(s, "bits")->valueint;
+	if (qk >= CLOQ_Q_NF && bits > 4)
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.bits: %d with a NormalFloat quantizer", path, bits);
 	if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
 		return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.bits: expected 2, 3, 4 or 8, got %d", path, bits);
 	const cJSON *a = cJSON_GetObjectItemCaseSensitive(s, "lora_alpha");
@@ -231,7 +263,13 @@ static int settings_from_json(const cJSON *s, const char *out_dir, cloq_convert_
 	o->bits = (int)NUM("bits");
 	o->group_size = (int)NUM("group_size");
 	const char *q = STR("quantizer"), *in = STR("init"), *p = STR("propagate"), *cd = STR("cache_dtype");
-	o->quantizer = q && !strcmp(q, "rtn") ? CLOQ_Q_RTN : CLOQ_Q_GPTQ;
+	o->quantizer = q && !strcmp(q, "rtn") ? CLOQ_Q_RTN : q && !strcmp(q, "nf") ? CLOQ_Q_NF
+		       : q && !strcmp(q, "nf4-bnb") ? CLOQ_Q_NF4_BNB : CLOQ_Q_GPTQ;
+	if (o->quantizer == CLOQ_Q_NF || o->quantizer == CLOQ_Q_NF4_BNB) {
+		o->nf_block = (int)NUM("nf_block");
+		o->nf_dtype = cloq_dtype_from_name(STR("nf_dtype"));
+		o->bnb_double_quant = BOOL("bnb_double_quant");
+	}
 	o->init = in && !strcmp(in, "loftq") ? CLOQ_INIT_LOFTQ : in && !strcmp(in, "zero") ? CLOQ_INIT_ZERO : CLOQ_INIT_CLOQ;
 	o->propagate = p && !strcmp(p, "lora") ? CLOQ_PROP_LORA : p && !strcmp(p, "fp") ? CLOQ_PROP_FP : CLOQ_PROP_QUANTIZED;
 	o->cache_bf16 = cd && !strcmp(cd, "bf16");
@@ -658,7 +696,8 @@ static int replay_layer(job *J, int l, cloq_err *err)
 	snprintf(shard, sizeof shard, "%s/shards/layer_%05d.cloqshard", J->out, l);
 	if (J->sp.propagate == CLOQ_PROP_FP)
 		CLOQ_TRY(cloq_model_load_layer(J->m, l, &orig, err));
-	CLOQ_TRY(cloq_layer_load_shard(shard, J->cfg, l, J->sp.bits, J->sp.group_size, J->sp.propagate, J->sp.scaling,
+	cloq_qform qf = {J->sp.bits, J->sp.group_size, J->sp.quantizer, J->sp.nf_block, J->sp.nf_double, J->sp.nf_dtype};
+	CLOQ_TRY(cloq_layer_load_shard(shard, J->cfg, l, &qf, J->sp.propagate, J->sp.scaling,
 				       &orig, &w, err));
 	CLOQ_TRY(propagate(J, l, &w, CLOQ_STATE_INPUT, err));
 fail:
@@ -944,6 +983,56 @@ static int setup_threads(cloq_convert_opts *o)
 	return o->threads;
 }
 
+/* The dtype deq(Q) is rounded to. bitsandbytes dequantizes NF4 into the weight's own dtype, so
+ * for nf4-bnb that is the checkpoint's: every decoder linear must have the same one (a mixed
+ * checkpoint would be loaded by transformers in one torch_dtype, which cloq cannot guess).
+ * LoftQ's NF dequantizes in float32. */
+static int nf_dtype_of_model(job *J, cloq_err *err)
+{
+	cloq_convert_opts *o = &J->o;
+	o->nf_dtype = CLOQ_DT_F32;
+	if (o->quantizer != CLOQ_Q_NF4_BNB)
+		return CLOQ_OK;
+	const cloq_st_tensor *first = NULL;
+	for (int l = 0; l < J->m->cfg.layers; l++)
+		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+			const cloq_st_tensor *t = cloq_model_linear(J->m, l, lin, 0);
+			if (!t)
+				continue;
+			if (!first)
+				first = t;
+			if (t->dtype != first->dtype)
+				return cloq_err_set(err, CLOQ_EINPUT,
+						    "%s: --quantizer nf4-bnb: '%s' is %s but '%s' is %s; bitsandbytes "
+						    "dequantizes into the one dtype the model is loaded in, so a checkpoint "
+						    "with mixed linear dtypes is refused",
+						    o->model_dir, t->name, cloq_dtype_name(t->dtype), first->name,
+						    cloq_dtype_name(first->dtype));
+		}
+	if (first)
+		o->nf_dtype = first->dtype;
+	return CLOQ_OK;
+}
+
+int cloq_convert_settings_qform(const cJSON *settings, const char *path, cloq_qform *qf, cloq_err *err)
+{
+	int rc = cloq_convert_check_settings(settings, path, err);
+	if (rc)
+		return rc;
+	const cJSON *q = cJSON_GetObjectItemCaseSensitive(settings, "quantizer");
+	memset(qf, 0, sizeof *qf);
+	qf->bits = cJSON_GetObjectItemCaseSensitive(settings, "bits")->valueint;
+	qf->group_size = cJSON_GetObjectItemCaseSensitive(settings, "group_size")->valueint;
+	qf->quantizer = !strcmp(q->valuestring, "rtn") ? CLOQ_Q_RTN : !strcmp(q->valuestring, "nf") ? CLOQ_Q_NF
+			: !strcmp(q->valuestring, "nf4-bnb") ? CLOQ_Q_NF4_BNB : CLOQ_Q_GPTQ;
+	if (qf->quantizer == CLOQ_Q_NF || qf->quantizer == CLOQ_Q_NF4_BNB) {
+		qf->nf_block = cJSON_GetObjectItemCaseSensitive(settings, "nf_block")->valueint;
+		qf->nf_dtype = cloq_dtype_from_name(cJSON_GetObjectItemCaseSensitive(settings, "nf_dtype")->valuestring);
+		qf->nf_double = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(settings, "bnb_double_quant"));
+	}
+	return CLOQ_OK;
+}
+
 static int run(job *J, cloq_err *err)
 {
 	int rc = CLOQ_OK;
@@ -956,6 +1045,7 @@ static int run(job *J, cloq_err *err)
 	CLOQ_TRY(cloq_model_open(o->model_dir, &J->m, err));
 	J->cfg = &J->m->cfg;
 	CLOQ_TRY(cloq_inputs_files_json(J->m->st, &J->files_at_start, err));
+	CLOQ_TRY(nf_dtype_of_model(J, err));
 	CLOQ_TRY(load_windows(J, err));
 
 	/* the memory plan: refuse early rather than fail at layer 40 */
@@ -1041,6 +1131,9 @@ static int run(job *J, cloq_err *err)
 	J->sp.bits = o->bits;
 	J->sp.group_size = o->group_size;
 	J->sp.quantizer = o->quantizer;
+	J->sp.nf_block = o->nf_block;
+	J->sp.nf_double = o->bnb_double_quant;
+	J->sp.nf_dtype = o->nf_dtype;
 	J->sp.sym = o->sym;
 	J->sp.act_order = o->act_order;
 	J->sp.v1_zeros = o->gptq_zeros == 1;

@@ -25,7 +25,9 @@
 
 #include "cloq_error.h"
 
-enum cloq_quantizer_kind { CLOQ_Q_GPTQ, CLOQ_Q_RTN, CLOQ_Q_NF };
+/* NF: LoftQ's NormalFloat (NF2/3/4, float32); NF4_BNB: bitsandbytes' NF4 exactly (the Q a QLoRA
+ * user's GPU holds when it loads the original checkpoint with load_in_4bit, nf4). */
+enum cloq_quantizer_kind { CLOQ_Q_GPTQ, CLOQ_Q_RTN, CLOQ_Q_NF, CLOQ_Q_NF4_BNB };
 enum cloq_init_kind { CLOQ_INIT_CLOQ, CLOQ_INIT_LOFTQ, CLOQ_INIT_ZERO };
 enum cloq_propagate_kind { CLOQ_PROP_QUANTIZED, CLOQ_PROP_LORA, CLOQ_PROP_FP };
 
@@ -42,6 +44,10 @@ typedef struct cloq_convert_opts {
 	int bits;                   /* 4 */
 	int group_size;             /* 64 */
 	int quantizer;              /* enum cloq_quantizer_kind */
+	int nf_block;               /* NF quantizers: values per absmax block (--bnb-blocksize, 64) */
+	int bnb_double_quant;       /* nf4-bnb: 8-bit absmax (bitsandbytes' compress_statistics) */
+	int nf_dtype;               /* NF quantizers: enum cloq_dtype deq(Q) is rounded to; set by
+	                             * the job from the checkpoint's linear weights (nf4-bnb) */
 	int sym, act_order;
 	int gptq_zeros;             /* 1: every zero point GPTQ v1 can store (default), 2: any (v2) */
 	int init;                   /* enum cloq_init_kind */
@@ -77,6 +83,10 @@ int cloq_convert_run(const cloq_convert_opts *o, cloq_err *err);
  * present, an integer in its option's range, lora_alpha finite with alpha / rank in
  * [CLOQ_SCALING_MIN, CLOQ_SCALING_MAX]. CLOQ_EINPUT naming the file and the field otherwise. */
 int cloq_convert_check_settings(const cJSON *settings, const char *path, cloq_err *err);
+/* The same check, then how the job's codes are stored (bits, groups, quantizer, NF block and
+ * dtype): what readers of its shards need. */
+struct cloq_qform;
+int cloq_convert_settings_qform(const cJSON *settings, const char *path, struct cloq_qform *qf, cloq_err *err);
 
 /* Continue the job in out_dir with the settings its journal recorded. */
 int cloq_convert_resume(const char *out_dir, int force, int quiet, cloq_err *err);

@@ -25,7 +25,15 @@ const char cloq_convert_help[] =
 	"quantization:\n"
 	"  --bits 2|3|4|8            (default 4)\n"
 	"  --group-size N            input columns per scale/zero group (default 64)\n"
-	"  --quantizer gptq|rtn      (default gptq)\n"
+	"  --quantizer gptq|rtn|nf|nf4-bnb   (default gptq)\n"
+	"                            nf: LoftQ's NormalFloat NF2/3/4 (--bits 2..4), blocks of\n"
+	"                            --bnb-blocksize values; nf4-bnb: bitsandbytes' NF4 bit for bit, the\n"
+	"                            Q a QLoRA user's GPU computes from the original checkpoint\n"
+	"                            (load_in_4bit, nf4): export with --format peft-only and train on\n"
+	"                            the stock checkpoint. --bits is 4, no groups, sym or act-order\n"
+	"  --bnb-blocksize N         NF block: 32, 64 (default, as bitsandbytes), ..., 4096\n"
+	"  --bnb-double-quant        nf4-bnb: 8-bit absmax, as bnb_4bit_use_double_quant=True\n"
+	"                            (default off, as transformers' BitsAndBytesConfig)\n"
 	"  --sym                     symmetric groups (default asymmetric)\n"
 	"  --act-order               GPTQ act-order with static groups\n"
 	"  --gptq-zeros v1|v2        v1 (default): keep every asymmetric zero point in [1, 2^bits - 1], so\n"
@@ -68,6 +76,7 @@ void cloq_convert_default_opts(cloq_convert_opts *o)
 	o->bits = 4;
 	o->group_size = 64;
 	o->quantizer = CLOQ_Q_GPTQ;
+	o->nf_block = 64;
 	o->gptq_zeros = 1;
 	o->init = CLOQ_INIT_CLOQ;
 	o->rank = 64;
@@ -82,6 +91,8 @@ int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_er
 	cloq_convert_default_opts(o);
 	long long x;
 	int rc;
+	/* options that only mean something for some quantizers: refused, not ignored, elsewhere */
+	const char *gs_given = NULL, *grid_given = NULL, *nf_given = NULL, *bnb_given = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = NULL;
@@ -151,7 +162,14 @@ int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_er
 			o->bits = (int)x;
 			continue;
 		}
-		LONGOPT("--group-size", 1, 1 << 20, group_size)
+		if (!strcmp(a, "--group-size")) {
+			NEED();
+			if ((rc = cloq_cli_int(a, v, 1, 1 << 20, &x, err)))
+				return rc;
+			o->group_size = (int)x;
+			gs_given = a;
+			continue;
+		}
 		LONGOPT("--rank", 1, 1 << 16, rank)
 		LONGOPT("--cloq-iters", 1, 100, cloq_iters)
 		LONGOPT("--loftq-iters", 1, 100, loftq_iters)
@@ -170,11 +188,27 @@ int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_er
 				o->quantizer = CLOQ_Q_GPTQ;
 			else if (!strcmp(v, "rtn"))
 				o->quantizer = CLOQ_Q_RTN;
+			else if (!strcmp(v, "nf"))
+				o->quantizer = CLOQ_Q_NF;
+			else if (!strcmp(v, "nf4-bnb"))
+				o->quantizer = CLOQ_Q_NF4_BNB;
 			else
 				return cloq_err_set(err, CLOQ_EUSAGE,
-						    "--quantizer: expected gptq or rtn, got '%s' (nf is used by LoftQ baselines only)", v);
+						    "--quantizer: expected gptq, rtn, nf or nf4-bnb, got '%s'", v);
 			continue;
 		}
+		if (!strcmp(a, "--bnb-blocksize")) {
+			NEED();
+			if ((rc = cloq_cli_int(a, v, 32, 4096, &x, err)))
+				return rc;
+			if (x & (x - 1))
+				return cloq_err_set(err, CLOQ_EUSAGE,
+						    "--bnb-blocksize: expected 32, 64, 128, ..., 4096 (bitsandbytes' sizes), got %lld", x);
+			o->nf_block = (int)x;
+			nf_given = a;
+			continue;
+		}
+		if (!strcmp(a, "--bnb-double-quant")) { o->bnb_double_quant = 1; bnb_given = a; continue; }
 		if (!strcmp(a, "--gptq-zeros")) {
 			NEED();
 			if (!strcmp(v, "v1"))
@@ -183,6 +217,7 @@ int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_er
 				o->gptq_zeros = 2;
 			else
 				return cloq_err_set(err, CLOQ_EUSAGE, "--gptq-zeros: expected v1 or v2, got '%s'", v);
+			grid_given = a;
 			continue;
 		}
 		if (!strcmp(a, "--init")) {
@@ -233,8 +268,8 @@ int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_er
 				return cloq_err_set(err, CLOQ_EUSAGE, "--device %s: this build has only the cpu backend", v);
 			continue;
 		}
-		if (!strcmp(a, "--sym")) { o->sym = 1; continue; }
-		if (!strcmp(a, "--act-order")) { o->act_order = 1; continue; }
+		if (!strcmp(a, "--sym")) { o->sym = 1; grid_given = a; continue; }
+		if (!strcmp(a, "--act-order")) { o->act_order = 1; grid_given = a; continue; }
 		if (!strcmp(a, "--one-pass")) { o->one_pass = 1; continue; }
 		if (!strcmp(a, "--full-passes")) { o->full_passes = 1; continue; }
 		if (!strcmp(a, "--no-baselines")) { o->baselines = 0; continue; }
@@ -244,6 +279,26 @@ int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_er
 #undef NEED
 #undef LONGOPT
 	}
+	int nf = o->quantizer == CLOQ_Q_NF || o->quantizer == CLOQ_Q_NF4_BNB;
+	const char *qn = o->quantizer == CLOQ_Q_NF ? "nf" : o->quantizer == CLOQ_Q_NF4_BNB ? "nf4-bnb"
+			 : o->quantizer == CLOQ_Q_RTN ? "rtn" : "gptq";
+	if (nf && (gs_given || grid_given))
+		return cloq_err_set(err, CLOQ_EUSAGE,
+				    "%s does not apply to --quantizer %s (NormalFloat has one absmax per block of "
+				    "--bnb-blocksize values, no groups, zero points or column order)",
+				    gs_given ? gs_given : grid_given, qn);
+	if (!nf && (nf_given || bnb_given))
+		return cloq_err_set(err, CLOQ_EUSAGE, "%s applies to --quantizer nf or nf4-bnb only, not %s",
+				    nf_given ? nf_given : bnb_given, qn);
+	if (o->quantizer == CLOQ_Q_NF && bnb_given)
+		return cloq_err_set(err, CLOQ_EUSAGE, "%s is bitsandbytes' (--quantizer nf4-bnb), not LoftQ's nf", bnb_given);
+	if (o->quantizer == CLOQ_Q_NF4_BNB && o->bits != 4)
+		return cloq_err_set(err, CLOQ_EUSAGE, "--quantizer nf4-bnb is 4-bit (bitsandbytes' NF4), not --bits %d",
+				    o->bits);
+	if (o->quantizer == CLOQ_Q_NF && o->bits > 4)
+		return cloq_err_set(err, CLOQ_EUSAGE, "--quantizer nf has NF2, NF3 and NF4, not --bits %d", o->bits);
+	if (nf)
+		o->group_size = o->nf_block; /* recorded so; the block is what the codes are grouped by */
 	if (o->lora_alpha > 0) {
 		double s = o->lora_alpha / o->rank;
 		if (!(s >= CLOQ_SCALING_MIN && s <= CLOQ_SCALING_MAX))

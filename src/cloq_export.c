@@ -57,16 +57,19 @@
 #include "cloq_dtype.h"
 #include "cloq_layerstore.h"
 #include "cloq_outmodel.h"
+#include "cloq_convert.h"
 #include "cloq_quant.h"
 #include "cloq_safetensors.h"
 #include "cloq_shard.h"
 #include "cloq_sys.h"
 
+enum { FMT_GPTQ, FMT_DEQUANT, FMT_PEFT };
+
 #define MAX_SHARD_BYTES (5ULL * 1000 * 1000 * 1000) /* HF's default max_shard_size "5GB" */
 #define MAX_SHARD_LIMIT (1ULL << 50)                /* --max-shard-size: 1 PiB */
 
 static const char help[] =
-	"usage: cloq export OUT --to DIR [--format gptq|dequant] [--dtype fp16|bf16|fp32]\n"
+	"usage: cloq export OUT --to DIR [--format gptq|dequant|peft-only] [--dtype fp16|bf16|fp32]\n"
 	"                   [--adapter-dtype fp32|bf16] [--max-shard-size SIZE]\n"
 	"\n"
 	"Write the converted model in OUT as standard files:\n"
@@ -74,9 +77,13 @@ static const char help[] =
 	"                    quantized linear, config.json with quantization_config, quantize_config.json.\n"
 	"                    Linears the format cannot pack stay dense (deq(Q)) and are listed.\n"
 	"  --format dequant  a dense model holding deq(Q)\n"
+	"  --format peft-only  (default for --quantizer nf4-bnb jobs, refused for others) only the\n"
+	"                    adapter, in DIR itself, with DIR/README.md showing the QLoRA load lines:\n"
+	"                    the base is the original checkpoint loaded by bitsandbytes (nf4), whose Q\n"
+	"                    the job calibrated against\n"
 	"  --dtype           of every tensor that is not packed (default fp16; fp32 keeps the converted\n"
 	"                    model's numbers exactly, e.g. for checking an export against 'cloq ppl OUT')\n"
-	"Both write DIR/adapter/ (adapter_model.safetensors + adapter_config.json, PEFT LoRA) and copy\n"
+	"gptq and dequant write DIR/adapter/ (adapter_model.safetensors + adapter_config.json, PEFT LoRA) and copy\n"
 	"the tokenizer and generation files. Shards of at most 5 GB (--max-shard-size: bytes, or with\n"
 	"a K/M/G/T suffix, powers of 1024; at least 1024), with model.safetensors.index.json when more\n"
 	"than one.\n"
@@ -141,7 +148,7 @@ static int load_layer(exporter *E, int l, cloq_err *err)
 	snprintf(path, sizeof path, "%s/shards/layer_%05d.cloqshard", E->om->dir, l);
 	CLOQ_TRY(cloq_shard_open(path, &E->cur_shard, err));
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-		CLOQ_TRY(cloq_layer_read_linear(E->cur_shard, E->cfg, l, lin, E->om->bits, E->om->group_size, &E->cur[lin],
+		CLOQ_TRY(cloq_layer_read_linear(E->cur_shard, E->cfg, l, lin, &E->om->qf, &E->cur[lin],
 						err));
 	for (int k = 0; k < 2; k++) {
 		size_t n = (size_t)E->cfg->hidden;
@@ -522,6 +529,42 @@ static int swap_in(const char *tmp, const char *dir, const char *parent, int sta
 }
 
 /* adapter_config.json's base_model_name_or_path (see the top): never an absolute path. */
+/* DIR/README.md of a peft-only export: the QLoRA lines that rebuild the Q the job used. */
+static int write_qlora_readme(const char *dir, const char *base, const cloq_qform *qf, cloq_err *err)
+{
+	const char *td = qf->nf_dtype == CLOQ_DT_BF16 ? "torch.bfloat16" : qf->nf_dtype == CLOQ_DT_F16 ? "torch.float16"
+												: "torch.float32";
+	char text[8192], path[4096];
+	int len = snprintf(text, sizeof text,
+		"# CLoQ adapter for %s, 4-bit NF4 (bitsandbytes)\n"
+		"\n"
+		"Made by cloq against exactly the NF4 weights bitsandbytes computes from the original\n"
+		"checkpoint (block size %d%s, weights in %s). Load the base the same way:\n"
+		"\n"
+		"```python\n"
+		"import torch\n"
+		"from transformers import AutoModelForCausalLM, BitsAndBytesConfig\n"
+		"from peft import PeftModel\n"
+		"\n"
+		"bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\",\n"
+		"                         bnb_4bit_use_double_quant=%s, bnb_4bit_compute_dtype=%s)\n"
+		"model = AutoModelForCausalLM.from_pretrained(\"%s\", quantization_config=bnb,\n"
+		"                                             torch_dtype=%s)\n"
+		"model = PeftModel.from_pretrained(model, \"PATH/TO/THIS/DIRECTORY\", is_trainable=True)\n"
+		"```\n"
+		"\n"
+		"`torch_dtype` must be the checkpoint's own dtype (bitsandbytes rounds the dequantized\n"
+		"weights to it) and the double-quantization flag as above; another setting gives another\n"
+		"base than the one this adapter was calibrated against.%s\n",
+		base, qf->nf_block, qf->nf_double ? ", double quantization" : "", cloq_dtype_name(qf->nf_dtype),
+		qf->nf_double ? "True" : "False", td, base, td,
+		qf->nf_block != 64 ? " The block size is not transformers' 64: build the base with\n"
+				     "bitsandbytes' Linear4bit(blocksize=...) yourself." : "");
+	if (len < 0 || len >= (int)sizeof text || snprintf(path, sizeof path, "%s/README.md", dir) >= (int)sizeof path)
+		return cloq_err_set(err, CLOQ_EUSAGE, "%s: name too long", dir);
+	return cloq_write_file_atomic(path, text, (size_t)len, err);
+}
+
 static void base_model_name(const char *out, const cJSON *settings, char *buf, size_t cap)
 {
 	char path[4096], *text = NULL;
@@ -585,7 +628,7 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	const char *out = NULL, *to = NULL;
-	int gptq = 1;
+	int gptq = 1, fmt = -1; /* FMT_*; -1: the job's default */
 	enum cloq_dtype dtype = CLOQ_DT_F16, adtype = CLOQ_DT_F32;
 	uint64_t max_bytes = MAX_SHARD_BYTES;
 	exporter E;
@@ -608,11 +651,14 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 			to = v;
 		} else if (!strcmp(a, "--format")) {
 			if (!strcmp(v, "gptq"))
-				gptq = 1;
+				fmt = FMT_GPTQ;
 			else if (!strcmp(v, "dequant"))
-				gptq = 0;
+				fmt = FMT_DEQUANT;
+			else if (!strcmp(v, "peft-only"))
+				fmt = FMT_PEFT;
 			else
-				return cloq_err_set(err, CLOQ_EUSAGE, "--format: expected gptq or dequant, got '%s'", v);
+				return cloq_err_set(err, CLOQ_EUSAGE, "--format: expected gptq, dequant or peft-only, got '%s'",
+						    v);
 		} else if (!strcmp(a, "--dtype") || !strcmp(a, "--adapter-dtype")) {
 			enum cloq_dtype d = !strcmp(v, "fp16") ? CLOQ_DT_F16 : !strcmp(v, "bf16") ? CLOQ_DT_BF16 :
 					    !strcmp(v, "fp32") ? CLOQ_DT_F32 : CLOQ_DT_INVALID;
@@ -663,6 +709,22 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	CLOQ_TRY(job_identity(out, ident, err));
 	CLOQ_TRY(classify_dir(dir, ident, &state, err));
 	E.cfg = &E.om->cfg;
+	{
+		const cloq_qform *qf = &E.om->qf;
+		const char *qn = qf->quantizer == CLOQ_Q_NF ? "nf" : qf->quantizer == CLOQ_Q_NF4_BNB ? "nf4-bnb" : NULL;
+		if (fmt < 0)
+			fmt = qf->quantizer == CLOQ_Q_NF4_BNB ? FMT_PEFT : qf->quantizer == CLOQ_Q_NF ? FMT_DEQUANT : FMT_GPTQ;
+		CLOQ_FAIL_IF(fmt == FMT_GPTQ && qn, err, CLOQ_EINPUT,
+			     "%s was quantized with --quantizer %s (NormalFloat codes), which a GPTQ checkpoint "
+			     "cannot hold; export it with --format %s or --format dequant",
+			     out, qn, qf->quantizer == CLOQ_Q_NF4_BNB ? "peft-only" : "dequant");
+		CLOQ_FAIL_IF(fmt == FMT_PEFT && qf->quantizer != CLOQ_Q_NF4_BNB, err, CLOQ_EINPUT,
+			     "%s: --format peft-only writes an adapter for the original checkpoint loaded by "
+			     "bitsandbytes (NF4), so it needs a job made with --quantizer nf4-bnb; this job's "
+			     "adapter belongs to its own quantized base (--format gptq or dequant)",
+			     out);
+		gptq = fmt == FMT_GPTQ;
+	}
 	E.gptq = gptq;
 	E.dtype = dtype;
 	E.adtype = adtype;
@@ -689,7 +751,7 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	made_tmp = 1;
 	const char *to_w = tmp;
 	char adir[PATH_MAX + 128];
-	snprintf(adir, sizeof adir, "%s/adapter", tmp);
+	snprintf(adir, sizeof adir, fmt == FMT_PEFT ? "%s" : "%s/adapter", tmp);
 	CLOQ_TRY(cloq_mkdir_p(adir, err));
 
 	/* ---- the base model ---- */
@@ -727,7 +789,9 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	add(ts, &n, dtype, c->hidden, 0, -1, -1, K_FNORM, "model.norm.weight");
 	if (E.om->head != E.om->embed)
 		add(ts, &n, dtype, c->vocab, c->hidden, -1, -1, K_HEAD, "lm_head.weight");
-	CLOQ_TRY(write_files(&E, to_w, "model.safetensors", "model", "model.safetensors.index.json", ts, n, max_bytes, err));
+	if (fmt != FMT_PEFT)
+		CLOQ_TRY(write_files(&E, to_w, "model.safetensors", "model", "model.safetensors.index.json", ts, n, max_bytes,
+				     err));
 	CLOQ_TRY(write_files(&E, adir, "adapter_model.safetensors", "adapter_model", "adapter_model.safetensors.index.json",
 			     ad, na, UINT64_MAX, err));
 
@@ -736,7 +800,7 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	snprintf(mdir, sizeof mdir, "%s/model", out);
 	static const char *const copies[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
 					     "special_tokens_map.json", "tokenizer.model"};
-	for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++)
+	for (size_t i = 0; i < sizeof copies / sizeof copies[0] && fmt != FMT_PEFT; i++)
 		CLOQ_TRY(copy_file(mdir, to_w, copies[i], err));
 
 	acfg = cJSON_CreateObject();
@@ -759,6 +823,10 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	 * ("LoraConfig.__init__() got an unexpected keyword argument"); the init is in OUT's journal. */
 	CLOQ_TRY(write_json(adir, "adapter_config.json", acfg, err));
 
+	if (fmt == FMT_PEFT) {
+		CLOQ_TRY(write_qlora_readme(tmp, bname, &E.om->qf, err));
+		goto marker;
+	}
 	snprintf(mdir, sizeof mdir, "%s/model/config.json", out);
 	size_t len;
 	CLOQ_TRY(cloq_read_file(mdir, &cfgtext, &len, err));
@@ -792,6 +860,7 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 		cJSON_AddItemToObject(cfgj, "quantization_config", cJSON_Duplicate(qc, 1));
 	}
 	CLOQ_TRY(write_json(to_w, "config.json", cfgj, err));
+marker:
 	marker = cJSON_CreateObject();
 	CLOQ_FAIL_IF(!marker, err, CLOQ_EIO, "out of memory");
 	cJSON_AddStringToObject(marker, "format", "cloq-export");
@@ -805,6 +874,16 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	int dense_n = 0;
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
 		dense_n += gptq && !E.packable[lin];
+	if (fmt == FMT_PEFT) {
+		printf("exported the LoRA adapter of %s to %s (PEFT, for the original checkpoint loaded by bitsandbytes "
+		       "NF4%s); %s/README.md has the load lines\n",
+		       out, dir, E.om->qf.nf_double ? " with double quantization" : "", dir);
+		if (E.om->qf.nf_block != 64)
+			printf("note: block size %d: transformers' BitsAndBytesConfig always uses 64; load the base "
+			       "with bitsandbytes' Linear4bit(blocksize=%d) yourself\n",
+			       E.om->qf.nf_block, E.om->qf.nf_block);
+		goto fail;
+	}
 	printf("exported %s to %s (%s%s", out, dir, gptq ? "GPTQ " : "dense ",
 	       gptq ? (E.format == CLOQ_GPTQ_V2 ? "gptq_v2, zero points of 0 present" : "v1") : cloq_dtype_name(dtype));
 	if (dense_n)

@@ -89,9 +89,15 @@ static int qctx_quantize(void *ctx, const float *W, float *Wq, cloq_err *err)
 	qctx *c = ctx;
 	double t = now();
 	cloq_qtensor_free(&c->cur);
-	int rc = c->p->quantizer == 1 /* RTN */ ? cloq_quant_rtn(W, c->out, c->in, &c->qp, &c->cur, err)
-		 : c->hinv ? cloq_quant_gptq_hinv(W, c->out, c->hinv, &c->qp, &c->cur, NULL, err)
-			   : cloq_err_set(err, CLOQ_EINPUT, "GPTQ without its factor of H^-1");
+	int rc;
+	if (c->p->quantizer == 2 || c->p->quantizer == 3) { /* LoftQ's NF, bitsandbytes' NF4 */
+		cloq_nf_params np = {c->p->bits, c->p->nf_block, c->p->quantizer == 3, c->p->nf_double, c->p->nf_dtype};
+		rc = cloq_quant_nf_codes(W, c->out, c->in, &np, &c->cur, err);
+	} else {
+		rc = c->p->quantizer == 1 /* RTN */ ? cloq_quant_rtn(W, c->out, c->in, &c->qp, &c->cur, err)
+		     : c->hinv ? cloq_quant_gptq_hinv(W, c->out, c->hinv, &c->qp, &c->cur, NULL, err)
+			       : cloq_err_set(err, CLOQ_EINPUT, "GPTQ without its factor of H^-1");
+	}
 	if (rc == CLOQ_OK)
 		cloq_quant_dequant(&c->cur, Wq);
 	c->seconds += now() - t;
@@ -411,9 +417,20 @@ int cloq_layer_write_shard(const char *path, const cloq_config *cfg, int l, cons
 		snprintf(pre, sizeof pre, "model.layers.%d.%s.%s", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
 #define NAME(suffix) (snprintf(name, sizeof name, "%s.%s", pre, suffix), name)
 		CLOQ_TRY(add2(sw, NAME("qcodes"), CLOQ_SHARD_U8, r->out, r->in, r->q.q, 1, err));
-		CLOQ_TRY(add2(sw, NAME("scales"), CLOQ_SHARD_F32, r->out, r->q.ngroups, r->q.scale, 4, err));
-		CLOQ_TRY(add2(sw, NAME("qzeros"), CLOQ_SHARD_I32, r->out, r->q.ngroups, r->q.zero, 4, err));
-		CLOQ_TRY(add2(sw, NAME("g_idx"), CLOQ_SHARD_I32, r->in, 0, r->q.g_idx, 4, err));
+		if (r->q.nf_block > 0) {
+			size_t nb = r->q.nf_nblocks;
+			CLOQ_TRY(add2(sw, NAME("nf_absmax"), CLOQ_SHARD_F32, nb, 0, r->q.absmax, 4, err));
+			if (r->q.qabsmax) {
+				CLOQ_TRY(add2(sw, NAME("nf_qabsmax"), CLOQ_SHARD_U8, nb, 0, r->q.qabsmax, 1, err));
+				CLOQ_TRY(add2(sw, NAME("nf_absmax2"), CLOQ_SHARD_F32, (nb + 255) / 256, 0, r->q.absmax2, 4,
+					      err));
+				CLOQ_TRY(add2(sw, NAME("nf_offset"), CLOQ_SHARD_F32, 1, 0, &r->q.nf_offset, 4, err));
+			}
+		} else {
+			CLOQ_TRY(add2(sw, NAME("scales"), CLOQ_SHARD_F32, r->out, r->q.ngroups, r->q.scale, 4, err));
+			CLOQ_TRY(add2(sw, NAME("qzeros"), CLOQ_SHARD_I32, r->out, r->q.ngroups, r->q.zero, 4, err));
+			CLOQ_TRY(add2(sw, NAME("g_idx"), CLOQ_SHARD_I32, r->in, 0, r->q.g_idx, 4, err));
+		}
 		CLOQ_TRY(add2(sw, NAME("lora_A"), CLOQ_SHARD_F32, r->rank, r->in, r->A, 4, err));
 		CLOQ_TRY(add2(sw, NAME("lora_B"), CLOQ_SHARD_F32, r->out, r->rank, r->B, 4, err));
 		if (w->b[lin])
@@ -454,9 +471,10 @@ void cloq_stored_linear_free(cloq_stored_linear *s)
 	memset(s, 0, sizeof *s);
 }
 
-int cloq_layer_read_linear(void *shard, const cloq_config *cfg, int l, int lin, int bits, int group_size,
+int cloq_layer_read_linear(void *shard, const cloq_config *cfg, int l, int lin, const cloq_qform *qf,
 			   cloq_stored_linear *o, cloq_err *err)
 {
+	int bits = qf->bits, group_size = qf->group_size;
 	int rc = CLOQ_OK;
 	cloq_shard *s = shard;
 	char pre[160], name[256];
@@ -464,7 +482,12 @@ int cloq_layer_read_linear(void *shard, const cloq_config *cfg, int l, int lin, 
 	memset(o, 0, sizeof *o);
 	cloq_linear_shape(cfg, lin, &out, &in);
 	snprintf(pre, sizeof pre, "model.layers.%d.%s.%s", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
-	CLOQ_TRY(cloq_qtensor_alloc(&o->q, out, in, bits, group_size, err));
+	if (cloq_qform_is_nf(qf)) {
+		cloq_nf_params np = {bits, qf->nf_block, qf->quantizer == 3, qf->nf_double, qf->nf_dtype};
+		CLOQ_TRY(cloq_qtensor_alloc_nf(&o->q, out, in, &np, err));
+	} else {
+		CLOQ_TRY(cloq_qtensor_alloc(&o->q, out, in, bits, group_size, err));
+	}
 	snprintf(name, sizeof name, "%s.lora_A", pre);
 	size_t cnt = cloq_shard_count(s), i;
 	for (i = 0; i < cnt; i++)
@@ -479,6 +502,25 @@ int cloq_layer_read_linear(void *shard, const cloq_config *cfg, int l, int lin, 
 	CLOQ_TRY(read_f32(s, name, (size_t)out, &o->bias, 0, err));
 	snprintf(name, sizeof name, "%s.qcodes", pre);
 	CLOQ_TRY(cloq_shard_read_name(s, name, o->q.q, (size_t)out * in, err));
+	if (o->q.nf_block > 0) {
+		size_t nb = o->q.nf_nblocks;
+		snprintf(name, sizeof name, "%s.nf_absmax", pre);
+		CLOQ_TRY(cloq_shard_read_name(s, name, o->q.absmax, nb * 4, err));
+		if (o->q.qabsmax) {
+			snprintf(name, sizeof name, "%s.nf_qabsmax", pre);
+			CLOQ_TRY(cloq_shard_read_name(s, name, o->q.qabsmax, nb, err));
+			snprintf(name, sizeof name, "%s.nf_absmax2", pre);
+			CLOQ_TRY(cloq_shard_read_name(s, name, o->q.absmax2, (nb + 255) / 256 * 4, err));
+			snprintf(name, sizeof name, "%s.nf_offset", pre);
+			CLOQ_TRY(cloq_shard_read_name(s, name, &o->q.nf_offset, 4, err));
+		}
+		/* bytes from disk are hostile even with good checksums (another tool's shard) */
+		if ((rc = cloq_quant_nf_check(&o->q, err))) {
+			cloq_err_wrap(err, rc, "%s", pre);
+			goto fail;
+		}
+		return CLOQ_OK;
+	}
 	snprintf(name, sizeof name, "%s.scales", pre);
 	CLOQ_TRY(cloq_shard_read_name(s, name, o->q.scale, (size_t)out * o->q.ngroups * 4, err));
 	snprintf(name, sizeof name, "%s.qzeros", pre);
@@ -498,7 +540,7 @@ fail:
 	return rc;
 }
 
-int cloq_layer_load_shard(const char *path, const cloq_config *cfg, int l, int bits, int group_size, int propagate,
+int cloq_layer_load_shard(const char *path, const cloq_config *cfg, int l, const cloq_qform *qf, int propagate,
 			  double scaling, const cloq_layer_w *orig, cloq_layer_w *w, cloq_err *err)
 {
 	int rc = CLOQ_OK;
@@ -526,7 +568,7 @@ int cloq_layer_load_shard(const char *path, const cloq_config *cfg, int l, int b
 			continue;
 		}
 		cloq_stored_linear sl;
-		CLOQ_TRY(cloq_layer_read_linear(s, cfg, l, lin, bits, group_size, &sl, err));
+		CLOQ_TRY(cloq_layer_read_linear(s, cfg, l, lin, qf, &sl, err));
 		cloq_quant_dequant(&sl.q, w->w[lin]);
 		if (propagate == 1 /* lora */)
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, sl.rank, (float)scaling, sl.B, sl.rank,

@@ -7,6 +7,10 @@
  *   P.scales  F32 (out, ngroups)  fp16-representable scales
  *   P.qzeros  I32 (out, ngroups)  true zero points
  *   P.g_idx   I32 (in)            group of each input column
+ * or, for the NormalFloat quantizers (nf, nf4-bnb), instead of scales/qzeros/g_idx:
+ *   P.nf_absmax  F32 (nblocks)    absmax each block of the flattened weight dequantizes with
+ *   P.nf_qabsmax U8 (nblocks), P.nf_absmax2 F32 (ceil(nblocks / 256)), P.nf_offset F32 (1)
+ *                                 only with double quantization (cloq_quant.h)
  *   P.lora_A  F32 (r, in)         already divided so that s * B A is the correction
  *   P.lora_B  F32 (out, r)
  *   P.bias    F32 (out)           only when the model has one
@@ -28,8 +32,18 @@
 
 #define CLOQ_BASE_SHARD_LAYER 0xFFFFFFFFu
 
+/* How a job's codes are stored and dequantized (its settings; cloq_convert_settings_qform). */
+typedef struct cloq_qform {
+	int bits, group_size;
+	int quantizer;           /* enum cloq_quantizer_kind: nf (2) and nf4-bnb (3) store codebooks */
+	int nf_block, nf_double, nf_dtype; /* NF: block, 8-bit absmax, enum cloq_dtype of deq */
+} cloq_qform;
+
+static inline int cloq_qform_is_nf(const cloq_qform *f) { return f->quantizer == 2 || f->quantizer == 3; }
+
 typedef struct cloq_layerstore_params {
 	int bits, group_size, quantizer, sym, act_order;
+	int nf_block, nf_double, nf_dtype; /* NF quantizers (cloq_qform) */
 	int v1_zeros;            /* asym zero points in [1, maxq] (cloq_quant_params.v1_zeros) */
 	int init, rank, cloq_iters, loftq_iters, propagate, baselines;
 	double scaling;          /* s = lora_alpha / r */
@@ -72,7 +86,7 @@ int cloq_layer_write_shard(const char *path, const cloq_config *cfg, int l, cons
 
 /* Rebuild the propagation weights of layer l from its shard: deq(Q) (+ s B A for lora; the
  * original weights `orig` for fp). Norms and biases come from the shard. */
-int cloq_layer_load_shard(const char *path, const cloq_config *cfg, int l, int bits, int group_size, int propagate,
+int cloq_layer_load_shard(const char *path, const cloq_config *cfg, int l, const cloq_qform *qf, int propagate,
 			  double scaling, const cloq_layer_w *orig, cloq_layer_w *w, cloq_err *err);
 
 /* Everything one linear holds in a shard. Arrays allocated; free with cloq_stored_linear_free. */
@@ -81,8 +95,8 @@ typedef struct cloq_stored_linear {
 	float *A, *B, *bias;
 	int rank;
 } cloq_stored_linear;
-int cloq_layer_read_linear(void *shard /* cloq_shard* */, const cloq_config *cfg, int l, int lin, int bits,
-			   int group_size, cloq_stored_linear *out, cloq_err *err);
+int cloq_layer_read_linear(void *shard /* cloq_shard* */, const cloq_config *cfg, int l, int lin,
+			   const cloq_qform *qf, cloq_stored_linear *out, cloq_err *err);
 void cloq_stored_linear_free(cloq_stored_linear *s);
 
 cJSON *cloq_layer_report_json(const cloq_config *cfg, int l, const cloq_layer_result res[CLOQ_LINEARS], double secs);

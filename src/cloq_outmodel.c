@@ -64,7 +64,7 @@ int cloq_outmodel_open(const char *out, int with_lora, const char *what, cloq_ou
 	const cJSON *st = j->settings;
 	snprintf(path, sizeof path, "%s/journal.json", out);
 	/* an impossible or missing setting: exit 2 naming it, as resume says */
-	CLOQ_TRY(cloq_convert_check_settings(st, path, err));
+	CLOQ_TRY(cloq_convert_settings_qform(st, path, &m->qf, err));
 	const cJSON *bits = cJSON_GetObjectItemCaseSensitive(st, "bits");
 	const cJSON *gs = cJSON_GetObjectItemCaseSensitive(st, "group_size");
 	const cJSON *rank = cJSON_GetObjectItemCaseSensitive(st, "rank");
@@ -108,7 +108,7 @@ int cloq_outmodel_load_layer(const cloq_outmodel *m, int l, cloq_layer_w *w, clo
 {
 	char path[4096];
 	snprintf(path, sizeof path, "%s/shards/layer_%05d.cloqshard", m->dir, l);
-	return cloq_layer_load_shard(path, &m->cfg, l, m->bits, m->group_size, m->with_lora ? 1 : 0, m->scaling, NULL,
+	return cloq_layer_load_shard(path, &m->cfg, l, &m->qf, m->with_lora ? 1 : 0, m->scaling, NULL,
 				     w, err);
 }
 

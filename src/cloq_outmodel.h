@@ -9,6 +9,7 @@
 #include "cloq_config.h"
 #include "cloq_eval.h"
 #include "cloq_jobcheck.h"
+#include "cloq_layerstore.h"
 #include "cloq_llama.h"
 
 typedef struct cloq_outmodel {
@@ -16,6 +17,7 @@ typedef struct cloq_outmodel {
 	cloq_jobread job;         /* the reader's lock (held while open), journal, manifest */
 	cloq_config cfg;
 	int bits, group_size, rank;
+	cloq_qform qf;            /* how the codes are stored (NormalFloat jobs: codebooks) */
 	double scaling;           /* lora_alpha / rank */
 	int with_lora;
 	float *embed;             /* (vocab, hidden) */

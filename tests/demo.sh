@@ -35,6 +35,20 @@ for b in 2 4; do
     eval "l$b=\$(ppl $OUT/int$b-loftq)"
     eval "a$b=\$(ppl $OUT/int$b-altcloq)"
 done
+# the QLoRA base: bitsandbytes NF4 of the original checkpoint (what load_in_4bit, nf4, double
+# quantization computes), with a CLoQ or LoftQ adapter; export: the adapter alone
+NF4="--quantizer nf4-bnb --bnb-double-quant --calib $CALIB --nsamples ${DEMO_NSAMPLES:-64} --seqlen 256 --rank 8 --quiet"
+$CLOQ convert fixtures/stories260K -o "$OUT/nf4-cloq" $NF4 --threads 1 &
+p1=$!
+$CLOQ convert fixtures/stories260K -o "$OUT/nf4-loftq" $NF4 --threads 1 --init loftq &
+p2=$!
+wait $p1
+wait $p2
+$CLOQ verify "$OUT/nf4-cloq" >/dev/null
+$CLOQ export "$OUT/nf4-cloq" --to "$OUT/nf4-cloq-adapter" >/dev/null
+nq=$(ppl "$OUT/nf4-cloq" --no-lora)
+nc=$(ppl "$OUT/nf4-cloq")
+nl=$(ppl "$OUT/nf4-loftq")
 echo
 echo "perplexity on $EVAL (lower is better)"
 printf '%-40s %10s %10s\n' "model" "INT2 g32" "INT4 g32"
@@ -44,4 +58,10 @@ printf '%-40s %10s %10s\n' "GPTQ + LoftQ (T=1), rank 8" "$l2" "$l4"
 printf '%-40s %10s %10s\n' "GPTQ + CLoQ, rank 8" "$c2" "$c4"
 printf '%-40s %10s %10s\n' "GPTQ + alternating CLoQ (T=5), rank 8" "$a2" "$a4"
 echo
+printf '%-40s %10s\n' "QLoRA base: bitsandbytes NF4, dq" "NF4 b64"
+printf '%-40s %10s\n' "NF4 alone (QLoRA's usual start, B = 0)" "$nq"
+printf '%-40s %10s\n' "NF4 + LoftQ (T=1), rank 8" "$nl"
+printf '%-40s %10s\n' "NF4 + CLoQ, rank 8" "$nc"
+echo
+echo "the NF4 + CLoQ adapter for the stock checkpoint (QLoRA load lines in its README.md): $OUT/nf4-cloq-adapter"
 echo "jobs, reports (report.json) and the INT2/INT4 GPTQ + PEFT exports are in $OUT/ ($(( $(date +%s) - start )) s)"

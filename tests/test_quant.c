@@ -14,6 +14,7 @@
 #include <cblas.h>
 #include <lapacke.h>
 
+#include "cloq_dtype.h"
 #include "cloq_error.h"
 #include "cloq_quant.h"
 #include "cloq_quant_internal.h"
@@ -1019,6 +1020,219 @@ static void test_nf(void **state)
 	free(E);
 }
 
+
+/* ======== bitsandbytes NF4 (codebook tensors) ===================================================== */
+/* bitsandbytes' kernel constants, transcribed from csrc/kernels.cu as the independent
+ * expectation: nf4_dequantization_lut and the thresholds of dQuantizeNF4's decision tree. */
+static const float bnb_lut[16] = {
+	-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
+	-0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+	0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
+	0.7229568362236023f, 1.0f};
+static const float bnb_thr[15] = {
+	-0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
+	-0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
+	0.1202552504837513f, 0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f,
+	0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f};
+
+static int bnb_code_of(float x) /* the tree, walked as the kernel does: strict '>' */
+{
+	int c = 0;
+	while (c < 15 && x > bnb_thr[c])
+		c++;
+	return c;
+}
+
+static void test_nf4_bnb(void **state)
+{
+	(void)state;
+	uint64_t saved_rng = rng_state; /* later tests draw from the same stream: leave it as it was */
+	const int rows = 2, cols = 101, n = rows * cols; /* 202 = 3 x 64 + 10: a ragged last block */
+	float *W = calloc((size_t)n, 4), *D = malloc((size_t)n * 4);
+	cloq_nf_params p = {4, 64, 1, 0, CLOQ_DT_F32};
+	cloq_qtensor q;
+	cloq_err err;
+	/* block 0, absmax 1: every threshold itself (lower code) and the next float (upper code) */
+	W[0] = 1.0f;
+	for (int i = 0; i < 15; i++) {
+		W[1 + 2 * i] = bnb_thr[i];
+		W[2 + 2 * i] = nextafterf(bnb_thr[i], 2.0f);
+	}
+	/* block 1: absmax m not a power of two, and a value where w * (1/m) and w / m fall on
+	 * different sides of a threshold: the kernel multiplies by the reciprocal */
+	int found = 0;
+	float m = 0.0f, xr = 0.0f;
+	for (int mi = 0; mi < 200 && !found; mi++) {
+		m = 0.6f + 0.0137f * (float)mi;
+		float r = 1.0f / m;
+		for (int i = 0; i < 15 && !found; i++) {
+			float x = bnb_thr[i] * m;
+			for (int k = 0; k < 64 && !found; k++, x = nextafterf(x, 2.0f))
+				if ((x * r > bnb_thr[i]) != (x / m > bnb_thr[i])) {
+					found = 1;
+					xr = x;
+				}
+		}
+	}
+	assert_true(found);
+	W[64] = m;
+	W[65] = xr;
+	W[66] = -m * 0.3f;
+	/* block 2 stays all zero; block 3 (10 values) random */
+	for (int k = 192; k < n; k++)
+		W[k] = (float)(k - 197) * 0.01f;
+	memset(&q, 0, sizeof q);
+	assert_int_equal(cloq_quant_nf_codes(W, rows, cols, &p, &q, &err), CLOQ_OK);
+	assert_int_equal(q.nf_nblocks, 4);
+	assert_memory_equal(q.nf_code, bnb_lut, sizeof bnb_lut);
+	assert_int_equal(q.q[0], 15);
+	for (int i = 0; i < 15; i++) {
+		assert_int_equal(q.q[1 + 2 * i], i);
+		assert_int_equal(q.q[2 + 2 * i], i + 1);
+	}
+	float r = 1.0f / m;
+	assert_int_equal(q.q[65], bnb_code_of(xr * r));
+	assert_int_not_equal(q.q[65], bnb_code_of(xr / m));
+	for (int b = 0; b < 4; b++) { /* absmax = max |w| of the block; every code from the tree */
+		int k0 = b * 64, k1 = k0 + 64 < n ? k0 + 64 : n;
+		float mx = 0.0f;
+		for (int k = k0; k < k1; k++)
+			mx = fmaxf(mx, fabsf(W[k]));
+		assert_true(q.absmax[b] == mx);
+		for (int k = k0; k < k1 && mx > 0.0f; k++)
+			assert_int_equal(q.q[k], bnb_code_of(W[k] * (1.0f / mx)));
+	}
+	/* an all-zero block: 0 * Inf = NaN goes down every '>' branch to code 0, deq -1 * 0 = -0 */
+	cloq_quant_dequant(&q, D);
+	for (int k = 128; k < 192; k++) {
+		assert_int_equal(q.q[k], 0);
+		assert_true(D[k] == 0.0f && signbit(D[k]));
+	}
+	for (int k = 0; k < n; k++)
+		if (k < 128 || k >= 192)
+			assert_true(D[k] == bnb_lut[q.q[k]] * q.absmax[k / 64]);
+	cloq_qtensor_free(&q);
+
+	/* bf16 and fp16 weights: deq rounded to the weight's dtype (round to nearest even) */
+	for (int dt = 0; dt < 2; dt++) {
+		p.out_dtype = dt ? CLOQ_DT_F16 : CLOQ_DT_BF16;
+		assert_int_equal(cloq_quant_nf_codes(W, rows, cols, &p, &q, &err), CLOQ_OK);
+		cloq_quant_dequant(&q, D);
+		for (int k = 0; k < n; k++) {
+			float v = bnb_lut[q.q[k]] * q.absmax[k / 64];
+			float want = dt ? cloq_quant_f16_to_f32(cloq_quant_f32_to_f16(v))
+					: cloq_bf16_to_f32_ref(cloq_f32_to_bf16_ref(v));
+			assert_memory_equal(&D[k], &want, 4);
+		}
+		cloq_qtensor_free(&q);
+	}
+	p.out_dtype = CLOQ_DT_F32;
+
+	/* LoftQ's NF through codes: dequantizes to exactly the fake quantization of cloq_quant_nf */
+	float *W2 = rand_w(7, 30, 1.0), *D2 = malloc(210 * 4);
+	for (int k = 64; k < 128; k++)
+		W2[k] = 0.0f;
+	for (int bits = 2; bits <= 4; bits++) {
+		cloq_nf_params lp = {bits, 64, 0, 0, CLOQ_DT_F32};
+		assert_int_equal(cloq_quant_nf_codes(W2, 7, 30, &lp, &q, &err), CLOQ_OK);
+		assert_int_equal(cloq_quant_nf(W2, 7, 30, bits, 64, D2, &err), CLOQ_OK);
+		float *D3 = malloc(210 * 4);
+		cloq_quant_dequant(&q, D3);
+		assert_memory_equal(D2, D3, 210 * 4);
+		free(D3);
+		cloq_qtensor_free(&q);
+	}
+	free(W2);
+	free(D2);
+
+	/* bad parameters and input */
+	cloq_nf_params bad = p;
+	bad.bits = 3;
+	assert_int_equal(cloq_quant_nf_codes(W, rows, cols, &bad, &q, &err), CLOQ_EINPUT);
+	bad = p;
+	bad.block = 48;
+	assert_int_equal(cloq_quant_nf_codes(W, rows, cols, &bad, &q, &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "48"));
+	bad = p;
+	bad.bnb = 0;
+	bad.double_quant = 1;
+	assert_int_equal(cloq_quant_nf_codes(W, rows, cols, &bad, &q, &err), CLOQ_EINPUT);
+	W[150] = INFINITY;
+	assert_int_equal(cloq_quant_nf_codes(W, rows, cols, &p, &q, &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "row 1, column 49"));
+	free(W);
+	free(D);
+	rng_state = saved_rng;
+}
+
+static void test_nf4_bnb_double_quant(void **state)
+{
+	(void)state;
+	uint64_t saved_rng = rng_state; /* later tests draw from the same stream: leave it as it was */
+	float map[256];
+	cloq_quant_nf_dynamic_map(map);
+	/* create_dynamic_map(signed=True, 7, 8): entries of a published dump of the table torch
+	 * builds (a hard-coded copy in candle's bitsandbytes port, found by the session that wrote
+	 * tests/tools/ref_bnb_nf4.py), incl. ones where an unfused linspace would differ */
+	static const struct { int i; double v; } dump[] = {
+		{128, 5.500000384017767e-07}, {137, 0.0003812500217463821}, {162, 0.019843751564621925},
+		{182, 0.07609374821186066},   {208, 0.3460937440395355},    {234, 0.7117187976837158},
+		{236, 0.7398437261581421},    {254, 0.992968738079071}};
+	for (int i = 1; i < 256; i++)
+		assert_true(map[i - 1] < map[i]);
+	assert_true(map[255] == 1.0f && map[127] == 0.0f);
+	for (size_t k = 0; k < sizeof dump / sizeof dump[0]; k++) {
+		assert_true(map[dump[k].i] == (float)dump[k].v);
+		assert_true(map[254 - dump[k].i] == -(float)dump[k].v);
+	}
+
+	const int rows = 300, cols = 64; /* 300 blocks of 64: two absmax2 blocks (256 + 44) */
+	float *W = rand_w(rows, cols, 0.02);
+	for (int k = 0; k < 64; k++)
+		W[5 * 64 + k] = 0.0f; /* an absmax of 0 */
+	cloq_nf_params p = {4, 64, 1, 1, CLOQ_DT_BF16};
+	cloq_qtensor q, q0;
+	cloq_err err;
+	assert_int_equal(cloq_quant_nf_codes(W, rows, cols, &p, &q, &err), CLOQ_OK);
+	p.double_quant = 0;
+	assert_int_equal(cloq_quant_nf_codes(W, rows, cols, &p, &q0, &err), CLOQ_OK);
+	assert_memory_equal(q.q, q0.q, (size_t)rows * cols); /* codes do not depend on it */
+	double s = 0.0;
+	for (int b = 0; b < rows; b++)
+		s += q0.absmax[b];
+	assert_true(q.nf_offset == (float)(s / rows));
+	for (int j = 0; j < 2; j++) {
+		float mx = 0.0f;
+		for (int b = j * 256; b < rows && b < (j + 1) * 256; b++)
+			mx = fmaxf(mx, fabsf(q0.absmax[b] - q.nf_offset));
+		assert_true(q.absmax2[j] == mx);
+	}
+	double worst = 0.0;
+	for (int b = 0; b < rows; b++) {
+		float x = (q0.absmax[b] - q.nf_offset) * (1.0f / q.absmax2[b / 256]);
+		/* the chosen map entry is a nearest one (the binary search may take either at a tie) */
+		double dq = fabs((double)map[q.qabsmax[b]] - x);
+		for (int k = 0; k < 256; k++)
+			assert_true(dq <= fabs((double)map[k] - x) + 1e-7);
+		float rebuilt = map[q.qabsmax[b]] * q.absmax2[b / 256] + q.nf_offset;
+		assert_memory_equal(&rebuilt, &q.absmax[b], 4);
+		double rel = fabs((double)q.absmax[b] - q0.absmax[b]) / q0.absmax[0];
+		worst = rel > worst ? rel : worst;
+	}
+	assert_true(worst < 0.02); /* 8 bits of absmax: a small relative change */
+	assert_int_equal(cloq_quant_nf_check(&q, &err), CLOQ_OK);
+	q.qabsmax[7] ^= 1; /* a flipped code no longer rebuilds the stored absmax */
+	assert_int_equal(cloq_quant_nf_check(&q, &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "block 7"));
+	q.qabsmax[7] ^= 1;
+	q.q[3] = 16;
+	assert_int_equal(cloq_quant_nf_check(&q, &err), CLOQ_EINPUT);
+	cloq_qtensor_free(&q);
+	cloq_qtensor_free(&q0);
+	free(W);
+	rng_state = saved_rng;
+}
+
 /* ======== real weights: stories260K with real Gram matrices (fixtures/solver) ===================== */
 static void *read_raw(const char *dir, const char *name, size_t bytes)
 {
@@ -1376,6 +1590,8 @@ int main(void)
 		cmocka_unit_test(test_pack_known_and_bad),
 		cmocka_unit_test(test_gptq_export_exact),
 		cmocka_unit_test(test_nf),
+		cmocka_unit_test(test_nf4_bnb),
+		cmocka_unit_test(test_nf4_bnb_double_quant),
 		cmocka_unit_test(test_real_weights),
 		cmocka_unit_test(test_v1_zeros_rtn),
 		cmocka_unit_test(test_v1_zeros_gptq),

@@ -48,6 +48,12 @@ Usage:
                                             auto-gptq, whose GPTQConfig drops checkpoint_format):
                                             zero = (stored field) + 1 whatever checkpoint_format says,
                                             no check (AutoGPTQ QuantLinear.forward: mask, then + 1)
+  read_export.py qlora-ppl MODEL_DIR ADAPTER_DIR --tokens F.npy [--double-quant] [--rows N]
+                                            what a QLoRA user's GPU computes: the original checkpoint
+                                            with every decoder linear replaced by bitsandbytes' NF4
+                                            (block 64) as tests/tools/ref_bnb_nf4.py models it, in
+                                            the weight's own dtype, plus the PEFT adapter in
+                                            ADAPTER_DIR (a 'cloq export --format peft-only')
   read_export.py loadable DIR...            exit 0 when each DIR has no config.json (nothing a
                                             loader would take) or everything the config needs is
                                             valid (same for adapter/); exit 1 when one has a
@@ -775,6 +781,28 @@ def ref_model(b, a):
     return m, ref_llama
 
 
+def qlora(model_dir, adapter_dir, double_quant):
+    """The original checkpoint as bitsandbytes loads it (load_in_4bit, nf4), and the adapter."""
+    sys.path.insert(0, HERE)
+    import ref_bnb_nf4 as nf
+    b = Base(model_dir)
+    for l in range(b.geom.L):
+        for lin in LINEARS:
+            name = "model.layers.%d.%s.weight" % (l, lin)
+            t = b.tensors[name]
+            dt = {"F32": "f32", "BF16": "bf16", "F16": "f16"}[t.dtype]
+            out, _ = nf.reference(b.w[name].reshape(-1), dt, 64, double_quant)
+            bits = out["deq.bin"]
+            if dt == "f32":
+                deq = bits.view(np.float32)
+            elif dt == "bf16":
+                deq = (bits.astype(np.uint32) << 16).view(np.float32)
+            else:
+                deq = bits.view(np.float16).astype(np.float32)
+            b.w[name] = deq.reshape(t.shape)
+    return b, Adapter(adapter_dir, b.geom)
+
+
 def loadable(d):
     """The state a loader would see in an export directory, possibly interrupted."""
     ok = True
@@ -836,6 +864,32 @@ def main(argv):
                 print("%s:" % d)
                 bad += not loadable(d)
             return 1 if bad else 0
+        if cmd == "qlora-ppl" and len(args) >= 2:
+            tokens, rows, dq = None, 0, False
+            i = 2
+            while i < len(args):
+                if args[i] == "--tokens" and i + 1 < len(args):
+                    tokens = args[i + 1]
+                    i += 2
+                elif args[i] == "--rows" and i + 1 < len(args):
+                    rows = int(args[i + 1])
+                    i += 2
+                elif args[i] == "--double-quant":
+                    dq = True
+                    i += 1
+                else:
+                    sys.stderr.write("qlora-ppl: unexpected %s\n" % args[i])
+                    return 2
+            if not tokens:
+                sys.stderr.write("qlora-ppl: need --tokens\n")
+                return 2
+            b, a = qlora(args[0], args[1], dq)
+            m, ref = ref_model(b, a)
+            win = np.load(tokens)
+            if rows:
+                win = win[:rows]
+            print("perplexity %.6f" % ref.perplexity(m, win))
+            return 0
         if cmd == "ppl" and args:
             d, tokens, rows, lora, v1_only = args[0], None, 0, True, False
             i = 1
