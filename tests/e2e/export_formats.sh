@@ -21,13 +21,8 @@
 #    after a clean export; an export of another job into an existing export is refused.
 # Exit 77 (skip) when python3 with numpy is missing.
 set -u
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3 2>/dev/null)
-if [ -z "$PY" ] || ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
-	echo "skip: python3 with numpy not found"
-	exit 77
-fi
 cd "$(dirname "$0")/../.." || exit 1
+. tests/e2e/need_numpy.inc
 BUILD=${BUILD:-build}
 CLOQ=${CLOQ:-./cloq}
 MKMODEL=${MKMODEL:-$BUILD/tools/mkmodel}

@@ -16,13 +16,8 @@
 # dead column) at 2/3/4 bits, group 32 and 48 (48 does not divide the block, so a group crosses a
 # block boundary), and the real layer-0 weights and Gram matrices of fixtures/solver at INT2.
 # Exit 77 (skip) when python3 with numpy is missing.
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3 2>/dev/null)
-if [ -z "$PY" ] || ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
-    echo "skip: python3 with numpy not found"
-    exit 77
-fi
 cd "$(dirname "$0")/../.." || exit 1
+. tests/e2e/need_numpy.inc
 BUILD=${BUILD:-build}
 DUMP="$BUILD/tools/gptq_dump"
 REF=tests/tools/ref_gptq.py

@@ -11,13 +11,8 @@
 # reciprocal by the IEEE one; ref_bnb_nf4.py reports how many codes sit within one ulp of a
 # decision threshold (where the GPU could differ). Exit 77 (skip) when python3 with numpy is
 # missing.
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3 2>/dev/null)
-if [ -z "$PY" ] || ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
-    echo "skip: python3 with numpy not found"
-    exit 77
-fi
 cd "$(dirname "$0")/../.." || exit 1
+. tests/e2e/need_numpy.inc
 BUILD=${BUILD:-build}
 DUMP="$BUILD/tools/nf_dump"
 REF=tests/tools/ref_bnb_nf4.py

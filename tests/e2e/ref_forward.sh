@@ -2,13 +2,8 @@
 # tests/e2e/ref_forward.sh - keep the numpy reference forward (tests/tools/ref_llama.py) honest:
 # its logits, cross-entropy and perplexity must match fixtures/reference, and the committed
 # solver fixture must be re-derivable from it. Exit 77 (skip) when python3 or numpy is missing.
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=$(command -v python3 2>/dev/null)
-if [ -z "$PY" ] || ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
-    echo "skip: python3 with numpy not found"
-    exit 77
-fi
 cd "$(dirname "$0")/../.." || exit 1
+. tests/e2e/need_numpy.inc
 BUILD=${BUILD:-build}
 mkdir -p "$BUILD" || exit 1
 lg="$BUILD/ref_forward_logits.f32"

@@ -16,29 +16,7 @@
 #include <string.h>
 
 #include "cloq_quant.h"
-
-static void *slurp(const char *path, size_t n)
-{
-	FILE *f = fopen(path, "rb");
-	void *p = malloc(n);
-	if (!f || !p || fread(p, 1, n, f) != n) {
-		fprintf(stderr, "gptq_dump: cannot read %zu bytes from %s\n", n, path);
-		exit(2);
-	}
-	fclose(f);
-	return p;
-}
-
-static void spit(const char *prefix, const char *ext, const void *p, size_t n)
-{
-	char path[4096];
-	snprintf(path, sizeof path, "%s%s", prefix, ext);
-	FILE *f = fopen(path, "wb");
-	if (!f || fwrite(p, 1, n, f) != n || fclose(f) != 0) {
-		fprintf(stderr, "gptq_dump: cannot write %s\n", path);
-		exit(3);
-	}
-}
+#include "raw_io.h"
 
 int main(int argc, char **argv)
 {
@@ -72,8 +50,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	size_t rc_ = (size_t)rows * cols;
-	float *W = slurp(argv[1], rc_ * sizeof(float));
-	double *H = slurp(argv[2], (size_t)cols * cols * sizeof(double));
+	float *W = raw_slurp("gptq_dump", argv[1], rc_ * sizeof(float));
+	double *H = raw_slurp("gptq_dump", argv[2], (size_t)cols * cols * sizeof(double));
 	cloq_qtensor q;
 	memset(&q, 0, sizeof q);
 	cloq_err err;
@@ -89,10 +67,10 @@ int main(int argc, char **argv)
 		return 3;
 	cloq_quant_dequant(&q, deq);
 	size_t ns = (size_t)rows * q.ngroups;
-	spit(argv[7], ".q.u8", q.q, rc_);
-	spit(argv[7], ".scale.f32", q.scale, ns * sizeof(float));
-	spit(argv[7], ".zero.i32", q.zero, ns * sizeof(int32_t));
-	spit(argv[7], ".deq.f32", deq, rc_ * sizeof(float));
+	raw_spit("gptq_dump", argv[7], ".q.u8", q.q, rc_);
+	raw_spit("gptq_dump", argv[7], ".scale.f32", q.scale, ns * sizeof(float));
+	raw_spit("gptq_dump", argv[7], ".zero.i32", q.zero, ns * sizeof(int32_t));
+	raw_spit("gptq_dump", argv[7], ".deq.f32", deq, rc_ * sizeof(float));
 	cloq_qtensor_free(&q);
 	free(deq);
 	free(W);

@@ -14,29 +14,7 @@
 
 #include "cloq_dtype.h"
 #include "cloq_quant.h"
-
-static void *slurp(const char *path, size_t n)
-{
-	FILE *f = fopen(path, "rb");
-	void *p = malloc(n ? n : 1);
-	if (!f || !p || fread(p, 1, n, f) != n) {
-		fprintf(stderr, "nf_dump: cannot read %zu bytes from %s\n", n, path);
-		exit(2);
-	}
-	fclose(f);
-	return p;
-}
-
-static void spit(const char *prefix, const char *ext, const void *p, size_t n)
-{
-	char path[4096];
-	snprintf(path, sizeof path, "%s%s", prefix, ext);
-	FILE *f = fopen(path, "wb");
-	if (!f || fwrite(p, 1, n, f) != n || fclose(f) != 0) {
-		fprintf(stderr, "nf_dump: cannot write %s\n", path);
-		exit(3);
-	}
-}
+#include "raw_io.h"
 
 int main(int argc, char **argv)
 {
@@ -63,7 +41,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	size_t n = (size_t)rows * cols, es = cloq_dtype_size(dt);
-	void *raw = slurp(argv[1], n * es);
+	void *raw = raw_slurp("nf_dump", argv[1], n * es);
 	float *W = malloc(n * sizeof(float)), *deq = malloc(n * sizeof(float));
 	void *deq_raw = malloc(n * es);
 	if (!W || !deq || !deq_raw || cloq_dtype_to_f32(dt, raw, W, n) != 0)
@@ -80,15 +58,15 @@ int main(int argc, char **argv)
 	/* deq is already representable in dt: the conversion is exact */
 	if (cloq_dtype_from_f32(dt, deq, deq_raw, n) != 0)
 		return 3;
-	spit(argv[5], ".codes.u8", q.q, n);
-	spit(argv[5], ".deq.bin", deq_raw, n * es);
+	raw_spit("nf_dump", argv[5], ".codes.u8", q.q, n);
+	raw_spit("nf_dump", argv[5], ".deq.bin", deq_raw, n * es);
 	if (p.double_quant) {
-		spit(argv[5], ".qabsmax.u8", q.qabsmax, q.nf_nblocks);
-		spit(argv[5], ".absmax2.f32", q.absmax2, (q.nf_nblocks + 255) / 256 * sizeof(float));
-		spit(argv[5], ".offset.f32", &q.nf_offset, sizeof(float));
-		spit(argv[5], ".absmaxdq.f32", q.absmax, q.nf_nblocks * sizeof(float));
+		raw_spit("nf_dump", argv[5], ".qabsmax.u8", q.qabsmax, q.nf_nblocks);
+		raw_spit("nf_dump", argv[5], ".absmax2.f32", q.absmax2, (q.nf_nblocks + 255) / 256 * sizeof(float));
+		raw_spit("nf_dump", argv[5], ".offset.f32", &q.nf_offset, sizeof(float));
+		raw_spit("nf_dump", argv[5], ".absmaxdq.f32", q.absmax, q.nf_nblocks * sizeof(float));
 	} else {
-		spit(argv[5], ".absmax.f32", q.absmax, q.nf_nblocks * sizeof(float));
+		raw_spit("nf_dump", argv[5], ".absmax.f32", q.absmax, q.nf_nblocks * sizeof(float));
 	}
 	cloq_qtensor_free(&q);
 	free(W);

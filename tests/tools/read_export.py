@@ -836,6 +836,36 @@ def loadable(d):
     return ok
 
 
+def eval_args(cmd, args, flags):
+    """--tokens F (required), --rows N and the boolean `flags` of a perplexity command; None
+    (after a message) on a bad argument."""
+    opt = dict(flags, tokens=None, rows=0)
+    i = 0
+    while i < len(args):
+        if args[i] in ("--tokens", "--rows") and i + 1 < len(args):
+            opt[args[i][2:]] = args[i + 1] if args[i] == "--tokens" else int(args[i + 1])
+            i += 2
+        elif args[i] in flags:
+            opt[args[i]] = True
+            i += 1
+        else:
+            sys.stderr.write("%s: unexpected %s\n" % (cmd, args[i]))
+            return None
+    if not opt["tokens"]:
+        sys.stderr.write("%s: need --tokens\n" % cmd)
+        return None
+    return opt
+
+
+def print_ppl(b, a, opt):
+    m, ref = ref_model(b, a)
+    win = np.load(opt["tokens"])
+    if opt["rows"]:
+        win = win[:opt["rows"]]
+    print("perplexity %.6f" % ref.perplexity(m, win))
+    return 0
+
+
 def main(argv):
     if not argv:
         sys.stderr.write(__doc__)
@@ -865,60 +895,17 @@ def main(argv):
                 bad += not loadable(d)
             return 1 if bad else 0
         if cmd == "qlora-ppl" and len(args) >= 2:
-            tokens, rows, dq = None, 0, False
-            i = 2
-            while i < len(args):
-                if args[i] == "--tokens" and i + 1 < len(args):
-                    tokens = args[i + 1]
-                    i += 2
-                elif args[i] == "--rows" and i + 1 < len(args):
-                    rows = int(args[i + 1])
-                    i += 2
-                elif args[i] == "--double-quant":
-                    dq = True
-                    i += 1
-                else:
-                    sys.stderr.write("qlora-ppl: unexpected %s\n" % args[i])
-                    return 2
-            if not tokens:
-                sys.stderr.write("qlora-ppl: need --tokens\n")
+            opt = eval_args("qlora-ppl", args[2:], {"--double-quant": False})
+            if opt is None:
                 return 2
-            b, a = qlora(args[0], args[1], dq)
-            m, ref = ref_model(b, a)
-            win = np.load(tokens)
-            if rows:
-                win = win[:rows]
-            print("perplexity %.6f" % ref.perplexity(m, win))
-            return 0
+            b, a = qlora(args[0], args[1], opt["--double-quant"])
+            return print_ppl(b, a, opt)
         if cmd == "ppl" and args:
-            d, tokens, rows, lora, v1_only = args[0], None, 0, True, False
-            i = 1
-            while i < len(args):
-                if args[i] == "--tokens" and i + 1 < len(args):
-                    tokens = args[i + 1]
-                    i += 2
-                elif args[i] == "--rows" and i + 1 < len(args):
-                    rows = int(args[i + 1])
-                    i += 2
-                elif args[i] == "--no-lora":
-                    lora = False
-                    i += 1
-                elif args[i] == "--v1-only":
-                    v1_only = True
-                    i += 1
-                else:
-                    sys.stderr.write("ppl: unexpected %s\n" % args[i])
-                    return 2
-            if not tokens:
-                sys.stderr.write("ppl: need --tokens\n")
+            opt = eval_args("ppl", args[1:], {"--no-lora": False, "--v1-only": False})
+            if opt is None:
                 return 2
-            b, a = load(d, adapter=lora, v1_only=v1_only)
-            m, ref = ref_model(b, a)
-            win = np.load(tokens)
-            if rows:
-                win = win[:rows]
-            print("perplexity %.6f" % ref.perplexity(m, win))
-            return 0
+            b, a = load(args[0], adapter=not opt["--no-lora"], v1_only=opt["--v1-only"])
+            return print_ppl(b, a, opt)
     except FormatError as e:
         sys.stderr.write("read_export.py: %s\n" % e)
         return 1
