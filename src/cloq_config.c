@@ -66,7 +66,8 @@ static int get_bool(const cJSON *root, const char *key, int dflt, int *out, cons
 #define A_L (1u << CLOQ_ARCH_LLAMA)
 #define A_M (1u << CLOQ_ARCH_MISTRAL)
 #define A_Q (1u << CLOQ_ARCH_QWEN2)
-#define A_ALL (A_L | A_M | A_Q)
+#define A_Q3 (1u << CLOQ_ARCH_QWEN3)
+#define A_ALL (A_L | A_M | A_Q | A_Q3)
 enum field_kind { F_IMPL, F_HARMLESS };
 static const struct field_rule {
 	const char *name;
@@ -89,13 +90,14 @@ static const struct field_rule {
 	{"rope_scaling", A_ALL, F_IMPL, "default, linear, llama3; others refused"},
 	{"tie_word_embeddings", A_ALL, F_IMPL, "lm_head is the embedding"},
 	{"hidden_act", A_ALL, F_IMPL, "silu (swish) only"},
-	{"attention_bias", A_L, F_IMPL, "q/k/v/o biases"},
+	{"attention_bias", A_L | A_Q3, F_IMPL, "q/k/v/o biases"},
 	{"mlp_bias", A_L, F_IMPL, "gate/up/down biases"},
 	{"pretraining_tp", A_L, F_IMPL, "sliced matmuls, same math; refused with biases, which it drops"},
 	{"attention_dropout", A_ALL, F_IMPL, "inference: must be 0"},
 	{"sliding_window", A_ALL, F_IMPL, "active windows shorter than --seqlen refused (on a Llama: as Mistral's)"},
-	{"use_sliding_window", A_Q, F_IMPL, "Qwen2: turns sliding_window on"},
-	{"max_window_layers", A_Q, F_IMPL, "Qwen2: layers below it attend fully"},
+	{"use_sliding_window", A_Q | A_Q3, F_IMPL, "Qwen2/3: turns sliding_window on"},
+	{"max_window_layers", A_Q | A_Q3, F_IMPL, "Qwen2/3: layers below it attend fully"},
+	{"layer_types", A_Q | A_Q3, F_IMPL, "Qwen2/3 (transformers >= 4.54): per layer full or sliding attention"},
 	{"use_mrope", A_Q, F_IMPL, "Qwen2-VL's multimodal RoPE: must be false"},
 	{"quantization_config", A_ALL, F_IMPL, "an export of cloq's (the export reader); cloq_model_open refuses it"},
 	{"bos_token_id", A_ALL, F_IMPL, "token id, used by the tokenizer side only"},
@@ -116,7 +118,7 @@ static const struct field_rule {
 };
 #define N_FIELD_RULES (sizeof field_rules / sizeof field_rules[0])
 
-static const char *arch_model_type[] = {"llama", "mistral", "qwen2"};
+static const char *arch_model_type[] = {"llama", "mistral", "qwen2", "qwen3"};
 
 /* The value of a JSON item, compact and cut short, for messages. */
 static void json_short(const cJSON *v, char *buf, size_t cap)
@@ -161,11 +163,32 @@ static int parse_sliding_window(const cJSON *root, const char *path, cloq_config
 	CLOQ_TRY(get_int(root, "sliding_window", 0, 0, &w, path, err));
 	CLOQ_FAIL_IF(sw && !cJSON_IsNull(sw) && w == 0, err, CLOQ_EINPUT,
 		     "%s: field 'sliding_window' = 0: a window of no tokens is not a model cloq can compute", path);
-	if (cfg->arch == CLOQ_ARCH_QWEN2) {
+	if (cfg->arch == CLOQ_ARCH_QWEN2 || cfg->arch == CLOQ_ARCH_QWEN3) {
 		CLOQ_TRY(get_bool(root, "use_sliding_window", 0, &use, path, err));
 		CLOQ_TRY(get_int(root, "max_window_layers", 0, 28, &mwl, path, err));
 		if (!use || mwl >= cfg->layers)
 			w = 0;
+		/* layer_types, when given, is what transformers' attention reads per layer; a sliding
+		 * layer with a window makes the window active whatever the other keys say */
+		const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+		if (lt && !cJSON_IsNull(lt)) {
+			CLOQ_FAIL_IF(!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != cfg->layers, err, CLOQ_EINPUT,
+				     "%s: field 'layer_types' must be a list of %d layer types", path, cfg->layers);
+			int sliding = 0;
+			for (const cJSON *e = lt->child; e; e = e->next) {
+				CLOQ_FAIL_IF(!cJSON_IsString(e) || (strcmp(e->valuestring, "full_attention") &&
+								   strcmp(e->valuestring, "sliding_attention")),
+					     err, CLOQ_EINPUT,
+					     "%s: field 'layer_types' holds %s; cloq knows full_attention and "
+					     "sliding_attention", path, cJSON_IsString(e) ? e->valuestring : "a non-string");
+				sliding |= !strcmp(e->valuestring, "sliding_attention");
+			}
+			CLOQ_FAIL_IF(sliding && (!sw || cJSON_IsNull(sw)), err, CLOQ_EINPUT,
+				     "%s: 'layer_types' has sliding_attention layers but 'sliding_window' is null", path);
+			CLOQ_TRY(get_int(root, "sliding_window", 0, 0, &w, path, err));
+			if (!sliding)
+				w = 0;
+		}
 	}
 	cfg->sliding_window = w;
 fail:
@@ -180,7 +203,8 @@ int cloq_config_check_seqlen(const cloq_config *cfg, int seqlen, const char *dir
 				    "%d-token windows (--seqlen): cloq's attention has no sliding window and would compute a "
 				    "different model; use --seqlen %d or less",
 				    dir, cfg->sliding_window,
-				    cfg->arch == CLOQ_ARCH_QWEN2 ? "use_sliding_window is true"
+				    cfg->arch == CLOQ_ARCH_QWEN2 || cfg->arch == CLOQ_ARCH_QWEN3
+					    ? "use_sliding_window is true or layer_types has sliding layers"
 							       : "set: attention sees only the last sliding_window tokens",
 				    seqlen, cfg->sliding_window);
 	return CLOQ_OK;
@@ -245,6 +269,8 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 				arch = "MistralForCausalLM";
 			else if (!strcmp(mt->valuestring, "qwen2"))
 				arch = "Qwen2ForCausalLM";
+			else if (!strcmp(mt->valuestring, "qwen3"))
+				arch = "Qwen3ForCausalLM";
 		}
 	}
 	CLOQ_FAIL_IF(!arch, err, CLOQ_EINPUT, "%s: no 'architectures' (supported: %s)", path, CLOQ_SUPPORTED_ARCHS);
@@ -254,6 +280,8 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 		cfg->arch = CLOQ_ARCH_MISTRAL;
 	else if (!strcmp(arch, "Qwen2ForCausalLM"))
 		cfg->arch = CLOQ_ARCH_QWEN2;
+	else if (!strcmp(arch, "Qwen3ForCausalLM"))
+		cfg->arch = CLOQ_ARCH_QWEN3;
 	else
 		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT, "%s: architecture '%s' is not supported (supported: %s)", path,
 			     arch, CLOQ_SUPPORTED_ARCHS);
@@ -296,6 +324,7 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 	CLOQ_TRY(get_bool(root, "attention_bias", 0, &attn_bias, path, err));
 	cfg->qkv_bias = cfg->arch == CLOQ_ARCH_QWEN2 ? 1 : attn_bias;
 	cfg->o_bias = cfg->arch == CLOQ_ARCH_QWEN2 ? 0 : attn_bias;
+	cfg->qk_norm = cfg->arch == CLOQ_ARCH_QWEN3;
 	CLOQ_TRY(get_bool(root, "mlp_bias", 0, &cfg->mlp_bias, path, err));
 	/* pretraining_tp > 1: transformers' Llama splits each projection into tp slices and
 	 * concatenates (q/k/v, gate/up) or sums (o, down) the partial products: the same matrix
@@ -371,6 +400,8 @@ long long cloq_config_layer_params(const cloq_config *c)
 		n += h;
 	if (c->mlp_bias)
 		n += 2LL * c->intermediate + h;
+	if (c->qk_norm)
+		n += 2LL * c->head_dim;
 	return n;
 }
 

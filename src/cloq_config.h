@@ -20,10 +20,10 @@
 
 #include "cloq_error.h"
 
-enum cloq_arch { CLOQ_ARCH_LLAMA, CLOQ_ARCH_MISTRAL, CLOQ_ARCH_QWEN2 };
+enum cloq_arch { CLOQ_ARCH_LLAMA, CLOQ_ARCH_MISTRAL, CLOQ_ARCH_QWEN2, CLOQ_ARCH_QWEN3 };
 enum cloq_rope_type { CLOQ_ROPE_DEFAULT, CLOQ_ROPE_LINEAR, CLOQ_ROPE_LLAMA3 };
 
-#define CLOQ_SUPPORTED_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"
+#define CLOQ_SUPPORTED_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
 
 typedef struct cloq_config {
 	enum cloq_arch arch;
@@ -45,6 +45,8 @@ typedef struct cloq_config {
 	int rope_orig_max_pos;      /* llama3: original_max_position_embeddings */
 	int tie_embeddings;         /* tie_word_embeddings (default 0; 1 when lm_head absent) */
 	int qkv_bias;               /* q/k/v projections carry biases (Qwen2; Llama attention_bias) */
+	int qk_norm;                /* Qwen3: RMSNorm over head_dim of each q and k head before RoPE,
+	                             * weights self_attn.q_norm / k_norm (head_dim) */
 	int o_bias;                 /* o_proj carries a bias (Llama attention_bias) */
 	int mlp_bias;               /* gate/up/down carry biases (Llama mlp_bias) */
 	int bos_id, eos_id;         /* -1 when absent */

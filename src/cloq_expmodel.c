@@ -197,6 +197,12 @@ int cloq_expmodel_load_layer(cloq_expmodel *m, int l, cloq_layer_w *w, cloq_err 
 	CLOQ_TRY(read_tensor_f32(m->st, m->dir, name, (size_t)c->hidden, &w->attn_norm, 1, err));
 	snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
 	CLOQ_TRY(read_tensor_f32(m->st, m->dir, name, (size_t)c->hidden, &w->ffn_norm, 1, err));
+	if (c->qk_norm) {
+		snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
+		CLOQ_TRY(read_tensor_f32(m->st, m->dir, name, (size_t)c->head_dim, &w->q_norm, 1, err));
+		snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
+		CLOQ_TRY(read_tensor_f32(m->st, m->dir, name, (size_t)c->head_dim, &w->k_norm, 1, err));
+	}
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		int out, in;
 		cloq_linear_shape(c, lin, &out, &in);

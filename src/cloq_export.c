@@ -107,8 +107,8 @@ typedef struct out_tensor {
 	int file;
 } out_tensor;
 
-enum { K_QWEIGHT, K_QZEROS, K_SCALES, K_GIDX, K_BIAS, K_DENSE, K_NORM_IN, K_NORM_POST, K_EMBED, K_FNORM, K_HEAD,
-       K_LORA_A, K_LORA_B };
+enum { K_QWEIGHT, K_QZEROS, K_SCALES, K_GIDX, K_BIAS, K_DENSE, K_NORM_IN, K_NORM_POST, K_QNORM, K_KNORM, K_EMBED,
+       K_FNORM, K_HEAD, K_LORA_A, K_LORA_B };
 
 typedef struct exporter {
 	cloq_outmodel *om;
@@ -123,16 +123,17 @@ typedef struct exporter {
 	int cur_layer;
 	cloq_shard *cur_shard;
 	cloq_stored_linear cur[CLOQ_LINEARS];
-	float *cur_norm[2];
+	float *cur_norm[4];       /* input, post-attention layernorm; Qwen3's q_norm, k_norm */
 } exporter;
 
 static void unload(exporter *E)
 {
 	for (int i = 0; i < CLOQ_LINEARS; i++)
 		cloq_stored_linear_free(&E->cur[i]);
-	cloq_free(E->cur_norm[0]);
-	cloq_free(E->cur_norm[1]);
-	E->cur_norm[0] = E->cur_norm[1] = NULL;
+	for (int k = 0; k < 4; k++) {
+		cloq_free(E->cur_norm[k]);
+		E->cur_norm[k] = NULL;
+	}
 	cloq_shard_close(E->cur_shard);
 	E->cur_shard = NULL;
 	E->cur_layer = -1;
@@ -150,11 +151,13 @@ static int load_layer(exporter *E, int l, cloq_err *err)
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
 		CLOQ_TRY(cloq_layer_read_linear(E->cur_shard, E->cfg, l, lin, &E->om->qf, &E->cur[lin],
 						err));
-	for (int k = 0; k < 2; k++) {
-		size_t n = (size_t)E->cfg->hidden;
+	static const char *const norms[4] = {"input_layernorm", "post_attention_layernorm", "self_attn.q_norm",
+					     "self_attn.k_norm"};
+	for (int k = 0; k < (E->cfg->qk_norm ? 4 : 2); k++) {
+		size_t n = (size_t)(k < 2 ? E->cfg->hidden : E->cfg->head_dim);
 		E->cur_norm[k] = cloq_malloc(n * sizeof(float));
 		CLOQ_FAIL_IF(!E->cur_norm[k], err, CLOQ_EIO, "out of memory");
-		snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, k ? "post_attention_layernorm" : "input_layernorm");
+		snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, norms[k]);
 		CLOQ_TRY(cloq_shard_read_name(E->cur_shard, name, E->cur_norm[k], n * sizeof(float), err));
 	}
 	E->cur_layer = l;
@@ -235,6 +238,8 @@ static int produce(exporter *E, const out_tensor *t, void *buf, cloq_err *err)
 		break;
 	case K_NORM_IN: src = E->cur_norm[0]; break;
 	case K_NORM_POST: src = E->cur_norm[1]; break;
+	case K_QNORM: src = E->cur_norm[2]; break;
+	case K_KNORM: src = E->cur_norm[3]; break;
 	case K_EMBED: src = E->om->embed; break;
 	case K_FNORM: src = E->om->final_norm; break;
 	case K_HEAD: src = E->om->head; break;
@@ -756,7 +761,7 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 
 	/* ---- the base model ---- */
 	const cloq_config *c = E.cfg;
-	size_t cap = (size_t)c->layers * (CLOQ_LINEARS * 5 + 2) + 3;
+	size_t cap = (size_t)c->layers * (CLOQ_LINEARS * 5 + 4) + 3;
 	ts = cloq_calloc(cap, sizeof *ts);
 	ad = cloq_calloc((size_t)c->layers * CLOQ_LINEARS * 2, sizeof *ad);
 	CLOQ_FAIL_IF(!ts || !ad, err, CLOQ_EIO, "out of memory");
@@ -765,6 +770,10 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	for (int l = 0; l < c->layers; l++) {
 		add(ts, &n, dtype, c->hidden, 0, l, -1, K_NORM_IN, "model.layers.%d.input_layernorm.weight", l);
 		add(ts, &n, dtype, c->hidden, 0, l, -1, K_NORM_POST, "model.layers.%d.post_attention_layernorm.weight", l);
+		if (c->qk_norm) {
+			add(ts, &n, dtype, c->head_dim, 0, l, -1, K_QNORM, "model.layers.%d.self_attn.q_norm.weight", l);
+			add(ts, &n, dtype, c->head_dim, 0, l, -1, K_KNORM, "model.layers.%d.self_attn.k_norm.weight", l);
+		}
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 			int o, in;
 			cloq_linear_shape(c, lin, &o, &in);

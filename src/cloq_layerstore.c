@@ -411,6 +411,12 @@ int cloq_layer_write_shard(const char *path, const cloq_config *cfg, int l, cons
 	CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, cfg->hidden, 0, w->attn_norm, 4, err));
 	snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
 	CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, cfg->hidden, 0, w->ffn_norm, 4, err));
+	if (cfg->qk_norm) {
+		snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
+		CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, cfg->head_dim, 0, w->q_norm, 4, err));
+		snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
+		CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, cfg->head_dim, 0, w->k_norm, 4, err));
+	}
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		const cloq_layer_result *r = &res[lin];
 		char pre[160];
@@ -552,6 +558,12 @@ int cloq_layer_load_shard(const char *path, const cloq_config *cfg, int l, const
 	CLOQ_TRY(read_f32(s, name, (size_t)cfg->hidden, &w->attn_norm, 1, err));
 	snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
 	CLOQ_TRY(read_f32(s, name, (size_t)cfg->hidden, &w->ffn_norm, 1, err));
+	if (cfg->qk_norm) {
+		snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
+		CLOQ_TRY(read_f32(s, name, (size_t)cfg->head_dim, &w->q_norm, 1, err));
+		snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
+		CLOQ_TRY(read_f32(s, name, (size_t)cfg->head_dim, &w->k_norm, 1, err));
+	}
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		int out, in;
 		cloq_linear_shape(cfg, lin, &out, &in);

@@ -42,6 +42,8 @@ void cloq_layer_w_free(cloq_layer_w *w)
 		return;
 	cloq_free(w->attn_norm);
 	cloq_free(w->ffn_norm);
+	cloq_free(w->q_norm);
+	cloq_free(w->k_norm);
 	for (int i = 0; i < CLOQ_LINEARS; i++) {
 		cloq_free(w->w[i]);
 		cloq_free(w->b[i]);
@@ -309,6 +311,11 @@ int cloq_block_forward_from(const cloq_config *c, const cloq_layer_w *w, const c
 	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_Q], w->b[CLOQ_LIN_Q], ws->q, T, D, qd);
 	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_K], w->b[CLOQ_LIN_K], ws->k, T, D, kvd);
 	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_V], w->b[CLOQ_LIN_V], ws->v, T, D, kvd);
+	if (c->qk_norm) { /* Qwen3: each head of q and k RMS-normalised over head_dim, before RoPE */
+		CLOQ_FAIL_IF(!w->q_norm || !w->k_norm, err, CLOQ_EUSAGE, "a Qwen3 layer without its q/k norms");
+		cloq_rmsnorm(ws->q, w->q_norm, ws->q, T * c->heads, c->head_dim, c->rms_eps);
+		cloq_rmsnorm(ws->k, w->k_norm, ws->k, T * c->kv_heads, c->head_dim, c->rms_eps);
+	}
 	rope_apply(rope, ws->q, T, c->heads, c->head_dim);
 	rope_apply(rope, ws->k, T, c->kv_heads, c->head_dim);
 	attention(c, ws, T);

@@ -40,6 +40,7 @@ typedef struct cloq_layer_w {
 	float *ffn_norm;          /* (hidden) */
 	float *w[CLOQ_LINEARS];   /* torch (out, in) per cloq_linear_shape */
 	float *b[CLOQ_LINEARS];   /* (out) or NULL */
+	float *q_norm, *k_norm;   /* (head_dim) Qwen3's per-head RMSNorm of q and k (cfg->qk_norm), else NULL */
 } cloq_layer_w;
 
 /* Free every array of w (weights allocated one by one with cloq_malloc) and zero it. */

@@ -27,6 +27,11 @@ const cloq_st_tensor *cloq_model_norm(const cloq_model *m, int l, int post)
 	return find(m, "model.layers.%d.%s%s.weight", l, post ? "post_attention_layernorm" : "input_layernorm", "");
 }
 
+const cloq_st_tensor *cloq_model_qk_norm(const cloq_model *m, int l, int k)
+{
+	return find(m, "model.layers.%d.self_attn.%s%s.weight", l, k ? "k_norm" : "q_norm", "");
+}
+
 static int has_bias(const cloq_config *c, int lin)
 {
 	if (lin <= CLOQ_LIN_V)
@@ -158,6 +163,11 @@ static int check_tensors(cloq_model *m, cloq_err *err)
 			CLOQ_TRY(expect(m, cloq_model_norm(m, l, post), name, c->hidden, -1, err));
 			consume(m, used, cloq_model_norm(m, l, post));
 		}
+		for (int k = 0; k < 2 && c->qk_norm; k++) {
+			snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.weight", l, k ? "k_norm" : "q_norm");
+			CLOQ_TRY(expect(m, cloq_model_qk_norm(m, l, k), name, c->head_dim, -1, err));
+			consume(m, used, cloq_model_qk_norm(m, l, k));
+		}
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 			int out, in;
 			cloq_linear_shape(c, lin, &out, &in);
@@ -271,6 +281,10 @@ int cloq_model_load_layer(const cloq_model *m, int l, cloq_layer_w *w, cloq_err 
 	memset(w, 0, sizeof *w);
 	CLOQ_TRY(load_f32(m, cloq_model_norm(m, l, 0), &w->attn_norm, err));
 	CLOQ_TRY(load_f32(m, cloq_model_norm(m, l, 1), &w->ffn_norm, err));
+	if (m->cfg.qk_norm) {
+		CLOQ_TRY(load_f32(m, cloq_model_qk_norm(m, l, 0), &w->q_norm, err));
+		CLOQ_TRY(load_f32(m, cloq_model_qk_norm(m, l, 1), &w->k_norm, err));
+	}
 	for (int i = 0; i < CLOQ_LINEARS; i++) {
 		CLOQ_TRY(load_f32(m, cloq_model_linear(m, l, i, 0), &w->w[i], err));
 		CLOQ_TRY(load_f32(m, cloq_model_linear(m, l, i, 1), &w->b[i], err));

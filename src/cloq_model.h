@@ -46,6 +46,8 @@ void cloq_model_close(cloq_model *m);
 /* The tensor of layer l, linear `lin` (weight or, with bias=1, its bias: NULL when absent). */
 const cloq_st_tensor *cloq_model_linear(const cloq_model *m, int l, int lin, int bias);
 const cloq_st_tensor *cloq_model_norm(const cloq_model *m, int l, int post_attention);
+/* Qwen3's self_attn.q_norm (k = 0) or k_norm (k = 1) of layer l; NULL when absent. */
+const cloq_st_tensor *cloq_model_qk_norm(const cloq_model *m, int l, int k);
 
 /* Load layer l's weights as fp32 into *w (allocated; release with cloq_layer_w_free). NaN/Inf is
  * CLOQ_EINPUT naming the tensor and the first bad index. */

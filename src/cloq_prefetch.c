@@ -146,7 +146,7 @@ int cloq_prefetch_take(cloq_prefetch *p, int l, cloq_layer_w *w, uint64_t *diges
 		       cloq_err *err)
 {
 	int rc = CLOQ_OK, i = -1, nh = 0;
-	uint64_t h[2 + 2 * CLOQ_LINEARS];
+	uint64_t h[4 + 2 * CLOQ_LINEARS];
 	cJSON *in = NULL;
 	memset(w, 0, sizeof *w);
 	if (inputs) {
@@ -161,6 +161,10 @@ int cloq_prefetch_take(cloq_prefetch *p, int l, cloq_layer_w *w, uint64_t *diges
 		CLOQ_TRY(wait_flight(p, wait_s, err));
 	CLOQ_TRY(convert(p, i, cloq_model_norm(p->m, l, 0), &w->attn_norm, in, h, &nh, err));
 	CLOQ_TRY(convert(p, i, cloq_model_norm(p->m, l, 1), &w->ffn_norm, in, h, &nh, err));
+	if (p->m->cfg.qk_norm) {
+		CLOQ_TRY(convert(p, i, cloq_model_qk_norm(p->m, l, 0), &w->q_norm, in, h, &nh, err));
+		CLOQ_TRY(convert(p, i, cloq_model_qk_norm(p->m, l, 1), &w->k_norm, in, h, &nh, err));
+	}
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		CLOQ_TRY(convert(p, i, cloq_model_linear(p->m, l, lin, 0), &w->w[lin], in, h, &nh, err));
 		CLOQ_TRY(convert(p, i, cloq_model_linear(p->m, l, lin, 1), &w->b[lin], in, h, &nh, err));

@@ -188,11 +188,39 @@ static void test_must_fail_fields(void **state)
 	cJSON_free(qs);
 	cloq_free(q);
 
-	/* Qwen3: refused as itself, and relabelled as Llama (with and without its model_type) */
+	/* Qwen3: accepted as itself (head_dim 128 of its own, q/k norms, tied, 7,168 norm
+	 * parameters: 28 layers x 2 x 128, which a Llama reading would drop), refused relabelled as
+	 * Llama (with and without its model_type) */
 	char *q3 = slurp(CONFIGS "/qwen3-0.6b.json");
 	cloq_err_clear(&err);
-	assert_int_equal(cloq_config_parse(q3, "q3", &c, &err), CLOQ_EINPUT);
-	assert_non_null(strstr(err.msg, "Qwen3ForCausalLM"));
+	assert_int_equal(cloq_config_parse(q3, "q3", &c, &err), CLOQ_OK);
+	assert_int_equal(c.arch, CLOQ_ARCH_QWEN3);
+	assert_int_equal(c.head_dim, 128);
+	assert_int_equal(c.qk_norm, 1);
+	assert_int_equal(c.qkv_bias + c.o_bias, 0);
+	assert_int_equal(c.tie_embeddings, 1);
+	assert_int_equal(c.sliding_window, 0);
+	/* 28 layers x 15,730,944 + the tied embedding 151936 x 1024 + the final norm = 596,049,920
+	 * (the model card: 0.6B, of which 0.44B outside the embedding) */
+	assert_true(cloq_config_total_params(&c) == 596049920LL);
+	{
+		cloq_config c2 = c;
+		c2.qk_norm = 0;
+		assert_true(cloq_config_total_params(&c) - cloq_config_total_params(&c2) == 7168);
+	}
+	variant(q3, "attention_bias", "true", CLOQ_OK, NULL, NULL);
+	variant(q3, "layer_types", "[\"full_attention\"]", CLOQ_EINPUT, "list of 28 layer types", NULL);
+	variant(q3, "use_mrope", "false", CLOQ_EINPUT, "not a field of Qwen3ForCausalLM", NULL);
+	r = cJSON_Parse(q3);
+	cJSON_ReplaceItemInObjectCaseSensitive(r, "use_sliding_window", cJSON_CreateTrue());
+	cJSON_ReplaceItemInObjectCaseSensitive(r, "sliding_window", cJSON_CreateNumber(4096));
+	cJSON_ReplaceItemInObjectCaseSensitive(r, "max_window_layers", cJSON_CreateNumber(14));
+	qs = cJSON_PrintUnformatted(r);
+	cJSON_Delete(r);
+	assert_int_equal(cloq_config_parse(qs, "q3", &c, &err), CLOQ_OK);
+	assert_int_equal(c.sliding_window, 4096);
+	assert_int_equal(cloq_config_check_seqlen(&c, 8192, "dir", &err), CLOQ_EINPUT);
+	cJSON_free(qs);
 	r = cJSON_Parse(q3);
 	cJSON *arch = cJSON_CreateArray();
 	cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));

@@ -17,6 +17,8 @@ rc=$?
 echo "$out"
 [ $rc -eq 0 ] || exit 1
 echo "$out" | grep -qx "perplexity 5.340249" || { echo "--ppl-npy did not print perplexity 5.340249"; exit 1; }
+# the Qwen3 path and the refusals, against scalar loops (tests/tools/ref_llama.py --selftest)
+"$PY" tests/tools/ref_llama.py --selftest || exit 1
 "$PY" - "$lg" <<'PYEOF' || exit 1
 import sys, numpy as np
 got = np.fromfile(sys.argv[1], dtype="<f4")

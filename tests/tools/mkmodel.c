@@ -26,6 +26,7 @@ struct geom {
 	long hidden, inter, layers, heads, kv_heads, head_dim, vocab, max_pos;
 	double rope_theta;
 	int tied;
+	int qwen3;  /* --family qwen3: Qwen3ForCausalLM, q_norm/k_norm per layer */
 	enum cloq_dtype dtype;
 	unsigned long long seed;
 	int shards;
@@ -55,6 +56,8 @@ static void usage(FILE *f)
 		"  --dtype f32|f16|bf16  (default bf16)\n"
 		"  --seed N            (default 0; same seed = same bytes)\n"
 		"  --tied              tie lm_head to the embedding (no lm_head.weight)\n"
+		"  --family llama|qwen3  (default llama) qwen3: Qwen3ForCausalLM, self_attn.q_norm/k_norm\n"
+		"                      (head_dim) per layer\n"
 		"  --shards N          write N shards + model.safetensors.index.json (default 1: model.safetensors)\n"
 		"  --max-pos N --rope-theta X   config values (defaults per preset)\n"
 		"  --quiet             no summary on stdout\n");
@@ -152,6 +155,11 @@ static int parse_args(int argc, char **argv, struct geom *g)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		long n;
+		if (strcmp(a, "--family") == 0 && i + 1 < argc && (!strcmp(argv[i + 1], "llama") ||
+								    !strcmp(argv[i + 1], "qwen3"))) {
+			g->qwen3 = !strcmp(argv[++i], "qwen3");
+			continue;
+		}
 		if (strcmp(a, "--tied") == 0) {
 			g->tied = 1;
 			continue;
@@ -255,8 +263,12 @@ static size_t list_tensors(const struct geom *g, struct tdesc *t)
 		ADD(0, 2, g->inter, g->hidden, "model.layers.%ld.mlp.gate_proj.weight", l);
 		ADD(0, 2, g->inter, g->hidden, "model.layers.%ld.mlp.up_proj.weight", l);
 		ADD(2, 1, g->hidden, 0, "model.layers.%ld.post_attention_layernorm.weight", l);
+		if (g->qwen3)
+			ADD(2, 1, g->head_dim, 0, "model.layers.%ld.self_attn.k_norm.weight", l);
 		ADD(0, 2, kv, g->hidden, "model.layers.%ld.self_attn.k_proj.weight", l);
 		ADD(0, 2, g->hidden, q, "model.layers.%ld.self_attn.o_proj.weight", l);
+		if (g->qwen3)
+			ADD(2, 1, g->head_dim, 0, "model.layers.%ld.self_attn.q_norm.weight", l);
 		ADD(0, 2, q, g->hidden, "model.layers.%ld.self_attn.q_proj.weight", l);
 		ADD(0, 2, kv, g->hidden, "model.layers.%ld.self_attn.v_proj.weight", l);
 	}
@@ -301,8 +313,8 @@ static int write_config(const struct geom *g, cloq_err *err)
 	const char *td = g->dtype == CLOQ_DT_F32 ? "float32" : g->dtype == CLOQ_DT_F16 ? "float16" : "bfloat16";
 	int n = snprintf(buf, sizeof buf,
 			 "{\n"
-			 "  \"architectures\": [\"LlamaForCausalLM\"],\n"
-			 "  \"model_type\": \"llama\",\n"
+			 "  \"architectures\": [\"%s\"],\n"
+			 "  \"model_type\": \"%s\",\n%s"
 			 "  \"hidden_size\": %ld,\n"
 			 "  \"intermediate_size\": %ld,\n"
 			 "  \"num_hidden_layers\": %ld,\n"
@@ -319,6 +331,8 @@ static int write_config(const struct geom *g, cloq_err *err)
 			 "  \"eos_token_id\": 2,\n"
 			 "  \"torch_dtype\": \"%s\"\n"
 			 "}\n",
+			 g->qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM", g->qwen3 ? "qwen3" : "llama",
+			 g->qwen3 ? "  \"attention_bias\": false,\n  \"use_sliding_window\": false,\n" : "",
 			 g->hidden, g->inter, g->layers, g->heads, g->kv_heads, g->head_dim, g->vocab,
 			 g->max_pos, g->rope_theta, g->tied ? "true" : "false", td);
 	return cloq_write_file_atomic(path, buf, (size_t)n, err);
@@ -370,7 +384,7 @@ int main(int argc, char **argv)
 	cloq_err err;
 	cloq_err_clear(&err);
 	int rc = CLOQ_OK;
-	size_t nmax = 3 + (size_t)g.layers * 9;
+	size_t nmax = 3 + (size_t)g.layers * 11;
 	struct tdesc *t = cloq_calloc(nmax, sizeof *t);
 	const size_t piece = (size_t)1 << 20;
 	float *fbuf = cloq_aligned_alloc(64, piece * sizeof(float));

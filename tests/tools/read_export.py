@@ -391,21 +391,40 @@ LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_att
 TORCH_DTYPE = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
 
 
+# architectures[0] -> the model_type transformers' Auto classes build it from
+ARCH_MODEL_TYPE = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
+                   "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+
+
 class Geometry:
     def __init__(self, cfg, path):
+        archs = cfg.get("architectures")
+        mt = cfg.get("model_type")
+        if archs is not None and (not isinstance(archs, list) or len(archs) != 1 or not isinstance(archs[0], str)):
+            fail("%s: architectures %r is not a one-element list of names" % (path, archs))
+        self.arch = archs[0] if archs else {v: k for k, v in ARCH_MODEL_TYPE.items()}.get(mt)
+        if self.arch in ARCH_MODEL_TYPE and mt is not None and mt != ARCH_MODEL_TYPE[self.arch]:
+            fail("%s: model_type %r but architectures %s (model_type %r): a loader builds the "
+                 "model_type's class" % (path, mt, self.arch, ARCH_MODEL_TYPE[self.arch]))
+        qwen3 = self.arch == "Qwen3ForCausalLM"
+        # Qwen3: per-head q_norm/k_norm (head_dim,) (modeling_qwen3 Qwen3Attention)
+        self.qk_norm = qwen3
         try:
             self.D = cfg["hidden_size"]
             self.I = cfg["intermediate_size"]
             self.L = cfg["num_hidden_layers"]
             self.H = cfg["num_attention_heads"]
-            self.Hkv = cfg.get("num_key_value_heads") or self.H
-            self.hd = cfg.get("head_dim") or self.D // self.H
+            # Qwen3Config defaults: num_key_value_heads 32, head_dim 128 (not hidden/heads)
+            self.Hkv = cfg.get("num_key_value_heads", 32 if qwen3 else None) or self.H
+            self.hd = cfg.get("head_dim", 128 if qwen3 else None) or self.D // self.H
             self.V = cfg["vocab_size"]
         except KeyError as e:
             fail("%s: missing %s" % (path, e))
         self.tied = bool(cfg.get("tie_word_embeddings", False))
-        self.attn_bias = bool(cfg.get("attention_bias", False))
-        self.mlp_bias = bool(cfg.get("mlp_bias", False))
+        mistral = self.arch == "MistralForCausalLM"
+        # MistralAttention/MistralMLP and Qwen3MLP have no bias whatever the config says
+        self.attn_bias = bool(cfg.get("attention_bias", False)) and not mistral
+        self.mlp_bias = bool(cfg.get("mlp_bias", False)) and not (qwen3 or mistral)
 
     def shape(self, lin):
         """(out, in) of a linear."""
@@ -468,6 +487,9 @@ class Base:
             p = "model.layers.%d." % l
             dense(p + "input_layernorm.weight", (g.D,))
             dense(p + "post_attention_layernorm.weight", (g.D,))
+            if g.qk_norm:  # Qwen3 only; anywhere else they are unexpected tensors below
+                dense(p + "self_attn.q_norm.weight", (g.hd,))
+                dense(p + "self_attn.k_norm.weight", (g.hd,))
             for lin in LINEARS:
                 o, i = g.shape(lin)
                 P = p + lin
@@ -752,32 +774,20 @@ def same(d1, d2):
 
 # ---- forward -------------------------------------------------------------------------------------
 def ref_model(b, a):
-    """ref_llama.Llama over the loaded weights (float64), adapter merged: W + (alpha / r) B @ A."""
+    """ref_llama.Llama over the loaded weights (float64), adapter merged: W + (alpha / r) B @ A.
+    ref_llama reads the architecture, head_dim, biases and q/k norms from the config and refuses a
+    tensor it would not use."""
     sys.path.insert(0, HERE)
     import ref_llama
-    g, cfg = b.geom, b.cfg
-    m = ref_llama.Llama.__new__(ref_llama.Llama)
-    m.cfg = cfg
-    m.dim, m.n_layers, m.n_heads, m.n_kv = g.D, g.L, g.H, g.Hkv
-    m.head_dim = g.D // g.H
-    if g.hd != m.head_dim:
-        fail("head_dim %d != hidden/heads: ref_llama does not support it" % g.hd)
-    if g.attn_bias or g.mlp_bias:
-        fail("biases: ref_llama does not support them")
-    m.eps = float(cfg["rms_norm_eps"])
-    m.theta = float(cfg.get("rope_theta", 10000.0))
-    m.vocab = g.V
-    if cfg.get("hidden_act", "silu") != "silu":
-        fail("only silu supported")
     w = {k: v.astype(np.float64) for k, v in b.w.items()}
     if a is not None:
         for full in a.A:
             w[full + ".weight"] = w[full + ".weight"] + a.scaling * (
                 a.B[full].astype(np.float64) @ a.A[full].astype(np.float64))
-    m.w = w
-    m.lm_head = w["lm_head.weight"] if "lm_head.weight" in w else w["model.embed_tokens.weight"]
-    hd = m.head_dim
-    m.inv_freq = 1.0 / (m.theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    try:
+        m = ref_llama.Llama.from_weights(b.cfg, w)
+    except ValueError as e:
+        fail("%s: ref_llama: %s" % (b.dir, e))
     return m, ref_llama
 
 

@@ -1,18 +1,51 @@
 #!/usr/bin/python3
-"""ref_llama.py - independent float64 numpy reference of Hugging Face LlamaForCausalLM.
+"""ref_llama.py - independent float64 numpy reference of Hugging Face LlamaForCausalLM,
+MistralForCausalLM and Qwen3ForCausalLM.
 
 An oracle for cloq's C forward pass and the source of the solver fixtures. numpy only (no torch,
 no transformers): the safetensors file is read by hand (8-byte LE header length, JSON header, raw
-F32 data) so nothing here shares code with the C reader it is meant to check.
+F32/BF16/F16 data; model.safetensors, else the shards model.safetensors.index.json names) so
+nothing here shares code with the C reader it is meant to check.
 
-The forward mirrors transformers' modeling_llama in float64:
+The forward mirrors transformers' modeling_llama / modeling_mistral / modeling_qwen3 in float64:
   h = embed[ids]
   per layer: x = rmsnorm(h) * w_in          (x * rsqrt(mean(x^2) + eps), then * weight)
-             q,k,v = x Wq^T, x Wk^T, x Wv^T ; RoPE rotate_half convention on q, k
-             grouped-query causal softmax attention (q head h uses kv head h // (Hq/Hkv))
-             h += attn Wo^T
-             x = rmsnorm(h) * w_post ; h += down(silu(gate x) * up x)
-  logits = rmsnorm(h) * w_norm @ embed^T   (tied lm_head)
+             q,k,v = x Wq^T (+bq), x Wk^T (+bk), x Wv^T (+bv), viewed (T, heads, head_dim)
+             Qwen3 only: q = rmsnorm(q) * q_norm, k = rmsnorm(k) * k_norm, per head over
+               head_dim (weights (head_dim,), same eps), BEFORE RoPE; v is not normed
+             RoPE rotate_half convention on q, k (inv_freq over head_dim)
+             grouped-query causal softmax attention, scale head_dim^-0.5 (q head h uses kv head
+               h // (Hq/Hkv))
+             h += attn Wo^T (+bo)                (attn is heads*head_dim wide)
+             x = rmsnorm(h) * w_post ; h += down(silu(gate x) * up x)   (+ mlp biases, Llama)
+  logits = rmsnorm(h) * w_norm @ lm_head^T  (lm_head = embed when tie_word_embeddings)
+
+Which model: config.json "architectures"[0] (LlamaForCausalLM, MistralForCausalLM,
+Qwen3ForCausalLM; without "architectures", the one of "model_type"), and "model_type", when
+present, must be that architecture's (transformers' Auto classes go by model_type). Missing config
+keys take the defaults of transformers' config class (LlamaConfig, MistralConfig, Qwen3Config):
+  head_dim                Llama/Mistral: hidden/heads; Qwen3: 128 (not hidden/heads)
+  num_key_value_heads     Llama: heads; Mistral: 8; Qwen3: 32
+  rms_norm_eps 1e-6, rope_theta 10000, tie_word_embeddings false
+  biases                  Llama: attention_bias -> q/k/v/o .bias, mlp_bias -> gate/up/down .bias;
+                          Qwen3: attention_bias -> q/k/v/o .bias, the MLP never has one;
+                          Mistral: none
+Refused (ValueError naming the key or tensor): other architectures, rope_scaling other than
+default, partial_rotary_factor != 1, hidden_act other than silu/swish, and any tensor the model
+does not use (the only ones accepted unread are what transformers' loader drops: the
+rotary_emb.inv_freq buffers, and under tie_word_embeddings an lm_head.weight equal to the
+embedding); a missing or misshapen tensor too; an untied model without lm_head.weight.
+
+Sliding windows are not computed; a forward over T tokens raises when a window could hide a key,
+i.e. when some window W < T (query i sees key j iff i - W < j <= i: masking_utils'
+sliding_window_overlay AND causal_mask_function):
+  Mistral: sliding_window (default 4096; null = none) on every layer.
+  Qwen3 (Qwen3Config): W = sliding_window if use_sliding_window else None; layer_types (if absent)
+    = "sliding_attention" for layer i >= max_window_layers when W is set, else "full_attention";
+    a sliding layer with W None is an error in transformers too (create_sliding_window_causal_mask).
+    Also refused whenever the raw "sliding_window" < T even with use_sliding_window false or no
+    sliding layer: transformers before masking_utils (4.51 era) kept config.sliding_window as
+    given and its eager/sdpa mask applied it to every layer, so versions disagree there.
 
 Usage (run from the repository root or pass --model):
   ref_llama.py --check                      validate against fixtures/reference, exit 1 on mismatch
@@ -21,6 +54,9 @@ Usage (run from the repository root or pass --model):
   ref_llama.py --ppl-npy FILE.npy           int32 [N, T] windows; prints "perplexity X"
   ref_llama.py --dump-solver-fixture DIR    write the solver fixture (see fixtures/solver/README.md)
   ref_llama.py --check-solver-fixture DIR   re-derive it another way (batched) and check identities
+  ref_llama.py --selftest                   the Qwen3 path on a tiny random checkpoint written to a
+                                            temp dir: one position's attention output by scalar
+                                            loops, strictness and sliding-window refusals
 """
 
 import argparse
@@ -47,7 +83,7 @@ LOGIT_TOL = 1e-4
 
 
 def read_safetensors(path):
-    """Return {name: float32 ndarray} from a safetensors file (F32 only, which is all we need)."""
+    """Return {name: float32 ndarray} from a safetensors file (F32, BF16 and F16 widened exactly)."""
     with open(path, "rb") as f:
         blob = f.read()
     (hlen,) = struct.unpack_from("<Q", blob, 0)
@@ -57,39 +93,237 @@ def read_safetensors(path):
     for name, meta in header.items():
         if name == "__metadata__":
             continue
-        if meta["dtype"] != "F32":
-            raise ValueError("%s: tensor %s has dtype %s, only F32 supported"
-                             % (path, name, meta["dtype"]))
         a, b = meta["data_offsets"]
         shape = tuple(meta["shape"])
-        arr = np.frombuffer(blob, dtype="<f4", count=(b - a) // 4, offset=base + a)
+        dt = meta["dtype"]
+        if dt == "F32":
+            arr = np.frombuffer(blob, dtype="<f4", count=(b - a) // 4, offset=base + a)
+        elif dt == "BF16":
+            u = np.frombuffer(blob, dtype="<u2", count=(b - a) // 2, offset=base + a)
+            arr = (u.astype(np.uint32) << 16).view(np.float32)
+        elif dt == "F16":
+            arr = np.frombuffer(blob, dtype="<f2", count=(b - a) // 2, offset=base + a).astype(np.float32)
+        else:
+            raise ValueError("%s: tensor %s has dtype %s, only F32/BF16/F16 supported" % (path, name, dt))
+        if arr.size != int(np.prod(shape, dtype=np.int64)):
+            raise ValueError("%s: tensor %s: %d values for shape %s" % (path, name, arr.size, list(shape)))
         out[name] = arr.reshape(shape).copy()
     return out
 
 
+def read_weights(model_dir):
+    """model.safetensors, or (transformers' precedence) the shards of model.safetensors.index.json."""
+    single = os.path.join(model_dir, "model.safetensors")
+    if os.path.exists(single):
+        return read_safetensors(single)
+    ip = os.path.join(model_dir, "model.safetensors.index.json")
+    with open(ip) as f:
+        wm = json.load(f)["weight_map"]
+    out = {}
+    for fn in sorted(set(wm.values())):
+        for name, arr in read_safetensors(os.path.join(model_dir, fn)).items():
+            if name in out:
+                raise ValueError("%s: tensor %s also in another shard" % (fn, name))
+            if wm.get(name) != fn:
+                raise ValueError("%s: tensor %s is in %s but weight_map says %r" % (ip, name, fn, wm.get(name)))
+            out[name] = arr
+    missing = sorted(set(wm) - set(out))
+    if missing:
+        raise ValueError("%s: weight_map names %s, not in the shards" % (ip, missing[:5]))
+    return out
+
+
+# architecture -> model_type; the per-family defaults of transformers' config classes
+ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen3ForCausalLM": "qwen3"}
+DEFAULT_KV = {"llama": None, "mistral": 8, "qwen3": 32}   # None: num_attention_heads
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def _int(cfg, key, default=None, allow_none=False):
+    v = cfg.get(key, default)
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError("config.json: %s = %r is not a positive integer" % (key, v))
+    return v
+
+
 class Llama:
+    """The model of a checkpoint directory (config.json + safetensors); despite the name, any of
+    ARCHS. Llama.from_weights(cfg, weights) builds one from a config dict and {name: array}."""
+
     def __init__(self, model_dir):
         with open(os.path.join(model_dir, "config.json")) as f:
             cfg = json.load(f)
+        self._setup(cfg, read_weights(model_dir))
+
+    @classmethod
+    def from_weights(cls, cfg, weights):
+        m = cls.__new__(cls)
+        m._setup(cfg, weights)
+        return m
+
+    def _setup(self, cfg, weights):
         self.cfg = cfg
-        self.dim = cfg["hidden_size"]
-        self.n_layers = cfg["num_hidden_layers"]
-        self.n_heads = cfg["num_attention_heads"]
-        self.n_kv = cfg.get("num_key_value_heads", self.n_heads)
-        self.head_dim = self.dim // self.n_heads
-        self.eps = float(cfg["rms_norm_eps"])
-        self.theta = float(cfg.get("rope_theta", 10000.0))
-        self.vocab = cfg["vocab_size"]
-        if cfg.get("hidden_act", "silu") != "silu":
-            raise ValueError("only silu supported")
-        self.w32 = read_safetensors(os.path.join(model_dir, "model.safetensors"))
-        self.w = {k: v.astype(np.float64) for k, v in self.w32.items()}
-        if "lm_head.weight" in self.w:
-            self.lm_head = self.w["lm_head.weight"]
+        archs = cfg.get("architectures")
+        mt = cfg.get("model_type")
+        if archs is None:
+            by_mt = {v: k for k, v in ARCHS.items()}
+            if mt not in by_mt:
+                raise ValueError("config.json: no architectures and model_type %r is not one of %s"
+                                 % (mt, sorted(by_mt)))
+            archs = [by_mt[mt]]
+        if not isinstance(archs, list) or len(archs) != 1:
+            raise ValueError("config.json: architectures %r is not a one-element list" % (archs,))
+        self.arch = archs[0]
+        if self.arch not in ARCHS:
+            raise ValueError("config.json: architecture %r not supported (only %s)"
+                             % (self.arch, ", ".join(sorted(ARCHS))))
+        fam = self.family = ARCHS[self.arch]
+        if mt is not None and mt != fam:
+            raise ValueError("config.json: model_type %r but architecture %s (model_type %r): "
+                             "transformers would build the model_type's class" % (mt, self.arch, fam))
+        self.dim = _int(cfg, "hidden_size")
+        self.inter = _int(cfg, "intermediate_size")
+        self.n_layers = _int(cfg, "num_hidden_layers")
+        self.n_heads = _int(cfg, "num_attention_heads")
+        self.n_kv = _int(cfg, "num_key_value_heads", DEFAULT_KV[fam], allow_none=True) or self.n_heads
+        if fam == "qwen3":
+            self.head_dim = _int(cfg, "head_dim", 128)
         else:
-            self.lm_head = self.w["model.embed_tokens.weight"]
+            self.head_dim = _int(cfg, "head_dim", None, allow_none=True) or self.dim // self.n_heads
+        if self.n_heads % self.n_kv or self.head_dim % 2:
+            raise ValueError("config.json: %d heads, %d kv heads, head_dim %d"
+                             % (self.n_heads, self.n_kv, self.head_dim))
+        self.vocab = _int(cfg, "vocab_size")
+        self.eps = float(cfg.get("rms_norm_eps", 1e-6))
+        if cfg.get("hidden_act", "silu") not in ("silu", "swish"):  # ACT2FN: both nn.SiLU
+            raise ValueError("config.json: hidden_act %r, only silu supported" % cfg.get("hidden_act"))
+        self.theta = self._rope_theta(cfg)
+        self.qk_norm = fam == "qwen3"
+        self.attn_bias = fam != "mistral" and bool(cfg.get("attention_bias", False))
+        self.mlp_bias = fam == "llama" and bool(cfg.get("mlp_bias", False))
+        self.tied = bool(cfg.get("tie_word_embeddings", False))
+        self._windows(cfg)
+        self._take_weights(weights)
         hd = self.head_dim
         self.inv_freq = 1.0 / (self.theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+
+    @staticmethod
+    def _rope_theta(cfg):
+        theta = cfg.get("rope_theta")
+        for key in ("rope_scaling", "rope_parameters"):
+            d = cfg.get(key)
+            if d is None:
+                continue
+            if not isinstance(d, dict):
+                raise ValueError("config.json: %s %r not supported" % (key, d))
+            t = d.get("rope_type", d.get("type", "default"))
+            if t != "default":
+                raise ValueError("config.json: %s type %r not supported (default RoPE only)" % (key, t))
+            if "rope_theta" in d:
+                if theta is not None and float(theta) != float(d["rope_theta"]):
+                    raise ValueError("config.json: rope_theta %r != %s.rope_theta %r"
+                                     % (theta, key, d["rope_theta"]))
+                theta = d["rope_theta"]
+            if float(d.get("partial_rotary_factor", 1.0)) != 1.0:
+                raise ValueError("config.json: %s.partial_rotary_factor not supported" % key)
+        if float(cfg.get("partial_rotary_factor", 1.0)) != 1.0:
+            raise ValueError("config.json: partial_rotary_factor not supported")
+        return float(10000.0 if theta is None else theta)
+
+    def _windows(self, cfg):
+        """self.max_len: the longest T with no key hidden by a window (None: no limit)."""
+        self.max_len, self.window_why = None, ""
+        L = self.n_layers
+
+        def limit(w, why):
+            if self.max_len is None or w < self.max_len:
+                self.max_len, self.window_why = w, why
+
+        if self.family == "mistral":
+            w = _int(cfg, "sliding_window", 4096, allow_none=True)
+            if w is not None:
+                limit(w, "MistralConfig sliding_window %d (every layer)" % w)
+        elif self.family == "qwen3":
+            raw = _int(cfg, "sliding_window", 4096, allow_none=True)
+            use = cfg.get("use_sliding_window", False)
+            if not isinstance(use, bool):
+                raise ValueError("config.json: use_sliding_window %r is not a boolean" % (use,))
+            w = raw if use else None
+            mwl = cfg.get("max_window_layers", 28)
+            if isinstance(mwl, bool) or not isinstance(mwl, int):
+                raise ValueError("config.json: max_window_layers %r is not an integer" % (mwl,))
+            lt = cfg.get("layer_types")
+            if lt is None:
+                lt = ["sliding_attention" if w is not None and i >= mwl else "full_attention"
+                      for i in range(L)]
+            if not isinstance(lt, list) or len(lt) != L or any(t not in LAYER_TYPES for t in lt):
+                raise ValueError("config.json: layer_types %r is not %d of %s" % (lt, L, LAYER_TYPES))
+            self.layer_types = lt
+            sl = [i for i, t in enumerate(lt) if t == "sliding_attention"]
+            if sl and w is None:
+                raise ValueError("config.json: layers %s are sliding_attention but the window is "
+                                 "unset (sliding_window %r, use_sliding_window %r); transformers "
+                                 "raises too" % (sl, raw, use))
+            if sl:
+                limit(w, "Qwen3 sliding_window %d on layers %s" % (w, sl))
+            if raw is not None:
+                limit(raw, "Qwen3 config sliding_window %d: transformers before masking_utils "
+                      "applied it to every layer whatever use_sliding_window says" % raw)
+
+    def _take_weights(self, weights):
+        D, H, Hkv, hd, I, V = self.dim, self.n_heads, self.n_kv, self.head_dim, self.inter, self.vocab
+        want = {"model.embed_tokens.weight": (V, D), "model.norm.weight": (D,)}
+        if not self.tied:
+            want["lm_head.weight"] = (V, D)
+        lin = {"self_attn.q_proj": (H * hd, D), "self_attn.k_proj": (Hkv * hd, D),
+               "self_attn.v_proj": (Hkv * hd, D), "self_attn.o_proj": (D, H * hd),
+               "mlp.gate_proj": (I, D), "mlp.up_proj": (I, D), "mlp.down_proj": (D, I)}
+        for l in range(self.n_layers):
+            p = "model.layers.%d." % l
+            want[p + "input_layernorm.weight"] = (D,)
+            want[p + "post_attention_layernorm.weight"] = (D,)
+            for m, shape in lin.items():
+                want[p + m + ".weight"] = shape
+                if self.attn_bias if m.startswith("self_attn") else self.mlp_bias:
+                    want[p + m + ".bias"] = shape[:1]
+            if self.qk_norm:
+                want[p + "self_attn.q_norm.weight"] = (hd,)
+                want[p + "self_attn.k_norm.weight"] = (hd,)
+        # accepted unread, as transformers' loader drops them: RoPE's non-persistent inv_freq
+        # buffers, and under tie_word_embeddings an lm_head.weight equal to the embedding
+        ignore = {"model.rotary_emb.inv_freq": (hd // 2,)}
+        for l in range(self.n_layers):
+            ignore["model.layers.%d.self_attn.rotary_emb.inv_freq" % l] = (hd // 2,)
+        if self.tied:
+            ignore["lm_head.weight"] = (V, D)
+        for name in sorted(weights):
+            if name not in want and name not in ignore:
+                hint = ""
+                if name.endswith(("q_norm.weight", "k_norm.weight")):
+                    hint = " (q/k norms are Qwen3's; architecture is %s)" % self.arch
+                elif name.endswith(".bias"):
+                    hint = " (config.json attention_bias %r, mlp_bias %r; %s)" % (
+                        self.cfg.get("attention_bias"), self.cfg.get("mlp_bias"), self.arch)
+                raise ValueError("tensor %s %s is not used by %s%s"
+                                 % (name, list(np.shape(weights[name])), self.arch, hint))
+            shape = want.get(name, ignore.get(name))
+            if tuple(np.shape(weights[name])) != shape:
+                raise ValueError("tensor %s has shape %s, want %s"
+                                 % (name, list(np.shape(weights[name])), list(shape)))
+        missing = sorted(set(want) - set(weights))
+        if missing:
+            raise ValueError("tensors missing: %s%s" % (", ".join(missing[:5]),
+                             " ... (%d)" % len(missing) if len(missing) > 5 else ""))
+        if self.tied and "lm_head.weight" in weights and not np.array_equal(
+                weights["lm_head.weight"], weights["model.embed_tokens.weight"]):
+            raise ValueError("tensor lm_head.weight differs from model.embed_tokens.weight but "
+                             "tie_word_embeddings is true (transformers would use the embedding)")
+        # w32: the weights as given (float32 when read from a directory), for the solver fixture
+        self.w32 = {k: weights[k] for k in want}
+        self.w = {k: np.asarray(v, dtype=np.float64) for k, v in self.w32.items()}
+        self.lm_head = self.w["model.embed_tokens.weight"] if self.tied else self.w["lm_head.weight"]
 
     def rmsnorm(self, x, w):
         var = np.mean(x * x, axis=-1, keepdims=True)
@@ -106,6 +340,11 @@ class Llama:
         rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
         return x * cos + rot * sin
 
+    def linear(self, x, name):
+        y = x @ self.w[name + ".weight"].T
+        b = self.w.get(name + ".bias")
+        return y if b is None else y + b
+
     def forward(self, ids, hook=None):
         """ids: int array (B, T). Returns float64 logits (B, T, vocab).
         hook(layer, group, X) gets float64 X of shape (B*T, n) for groups qkv, o, gateup, down."""
@@ -113,6 +352,9 @@ class Llama:
         if ids.ndim == 1:
             ids = ids[None, :]
         B, T = ids.shape
+        if self.max_len is not None and T > self.max_len:
+            raise ValueError("%d tokens but %s: a key would fall outside the window, and this "
+                             "reference has no sliding-window attention" % (T, self.window_why))
         H, Hkv, hd = self.n_heads, self.n_kv, self.head_dim
         rep = H // Hkv
         h = self.w["model.embed_tokens.weight"][ids]  # (B, T, D)
@@ -124,11 +366,16 @@ class Llama:
             x = self.rmsnorm(h, w[p + "input_layernorm.weight"])
             if hook:
                 hook(l, "qkv", x.reshape(B * T, -1))
-            q = x @ w[p + "self_attn.q_proj.weight"].T
-            k = x @ w[p + "self_attn.k_proj.weight"].T
-            v = x @ w[p + "self_attn.v_proj.weight"].T
-            q = q.reshape(B, T, H, hd).transpose(0, 2, 1, 3)
-            k = k.reshape(B, T, Hkv, hd).transpose(0, 2, 1, 3)
+            q = self.linear(x, p + "self_attn.q_proj")
+            k = self.linear(x, p + "self_attn.k_proj")
+            v = self.linear(x, p + "self_attn.v_proj")
+            q = q.reshape(B, T, H, hd)
+            k = k.reshape(B, T, Hkv, hd)
+            if self.qk_norm:  # Qwen3: per-head RMSNorm over head_dim, before RoPE
+                q = self.rmsnorm(q, w[p + "self_attn.q_norm.weight"])
+                k = self.rmsnorm(k, w[p + "self_attn.k_norm.weight"])
+            q = q.transpose(0, 2, 1, 3)
+            k = k.transpose(0, 2, 1, 3)
             v = v.reshape(B, T, Hkv, hd).transpose(0, 2, 1, 3)
             q = self.rope(q, T)
             k = self.rope(k, T)
@@ -143,16 +390,16 @@ class Llama:
             o = (a @ v).transpose(0, 2, 1, 3).reshape(B, T, H * hd)
             if hook:
                 hook(l, "o", o.reshape(B * T, -1))
-            h = h + o @ w[p + "self_attn.o_proj.weight"].T
+            h = h + self.linear(o, p + "self_attn.o_proj")
             x = self.rmsnorm(h, w[p + "post_attention_layernorm.weight"])
             if hook:
                 hook(l, "gateup", x.reshape(B * T, -1))
-            g = x @ w[p + "mlp.gate_proj.weight"].T
-            u = x @ w[p + "mlp.up_proj.weight"].T
+            g = self.linear(x, p + "mlp.gate_proj")
+            u = self.linear(x, p + "mlp.up_proj")
             m = (g / (1.0 + np.exp(-g))) * u
             if hook:
                 hook(l, "down", m.reshape(B * T, -1))
-            h = h + m @ w[p + "mlp.down_proj.weight"].T
+            h = h + self.linear(m, p + "mlp.down_proj")
         h = self.rmsnorm(h, self.w["model.norm.weight"])
         return h @ self.lm_head.T
 
@@ -382,6 +629,207 @@ def check_solver_fixture(model, d, calib_path):
     return bad
 
 
+# ---- self-test of the Qwen3 path (no fixtures; a tiny random checkpoint) ------------------------
+def write_safetensors(path, tensors):
+    """{name: array} -> a float32 safetensors file (8-byte LE length, JSON header, raw data)."""
+    hdr, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, arr in tensors.items():
+        b = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        hdr[name] = {"dtype": "F32", "shape": list(np.shape(arr)), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(hdr).encode("utf-8")
+    h += b" " * (-(8 + len(h)) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def tiny_qwen3(seed=0, attention_bias=False, **over):
+    """config dict and float32 weights of a small random Qwen3ForCausalLM (head_dim 32 != 64/4)."""
+    cfg = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 64,
+           "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 256, "rms_norm_eps": 1e-6,
+           "rope_theta": 1000000.0, "rope_scaling": None, "hidden_act": "silu",
+           "attention_bias": attention_bias, "tie_word_embeddings": True, "use_sliding_window": False,
+           "sliding_window": None, "max_window_layers": 2, "torch_dtype": "float32"}
+    cfg.update(over)
+    rng = np.random.RandomState(seed)
+    D, I, hd, H, Hkv, V = 64, 96, cfg["head_dim"], 4, 2, 256
+    w = {"model.embed_tokens.weight": rng.standard_normal((V, D)),
+         "model.norm.weight": 1 + 0.1 * rng.standard_normal(D)}
+    shapes = {"self_attn.q_proj": (H * hd, D), "self_attn.k_proj": (Hkv * hd, D),
+              "self_attn.v_proj": (Hkv * hd, D), "self_attn.o_proj": (D, H * hd),
+              "mlp.gate_proj": (I, D), "mlp.up_proj": (I, D), "mlp.down_proj": (D, I)}
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        w[p + "input_layernorm.weight"] = 1 + 0.1 * rng.standard_normal(D)
+        w[p + "post_attention_layernorm.weight"] = 1 + 0.1 * rng.standard_normal(D)
+        # far from uniform: a norm weight of ones commutes with the RoPE rotation
+        w[p + "self_attn.q_norm.weight"] = 0.2 + 1.6 * rng.rand(hd)
+        w[p + "self_attn.k_norm.weight"] = 0.2 + 1.6 * rng.rand(hd)
+        for m, s in shapes.items():
+            w[p + m + ".weight"] = rng.standard_normal(s) / np.sqrt(s[1])
+            if attention_bias and m.startswith("self_attn"):
+                w[p + m + ".bias"] = 0.3 * rng.standard_normal(s[0])
+    return cfg, {k: v.astype(np.float32) for k, v in w.items()}
+
+
+def _attn_by_hand(m, ids, t, norm_first=True, qk_norm=True):
+    """Layer 0's attention output (before o_proj) at position t, by scalar loops (math only)."""
+    import math
+    w = {k: v.tolist() for k, v in m.w.items() if k.startswith("model.layers.0.") or "embed" in k}
+    p = "model.layers.0.self_attn."
+    H, Hkv, hd, eps = m.n_heads, m.n_kv, m.head_dim, m.eps
+    half = hd // 2
+
+    def rms(v, g):
+        r = 1.0 / math.sqrt(sum(a * a for a in v) / len(v) + eps)
+        return [a * r * b for a, b in zip(v, g)]
+
+    def lin(name, x):
+        W, b = w[name + ".weight"], w.get(name + ".bias")
+        return [sum(wr[j] * x[j] for j in range(len(x))) + (b[i] if b else 0.0) for i, wr in enumerate(W)]
+
+    def rope(v, pos):
+        out = list(v)
+        for i in range(half):
+            f = pos * m.theta ** (-2.0 * i / hd)
+            c, s = math.cos(f), math.sin(f)
+            out[i] = v[i] * c - v[i + half] * s
+            out[i + half] = v[i + half] * c + v[i] * s
+        return out
+
+    def prep(v, g, pos):
+        if not qk_norm:
+            return rope(v, pos)
+        return rope(rms(v, g), pos) if norm_first else rms(rope(v, pos), g)
+
+    xs = [rms(w["model.embed_tokens.weight"][ids[s]], w["model.layers.0.input_layernorm.weight"])
+          for s in range(t + 1)]
+    qs = [lin(p + "q_proj", x) for x in xs]
+    ks = [lin(p + "k_proj", x) for x in xs]
+    vs = [lin(p + "v_proj", x) for x in xs]
+    out = []
+    for h in range(H):
+        j = h // (H // Hkv)
+        q = prep(qs[t][h * hd:(h + 1) * hd], w.get(p + "q_norm.weight"), t)
+        sc = []
+        for s in range(t + 1):
+            k = prep(ks[s][j * hd:(j + 1) * hd], w.get(p + "k_norm.weight"), s)
+            sc.append(sum(a * b for a, b in zip(q, k)) / math.sqrt(hd))
+        mx = max(sc)
+        e = [math.exp(z - mx) for z in sc]
+        pr = [z / sum(e) for z in e]
+        out += [sum(pr[s] * vs[s][j * hd + i] for s in range(t + 1)) for i in range(hd)]
+    return np.array(out)
+
+
+def selftest():
+    """Returns a list of failure strings."""
+    import tempfile
+    bad = []
+
+    def expect_raise(what, fn, needle):
+        try:
+            fn()
+        except ValueError as e:
+            if needle not in str(e):
+                bad.append("%s: raised %r, want it to mention %r" % (what, str(e), needle))
+            return
+        bad.append("%s: did not raise" % what)
+
+    ids = np.array([3, 17, 200, 45, 9], dtype=np.int64)
+    T = len(ids)
+    with tempfile.TemporaryDirectory() as d:
+        for bias in (False, True):
+            cfg, w = tiny_qwen3(attention_bias=bias)
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump(cfg, f)
+            write_safetensors(os.path.join(d, "model.safetensors"), w)
+            m = Llama(d)
+            got = {}
+            lg = m.forward(ids, hook=lambda l, g, X: got.setdefault((l, g), X))
+            if m.arch != "Qwen3ForCausalLM" or m.head_dim != 32 or lg.shape != (1, T, 256) or \
+                    not np.all(np.isfinite(lg)):
+                bad.append("qwen3 bias=%s: arch %s head_dim %d logits %s" % (bias, m.arch, m.head_dim, lg.shape))
+            o = got[(0, "o")]
+            for t in (0, T - 1):
+                want = _attn_by_hand(m, ids, t)
+                diff = float(np.max(np.abs(o[t] - want)))
+                if diff > 1e-12:
+                    bad.append("qwen3 bias=%s: layer 0 attention at %d differs from scalar loops by %.3g"
+                               % (bias, t, diff))
+            # the hand check must see the order and the norm: swapped or dropped, it differs
+            for kw in ({"norm_first": False}, {"qk_norm": False}):
+                alt = float(np.max(np.abs(o[T - 1] - _attn_by_hand(m, ids, T - 1, **kw))))
+                if alt < 1e-3:
+                    bad.append("qwen3 bias=%s: %r gives the same attention (%.3g): check is blind" % (bias, kw, alt))
+            # batched rows == single rows
+            lg2 = m.forward(np.stack([ids, ids[::-1]]))
+            if float(np.max(np.abs(lg2[0] - lg[0]))) > 1e-12:
+                bad.append("qwen3: batch row 0 != single forward")
+
+    cfg, w = tiny_qwen3()
+    Q = Llama.from_weights
+    # strictness
+    w2 = dict(w)
+    del w2["model.layers.1.self_attn.k_norm.weight"]
+    expect_raise("missing k_norm", lambda: Q(cfg, w2), "model.layers.1.self_attn.k_norm.weight")
+    w2 = dict(w, **{"model.layers.0.self_attn.q_proj.bias": np.zeros(128, np.float32)})
+    expect_raise("bias without attention_bias", lambda: Q(cfg, w2), "model.layers.0.self_attn.q_proj.bias")
+    w2 = dict(w, **{"model.layers.0.mlp.up_proj.bias": np.zeros(96, np.float32)})
+    expect_raise("mlp bias in qwen3", lambda: Q(dict(cfg, attention_bias=True, mlp_bias=True), w2),
+                 "model.layers.0.mlp.up_proj.bias")
+    w2 = dict(w, **{"lm_head.weight": w["model.embed_tokens.weight"] + 1})
+    expect_raise("tied lm_head != embed", lambda: Q(cfg, w2), "lm_head.weight")
+    Q(cfg, dict(w, **{"lm_head.weight": w["model.embed_tokens.weight"].copy(),
+                      "model.rotary_emb.inv_freq": np.zeros(16, np.float32)}))
+    expect_raise("untied without lm_head", lambda: Q(dict(cfg, tie_word_embeddings=False), w),
+                 "lm_head.weight")
+    expect_raise("head_dim default 128", lambda: Q({k: v for k, v in cfg.items() if k != "head_dim"}, w),
+                 "want [128]")
+    expect_raise("qwen3 labelled llama", lambda: Q(dict(cfg, architectures=["LlamaForCausalLM"]), w),
+                 "model_type")
+    lcfg = dict(cfg, architectures=["LlamaForCausalLM"], model_type="llama")
+    expect_raise("q_norm under llama", lambda: Q(lcfg, w), "q/k norms are Qwen3's")
+    expect_raise("qwen2", lambda: Q(dict(cfg, architectures=["Qwen2ForCausalLM"], model_type="qwen2"), w),
+                 "Qwen2ForCausalLM")
+    expect_raise("rope llama3", lambda: Q(dict(cfg, rope_scaling={"rope_type": "llama3", "factor": 8.0}), w),
+                 "llama3")
+    # Llama with a config head_dim != hidden/heads: same model minus the q/k norms
+    qk = [k for k in w if k.endswith(("self_attn.q_norm.weight", "self_attn.k_norm.weight"))]
+    lw = {k: v for k, v in w.items() if k not in qk}
+    ml = Q(lcfg, lw)
+    mq = Q(dict(cfg), dict(w, **{k: np.ones(32, np.float32) for k in qk}))
+    if ml.head_dim != 32:
+        bad.append("llama head_dim from config: %d" % ml.head_dim)
+    lo = {}
+    ml.forward(ids, hook=lambda l, g, X: lo.setdefault((l, g), X))
+    want = _attn_by_hand(ml, ids, T - 1, qk_norm=False)
+    if float(np.max(np.abs(lo[(0, "o")][T - 1] - want))) > 1e-12:
+        bad.append("llama head_dim 32: attention differs from scalar loops")
+    if float(np.max(np.abs(ml.forward(ids) - mq.forward(ids)))) < 1e-3:
+        bad.append("qwen3 with unit q/k norm weights == llama: the per-head norm did nothing")
+    # sliding windows
+    s = dict(cfg, use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    ms = Q(s, w)
+    if ms.layer_types != ["full_attention", "sliding_attention"]:
+        bad.append("layer_types %r" % ms.layer_types)
+    ms.forward(ids[:4])
+    expect_raise("sliding layer 1, W 4 < T 5", lambda: ms.forward(ids), "layers [1]")
+    Q(dict(s, max_window_layers=2), w).forward(ids[:4])
+    expect_raise("raw sliding_window, use false", lambda: Q(dict(s, use_sliding_window=False), w).forward(ids),
+                 "every layer")
+    expect_raise("no window but sliding layer_types",
+                 lambda: Q(dict(cfg, layer_types=["sliding_attention", "full_attention"]), w), "unset")
+    Q(dict(cfg, sliding_window=None), w).forward(ids)
+    mc = dict(lcfg, architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=4)
+    for k in ("attention_bias", "use_sliding_window", "max_window_layers"):
+        mc.pop(k)
+    expect_raise("mistral window", lambda: Q(mc, lw).forward(ids), "every layer")
+    return bad
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=DEF_MODEL)
@@ -391,11 +839,20 @@ def main(argv):
     ap.add_argument("--ppl-npy", metavar="FILE")
     ap.add_argument("--dump-solver-fixture", metavar="DIR")
     ap.add_argument("--check-solver-fixture", metavar="DIR")
+    ap.add_argument("--selftest", action="store_true")
     ap.add_argument("--calib", default=os.path.join(REF, "calib_tokens_128x256.npy"))
     a = ap.parse_args(argv)
     if not (a.check or a.logits or a.ppl_npy or a.dump_solver_fixture
-            or a.check_solver_fixture):
+            or a.check_solver_fixture or a.selftest):
         ap.error("nothing to do")
+    if a.selftest:
+        bad = selftest()
+        for b in bad:
+            print("FAIL " + b)
+        print("selftest: %s" % ("FAIL" if bad else "ok"))
+        if bad or not (a.check or a.logits or a.ppl_npy or a.dump_solver_fixture
+                       or a.check_solver_fixture):
+            return 1 if bad else 0
     model = Llama(a.model)
     rc = 0
     ppl_cache = {}
