@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <omp.h>
 
@@ -29,7 +30,7 @@ static const char usage_text[] =
 	"  resume OUT                           continue an interrupted job\n"
 	"  verify OUT                           re-check every checksum; exit 0 only if finished\n"
 	"                                       and all hold\n"
-	"  export OUT --to DIR [--format gptq|dequant]\n"
+	"  export OUT --to DIR [--format gptq|dequant|peft-only]\n"
 	"                                       HF GPTQ checkpoint (or dense fp16) + DIR/adapter (PEFT);\n"
 	"                                       DIR: new, empty, or this job's previous export\n"
 	"  ppl MODEL_DIR|OUT --text FILE | --tokens FILE.npy [--seqlen N]\n"
@@ -56,8 +57,32 @@ static const struct command commands[] = {
 	{"export", cloq_cmd_export},
 };
 
+/*
+ * Idle OpenMP threads spin briefly, then sleep. libgomp (also the runtime of OpenBLAS's OpenMP
+ * build) spins up to 300,000 iterations before sleeping and reads its settings once, when it is
+ * loaded, before main runs; so cloq puts GOMP_SPINCOUNT=1000 in its environment and executes
+ * itself again, once. Beside one busy process per core, spinning threads take the cores that a
+ * descheduled thread, the read-ahead and the compression threads need (a short convert: 86.7 s
+ * instead of about 9 s alone); never spinning (OMP_WAIT_POLICY=PASSIVE) costs a futex wake-up per
+ * parallel region, 9% on the 7B-geometry bench job and 3x on stories260K. 1000 keeps both: see
+ * docs/PERFORMANCE.md section 8. The user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left as it
+ * is. If the re-execution fails (no /proc), cloq goes on with the runtime's default. Under
+ * valgrind the re-executed process is not traced unless --trace-children=yes (or set
+ * GOMP_SPINCOUNT yourself).
+ */
+static void short_spin(char **argv)
+{
+	if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
+		return;
+	if (setenv("GOMP_SPINCOUNT", "1000", 1) != 0)
+		return;
+	execv("/proc/self/exe", argv);
+	unsetenv("GOMP_SPINCOUNT"); /* not re-executed: the runtime keeps its default */
+}
+
 int main(int argc, char **argv)
 {
+	short_spin(argv);
 	/* Past a file-size limit (ulimit -f), write() should fail with EFBIG and reach the clean
 	 * "disk full" error path, not kill the process mid-write. */
 	signal(SIGXFSZ, SIG_IGN);

@@ -3,8 +3,9 @@
 # PyTorch baseline (tests/bench/bench_e2e.sh). `make bench` calls it.
 #
 #   default       short settings, under ~5 minutes on the shared 2-core box: bench_forward at
-#                 seqlen 512 only, the small shapes of the quant/solver/cache/reader benches, and the
-#                 e2e stories260K row (bench_e2e.sh --quick; the torch side is skipped when
+#                 seqlen 512 only, the small shapes of the quant/solver/cache/reader benches, the
+#                 contention row (bench_contention.py --quick: ppl and convert alone and beside one
+#                 busy process per CPU, ~2 minutes), and the e2e stories260K row (bench_e2e.sh --quick; the torch side is skipped when
 #                 python3-torch is not installed)
 #   BENCH_FULL=1  every benchmark with its own defaults (bench_forward at 512 and 2048 tokens,
 #                 bench_stages on a 4096 x 4096 linear) and the
@@ -29,6 +30,12 @@ for b in "$BUILD"/bench/*; do
     # shellcheck disable=SC2086
     "$b" $args || rc=1
 done
+echo "== bench_contention.py"
+if [ "$FULL" = 1 ]; then
+    /usr/bin/python3 tests/bench/bench_contention.py "$BUILD" || rc=1
+else
+    /usr/bin/python3 tests/bench/bench_contention.py "$BUILD" --reps 1 --quick || rc=1
+fi
 echo "== bench_e2e.sh"
 if [ "$FULL" = 1 ]; then
     BUILD=$BUILD sh tests/bench/bench_e2e.sh || rc=1
