@@ -1,11 +1,15 @@
 /* cloq_cmd_inspect.c - `cloq inspect MODEL_DIR`: what the model is and what converting it costs. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include <omp.h>
 
 #include "cloq_cli.h"
 #include "cloq_convert.h"
 #include "cloq_dtype.h"
 #include "cloq_model.h"
+#include "cloq_npy.h"
 #include "cloq_plan.h"
 #include "cloq_sys.h"
 
@@ -133,6 +137,17 @@ int cloq_cmd_inspect(int argc, char **argv, cloq_err *err)
 	}
 plan:;
 	int seqlen = o.seqlen_given ? o.seqlen : (c->max_pos < 2048 ? c->max_pos : 2048);
+	if (o.calib_tokens) { /* a 2-D tokens file is the windows themselves, as convert reads it */
+		int32_t *ids = NULL;
+		cloq_npy_info ni;
+		cloq_err e2;
+		if (cloq_npy_read_i32(o.calib_tokens, &ids, &ni, &e2) == CLOQ_OK && ni.ndim == 2) {
+			seqlen = (int)ni.shape[1];
+			if (!o.nsamples_given || o.nsamples > (int)ni.shape[0])
+				o.nsamples = (int)ni.shape[0];
+		}
+		cloq_free(ids);
+	}
 	cloq_err sw;
 	cloq_err_clear(&sw);
 	if (cloq_config_check_seqlen(c, seqlen, o.model_dir, &sw))
@@ -149,18 +164,42 @@ plan:;
 	printf("                   layer weights %s, solver %s, forward %s\n", b1, b2, b3);
 	human((double)p.scratch_disk, b1, sizeof b1);
 	human((double)p.output_bytes, b2, sizeof b2);
+	{ /* the export also copies the tokenizer and generation files */
+		static const char *const copies[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
+						     "special_tokens_map.json", "tokenizer.model", "config.json"};
+		for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
+			char fp[4200];
+			struct stat st;
+			snprintf(fp, sizeof fp, "%s/%s", o.model_dir, copies[i]);
+			if (stat(fp, &st) == 0)
+				p.export_bytes += st.st_size;
+		}
+	}
+	human((double)p.export_bytes, b3, sizeof b3);
 	printf("    disk scratch   %s (activation caches, before compression)\n", b1);
-	printf("    output         about %s\n", b2);
+	printf("    output         about %s of shards in OUT; 'cloq export' (GPTQ) about %s\n", b2, b3);
 	if (o.mem_budget > 0) {
 		human((double)o.mem_budget, b1, sizeof b1);
 		printf("    --mem-budget   %s: %s\n", b1, p.peak_bytes <= o.mem_budget ? "fits" : "does NOT fit (convert will refuse)");
 	}
 	double gf = cloq_plan_measure_gflops();
 	if (gf > 0) {
-		double s = p.flops / (gf * 1e9);
-		printf("    time           about %.1f h here (%.3g PFLOP at the %.0f GFLOP/s sgemm rate measured now;\n"
-		       "                   an estimate: real runs reach part of that rate)\n",
-		       s / 3600, p.flops / 1e15, gf);
+		char when[32];
+		double peak = cloq_plan_peak_gflops(gf, omp_get_max_threads(), when, sizeof when);
+		double parts[5], s = cloq_plan_seconds_load(&p, gf, peak / gf, parts);
+		char t[32];
+		if (s >= 3600)
+			snprintf(t, sizeof t, "%.1f h", s / 3600);
+		else if (s >= 60)
+			snprintf(t, sizeof t, "%.1f min", s / 60);
+		else
+			snprintf(t, sizeof t, "%.1f s", s);
+		printf("    time           about %s here: forward + Gram %.3g s, GPTQ %.3g s, solve %.3g s, I/O %.3g s,\n"
+		       "                   fixed costs %.3g s; at the %.0f GFLOP/s sgemm rate measured now (best of 5\n"
+		       "                   probes, %d threads; this machine's best, %.0f GFLOP/s, recorded %s: I/O and\n"
+		       "                   fixed costs stretched by the ratio) and the stage efficiencies of\n"
+		       "                   docs/PERFORMANCE.md section 9; a change of load or a slower disk moves it\n",
+		       t, parts[0], parts[1], parts[2], parts[3], parts[4], gf, omp_get_max_threads(), peak, when);
 	}
 	cloq_model_close(m);
 	return CLOQ_OK;

@@ -104,6 +104,8 @@ typedef struct job {
 	long long tokens;       /* tokens per pass */
 	int layers_run;         /* layers processed in this run (for the ETA) */
 	double layer_s_sum;
+	double layer_t0;        /* when the current layer started */
+	double est_layer_s;     /* the time model's seconds per layer (until one is measured), -1 none */
 } job;
 
 enum { ST_READ, ST_STATS, ST_QUANT, ST_SOLVE, ST_PROP, ST_WRITE, ST_NSTAGES };
@@ -116,8 +118,15 @@ static void progress(job *J, int l, const char *stage, double frac, double tok_s
 		return;
 	char eta[32];
 	int L = J->cfg->layers;
-	double per_layer = J->layers_run ? J->layer_s_sum / J->layers_run : -1;
-	fmt_eta(per_layer < 0 ? -1 : per_layer * (L - l - frac), eta, sizeof eta);
+	/* seconds per layer: measured once a layer of this run is done, before that the time model's
+	 * (inspect's, at the sgemm rate probed when the run started); the current layer's remainder
+	 * is that minus the time it has already taken */
+	double per_layer = J->layers_run ? J->layer_s_sum / J->layers_run : J->est_layer_s;
+	double in_layer = now() - J->layer_t0, left = per_layer - in_layer;
+	if (left < 0.05 * per_layer)
+		left = 0.05 * per_layer;
+	(void)frac;
+	fmt_eta(per_layer < 0 ? -1 : per_layer * (J->last_todo - l) + left, eta, sizeof eta);
 	int tty = isatty(2);
 	fprintf(stderr, "%slayer %d/%d  %-10s %5.1f%%  %8.0f tok/s  ETA %s  peak RSS %.2f GiB%s", tty ? "\r\033[K" : "",
 		l + 1, L, stage, 100.0 * frac, tok_s, eta, cloq_peak_rss_gib(), tty ? "" : "\n");
@@ -545,6 +554,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 	int rc = CLOQ_OK;
 	const cloq_config *c = J->cfg;
 	double t_layer = now(), t;
+	J->layer_t0 = t_layer;
 	cloq_layer_w w = {0}, wp = {0};
 	cloq_layer_result res[CLOQ_LINEARS];
 	cloq_gram grams[CLOQ_GROUPS];
@@ -1051,6 +1061,15 @@ static int run(job *J, cloq_err *err)
 	/* the memory plan: refuse early rather than fail at layer 40 */
 	cloq_plan plan;
 	cloq_plan_compute(J->cfg, o, J->win.n, J->win.seqlen, &plan);
+	J->est_layer_s = -1;
+	if (!o->quiet) { /* the ETA before a layer is done: the time model at the rate probed now
+			  * (a third of a second; a small job, mostly fixed costs, takes a nominal rate) */
+		double work = plan.flops_forward + plan.flops_gram + plan.flops_quantize + plan.flops_solve;
+		double gf = work > 5e11 ? cloq_plan_measure_gflops() : 250.0;
+		double peak = work > 5e11 ? cloq_plan_peak_gflops(gf, omp_get_max_threads(), NULL, 0) : gf;
+		if (gf > 0)
+			J->est_layer_s = cloq_plan_seconds_load(&plan, gf, peak / gf, NULL) / J->cfg->layers;
+	}
 	if (o->mem_budget > 0 && plan.peak_bytes > o->mem_budget)
 		CLOQ_FAIL_IF(1, err, CLOQ_EUSAGE,
 			     "--mem-budget %.2f GiB is too small: one layer's working set needs %.2f GiB (%s)",

@@ -1,14 +1,17 @@
 /* cloq_plan.c - memory planner (see cloq_plan.h). */
 #include "cloq_plan.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cblas.h>
 #include <string.h>
 
 #include "cloq_llama.h"
+#include "cloq_sys.h"
 
 static int64_t dtype_bytes(const cloq_config *c)
 {
@@ -91,8 +94,28 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	p->scratch_disk = 2 * act;
 	if (!o->one_pass && !o->full_passes) /* the resumable passes' stashes, fp32 */
 		p->scratch_disk += (int64_t)nsamples * seqlen * (c->intermediate + c->hidden) * 4;
-	p->output_bytes = c->layers * (lin + lp - lin + (int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4) +
-			  (int64_t)c->vocab * c->hidden * dtype_bytes(c) * (c->tie_embeddings ? 1 : 2);
+	{
+		int nf = o->quantizer == CLOQ_Q_NF || o->quantizer == CLOQ_Q_NF4_BNB;
+		int gs = nf ? o->nf_block : o->group_size, bits = o->bits;
+		double lorab = 0.0, codes = 0.0, params = 0.0, packed = 0.0;
+		for (int l = 0; l < CLOQ_LINEARS; l++) {
+			int out, in;
+			cloq_linear_shape(c, l, &out, &in);
+			double ng = nf ? 0.0 : (double)((in + gs - 1) / gs);
+			lorab += (double)r * (in + out) * 4.0;
+			codes += (double)out * in * (bits + 0.4) / 8.0 + (nf ? (double)out * in / gs * 4.0 : ng * out * 4.0);
+			params += (double)out * in;
+			/* GPTQ: qweight, qzeros, fp16 scales, g_idx; a shape it cannot pack stays fp16 */
+			if (!nf && (int64_t)in * bits % 32 == 0 && (int64_t)out * bits % 32 == 0)
+				packed += (double)in * out * bits / 8.0 + ng * out * bits / 8.0 + ng * out * 2.0 + in * 4.0;
+			else
+				packed += (double)out * in * 2.0;
+		}
+		double other = (double)lp - params; /* norms and biases */
+		double emb = (double)c->vocab * c->hidden * (c->tie_embeddings ? 1 : 2);
+		p->output_bytes = (int64_t)(c->layers * (codes + lorab + other * 4.0) + emb * dtype_bytes(c));
+		p->export_bytes = (int64_t)(c->layers * (packed + lorab + other * 2.0) + emb * 2.0);
+	}
 	/* arithmetic: the true-sequential passes resume where the previous one stopped, so a layer
 	 * costs one forward pass of linear work and attention (--one-pass: two, statistics and
 	 * propagation);
@@ -110,6 +133,43 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	double hq = c->hidden, hi = c->intermediate;
 	per_layer += 3 * (hq * hq * hq) + hi * hi * hi; /* qkv, o, gateup on hidden; down on intermediate */
 	p->flops = per_layer * c->layers;
+
+	/* The time model's work, per layer then times the layers. GPTQ and the solve run per linear
+	 * on (out, in) matrices with an (in, in) factor; how much of the sgemm rate they reach grows
+	 * with in (blocks of 128 columns, the per-column GPTQ loop, the randomized SVD's panels): each
+	 * linear's flops are divided by g(in) = in / (in + 8192), measured at in = 64, 1024, 2752,
+	 * 4096 and 11008 (docs/PERFORMANCE.md section 9). */
+	double S = 0.0; /* sum over linears of out * in^2 / g(in) */
+	for (int l = 0; l < CLOQ_LINEARS; l++) {
+		int out, in;
+		cloq_linear_shape(c, l, &out, &in);
+		S += (double)out * in * in * (in + 8192.0) / in;
+	}
+	double qd = (double)c->heads * c->head_dim;
+	double gram_n2 = 2 * hq * hq + qd * qd + hi * hi; /* qkv and gateup read hidden, o heads*hd, down inter */
+	/* per group a factorisation of its (n, n) matrix, 2/3 n^3 (float32 for GPTQ's; float64,
+	 * counted twice, for the solve's Cholesky at n^3 / 3), also over g(n) */
+	double fac_n3 = 0.0;
+	const double gn[4] = {hq, qd, hq, hi};
+	for (int g = 0; g < 4; g++)
+		fac_n3 += 2.0 / 3.0 * gn[g] * gn[g] * gn[g] * (gn[g] + 8192.0) / gn[g];
+	double passes = o->one_pass ? 2.0 : o->full_passes ? 2.4 : 1.0;
+	int quant_iters = o->init == CLOQ_INIT_LOFTQ ? o->loftq_iters : o->cloq_iters > 1 ? o->cloq_iters : 1;
+	p->layers = c->layers;
+	p->flops_forward = c->layers * passes * tokens * (2.0 * lin + attn / 2.0); /* causal: half the scores */
+	p->flops_gram = c->layers * 2.0 * tokens * gram_n2;
+	/* GPTQ: the lazy-batch updates ~ out in^2 per linear, and the factor of H^-1 per group */
+	p->flops_quantize = gptq ? c->layers * (S * quant_iters + fac_n3) : 0.0;
+	p->flops_solve = c->layers * ((4.0 + (o->baselines ? 4.0 : 0.0)) * S * (o->cloq_iters > 1 ? o->cloq_iters : 1) +
+				      fac_n3);
+	/* bytes: the layer's weights read; the activation cache written and read (fp32 or bf16) and,
+	 * with resumable passes, the stashes; the shards (codes 1 byte a weight, LoRA fp32) */
+	double actb = tokens * c->hidden * (o->cache_bf16 ? 2.0 : 4.0);
+	double stash = (o->one_pass || o->full_passes) ? 0.0 : tokens * (c->intermediate + c->hidden + qd) * 4.0 * 2.0;
+	p->read_bytes = c->layers * (double)lp * dtype_bytes(c);
+	p->cache_bytes = c->layers * (2.0 * actb + stash);
+	p->shard_bytes = c->layers * ((double)lin + (double)r * 4.0 * (7.0 * c->hidden + 2.0 * qd + 3.0 * c->intermediate));
+	p->windows = (double)c->layers * nsamples;
 	if (p->solver_bytes >= p->weights_bytes && p->solver_bytes >= p->forward_bytes)
 		snprintf(p->largest_item, sizeof p->largest_item, "Gram/factor matrices of width %lld", (long long)nmax);
 	else if (p->weights_bytes >= p->forward_bytes)
@@ -120,23 +180,125 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 
 double cloq_plan_measure_gflops(void)
 {
-	enum { N = 384 };
+	enum { N = 512 };
 	float *a = malloc(sizeof(float) * N * N * 3);
 	if (!a)
 		return 0;
 	for (int i = 0; i < N * N * 3; i++)
 		a[i] = (float)(((unsigned)i * 7919u) % 1000u) / 1000.0f;
-	struct timespec t0, t1;
-	int reps = 0;
-	double el = 0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	do {
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, a + N * N, N, 0.0f,
-			    a + 2 * N * N, N);
-		reps++;
-		clock_gettime(CLOCK_MONOTONIC, &t1);
-		el = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
-	} while (el < 0.25);
+	double best = 0.0;
+	for (int probe = 0; probe < 5; probe++) {
+		struct timespec t0, t1;
+		int reps = 0;
+		double el = 0;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		do {
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, a + N * N, N, 0.0f,
+				    a + 2 * N * N, N);
+			reps++;
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			el = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+		} while (el < 0.06);
+		double g = 2.0 * N * N * N * reps / el / 1e9;
+		best = g > best ? g : best;
+	}
 	free(a);
-	return 2.0 * N * N * N * reps / el / 1e9;
+	return best;
+}
+
+/* Measured on the bench jobs (docs/PERFORMANCE.md section 9): the share of the probe's sgemm rate
+ * each kind of work reaches, the I/O rate (zstd, hashing, page cache), and the fixed costs of a
+ * window pass and of a layer (cache frames, stashes, shard commit and journal fsyncs). */
+#define EFF_FORWARD 1.2 /* large GEMMs run faster than the 512^3 probe */
+#define EFF_QUANTIZE 1.75 /* over the g(n)-weighted flops */
+#define EFF_SOLVE 2.72
+#define READ_BYTES_PER_S 600e6
+#define CACHE_BYTES_PER_S 1e9
+#define SHARD_BYTES_PER_S 100e6
+#define WINDOW_S 0.003
+#define LAYER_S 0.03
+#define START_S 0.03
+
+double cloq_plan_seconds(const cloq_plan *p, double gflops, double parts[5])
+{
+	return cloq_plan_seconds_load(p, gflops, 1.0, parts);
+}
+
+double cloq_plan_seconds_load(const cloq_plan *p, double gflops, double load, double parts[5])
+{
+	double r = gflops * 1e9, t[5];
+	/* I/O and the fixed costs are partly serial: another process slows them by less than it
+	 * slows the parallel GEMMs; the square root of the GEMM slowdown fits the bench jobs */
+	load = sqrt(load > 1.0 ? load : 1.0);
+	t[0] = (p->flops_forward + p->flops_gram) / (r * EFF_FORWARD);
+	t[1] = p->flops_quantize / (r * EFF_QUANTIZE);
+	t[2] = p->flops_solve / (r * EFF_SOLVE);
+	t[3] = load * (p->read_bytes / READ_BYTES_PER_S + p->cache_bytes / CACHE_BYTES_PER_S +
+		       p->shard_bytes / SHARD_BYTES_PER_S);
+	t[4] = load * (START_S + p->windows * WINDOW_S + p->layers * LAYER_S);
+	double s = 0.0;
+	for (int i = 0; i < 5; i++) {
+		s += t[i];
+		if (parts)
+			parts[i] = t[i];
+	}
+	return s;
+}
+
+double cloq_plan_peak_gflops(double now_gflops, int threads, char *when, size_t cap)
+{
+	char dir[4096], path[4200], line[256], tmp[4300], today[32];
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	double best = 0.0;
+	char best_when[32] = "";
+	if (when && cap)
+		snprintf(when, cap, "now");
+	if (xdg && *xdg)
+		snprintf(dir, sizeof dir, "%s/cloq", xdg);
+	else if (home && *home)
+		snprintf(dir, sizeof dir, "%s/.cache/cloq", home);
+	else
+		return now_gflops;
+	snprintf(path, sizeof path, "%s/sgemm-peak", dir);
+	/* every line but this thread count's is kept as it is */
+	char *keep = calloc(1, 65536);
+	size_t kept = 0;
+	FILE *f = fopen(path, "r");
+	if (f) {
+		while (fgets(line, sizeof line, f)) {
+			int th;
+			double g;
+			char d[32];
+			if (sscanf(line, "%d %lf %31s", &th, &g, d) == 3 && th == threads && g > 0 && g < 1e7) {
+				if (g > best) {
+					best = g;
+					snprintf(best_when, sizeof best_when, "%s", d);
+				}
+			} else if (keep && kept + strlen(line) < 65535) {
+				memcpy(keep + kept, line, strlen(line));
+				kept += strlen(line);
+			}
+		}
+		fclose(f);
+	}
+	if (best >= now_gflops) {
+		if (when && cap)
+			snprintf(when, cap, "%s", best_when);
+		free(keep);
+		return best;
+	}
+	/* a new record: rewrite the file atomically (a failure only loses the record) */
+	time_t t = time(NULL);
+	struct tm tmv;
+	gmtime_r(&t, &tmv);
+	strftime(today, sizeof today, "%Y-%m-%d", &tmv);
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+	if (cloq_mkdir_p(dir, NULL) == CLOQ_OK && (f = fopen(tmp, "w"))) {
+		int ok = (!keep || fwrite(keep, 1, kept, f) == kept) && fprintf(f, "%d %.1f %s\n", threads, now_gflops, today) > 0;
+		ok &= fclose(f) == 0;
+		if (!ok || rename(tmp, path) != 0)
+			unlink(tmp);
+	}
+	free(keep);
+	return now_gflops;
 }

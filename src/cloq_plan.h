@@ -20,15 +20,47 @@ typedef struct cloq_plan {
 	int64_t solver_bytes;      /* largest H + factor + GPTQ workspace + residuals */
 	int64_t forward_bytes;     /* block workspace + window buffers */
 	int64_t scratch_disk;      /* activation caches on disk (upper bound, uncompressed) */
-	int64_t output_bytes;      /* shards, approx. (codes compress; LoRA factors fp32) */
+	int64_t output_bytes;      /* the job's shards (zstd): codes at about (bits + 0.4) / 8 bytes a
+	                            * weight, LoRA factors fp32, scales and zeros at half, the base
+	                            * tensors as stored (within 3% on the bench jobs) */
+	int64_t export_bytes;      /* `cloq export` (GPTQ, fp16 tensors, fp32 adapter): exact but for
+	                            * headers and the copied tokenizer files */
 	char largest_item[96];     /* what dominates, for messages */
 	double flops;              /* arithmetic of the whole conversion (forward passes, GPTQ,
 	                            * factorisations, CLoQ solves), for time estimates */
+	/* The time model (cloq_plan_seconds): work per stage, float64 flops counted twice (they run
+	 * at about half the float32 rate). */
+	double flops_forward;      /* statistics + propagation passes: the block's matmuls, attention */
+	double flops_gram;         /* Gram matrices X^T X (float64) */
+	double flops_quantize;     /* GPTQ: the H^-1 factors and the lazy-batch updates */
+	double flops_solve;        /* CLoQ/LoftQ: the factor R, R dW^T, the error reports */
+	double read_bytes;         /* the weights, read once */
+	double cache_bytes;        /* activation cache and stashes, written and read (zstd) */
+	double shard_bytes;        /* the shards, before compression */
+	double windows;            /* window passes over all layers (their fixed costs) */
+	int layers;
 } cloq_plan;
 
 void cloq_plan_compute(const cloq_config *cfg, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p);
 
-/* This machine's single-precision GEMM rate (GFLOP/s), measured in about a quarter second. */
+/* This machine's single-precision GEMM rate (GFLOP/s) with the current thread count: the best of
+ * five short 512 x 512 x 512 probes (about a third of a second in all), so that one probe slowed
+ * by another process does not set the rate. */
 double cloq_plan_measure_gflops(void);
+
+/* Seconds a conversion with plan p takes at an sgemm rate of `gflops`, and its parts (may be
+ * NULL): [0] forward + Gram, [1] GPTQ, [2] solve, [3] I/O, [4] fixed costs. The model's constants
+ * (the share of the sgemm rate each stage reaches, I/O and per-window costs) were measured on the
+ * bench jobs (docs/PERFORMANCE.md section 9). */
+double cloq_plan_seconds(const cloq_plan *p, double gflops, double parts[5]);
+/* The same with the machine's load: `load` >= 1 is how much slower the sgemm probe ran now than
+ * the best ever recorded here (cloq_plan_peak_gflops); the I/O and fixed costs, which the
+ * probe's rate does not scale, are stretched by its square root (they are partly serial). */
+double cloq_plan_seconds_load(const cloq_plan *p, double gflops, double load, double parts[5]);
+/* The best sgemm rate recorded on this machine for this thread count, in
+ * $XDG_CACHE_HOME/cloq/sgemm-peak (else ~/.cache/cloq/sgemm-peak: lines "threads gflops date"),
+ * updated when `now_gflops` beats it; `now_gflops` when there is no record and none can be kept.
+ * `when` (may be NULL) gets the record's date ("now" for a new one). Never fails. */
+double cloq_plan_peak_gflops(double now_gflops, int threads, char *when, size_t cap);
 
 #endif
