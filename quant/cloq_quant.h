@@ -160,6 +160,27 @@ int cloq_quant_gptq_ref(const float *W, const double *H, int rows, int cols,
 			const cloq_quant_params *p, cloq_qtensor *out, cloq_quant_gptq_info *info,
 			cloq_err *err);
 
+/* ---- MagR: weight magnitude reduction before quantization ------------------------------------ */
+/*
+ * MagR (Zhang et al., NeurIPS 2024; quant/cloq_quant_magr.c): Wout = the W' minimising
+ * 1/2 tr((W' - W) Hn (W' - W)^T) + alpha sum ||W' row (or group)||_inf, Hn = H / lambda_max(H),
+ * by `iters` proximal gradient steps of size 1 from W' = W. The layer's outputs on the
+ * calibration data stay close while each row's (group's) largest magnitude shrinks, so the
+ * quantization grid gets finer. W, Wout (rows, cols) float32 (may not alias); H (cols, cols)
+ * float64 symmetric PSD. An all-zero H leaves W as it is. Memory: 4 cols^2 + 4 rows cols bytes.
+ */
+typedef struct cloq_magr_params {
+	double alpha;   /* l_inf weight: the paper's 1e-3 per row, 1e-4 per group */
+	int iters;      /* the paper's 200 per row, 150 per group */
+	int group_size; /* <= 0 or >= cols: one l_inf term per row; else per group of columns */
+} cloq_magr_params;
+typedef struct cloq_magr_info {
+	double lambda_max; /* H's largest eigenvalue (power iteration) */
+	int iters;         /* steps taken */
+} cloq_magr_info;
+int cloq_quant_magr(const float *W, const double *H, int rows, int cols, const cloq_magr_params *p, float *Wout,
+		    cloq_magr_info *info, cloq_err *err);
+
 /* ---- dequantization and error ---------------------------------------------------------------- */
 /* W (rows, cols) = scale[g] * (q - zero[g]), g = g_idx[col], in float32. */
 void cloq_quant_dequant(const cloq_qtensor *q, float *W);

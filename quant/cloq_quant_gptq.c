@@ -394,7 +394,7 @@ static int gptq_left(const float *W, int rows, const cloq_quant_hinv *h, const c
 		if (i1 > 0)
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, w, i1, 1.0f, D, cols,
 				    F + i1, cols, 1.0f, Wcur, blk);
-#pragma omp parallel for schedule(static) if (R * (size_t)w > 16384)
+#pragma omp parallel for schedule(dynamic, 8) if (R * (size_t)w > 16384)
 		for (size_t r = 0; r < R; r++)
 			if (quant_row_block(Wcur + r * (size_t)blk, i1, i2, h, &c, out, r, W + r * N, NULL,
 					    NULL, D + r * N, &loss[r]) != 0) {
@@ -487,7 +487,7 @@ int cloq_quant_gptq_hinv(const float *W, int rows, const cloq_quant_hinv *h,
 	}
 	for (int i1 = 0; i1 < cols && bad_row < 0;) {
 		int i2 = block_end(&c, blk, cols, i1);
-#pragma omp parallel for schedule(static) if (R * (size_t)(i2 - i1) > 16384)
+#pragma omp parallel for schedule(dynamic, 8) if (R * (size_t)(i2 - i1) > 16384)
 		for (size_t r = 0; r < R; r++) {
 			float *snap = NULL;
 			if (Snap) {

@@ -60,4 +60,8 @@ int cloq_quant__hinv_upper_ref(double *H, int n);
 /* Dequantize a codebook tensor (nf_block > 0): cloq_quant_dequant's NF branch. */
 void cloq_quant__nf_dequant(const cloq_qtensor *q, float *W);
 
+/* The prox of alpha ||.||_inf on v[0..n) in place: |v_i| clipped at t with sum (|v_i| - t)_+ =
+ * alpha (all 0 when ||v||_1 <= alpha). s: n doubles of scratch. */
+void cloq_quant__prox_linf(float *v, int n, double alpha, double *s);
+
 #endif /* CLOQ_QUANT_INTERNAL_H */

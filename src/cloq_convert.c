@@ -169,6 +169,8 @@ static cJSON *settings_json(const cloq_convert_opts *o)
 		cJSON_AddBoolToObject(s, "bnb_double_quant", o->bnb_double_quant);
 	cJSON_AddBoolToObject(s, "sym", o->sym);
 	cJSON_AddBoolToObject(s, "act_order", o->act_order);
+	if (o->magr) /* only then: older jobs keep their settings */
+		cJSON_AddBoolToObject(s, "magr", 1);
 	cJSON_AddStringToObject(s, "gptq_zeros", o->gptq_zeros == 2 ? "v2" : "v1");
 	cJSON_AddStringToObject(s, "init", init_name(o->init));
 	cJSON_AddNumberToObject(s, "rank", o->rank);
@@ -284,6 +286,7 @@ static int settings_from_json(const cJSON *s, const char *out_dir, cloq_convert_
 	o->cache_bf16 = cd && !strcmp(cd, "bf16");
 	o->sym = BOOL("sym");
 	o->act_order = BOOL("act_order");
+	o->magr = BOOL("magr");
 	const char *gz = STR("gptq_zeros"); /* absent: a job from before the option, unconstrained */
 	o->gptq_zeros = gz && !strcmp(gz, "v1") ? 1 : 2;
 	o->rank = (int)NUM("rank");
@@ -1155,6 +1158,7 @@ static int run(job *J, cloq_err *err)
 	J->sp.nf_dtype = o->nf_dtype;
 	J->sp.sym = o->sym;
 	J->sp.act_order = o->act_order;
+	J->sp.magr = o->magr;
 	J->sp.v1_zeros = o->gptq_zeros == 1;
 	J->sp.init = o->init;
 	J->sp.rank = o->rank;

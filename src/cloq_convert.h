@@ -49,6 +49,7 @@ typedef struct cloq_convert_opts {
 	int nf_dtype;               /* NF quantizers: enum cloq_dtype deq(Q) is rounded to; set by
 	                             * the job from the checkpoint's linear weights (nf4-bnb) */
 	int sym, act_order;
+	int magr;                   /* MagR weight magnitude reduction before GPTQ/RTN (quant/cloq_quant.h) */
 	int gptq_zeros;             /* 1: every zero point GPTQ v1 can store (default), 2: any (v2) */
 	int init;                   /* enum cloq_init_kind */
 	int rank;                   /* 64 */

@@ -352,8 +352,22 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 			if ((rc = cloq_interrupt_check("before quantizing a linear", err)))
 				goto fail;
 			double t = now();
-			if ((rc = quantize_linear(p, hinv, w->w[lin], out, in, &res[lin], quant_s, err)))
+			float *Wq_in = w->w[lin];
+			if (p->magr) { /* quantize MagR's W'; the LoRA below still fits the original W */
+				int grouped = p->group_size > 0 && p->group_size < in;
+				cloq_magr_params mp = {grouped ? 1e-4 : 1e-3, grouped ? 150 : 200, p->group_size};
+				Wq_in = cloq_malloc((size_t)out * in * sizeof(float));
+				rc = Wq_in ? cloq_quant_magr(w->w[lin], gram->H, out, in, &mp, Wq_in, NULL, err)
+					   : cloq_err_set(err, CLOQ_EIO, "out of memory for MagR of a %d x %d linear", out, in);
+				*quant_s += now() - t;
+				if (rc == CLOQ_OK)
+					rc = quantize_linear(p, hinv, Wq_in, out, in, &res[lin], quant_s, err);
+				cloq_free(Wq_in);
+				if (rc)
+					goto fail;
+			} else if ((rc = quantize_linear(p, hinv, w->w[lin], out, in, &res[lin], quant_s, err))) {
 				goto fail;
+			}
 			res[lin].seconds = now() - t;
 		}
 		lin = -1;

@@ -44,6 +44,7 @@ static inline int cloq_qform_is_nf(const cloq_qform *f) { return f->quantizer ==
 typedef struct cloq_layerstore_params {
 	int bits, group_size, quantizer, sym, act_order;
 	int nf_block, nf_double, nf_dtype; /* NF quantizers (cloq_qform) */
+	int magr;                /* MagR on each linear before it is quantized (early path only) */
 	int v1_zeros;            /* asym zero points in [1, maxq] (cloq_quant_params.v1_zeros) */
 	int init, rank, cloq_iters, loftq_iters, propagate, baselines;
 	double scaling;          /* s = lora_alpha / r */

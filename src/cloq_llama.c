@@ -243,7 +243,7 @@ static void attention(const cloq_config *c, cloq_block_ws *ws, int T)
 		 * which keeps this one GEMM instead of T small ones. */
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, ws->q + (size_t)h * hd, qs,
 			    ws->k + (size_t)g * hd, ks, 0.0f, S, T);
-#pragma omp parallel for schedule(static) if ((size_t)T * T > (1u << 20))
+#pragma omp parallel for schedule(dynamic, 16) if ((size_t)T * T > (1u << 20))
 		for (int i = 0; i < T; i++) {
 			float *row = S + (size_t)i * T;
 			float mx = row[0];

@@ -159,7 +159,8 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	p->flops_forward = c->layers * passes * tokens * (2.0 * lin + attn / 2.0); /* causal: half the scores */
 	p->flops_gram = c->layers * 2.0 * tokens * gram_n2;
 	/* GPTQ: the lazy-batch updates ~ out in^2 per linear, and the factor of H^-1 per group */
-	p->flops_quantize = gptq ? c->layers * (S * quant_iters + fac_n3) : 0.0;
+	p->flops_quantize = (gptq ? c->layers * (S * quant_iters + fac_n3) : 0.0) +
+			    (o->magr ? c->layers * 2.0 * S * (o->group_size < c->hidden ? 150 : 200) : 0.0);
 	p->flops_solve = c->layers * ((4.0 + (o->baselines ? 4.0 : 0.0)) * S * (o->cloq_iters > 1 ? o->cloq_iters : 1) +
 				      fac_n3);
 	/* bytes: the layer's weights read; the activation cache written and read (fp32 or bf16) and,

@@ -1233,6 +1233,154 @@ static void test_nf4_bnb_double_quant(void **state)
 	rng_state = saved_rng;
 }
 
+
+/* ======== MagR ======================================================================================= */
+/* independent: the clip level t of prox_{alpha ||.||_inf}(v), by bisection on
+ * f(t) = sum (|v_i| - t)_+ - alpha (decreasing in t) */
+static double clip_level(const float *v, int n, double alpha)
+{
+	double lo = 0.0, hi = 0.0, l1 = 0.0;
+	for (int i = 0; i < n; i++) {
+		hi = fmax(hi, fabs((double)v[i]));
+		l1 += fabs((double)v[i]);
+	}
+	if (l1 <= alpha)
+		return 0.0;
+	for (int it = 0; it < 200; it++) {
+		double mid = 0.5 * (lo + hi), f = -alpha;
+		for (int i = 0; i < n; i++)
+			f += fmax(fabs((double)v[i]) - mid, 0.0);
+		if (f > 0)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return 0.5 * (lo + hi);
+}
+
+static double prox_obj(const float *p, const float *v, int n, double alpha)
+{
+	double q = 0.0, mx = 0.0;
+	for (int i = 0; i < n; i++) {
+		q += 0.5 * ((double)p[i] - v[i]) * ((double)p[i] - v[i]);
+		mx = fmax(mx, fabs((double)p[i]));
+	}
+	return q + alpha * mx;
+}
+
+static void test_magr_prox(void **state)
+{
+	(void)state;
+	uint64_t saved_rng = rng_state;
+	double s[300];
+	for (int trial = 0; trial < 50; trial++) {
+		int n = 1 + trial * 5;
+		double alpha = trial % 3 == 0 ? 0.05 : trial % 3 == 1 ? 0.5 : 5.0;
+		float *v = rand_w(1, n, 1.0), *p = malloc((size_t)n * 4);
+		memcpy(p, v, (size_t)n * 4);
+		cloq_quant__prox_linf(p, n, alpha, s);
+		double t = clip_level(v, n, alpha), mx = 0.0;
+		for (int i = 0; i < n; i++) {
+			mx = fmax(mx, fabs((double)p[i]));
+			/* clipped at t: unchanged below it, +-t above */
+			if (fabs((double)v[i]) <= t - 1e-6)
+				assert_true(p[i] == v[i]);
+			else
+				assert_true(fabs(fabs((double)p[i]) - t) <= 1e-5 * (1 + t) && (p[i] == 0 || (p[i] > 0) == (v[i] > 0)));
+		}
+		assert_true(fabs(mx - t) <= 1e-5 * (1 + t));
+		/* it minimises 1/2 ||p - v||^2 + alpha ||p||_inf: no small perturbation does better */
+		double best = prox_obj(p, v, n, alpha);
+		float *q = malloc((size_t)n * 4);
+		for (int k = 0; k < 20; k++) {
+			for (int i = 0; i < n; i++)
+				q[i] = p[i] + (float)(1e-3 * rng_gauss());
+			assert_true(prox_obj(q, v, n, alpha) >= best - 1e-9);
+		}
+		free(q);
+		free(v);
+		free(p);
+	}
+	rng_state = saved_rng;
+}
+
+static double magr_obj(const float *Wp, const float *W, const double *H, double lam, int rows, int cols, int gs,
+		       double alpha)
+{
+	double q = 0.0, reg = 0.0;
+	for (int r = 0; r < rows; r++) {
+		for (int a = 0; a < cols; a++)
+			for (int b = 0; b < cols; b++)
+				q += 0.5 * ((double)Wp[r * cols + a] - W[r * cols + a]) * H[a * cols + b] / lam *
+				     ((double)Wp[r * cols + b] - W[r * cols + b]);
+		for (int j0 = 0; j0 < cols; j0 += gs) {
+			double mx = 0.0;
+			for (int j = j0; j < j0 + gs && j < cols; j++)
+				mx = fmax(mx, fabs((double)Wp[r * cols + j]));
+			reg += alpha * mx;
+		}
+	}
+	return q + reg;
+}
+
+static void test_magr(void **state)
+{
+	(void)state;
+	uint64_t saved_rng = rng_state;
+	const int rows = 24, cols = 48;
+	int dead[1] = {5};
+	double *H = corr_h(cols, 4 * cols, 4, dead, 1);
+	float *W = rand_w(rows, cols, 0.1), *Wp = malloc((size_t)rows * cols * 4);
+	W[3 * cols + 7] = 0.9f; /* an outlier to reduce */
+	cloq_err err;
+	for (int grouped = 0; grouped < 2; grouped++) {
+		cloq_magr_params p = {grouped ? 1e-3 : 1e-2, 150, grouped ? 16 : 0};
+		int gs = grouped ? 16 : cols;
+		cloq_magr_info info;
+		assert_int_equal(cloq_quant_magr(W, H, rows, cols, &p, Wp, &info, &err), CLOQ_OK);
+		assert_int_equal(info.iters, 150);
+		/* lambda_max against LAPACK's eigenvalues */
+		double *Hc = malloc((size_t)cols * cols * 8), ev[48];
+		memcpy(Hc, H, (size_t)cols * cols * 8);
+		assert_int_equal(LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'N', 'U', cols, Hc, cols, ev), 0);
+		assert_true(fabs(info.lambda_max - ev[cols - 1]) <= 1e-8 * ev[cols - 1]);
+		/* the objective went down from W, every row's (group's) largest magnitude did not grow,
+		 * the outlier's did shrink, and the outputs on the calibration data moved little */
+		double f0 = magr_obj(W, W, H, ev[cols - 1], rows, cols, gs, p.alpha);
+		double f1 = magr_obj(Wp, W, H, ev[cols - 1], rows, cols, gs, p.alpha);
+		assert_true(f1 < f0);
+		for (int r = 0; r < rows; r++)
+			for (int j0 = 0; j0 < cols; j0 += gs) {
+				double m0 = 0, m1 = 0;
+				for (int j = j0; j < j0 + gs; j++) {
+					m0 = fmax(m0, fabs((double)W[r * cols + j]));
+					m1 = fmax(m1, fabs((double)Wp[r * cols + j]));
+				}
+				assert_true(m1 <= m0 + 1e-6);
+			}
+		assert_true(fabsf(Wp[3 * cols + 7]) < 0.9f);
+		double e, d;
+		assert_int_equal(cloq_quant_hloss(W, Wp, H, rows, cols, &e, &err), CLOQ_OK);
+		float *Z = calloc((size_t)rows * cols, 4);
+		assert_int_equal(cloq_quant_hloss(W, Z, H, rows, cols, &d, &err), CLOQ_OK);
+		assert_true(e < 0.05 * d);
+		free(Z);
+		free(Hc);
+	}
+	/* no signal: unchanged; bad parameters refused */
+	double *H0 = calloc((size_t)cols * cols, 8);
+	cloq_magr_params p = {1e-3, 10, 0};
+	assert_int_equal(cloq_quant_magr(W, H0, rows, cols, &p, Wp, NULL, &err), CLOQ_OK);
+	assert_memory_equal(W, Wp, (size_t)rows * cols * 4);
+	p.iters = 0;
+	assert_int_equal(cloq_quant_magr(W, H, rows, cols, &p, Wp, NULL, &err), CLOQ_EINPUT);
+	free(H0);
+	free(H);
+	free(W);
+	free(Wp);
+	rng_state = saved_rng;
+}
+
 /* ======== real weights: stories260K with real Gram matrices (fixtures/solver) ===================== */
 static void *read_raw(const char *dir, const char *name, size_t bytes)
 {
@@ -1592,6 +1740,8 @@ int main(void)
 		cmocka_unit_test(test_nf),
 		cmocka_unit_test(test_nf4_bnb),
 		cmocka_unit_test(test_nf4_bnb_double_quant),
+		cmocka_unit_test(test_magr_prox),
+		cmocka_unit_test(test_magr),
 		cmocka_unit_test(test_real_weights),
 		cmocka_unit_test(test_v1_zeros_rtn),
 		cmocka_unit_test(test_v1_zeros_gptq),
