@@ -164,7 +164,7 @@ plan:;
 	printf("                   layer weights %s, solver %s, forward %s\n", b1, b2, b3);
 	human((double)p.scratch_disk, b1, sizeof b1);
 	human((double)p.output_bytes, b2, sizeof b2);
-	{ /* the export also copies the tokenizer and generation files */
+	if (o.quantizer != CLOQ_Q_NF4_BNB) { /* the export also copies the tokenizer and generation files */
 		static const char *const copies[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
 						     "special_tokens_map.json", "tokenizer.model", "config.json"};
 		for (size_t i = 0; i < sizeof copies / sizeof copies[0]; i++) {
@@ -177,7 +177,8 @@ plan:;
 	}
 	human((double)p.export_bytes, b3, sizeof b3);
 	printf("    disk scratch   %s (activation caches, before compression)\n", b1);
-	printf("    output         about %s of shards in OUT; 'cloq export' (GPTQ) about %s\n", b2, b3);
+	printf("    output         about %s of shards in OUT; 'cloq export' (%s) about %s\n", b2,
+	       o.quantizer == CLOQ_Q_NF4_BNB ? "the adapter" : o.quantizer == CLOQ_Q_NF ? "dense fp16" : "GPTQ", b3);
 	if (o.mem_budget > 0) {
 		human((double)o.mem_budget, b1, sizeof b1);
 		printf("    --mem-budget   %s: %s\n", b1, p.peak_bytes <= o.mem_budget ? "fits" : "does NOT fit (convert will refuse)");

@@ -115,6 +115,14 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 		double emb = (double)c->vocab * c->hidden * (c->tie_embeddings ? 1 : 2);
 		p->output_bytes = (int64_t)(c->layers * (codes + lorab + other * 4.0) + emb * dtype_bytes(c));
 		p->export_bytes = (int64_t)(c->layers * (packed + lorab + other * 2.0) + emb * 2.0);
+		if (o->quantizer == CLOQ_Q_NF4_BNB) /* --format peft-only: the adapter alone */
+			p->export_bytes = (int64_t)(c->layers * lorab);
+		else if (nf) /* --format dequant, fp16 */
+			p->export_bytes = (int64_t)(c->layers * (params * 2.0 + lorab + other * 2.0) + emb * 2.0);
+		/* safetensors headers, about 130 bytes of JSON a tensor, and the small JSON files */
+		double ntensors = c->layers * CLOQ_LINEARS * 2.0 +
+				  (o->quantizer == CLOQ_Q_NF4_BNB ? 0.0 : c->layers * (CLOQ_LINEARS * 4.0 + 4.0) + 3.0);
+		p->export_bytes += (int64_t)(ntensors * 130.0 + 4096.0);
 	}
 	/* arithmetic: the true-sequential passes resume where the previous one stopped, so a layer
 	 * costs one forward pass of linear work and attention (--one-pass: two, statistics and

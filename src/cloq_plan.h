@@ -23,8 +23,9 @@ typedef struct cloq_plan {
 	int64_t output_bytes;      /* the job's shards (zstd): codes at about (bits + 0.4) / 8 bytes a
 	                            * weight, LoRA factors fp32, scales and zeros at half, the base
 	                            * tensors as stored (within 3% on the bench jobs) */
-	int64_t export_bytes;      /* `cloq export` (GPTQ, fp16 tensors, fp32 adapter): exact but for
-	                            * headers and the copied tokenizer files */
+	int64_t export_bytes;      /* `cloq export` with the job's default format (GPTQ, fp16 tensors,
+	                            * fp32 adapter; nf4-bnb: the adapter alone; nf: dense fp16): exact
+	                            * but for headers and the copied tokenizer files */
 	char largest_item[96];     /* what dominates, for messages */
 	double flops;              /* arithmetic of the whole conversion (forward passes, GPTQ,
 	                            * factorisations, CLoQ solves), for time estimates */

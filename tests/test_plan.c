@@ -51,7 +51,8 @@ static void test_export_size_llama2(void **state)
 	}
 	layer += 2 * 4096 * 2;
 	double want = 32 * layer + 2.0 * 32000 * 4096 * 2;
-	assert_true(rel_close((double)p.export_bytes, want, 1e-9));
+	/* plus the safetensors headers and JSON files, some 200 KB of 6.7 GB */
+	assert_true(p.export_bytes > want && rel_close((double)p.export_bytes, want, 1e-4));
 	/* the job's shards: smaller than the fp16 model, larger than the 4-bit codes alone */
 	assert_true(p.output_bytes < 6.8e9 * 2 && p.output_bytes > 6.5e9 / 2);
 }
