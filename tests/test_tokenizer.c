@@ -199,33 +199,46 @@ static void test_golden_llama3(void **state)
 	run_golden(dir, "tokenizer_golden_special.jsonl", NULL);
 }
 
-/* Qwen3's byte-level BPE (151,643 pieces + special tokens; fixtures/qwen3-tokenizer keeps its
- * tokenizer.json zstd-compressed, 1.6 MB for 11.4 MB): decompressed here with libzstd, then the
- * goldens of the Hugging Face JavaScript tokenizers on the same 45 held-out texts as Llama 3's
- * and 7 chat / think / tool-call texts with special tokens. */
+/* A fixture directory keeping tokenizer.json and tokenizer_config.json zstd-compressed (large
+ * vocabularies): both decompressed with libzstd into the test's scratch dir NAME, then its goldens
+ * (the Hugging Face JavaScript tokenizers' ids) run. */
+static void golden_zst(const char *fixdir, const char *name)
+{
+	static const char *const files[2] = {"tokenizer.json", "tokenizer_config.json"};
+	char dir[512], path[600];
+	make_dir(dir, sizeof dir, name);
+	for (int f = 0; f < 2; f++) {
+		size_t csize;
+		snprintf(path, sizeof path, "%s/%s.zst", fixdir, files[f]);
+		char *comp = slurp(path, &csize);
+		unsigned long long n = ZSTD_getFrameContentSize(comp, csize);
+		assert_true(n != ZSTD_CONTENTSIZE_ERROR && n != ZSTD_CONTENTSIZE_UNKNOWN && n < (1ull << 30));
+		char *text = malloc((size_t)n + 1);
+		assert_non_null(text);
+		size_t got = ZSTD_decompress(text, (size_t)n, comp, csize);
+		assert_false(ZSTD_isError(got));
+		assert_true(got == n);
+		text[n] = '\0';
+		write_file(dir, files[f], text);
+		free(text);
+		cloq_free(comp);
+	}
+	run_golden(fixdir, "tokenizer_golden.jsonl", dir);
+	run_golden(fixdir, "tokenizer_golden_special.jsonl", dir);
+}
+
+/* Qwen3: byte-level BPE, 151,643 pieces + chat, think and tool-call specials. */
 static void test_golden_qwen3(void **state)
 {
-	size_t csize;
-	char *comp = slurp("fixtures/qwen3-tokenizer/tokenizer.json.zst", &csize);
-	unsigned long long n = ZSTD_getFrameContentSize(comp, csize);
-	assert_true(n != ZSTD_CONTENTSIZE_ERROR && n != ZSTD_CONTENTSIZE_UNKNOWN && n < (1ull << 30));
-	char *json = malloc((size_t)n + 1);
-	assert_non_null(json);
-	size_t got = ZSTD_decompress(json, (size_t)n, comp, csize);
-	assert_false(ZSTD_isError(got));
-	assert_true(got == n);
-	json[n] = '\0';
-	char dir[512];
-	make_dir(dir, sizeof dir, "qwen3");
-	write_file(dir, "tokenizer.json", json);
-	size_t csz;
-	char *cfg = slurp("fixtures/qwen3-tokenizer/tokenizer_config.json", &csz);
-	write_file(dir, "tokenizer_config.json", cfg);
-	cloq_free(cfg);
-	free(json);
-	cloq_free(comp);
-	run_golden("fixtures/qwen3-tokenizer", "tokenizer_golden.jsonl", dir);
-	run_golden("fixtures/qwen3-tokenizer", "tokenizer_golden_special.jsonl", dir);
+	golden_zst("fixtures/qwen3-tokenizer", "qwen3");
+}
+
+/* Gemma 3 (262,144 pieces) and Gemma 2 (256,000): SentencePiece-style BPE with byte fallback,
+ * <bos> added, turn markers. */
+static void test_golden_gemma(void **state)
+{
+	golden_zst("fixtures/gemma3-tokenizer", "gemma3");
+	golden_zst("fixtures/gemma2-tokenizer", "gemma2");
 }
 
 /* The newer merges format (["a", "b"] pairs) must give the same ids: rewrite Mistral's merges
@@ -900,6 +913,7 @@ int main(void)
 		cmocka_unit_test(test_golden_llama3),
 		cmocka_unit_test(test_golden_mistral_pair_merges),
 		cmocka_unit_test(test_golden_qwen3),
+		cmocka_unit_test(test_golden_gemma),
 		cmocka_unit_test(test_wikitext_mistral_round_trip),
 		cmocka_unit_test(test_wikitext_llama3_round_trip),
 		cmocka_unit_test(test_tinystories),
