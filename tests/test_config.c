@@ -373,12 +373,43 @@ static void test_tensor_accounting(void **state)
 	cloq_free(s);
 }
 
+
+/* `cloq inspect`'s parameter count of each bundled published config equals the count the model's
+ * Hugging Face page gives (the safetensors total): exact, tied embeddings counted once. */
+static void test_published_param_counts(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *file;
+		long long params;
+	} published[] = {
+		{"llama-2-7b.json", 6738415616LL},   {"llama-3.1-8b.json", 8030261248LL},
+		{"llama-3.2-1b.json", 1235814400LL}, {"mistral-7b-v0.1.json", 7241732096LL},
+		{"mistral-7b-v0.3.json", 7248023552LL}, {"qwen2.5-0.5b.json", 494032768LL},
+		{"qwen2.5-7b.json", 7615616512LL},   {"qwen3-0.6b.json", 596049920LL},
+	};
+	for (size_t i = 0; i < sizeof published / sizeof published[0]; i++) {
+		char path[256];
+		snprintf(path, sizeof path, CONFIGS "/%s", published[i].file);
+		char *text = slurp(path);
+		cloq_config c;
+		cloq_err err;
+		cloq_err_clear(&err);
+		if (cloq_config_parse(text, path, &c, &err) != CLOQ_OK)
+			fail_msg("%s: %s", path, err.msg);
+		if (cloq_config_total_params(&c) != published[i].params)
+			fail_msg("%s: %lld parameters, published %lld", path, cloq_config_total_params(&c), published[i].params);
+		cloq_free(text);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_published_configs),
 		cmocka_unit_test(test_must_fail_fields),
 		cmocka_unit_test(test_tensor_accounting),
+		cmocka_unit_test(test_published_param_counts),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
