@@ -798,6 +798,15 @@ static int write_report(job *J, int final, cloq_err *err)
 	if (J->pf)
 		cJSON_AddStringToObject(r, "reader", cloq_prefetch_backend(J->pf));
 	cJSON_AddNumberToObject(r, "peak_rss_gib", cloq_peak_rss_gib());
+	{ /* the calibration passes' arithmetic (the time model's, src/cloq_plan.h): a benchmark divides
+	   * it by the statistics + propagate seconds */
+		cloq_plan pl;
+		cloq_plan_compute(J->cfg, &J->o, J->win.n, J->win.seqlen, &pl);
+		cJSON *wk = cJSON_AddObjectToObject(r, "work");
+		cJSON_AddNumberToObject(wk, "forward_flops", pl.flops_forward);
+		cJSON_AddNumberToObject(wk, "gram_flops", pl.flops_gram / 2.0);
+		cJSON_AddNumberToObject(wk, "cache_bytes", pl.cache_bytes);
+	}
 	cJSON_AddBoolToObject(r, "finished", final);
 	text = cJSON_Print(r);
 	CLOQ_FAIL_IF(!text, err, CLOQ_EIO, "out of memory");

@@ -32,7 +32,7 @@ typedef struct cloq_plan {
 	/* The time model (cloq_plan_seconds): work per stage, float64 flops counted twice (they run
 	 * at about half the float32 rate). */
 	double flops_forward;      /* statistics + propagation passes: the block's matmuls, attention */
-	double flops_gram;         /* Gram matrices X^T X (float64) */
+	double flops_gram;         /* Gram matrices X^T X (float64): tokens x sum n^2, times 2 */
 	double flops_quantize;     /* GPTQ: the H^-1 factors and the lazy-batch updates */
 	double flops_solve;        /* CLoQ/LoftQ: the factor R, R dW^T, the error reports */
 	double read_bytes;         /* the weights, read once */

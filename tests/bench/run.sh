@@ -4,7 +4,8 @@
 #
 #   default       short settings, under ~5 minutes on the shared 2-core box: bench_forward at
 #                 seqlen 512 only, the small shapes of the quant/solver/cache/reader benches, the
-#                 contention row (bench_contention.py --quick: ppl and convert alone and beside one
+#                 calibration-passes row (bench_calib.py: job (a), ~10 s; BENCH_FULL adds the
+#                 7B-geometry job (b)), the contention row (bench_contention.py --quick: ppl and convert alone and beside one
 #                 busy process per CPU, ~2 minutes), and the e2e stories260K row (bench_e2e.sh --quick; the torch side is skipped when
 #                 python3-torch is not installed)
 #   BENCH_FULL=1  every benchmark with its own defaults (bench_forward at 512 and 2048 tokens,
@@ -30,6 +31,12 @@ for b in "$BUILD"/bench/*; do
     # shellcheck disable=SC2086
     "$b" $args || rc=1
 done
+echo "== bench_calib.py"
+if [ "$FULL" = 1 ]; then
+    /usr/bin/python3 tests/bench/bench_calib.py "$BUILD" --full || rc=1
+else
+    /usr/bin/python3 tests/bench/bench_calib.py "$BUILD" || rc=1
+fi
 echo "== bench_contention.py"
 if [ "$FULL" = 1 ]; then
     /usr/bin/python3 tests/bench/bench_contention.py "$BUILD" || rc=1
