@@ -1,6 +1,8 @@
 /* cloq_config.c - config.json parsing (see cloq_config.h). */
 #include "cloq_config.h"
 
+#include "cloq_dtype.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,7 +69,8 @@ static int get_bool(const cJSON *root, const char *key, int dflt, int *out, cons
 #define A_M (1u << CLOQ_ARCH_MISTRAL)
 #define A_Q (1u << CLOQ_ARCH_QWEN2)
 #define A_Q3 (1u << CLOQ_ARCH_QWEN3)
-#define A_ALL (A_L | A_M | A_Q | A_Q3)
+#define A_G2 (1u << CLOQ_ARCH_GEMMA2)
+#define A_ALL (A_L | A_M | A_Q | A_Q3 | A_G2)
 enum field_kind { F_IMPL, F_HARMLESS };
 static const struct field_rule {
 	const char *name;
@@ -90,14 +93,19 @@ static const struct field_rule {
 	{"rope_scaling", A_ALL, F_IMPL, "default, linear, llama3; others refused"},
 	{"tie_word_embeddings", A_ALL, F_IMPL, "lm_head is the embedding"},
 	{"hidden_act", A_ALL, F_IMPL, "silu (swish) only"},
-	{"attention_bias", A_L | A_Q3, F_IMPL, "q/k/v/o biases"},
+	{"attention_bias", A_L | A_Q3 | A_G2, F_IMPL, "q/k/v/o biases"},
+	{"hidden_activation", A_G2, F_IMPL, "Gemma 2: gelu_pytorch_tanh only"},
+	{"query_pre_attn_scalar", A_G2, F_IMPL, "Gemma 2: scores scaled by its -1/2 power"},
+	{"attn_logit_softcapping", A_G2, F_IMPL, "Gemma 2: scores soft-capped, cap tanh(s / cap)"},
+	{"final_logit_softcapping", A_G2, F_IMPL, "Gemma 2: logits soft-capped"},
+	{"cache_implementation", A_G2, F_HARMLESS, "Gemma 2: the KV cache kind at generation"},
 	{"mlp_bias", A_L, F_IMPL, "gate/up/down biases"},
 	{"pretraining_tp", A_L, F_IMPL, "sliced matmuls, same math; refused with biases, which it drops"},
 	{"attention_dropout", A_ALL, F_IMPL, "inference: must be 0"},
 	{"sliding_window", A_ALL, F_IMPL, "active windows shorter than --seqlen refused (on a Llama: as Mistral's)"},
 	{"use_sliding_window", A_Q | A_Q3, F_IMPL, "Qwen2/3: turns sliding_window on"},
 	{"max_window_layers", A_Q | A_Q3, F_IMPL, "Qwen2/3: layers below it attend fully"},
-	{"layer_types", A_Q | A_Q3, F_IMPL, "Qwen2/3 (transformers >= 4.54): per layer full or sliding attention"},
+	{"layer_types", A_Q | A_Q3 | A_G2, F_IMPL, "Qwen2/3, Gemma 2 (transformers >= 4.54): per layer full or sliding attention"},
 	{"use_mrope", A_Q, F_IMPL, "Qwen2-VL's multimodal RoPE: must be false"},
 	{"quantization_config", A_ALL, F_IMPL, "an export of cloq's (the export reader); cloq_model_open refuses it"},
 	{"bos_token_id", A_ALL, F_IMPL, "token id, used by the tokenizer side only"},
@@ -118,7 +126,7 @@ static const struct field_rule {
 };
 #define N_FIELD_RULES (sizeof field_rules / sizeof field_rules[0])
 
-static const char *arch_model_type[] = {"llama", "mistral", "qwen2", "qwen3"};
+static const char *arch_model_type[] = {"llama", "mistral", "qwen2", "qwen3", "gemma2"};
 
 /* The value of a JSON item, compact and cut short, for messages. */
 static void json_short(const cJSON *v, char *buf, size_t cap)
@@ -163,10 +171,13 @@ static int parse_sliding_window(const cJSON *root, const char *path, cloq_config
 	CLOQ_TRY(get_int(root, "sliding_window", 0, 0, &w, path, err));
 	CLOQ_FAIL_IF(sw && !cJSON_IsNull(sw) && w == 0, err, CLOQ_EINPUT,
 		     "%s: field 'sliding_window' = 0: a window of no tokens is not a model cloq can compute", path);
-	if (cfg->arch == CLOQ_ARCH_QWEN2 || cfg->arch == CLOQ_ARCH_QWEN3) {
+	if (cfg->arch == CLOQ_ARCH_GEMMA2) /* every even layer attends to the last sliding_window
+					     * tokens (transformers' Gemma2Config default 4096) */
+		CLOQ_TRY(get_int(root, "sliding_window", 0, 4096, &w, path, err));
+	if (cfg->arch == CLOQ_ARCH_QWEN2 || cfg->arch == CLOQ_ARCH_QWEN3 || cfg->arch == CLOQ_ARCH_GEMMA2) {
 		CLOQ_TRY(get_bool(root, "use_sliding_window", 0, &use, path, err));
 		CLOQ_TRY(get_int(root, "max_window_layers", 0, 28, &mwl, path, err));
-		if (!use || mwl >= cfg->layers)
+		if (cfg->arch != CLOQ_ARCH_GEMMA2 && (!use || mwl >= cfg->layers))
 			w = 0;
 		/* layer_types, when given, is what transformers' attention reads per layer; a sliding
 		 * layer with a window makes the window active whatever the other keys say */
@@ -271,6 +282,8 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 				arch = "Qwen2ForCausalLM";
 			else if (!strcmp(mt->valuestring, "qwen3"))
 				arch = "Qwen3ForCausalLM";
+			else if (!strcmp(mt->valuestring, "gemma2"))
+				arch = "Gemma2ForCausalLM";
 		}
 	}
 	CLOQ_FAIL_IF(!arch, err, CLOQ_EINPUT, "%s: no 'architectures' (supported: %s)", path, CLOQ_SUPPORTED_ARCHS);
@@ -282,6 +295,8 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 		cfg->arch = CLOQ_ARCH_QWEN2;
 	else if (!strcmp(arch, "Qwen3ForCausalLM"))
 		cfg->arch = CLOQ_ARCH_QWEN3;
+	else if (!strcmp(arch, "Gemma2ForCausalLM"))
+		cfg->arch = CLOQ_ARCH_GEMMA2;
 	else
 		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT, "%s: architecture '%s' is not supported (supported: %s)", path,
 			     arch, CLOQ_SUPPORTED_ARCHS);
@@ -319,12 +334,50 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 	cfg->rope_type = CLOQ_ROPE_DEFAULT;
 	cfg->rope_factor = 1.0;
 	CLOQ_TRY(parse_rope_scaling(cJSON_GetObjectItemCaseSensitive(root, "rope_scaling"), path, cfg, err));
-	CLOQ_TRY(get_bool(root, "tie_word_embeddings", 0, &cfg->tie_embeddings, path, err));
+	CLOQ_TRY(get_bool(root, "tie_word_embeddings", cfg->arch == CLOQ_ARCH_GEMMA2, &cfg->tie_embeddings, path, err));
 	int attn_bias, tp;
 	CLOQ_TRY(get_bool(root, "attention_bias", 0, &attn_bias, path, err));
 	cfg->qkv_bias = cfg->arch == CLOQ_ARCH_QWEN2 ? 1 : attn_bias;
 	cfg->o_bias = cfg->arch == CLOQ_ARCH_QWEN2 ? 0 : attn_bias;
 	cfg->qk_norm = cfg->arch == CLOQ_ARCH_QWEN3;
+	cfg->attn_scale = 1.0 / sqrt((double)cfg->head_dim);
+	cfg->embed_scale = 1.0;
+	if (cfg->arch == CLOQ_ARCH_GEMMA2) {
+		cfg->norm_plus_one = cfg->post_norms = cfg->gelu_tanh = 1;
+		double qpas;
+		/* no default: transformers' changed (224, then 256), so an absent key is ambiguous */
+		CLOQ_FAIL_IF(!cJSON_GetObjectItemCaseSensitive(root, "query_pre_attn_scalar"), err, CLOQ_EINPUT,
+			     "%s: Gemma 2 without 'query_pre_attn_scalar': transformers' default changed between "
+			     "releases (224, 256), so the attention's scale is ambiguous; refusing", path);
+		CLOQ_TRY(get_num(root, "query_pre_attn_scalar", 1, 256.0, &qpas, path, err));
+		CLOQ_FAIL_IF(!(qpas > 0), err, CLOQ_EINPUT, "%s: field 'query_pre_attn_scalar' must be > 0", path);
+		cfg->attn_scale = 1.0 / sqrt(qpas);
+		/* null turns a cap off; absent takes Gemma2Config's default */
+		const char *caps[2] = {"attn_logit_softcapping", "final_logit_softcapping"};
+		double *dst[2] = {&cfg->attn_softcap, &cfg->final_softcap};
+		for (int k = 0; k < 2; k++) {
+			const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, caps[k]);
+			if (v && cJSON_IsNull(v))
+				*dst[k] = 0.0;
+			else
+				CLOQ_TRY(get_num(root, caps[k], 0, k ? 30.0 : 50.0, dst[k], path, err));
+			CLOQ_FAIL_IF(*dst[k] < 0, err, CLOQ_EINPUT, "%s: field '%s' must be > 0 or null", path, caps[k]);
+		}
+		const cJSON *ha = cJSON_GetObjectItemCaseSensitive(root, "hidden_activation");
+		CLOQ_FAIL_IF(ha && (!cJSON_IsString(ha) || strcmp(ha->valuestring, "gelu_pytorch_tanh")), err, CLOQ_EINPUT,
+			     "%s: field 'hidden_activation' = %s: Gemma 2's MLP is implemented with gelu_pytorch_tanh only; "
+			     "refusing rather than computing a different model",
+			     path, cJSON_IsString(ha) ? ha->valuestring : "(not a string)");
+		/* the embedding is scaled by sqrt(hidden) as a tensor of the model's dtype */
+		const cJSON *tdt = cJSON_GetObjectItemCaseSensitive(root, "torch_dtype");
+		const char *td = cJSON_IsString(tdt) ? tdt->valuestring : "";
+		float sq = (float)sqrt((double)cfg->hidden);
+		if (!strcmp(td, "bfloat16"))
+			sq = cloq_bf16_to_f32_ref(cloq_f32_to_bf16_ref(sq));
+		else if (!strcmp(td, "float16"))
+			sq = cloq_f16_to_f32_ref(cloq_f32_to_f16_ref(sq));
+		cfg->embed_scale = sq;
+	}
 	CLOQ_TRY(get_bool(root, "mlp_bias", 0, &cfg->mlp_bias, path, err));
 	/* pretraining_tp > 1: transformers' Llama splits each projection into tp slices and
 	 * concatenates (q/k/v, gate/up) or sums (o, down) the partial products: the same matrix
@@ -368,8 +421,9 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 	/* transformers' ACT2FN: "silu" and "swish" are both nn.SiLU. */
 	const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
 	CLOQ_FAIL_IF(act && !cJSON_IsString(act), err, CLOQ_EINPUT, "%s: field 'hidden_act' must be a string", path);
-	CLOQ_FAIL_IF(act && strcmp(act->valuestring, "silu") != 0 && strcmp(act->valuestring, "swish") != 0, err,
-		     CLOQ_EINPUT, "%s: field 'hidden_act' = \"%s\" is not supported (only silu/swish); refusing rather "
+	CLOQ_FAIL_IF(act && strcmp(act->valuestring, cfg->gelu_tanh ? "gelu_pytorch_tanh" : "silu") != 0 &&
+			     (cfg->gelu_tanh || strcmp(act->valuestring, "swish") != 0), err,
+		     CLOQ_EINPUT, "%s: field 'hidden_act' = \"%s\" is not supported (silu/swish; Gemma 2: gelu_pytorch_tanh); refusing rather "
 		     "than computing a different model", path, act->valuestring);
 fail:
 	cJSON_Delete(root);
@@ -402,6 +456,8 @@ long long cloq_config_layer_params(const cloq_config *c)
 		n += 2LL * c->intermediate + h;
 	if (c->qk_norm)
 		n += 2LL * c->head_dim;
+	if (c->post_norms)
+		n += 2 * h;
 	return n;
 }
 

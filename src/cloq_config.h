@@ -20,10 +20,10 @@
 
 #include "cloq_error.h"
 
-enum cloq_arch { CLOQ_ARCH_LLAMA, CLOQ_ARCH_MISTRAL, CLOQ_ARCH_QWEN2, CLOQ_ARCH_QWEN3 };
+enum cloq_arch { CLOQ_ARCH_LLAMA, CLOQ_ARCH_MISTRAL, CLOQ_ARCH_QWEN2, CLOQ_ARCH_QWEN3, CLOQ_ARCH_GEMMA2 };
 enum cloq_rope_type { CLOQ_ROPE_DEFAULT, CLOQ_ROPE_LINEAR, CLOQ_ROPE_LLAMA3 };
 
-#define CLOQ_SUPPORTED_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
+#define CLOQ_SUPPORTED_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM"
 
 typedef struct cloq_config {
 	enum cloq_arch arch;
@@ -45,6 +45,16 @@ typedef struct cloq_config {
 	int rope_orig_max_pos;      /* llama3: original_max_position_embeddings */
 	int tie_embeddings;         /* tie_word_embeddings (default 0; 1 when lm_head absent) */
 	int qkv_bias;               /* q/k/v projections carry biases (Qwen2; Llama attention_bias) */
+	/* Gemma 2 (0 / 1.0 / none elsewhere): */
+	int norm_plus_one;          /* RMSNorm weights stored as w, applied as 1 + w (every norm) */
+	int post_norms;             /* post_attention_layernorm normalises the attention output and
+	                             * post_feedforward_layernorm the MLP's, each before its residual;
+	                             * pre_feedforward_layernorm is the MLP's input norm */
+	int gelu_tanh;              /* MLP activation gelu (tanh approximation) instead of silu */
+	double attn_scale;          /* score scale: query_pre_attn_scalar^-1/2 (else head_dim^-1/2) */
+	double attn_softcap;        /* scores -> cap tanh(scores / cap) before the softmax; 0 none */
+	double final_softcap;       /* logits -> cap tanh(logits / cap); 0 none */
+	double embed_scale;         /* embeddings times this: sqrt(hidden) in the model's dtype; 1 */
 	int qk_norm;                /* Qwen3: RMSNorm over head_dim of each q and k head before RoPE,
 	                             * weights self_attn.q_norm / k_norm (head_dim) */
 	int o_bias;                 /* o_proj carries a bias (Llama attention_bias) */

@@ -521,7 +521,7 @@ static int build_cache0(job *J, cloq_err *err)
 	CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 1,
 				   &w, err));
 	for (int i = 0; i < J->win.n; i++) {
-		CLOQ_TRY(lm.embed(lm.ctx, J->win.ids + (size_t)i * J->win.seqlen, J->win.seqlen, J->xbuf, err));
+		CLOQ_TRY(cloq_lm_embed(&lm, J->win.ids + (size_t)i * J->win.seqlen, J->win.seqlen, J->xbuf, err));
 		CLOQ_TRY(cloq_cache_append(w, J->xbuf, J->win.seqlen, err));
 	}
 	CLOQ_TRY(cloq_cache_commit(w, err));
@@ -801,11 +801,12 @@ static int write_report(job *J, int final, cloq_err *err)
 	{ /* the calibration passes' arithmetic (the time model's, src/cloq_plan.h): a benchmark divides
 	   * it by the statistics + propagate seconds */
 		cloq_plan pl;
-		cloq_plan_compute(J->cfg, &J->o, J->win.n, J->win.seqlen, &pl);
+		cloq_convert_opts po = J->o;
+		po.one_pass = po.full_passes = 0; /* one forward pass: what a job is, not how this run did it */
+		cloq_plan_compute(J->cfg, &po, J->win.n, J->win.seqlen, &pl);
 		cJSON *wk = cJSON_AddObjectToObject(r, "work");
 		cJSON_AddNumberToObject(wk, "forward_flops", pl.flops_forward);
 		cJSON_AddNumberToObject(wk, "gram_flops", pl.flops_gram / 2.0);
-		cJSON_AddNumberToObject(wk, "cache_bytes", pl.cache_bytes);
 	}
 	cJSON_AddBoolToObject(r, "finished", final);
 	text = cJSON_Print(r);

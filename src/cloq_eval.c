@@ -45,6 +45,24 @@ fail:
 	return rc;
 }
 
+int cloq_lm_embed(const cloq_lm *lm, const int32_t *ids, int T, float *x, cloq_err *err)
+{
+	int rc = lm->embed(lm->ctx, ids, T, x, err);
+	float s = (float)lm->cfg->embed_scale;
+	if (rc == CLOQ_OK && s > 0.0f && s != 1.0f)
+		for (size_t i = 0; i < (size_t)T * lm->cfg->hidden; i++)
+			x[i] *= s;
+	return rc;
+}
+
+void cloq_lm_softcap(const cloq_config *cfg, float *logits, size_t n)
+{
+	float cap = (float)cfg->final_softcap;
+	if (cap > 0.0f)
+		for (size_t i = 0; i < n; i++)
+			logits[i] = cap * tanhf(logits[i] / cap);
+}
+
 static int embed_all(const cloq_lm *lm, const int32_t *ids, int n, int T, float **xo, cloq_err *err)
 {
 	size_t cells;
@@ -55,7 +73,7 @@ static int embed_all(const cloq_lm *lm, const int32_t *ids, int n, int T, float 
 		return cloq_err_set(err, CLOQ_EIO, "out of memory for %d x %d hidden states (%zu MiB)", n, T,
 				    cells * sizeof(float) >> 20);
 	for (int i = 0; i < n; i++) {
-		int rc = lm->embed(lm->ctx, ids + (size_t)i * T, T, x + (size_t)i * T * lm->cfg->hidden, err);
+		int rc = cloq_lm_embed(lm, ids + (size_t)i * T, T, x + (size_t)i * T * lm->cfg->hidden, err);
 		if (rc) {
 			cloq_free(x);
 			return rc;
@@ -79,7 +97,7 @@ int cloq_eval_ppl(const cloq_lm *lm, const cloq_windows *w, cloq_eval_result *re
 	CLOQ_TRY(embed_all(lm, w->ids, n, T, &x, err));
 	CLOQ_TRY(run_layers(lm, x, n, T, progress, err));
 	for (size_t r = 0; r < rows; r++)
-		cloq_rmsnorm(x + r * D, lm->final_norm, x + r * D, 1, D, c->rms_eps);
+		cloq_rmsnorm_cfg(c, x + r * D, lm->final_norm, x + r * D, 1, D);
 
 	int chunk = V < HEAD_CHUNK ? V : HEAD_CHUNK;
 	head = cloq_malloc((size_t)chunk * D * sizeof(float));
@@ -97,6 +115,7 @@ int cloq_eval_ppl(const cloq_lm *lm, const cloq_windows *w, cloq_eval_result *re
 		for (int i = 0; i < n; i++) {
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nv, D, 1.0f, x + (size_t)i * T * D, D, head,
 				    D, 0.0f, logits, nv);
+			cloq_lm_softcap(c, logits, (size_t)T * nv);
 #pragma omp parallel for schedule(static) if ((size_t)T * nv > (1u << 20))
 			for (int t = 0; t < T - 1; t++) {
 				size_t r = (size_t)i * T + t;
@@ -143,7 +162,7 @@ int cloq_eval_logits(const cloq_lm *lm, const int32_t *ids, int T, float *logits
 	float *x = NULL, *head = NULL;
 	CLOQ_TRY(embed_all(lm, ids, 1, T, &x, err));
 	CLOQ_TRY(run_layers(lm, x, 1, T, 0, err));
-	cloq_rmsnorm(x, lm->final_norm, x, T, D, c->rms_eps);
+	cloq_rmsnorm_cfg(c, x, lm->final_norm, x, T, D);
 	int chunk = V < HEAD_CHUNK ? V : HEAD_CHUNK;
 	head = cloq_malloc((size_t)chunk * D * sizeof(float));
 	CLOQ_FAIL_IF(!head, err, CLOQ_EIO, "out of memory for lm_head rows");
@@ -152,6 +171,7 @@ int cloq_eval_logits(const cloq_lm *lm, const int32_t *ids, int T, float *logits
 		CLOQ_TRY(lm->head_rows(lm->ctx, v0, nv, head, err));
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nv, D, 1.0f, x, D, head, D, 0.0f, logits + v0, V);
 	}
+	cloq_lm_softcap(c, logits, (size_t)T * V);
 fail:
 	cloq_free(x);
 	cloq_free(head);

@@ -67,6 +67,11 @@ typedef struct cloq_eval_result {
 } cloq_eval_result;
 
 /* Score all windows. `progress` (may be NULL) is printed to stderr as layers advance. */
+/* lm->embed, then the family's embedding scale (Gemma 2: sqrt(hidden) in the model's dtype). */
+int cloq_lm_embed(const cloq_lm *lm, const int32_t *ids, int T, float *x, cloq_err *err);
+/* The family's final logit soft-capping (Gemma 2) on n logits, in place; nothing elsewhere. */
+void cloq_lm_softcap(const cloq_config *cfg, float *logits, size_t n);
+
 int cloq_eval_ppl(const cloq_lm *lm, const cloq_windows *w, cloq_eval_result *res, int progress, cloq_err *err);
 
 /* Logits of one sequence: logits (T, vocab) row-major. */

@@ -193,10 +193,15 @@ int cloq_expmodel_load_layer(cloq_expmodel *m, int l, cloq_layer_w *w, cloq_err 
 	char name[200];
 	const cloq_config *c = &m->cfg;
 	memset(w, 0, sizeof *w);
-	snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-	CLOQ_TRY(read_tensor_f32(m->st, m->dir, name, (size_t)c->hidden, &w->attn_norm, 1, err));
-	snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-	CLOQ_TRY(read_tensor_f32(m->st, m->dir, name, (size_t)c->hidden, &w->ffn_norm, 1, err));
+	const char *nn[4];
+	float **slot[4] = {&w->attn_norm, &w->ffn_norm, &w->post_attn_norm, &w->post_ffn_norm};
+	cloq_norm_names(c, nn);
+	for (int role = 0; role < 4; role++) {
+		if (!nn[role])
+			continue;
+		snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, nn[role]);
+		CLOQ_TRY(read_tensor_f32(m->st, m->dir, name, (size_t)c->hidden, slot[role], 1, err));
+	}
 	if (c->qk_norm) {
 		snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
 		CLOQ_TRY(read_tensor_f32(m->st, m->dir, name, (size_t)c->head_dim, &w->q_norm, 1, err));

@@ -107,8 +107,9 @@ typedef struct out_tensor {
 	int file;
 } out_tensor;
 
-enum { K_QWEIGHT, K_QZEROS, K_SCALES, K_GIDX, K_BIAS, K_DENSE, K_NORM_IN, K_NORM_POST, K_QNORM, K_KNORM, K_EMBED,
-       K_FNORM, K_HEAD, K_LORA_A, K_LORA_B };
+/* K_NORM0 + role (cloq_norm_names), then Qwen3's q_norm and k_norm */
+enum { K_QWEIGHT, K_QZEROS, K_SCALES, K_GIDX, K_BIAS, K_DENSE, K_NORM0, K_NORM1, K_NORM2, K_NORM3, K_QNORM, K_KNORM,
+       K_EMBED, K_FNORM, K_HEAD, K_LORA_A, K_LORA_B };
 
 typedef struct exporter {
 	cloq_outmodel *om;
@@ -123,14 +124,14 @@ typedef struct exporter {
 	int cur_layer;
 	cloq_shard *cur_shard;
 	cloq_stored_linear cur[CLOQ_LINEARS];
-	float *cur_norm[4];       /* input, post-attention layernorm; Qwen3's q_norm, k_norm */
+	float *cur_norm[6];       /* the layer's norms by role (cloq_norm_names), Qwen3's q_norm, k_norm */
 } exporter;
 
 static void unload(exporter *E)
 {
 	for (int i = 0; i < CLOQ_LINEARS; i++)
 		cloq_stored_linear_free(&E->cur[i]);
-	for (int k = 0; k < 4; k++) {
+	for (int k = 0; k < 6; k++) {
 		cloq_free(E->cur_norm[k]);
 		E->cur_norm[k] = NULL;
 	}
@@ -151,10 +152,13 @@ static int load_layer(exporter *E, int l, cloq_err *err)
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
 		CLOQ_TRY(cloq_layer_read_linear(E->cur_shard, E->cfg, l, lin, &E->om->qf, &E->cur[lin],
 						err));
-	static const char *const norms[4] = {"input_layernorm", "post_attention_layernorm", "self_attn.q_norm",
-					     "self_attn.k_norm"};
-	for (int k = 0; k < (E->cfg->qk_norm ? 4 : 2); k++) {
-		size_t n = (size_t)(k < 2 ? E->cfg->hidden : E->cfg->head_dim);
+	const char *norms[6] = {NULL, NULL, NULL, NULL, E->cfg->qk_norm ? "self_attn.q_norm" : NULL,
+				E->cfg->qk_norm ? "self_attn.k_norm" : NULL};
+	cloq_norm_names(E->cfg, norms);
+	for (int k = 0; k < 6; k++) {
+		if (!norms[k])
+			continue;
+		size_t n = (size_t)(k < 4 ? E->cfg->hidden : E->cfg->head_dim);
 		E->cur_norm[k] = cloq_malloc(n * sizeof(float));
 		CLOQ_FAIL_IF(!E->cur_norm[k], err, CLOQ_EIO, "out of memory");
 		snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, norms[k]);
@@ -236,10 +240,9 @@ static int produce(exporter *E, const out_tensor *t, void *buf, cloq_err *err)
 		cloq_quant_dequant(&s->q, tmp);
 		src = tmp;
 		break;
-	case K_NORM_IN: src = E->cur_norm[0]; break;
-	case K_NORM_POST: src = E->cur_norm[1]; break;
-	case K_QNORM: src = E->cur_norm[2]; break;
-	case K_KNORM: src = E->cur_norm[3]; break;
+	case K_NORM0: case K_NORM1: case K_NORM2: case K_NORM3: src = E->cur_norm[t->kind - K_NORM0]; break;
+	case K_QNORM: src = E->cur_norm[4]; break;
+	case K_KNORM: src = E->cur_norm[5]; break;
 	case K_EMBED: src = E->om->embed; break;
 	case K_FNORM: src = E->om->final_norm; break;
 	case K_HEAD: src = E->om->head; break;
@@ -761,15 +764,18 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 
 	/* ---- the base model ---- */
 	const cloq_config *c = E.cfg;
-	size_t cap = (size_t)c->layers * (CLOQ_LINEARS * 5 + 4) + 3;
+	size_t cap = (size_t)c->layers * (CLOQ_LINEARS * 5 + 6) + 3;
 	ts = cloq_calloc(cap, sizeof *ts);
 	ad = cloq_calloc((size_t)c->layers * CLOQ_LINEARS * 2, sizeof *ad);
 	CLOQ_FAIL_IF(!ts || !ad, err, CLOQ_EIO, "out of memory");
 	size_t n = 0, na = 0;
 	add(ts, &n, dtype, c->vocab, c->hidden, -1, -1, K_EMBED, "model.embed_tokens.weight");
 	for (int l = 0; l < c->layers; l++) {
-		add(ts, &n, dtype, c->hidden, 0, l, -1, K_NORM_IN, "model.layers.%d.input_layernorm.weight", l);
-		add(ts, &n, dtype, c->hidden, 0, l, -1, K_NORM_POST, "model.layers.%d.post_attention_layernorm.weight", l);
+		const char *nn[4];
+		cloq_norm_names(c, nn);
+		for (int role = 0; role < 4; role++)
+			if (nn[role])
+				add(ts, &n, dtype, c->hidden, 0, l, -1, K_NORM0 + role, "model.layers.%d.%s.weight", l, nn[role]);
 		if (c->qk_norm) {
 			add(ts, &n, dtype, c->head_dim, 0, l, -1, K_QNORM, "model.layers.%d.self_attn.q_norm.weight", l);
 			add(ts, &n, dtype, c->head_dim, 0, l, -1, K_KNORM, "model.layers.%d.self_attn.k_norm.weight", l);

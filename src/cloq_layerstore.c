@@ -421,10 +421,15 @@ int cloq_layer_write_shard(const char *path, const cloq_config *cfg, int l, cons
 	cloq_shard_writer *sw = NULL;
 	char name[256];
 	CLOQ_TRY(cloq_shard_writer_create(path, (uint32_t)l, &sw, err));
-	snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-	CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, cfg->hidden, 0, w->attn_norm, 4, err));
-	snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-	CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, cfg->hidden, 0, w->ffn_norm, 4, err));
+	const char *nn[4];
+	const float *norm[4] = {w->attn_norm, w->ffn_norm, w->post_attn_norm, w->post_ffn_norm};
+	cloq_norm_names(cfg, nn);
+	for (int role = 0; role < 4; role++) {
+		if (!nn[role])
+			continue;
+		snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, nn[role]);
+		CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, cfg->hidden, 0, norm[role], 4, err));
+	}
 	if (cfg->qk_norm) {
 		snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
 		CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, cfg->head_dim, 0, w->q_norm, 4, err));
@@ -568,10 +573,15 @@ int cloq_layer_load_shard(const char *path, const cloq_config *cfg, int l, const
 	char name[256];
 	memset(w, 0, sizeof *w);
 	CLOQ_TRY(cloq_shard_open(path, &s, err));
-	snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-	CLOQ_TRY(read_f32(s, name, (size_t)cfg->hidden, &w->attn_norm, 1, err));
-	snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-	CLOQ_TRY(read_f32(s, name, (size_t)cfg->hidden, &w->ffn_norm, 1, err));
+	const char *nn[4];
+	float **slot[4] = {&w->attn_norm, &w->ffn_norm, &w->post_attn_norm, &w->post_ffn_norm};
+	cloq_norm_names(cfg, nn);
+	for (int role = 0; role < 4; role++) {
+		if (!nn[role])
+			continue;
+		snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, nn[role]);
+		CLOQ_TRY(read_f32(s, name, (size_t)cfg->hidden, slot[role], 1, err));
+	}
 	if (cfg->qk_norm) {
 		snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
 		CLOQ_TRY(read_f32(s, name, (size_t)cfg->head_dim, &w->q_norm, 1, err));

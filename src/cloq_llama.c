@@ -44,6 +44,8 @@ void cloq_layer_w_free(cloq_layer_w *w)
 	cloq_free(w->ffn_norm);
 	cloq_free(w->q_norm);
 	cloq_free(w->k_norm);
+	cloq_free(w->post_attn_norm);
+	cloq_free(w->post_ffn_norm);
 	for (int i = 0; i < CLOQ_LINEARS; i++) {
 		cloq_free(w->w[i]);
 		cloq_free(w->b[i]);
@@ -132,6 +134,33 @@ void cloq_rmsnorm(const float *x, const float *weight, float *y, int T, int n, d
 		for (int i = 0; i < n; i++)
 			yr[i] = weight[i] * (xr[i] * inv);
 	}
+}
+
+void cloq_rmsnorm_cfg(const cloq_config *cfg, const float *x, const float *weight, float *y, int T, int n)
+{
+	if (!cfg->norm_plus_one) {
+		cloq_rmsnorm(x, weight, y, T, n, cfg->rms_eps);
+		return;
+	}
+#pragma omp parallel for schedule(static) if ((size_t)T * n > (1u << 18))
+	for (int t = 0; t < T; t++) {
+		const float *xr = x + (size_t)t * n;
+		float *yr = y + (size_t)t * n;
+		double ss = 0;
+		for (int i = 0; i < n; i++)
+			ss += (double)xr[i] * xr[i];
+		float inv = (float)(1.0 / sqrt(ss / n + cfg->rms_eps));
+		for (int i = 0; i < n; i++)
+			yr[i] = (1.0f + weight[i]) * (xr[i] * inv);
+	}
+}
+
+void cloq_norm_names(const cloq_config *cfg, const char *names[4])
+{
+	names[0] = "input_layernorm";
+	names[1] = cfg->post_norms ? "pre_feedforward_layernorm" : "post_attention_layernorm";
+	names[2] = cfg->post_norms ? "post_attention_layernorm" : NULL;
+	names[3] = cfg->post_norms ? "post_feedforward_layernorm" : NULL;
 }
 
 void cloq_linear_fwd(const float *x, const float *W, const float *b, float *y, int T, int in, int out)
@@ -235,7 +264,8 @@ static void attention(const cloq_config *c, cloq_block_ws *ws, int T)
 {
 	int hd = c->head_dim, H = c->heads, KV = c->kv_heads, rep = H / KV;
 	int qs = H * hd, ks = KV * hd;
-	float scale = (float)(1.0 / sqrt((double)hd));
+	/* a config not made by cloq_config_parse (tests) has 0: Llama's 1 / sqrt(head_dim) */
+	float scale = (float)(c->attn_scale > 0 ? c->attn_scale : 1.0 / sqrt((double)hd)), cap = (float)c->attn_softcap;
 	float *S = ws->s;
 	for (int h = 0; h < H; h++) {
 		int g = h / rep;
@@ -246,6 +276,9 @@ static void attention(const cloq_config *c, cloq_block_ws *ws, int T)
 #pragma omp parallel for schedule(dynamic, 16) if ((size_t)T * T > (1u << 20))
 		for (int i = 0; i < T; i++) {
 			float *row = S + (size_t)i * T;
+			if (cap > 0.0f) /* Gemma 2: soft-capped scores, cap tanh(s / cap), before the mask */
+				for (int j = 0; j <= i; j++)
+					row[j] = cap * tanhf(row[j] / cap);
 			float mx = row[0];
 			for (int j = 1; j <= i; j++)
 				mx = row[j] > mx ? row[j] : mx;
@@ -303,7 +336,7 @@ int cloq_block_forward_from(const cloq_config *c, const cloq_layer_w *w, const c
 	}
 
 	/* attention */
-	cloq_rmsnorm(x, w->attn_norm, ws->xn, T, D, c->rms_eps);
+	cloq_rmsnorm_cfg(c, x, w->attn_norm, ws->xn, T, D);
 	if (hook)
 		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_QKV, ws->xn, T, D, err));
 	if (stop_after == CLOQ_GROUP_QKV)
@@ -326,6 +359,8 @@ from_att:
 		return CLOQ_OK;
 	cloq_linear_fwd(ws->att, w->w[CLOQ_LIN_O], w->b[CLOQ_LIN_O], ws->y, T, qd, D);
 
+	if (c->post_norms) /* Gemma 2: the attention output is normalised before the residual */
+		cloq_rmsnorm_cfg(c, ws->y, w->post_attn_norm, ws->y, T, D);
 	/* The residual is only added once the pass is known to complete, so a stopped pass leaves x
 	 * untouched. h = x + attn lives in ws->y until then. */
 	for (size_t i = 0; i < (size_t)T * D; i++)
@@ -333,7 +368,7 @@ from_att:
 
 	/* MLP */
 from_h:
-	cloq_rmsnorm(ws->y, w->ffn_norm, ws->xn, T, D, c->rms_eps);
+	cloq_rmsnorm_cfg(c, ws->y, w->ffn_norm, ws->xn, T, D);
 	if (hook)
 		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_GATEUP, ws->xn, T, D, err));
 	if (stop_after == CLOQ_GROUP_GATEUP)
@@ -343,7 +378,10 @@ from_h:
 #pragma omp parallel for schedule(static) if ((size_t)T * NI > (1u << 20))
 	for (size_t i = 0; i < (size_t)T * NI; i++) {
 		float gv = ws->g[i];
-		ws->g[i] = gv / (1.0f + expf(-gv)) * ws->u[i];
+		if (c->gelu_tanh) /* gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) */
+			ws->g[i] = 0.5f * gv * (1.0f + tanhf(0.7978845608028654f * (gv + 0.044715f * gv * gv * gv))) * ws->u[i];
+		else
+			ws->g[i] = gv / (1.0f + expf(-gv)) * ws->u[i];
 	}
 from_act:
 	if (hook)
@@ -352,6 +390,8 @@ from_act:
 		return CLOQ_OK;
 	/* x = h + down(...): h is in ws->y, the down projection goes to xn (free by now). */
 	cloq_linear_fwd(ws->g, w->w[CLOQ_LIN_DOWN], w->b[CLOQ_LIN_DOWN], ws->xn, T, NI, D);
+	if (c->post_norms) /* Gemma 2: the MLP output too */
+		cloq_rmsnorm_cfg(c, ws->xn, w->post_ffn_norm, ws->xn, T, D);
 	for (size_t i = 0; i < (size_t)T * D; i++)
 		x[i] = ws->y[i] + ws->xn[i];
 	return CLOQ_OK;

@@ -41,6 +41,8 @@ typedef struct cloq_layer_w {
 	float *w[CLOQ_LINEARS];   /* torch (out, in) per cloq_linear_shape */
 	float *b[CLOQ_LINEARS];   /* (out) or NULL */
 	float *q_norm, *k_norm;   /* (head_dim) Qwen3's per-head RMSNorm of q and k (cfg->qk_norm), else NULL */
+	float *post_attn_norm;    /* (hidden) Gemma 2's norms of the attention and MLP outputs */
+	float *post_ffn_norm;     /*   (cfg->post_norms), else NULL */
 } cloq_layer_w;
 
 /* Free every array of w (weights allocated one by one with cloq_malloc) and zero it. */
@@ -99,6 +101,13 @@ int cloq_block_forward_from(const cloq_config *cfg, const cloq_layer_w *w, const
 
 /* y = rmsnorm(x) * weight, row by row: x, y (T, n); y may equal x. */
 void cloq_rmsnorm(const float *x, const float *weight, float *y, int T, int n, double eps);
+/* The same for a config: Gemma's norms apply 1 + weight (cfg->norm_plus_one). */
+void cloq_rmsnorm_cfg(const cloq_config *cfg, const float *x, const float *weight, float *y, int T, int n);
+/* HF names of a layer's norms by role: [0] the attention's input (attn_norm), [1] the MLP's input
+ * (ffn_norm), [2] the attention output's (post_attn_norm), [3] the MLP output's (post_ffn_norm);
+ * NULL where the family has none. Llama: input_layernorm, post_attention_layernorm; Gemma 2:
+ * input_layernorm, pre_feedforward_layernorm, post_attention_layernorm, post_feedforward_layernorm. */
+void cloq_norm_names(const cloq_config *cfg, const char *names[4]);
 
 /* y (T, out) = x (T, in) W^T + b, W (out, in). */
 void cloq_linear_fwd(const float *x, const float *W, const float *b, float *y, int T, int in, int out);

@@ -22,9 +22,11 @@ const cloq_st_tensor *cloq_model_linear(const cloq_model *m, int l, int lin, int
 		    cloq_linear_parent[lin], cloq_linear_names[lin]);
 }
 
-const cloq_st_tensor *cloq_model_norm(const cloq_model *m, int l, int post)
+const cloq_st_tensor *cloq_model_norm(const cloq_model *m, int l, int role)
 {
-	return find(m, "model.layers.%d.%s%s.weight", l, post ? "post_attention_layernorm" : "input_layernorm", "");
+	const char *names[4];
+	cloq_norm_names(&m->cfg, names);
+	return role >= 0 && role < 4 && names[role] ? find(m, "model.layers.%d.%s%s.weight", l, names[role], "") : NULL;
 }
 
 const cloq_st_tensor *cloq_model_qk_norm(const cloq_model *m, int l, int k)
@@ -157,11 +159,14 @@ static int check_tensors(cloq_model *m, cloq_err *err)
 		CLOQ_TRY(expect(m, head, "lm_head.weight", c->vocab, c->hidden, err));
 	m->head = c->tie_embeddings ? m->embed : head;
 	for (int l = 0; l < c->layers; l++) {
-		for (int post = 0; post < 2; post++) {
-			snprintf(name, sizeof name, "model.layers.%d.%s.weight", l,
-				 post ? "post_attention_layernorm" : "input_layernorm");
-			CLOQ_TRY(expect(m, cloq_model_norm(m, l, post), name, c->hidden, -1, err));
-			consume(m, used, cloq_model_norm(m, l, post));
+		const char *nn[4];
+		cloq_norm_names(c, nn);
+		for (int role = 0; role < 4; role++) {
+			if (!nn[role])
+				continue;
+			snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, nn[role]);
+			CLOQ_TRY(expect(m, cloq_model_norm(m, l, role), name, c->hidden, -1, err));
+			consume(m, used, cloq_model_norm(m, l, role));
 		}
 		for (int k = 0; k < 2 && c->qk_norm; k++) {
 			snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.weight", l, k ? "k_norm" : "q_norm");
@@ -279,8 +284,9 @@ int cloq_model_load_layer(const cloq_model *m, int l, cloq_layer_w *w, cloq_err 
 {
 	int rc = CLOQ_OK;
 	memset(w, 0, sizeof *w);
-	CLOQ_TRY(load_f32(m, cloq_model_norm(m, l, 0), &w->attn_norm, err));
-	CLOQ_TRY(load_f32(m, cloq_model_norm(m, l, 1), &w->ffn_norm, err));
+	float **slot[4] = {&w->attn_norm, &w->ffn_norm, &w->post_attn_norm, &w->post_ffn_norm};
+	for (int role = 0; role < 4; role++)
+		CLOQ_TRY(load_f32(m, cloq_model_norm(m, l, role), slot[role], err));
 	if (m->cfg.qk_norm) {
 		CLOQ_TRY(load_f32(m, cloq_model_qk_norm(m, l, 0), &w->q_norm, err));
 		CLOQ_TRY(load_f32(m, cloq_model_qk_norm(m, l, 1), &w->k_norm, err));

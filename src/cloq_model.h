@@ -45,7 +45,9 @@ void cloq_model_close(cloq_model *m);
 
 /* The tensor of layer l, linear `lin` (weight or, with bias=1, its bias: NULL when absent). */
 const cloq_st_tensor *cloq_model_linear(const cloq_model *m, int l, int lin, int bias);
-const cloq_st_tensor *cloq_model_norm(const cloq_model *m, int l, int post_attention);
+/* Layer l's norm of role `role` (cloq_norm_names: 0 attention input, 1 MLP input, 2 and 3 Gemma 2's
+ * output norms); NULL when absent or the family has no such norm. */
+const cloq_st_tensor *cloq_model_norm(const cloq_model *m, int l, int role);
 /* Qwen3's self_attn.q_norm (k = 0) or k_norm (k = 1) of layer l; NULL when absent. */
 const cloq_st_tensor *cloq_model_qk_norm(const cloq_model *m, int l, int k);
 

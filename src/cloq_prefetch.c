@@ -146,7 +146,7 @@ int cloq_prefetch_take(cloq_prefetch *p, int l, cloq_layer_w *w, uint64_t *diges
 		       cloq_err *err)
 {
 	int rc = CLOQ_OK, i = -1, nh = 0;
-	uint64_t h[4 + 2 * CLOQ_LINEARS];
+	uint64_t h[6 + 2 * CLOQ_LINEARS];
 	cJSON *in = NULL;
 	memset(w, 0, sizeof *w);
 	if (inputs) {
@@ -159,8 +159,9 @@ int cloq_prefetch_take(cloq_prefetch *p, int l, cloq_layer_w *w, uint64_t *diges
 	i = p->layer[0] == l ? 0 : 1;
 	if (p->in_flight == i)
 		CLOQ_TRY(wait_flight(p, wait_s, err));
-	CLOQ_TRY(convert(p, i, cloq_model_norm(p->m, l, 0), &w->attn_norm, in, h, &nh, err));
-	CLOQ_TRY(convert(p, i, cloq_model_norm(p->m, l, 1), &w->ffn_norm, in, h, &nh, err));
+	float **slot[4] = {&w->attn_norm, &w->ffn_norm, &w->post_attn_norm, &w->post_ffn_norm};
+	for (int role = 0; role < 4; role++)
+		CLOQ_TRY(convert(p, i, cloq_model_norm(p->m, l, role), slot[role], in, h, &nh, err));
 	if (p->m->cfg.qk_norm) {
 		CLOQ_TRY(convert(p, i, cloq_model_qk_norm(p->m, l, 0), &w->q_norm, in, h, &nh, err));
 		CLOQ_TRY(convert(p, i, cloq_model_qk_norm(p->m, l, 1), &w->k_norm, in, h, &nh, err));

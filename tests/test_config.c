@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +230,31 @@ static void test_must_fail_fields(void **state)
 	cJSON_Delete(r);
 	variant(as_llama, "model_type", "\"qwen3\"", CLOQ_EINPUT, "'model_type' = \"qwen3\"", NULL);
 	variant(as_llama, "model_type", NULL, CLOQ_EINPUT, "not a field of LlamaForCausalLM", NULL);
+	{ /* Gemma 2: its math read, what it does not implement refused */
+		char *g2 = slurp(CONFIGS "/gemma-2-2b.json");
+		assert_int_equal(cloq_config_parse(g2, "g2", &c, &err), CLOQ_OK);
+		assert_int_equal(c.arch, CLOQ_ARCH_GEMMA2);
+		assert_true(c.norm_plus_one && c.post_norms && c.gelu_tanh && c.tie_embeddings);
+		assert_true(c.attn_softcap == 50.0 && c.final_softcap == 30.0 && c.sliding_window == 4096);
+		assert_true(c.attn_scale == 1.0 / 16.0 && c.embed_scale == (float)sqrt(2304.0));
+		variant(g2, "hidden_activation", "\"gelu\"", CLOQ_EINPUT, "'hidden_activation' = gelu", NULL);
+		variant(g2, "hidden_act", "\"silu\"", CLOQ_EINPUT, "'hidden_act' = \"silu\"", NULL);
+		variant(g2, "use_mrope", "false", CLOQ_EINPUT, "not a field of Gemma2ForCausalLM", NULL);
+		variant(g2, "attn_logit_softcapping", "null", CLOQ_OK, NULL, NULL);
+		variant(g2, "query_pre_attn_scalar", NULL, CLOQ_EINPUT, "query_pre_attn_scalar", "ambiguous");
+		variant(g2, "torch_dtype", "\"bfloat16\"", CLOQ_OK, NULL, NULL);
+		r = cJSON_Parse(g2);
+		cJSON_ReplaceItemInObjectCaseSensitive(r, "torch_dtype", cJSON_CreateString("bfloat16"));
+		cJSON_ReplaceItemInObjectCaseSensitive(r, "final_logit_softcapping", cJSON_CreateNull());
+		qs = cJSON_PrintUnformatted(r);
+		cJSON_Delete(r);
+		assert_int_equal(cloq_config_parse(qs, "g2", &c, &err), CLOQ_OK);
+		assert_true(c.final_softcap == 0.0);
+		assert_true(c.embed_scale == 48.0); /* sqrt(2304) = 48 is a bfloat16 */
+		assert_int_equal(cloq_config_check_seqlen(&c, 8192, "dir", &err), CLOQ_EINPUT);
+		cJSON_free(qs);
+		cloq_free(g2);
+	}
 	cJSON_free(as_llama);
 	cloq_free(q3);
 }
@@ -387,6 +413,7 @@ static void test_published_param_counts(void **state)
 		{"llama-3.2-1b.json", 1235814400LL}, {"mistral-7b-v0.1.json", 7241732096LL},
 		{"mistral-7b-v0.3.json", 7248023552LL}, {"qwen2.5-0.5b.json", 494032768LL},
 		{"qwen2.5-7b.json", 7615616512LL},   {"qwen3-0.6b.json", 596049920LL},
+		{"gemma-2-2b.json", 2614341888LL},
 	};
 	for (size_t i = 0; i < sizeof published / sizeof published[0]; i++) {
 		char path[256];

@@ -27,6 +27,8 @@ struct geom {
 	double rope_theta;
 	int tied;
 	int qwen3;  /* --family qwen3: Qwen3ForCausalLM, q_norm/k_norm per layer */
+	int gemma2; /* --family gemma2: Gemma2ForCausalLM, four norms per layer (weights around 0:
+		     * applied as 1 + w), gelu-tanh, query_pre_attn_scalar 24, soft-capping 50 / 30 */
 	enum cloq_dtype dtype;
 	unsigned long long seed;
 	int shards;
@@ -56,7 +58,8 @@ static void usage(FILE *f)
 		"  --dtype f32|f16|bf16  (default bf16)\n"
 		"  --seed N            (default 0; same seed = same bytes)\n"
 		"  --tied              tie lm_head to the embedding (no lm_head.weight)\n"
-		"  --family llama|qwen3  (default llama) qwen3: Qwen3ForCausalLM, self_attn.q_norm/k_norm\n"
+		"  --family llama|qwen3|gemma2  (default llama) qwen3: Qwen3ForCausalLM, self_attn.q_norm/k_norm\n"
+		"                      gemma2: Gemma2ForCausalLM (four norms a layer, soft-capping, gelu-tanh)\n"
 		"                      (head_dim) per layer\n"
 		"  --shards N          write N shards + model.safetensors.index.json (default 1: model.safetensors)\n"
 		"  --max-pos N --rope-theta X   config values (defaults per preset)\n"
@@ -156,8 +159,10 @@ static int parse_args(int argc, char **argv, struct geom *g)
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		long n;
 		if (strcmp(a, "--family") == 0 && i + 1 < argc && (!strcmp(argv[i + 1], "llama") ||
-								    !strcmp(argv[i + 1], "qwen3"))) {
-			g->qwen3 = !strcmp(argv[++i], "qwen3");
+								    !strcmp(argv[i + 1], "qwen3") ||
+								    !strcmp(argv[i + 1], "gemma2"))) {
+			g->qwen3 = !strcmp(argv[i + 1], "qwen3");
+			g->gemma2 = !strcmp(argv[++i], "gemma2");
 			continue;
 		}
 		if (strcmp(a, "--tied") == 0) {
@@ -258,11 +263,15 @@ static size_t list_tensors(const struct geom *g, struct tdesc *t)
 	} while (0)
 	ADD(1, 2, g->vocab, g->hidden, "model.embed_tokens.weight");
 	for (long l = 0; l < g->layers; l++) {
-		ADD(2, 1, g->hidden, 0, "model.layers.%ld.input_layernorm.weight", l);
+		ADD(g->gemma2 ? 3 : 2, 1, g->hidden, 0, "model.layers.%ld.input_layernorm.weight", l);
 		ADD(0, 2, g->hidden, g->inter, "model.layers.%ld.mlp.down_proj.weight", l);
 		ADD(0, 2, g->inter, g->hidden, "model.layers.%ld.mlp.gate_proj.weight", l);
 		ADD(0, 2, g->inter, g->hidden, "model.layers.%ld.mlp.up_proj.weight", l);
-		ADD(2, 1, g->hidden, 0, "model.layers.%ld.post_attention_layernorm.weight", l);
+		ADD(g->gemma2 ? 3 : 2, 1, g->hidden, 0, "model.layers.%ld.post_attention_layernorm.weight", l);
+		if (g->gemma2) {
+			ADD(3, 1, g->hidden, 0, "model.layers.%ld.post_feedforward_layernorm.weight", l);
+			ADD(3, 1, g->hidden, 0, "model.layers.%ld.pre_feedforward_layernorm.weight", l);
+		}
 		if (g->qwen3)
 			ADD(2, 1, g->head_dim, 0, "model.layers.%ld.self_attn.k_norm.weight", l);
 		ADD(0, 2, kv, g->hidden, "model.layers.%ld.self_attn.k_proj.weight", l);
@@ -272,7 +281,7 @@ static size_t list_tensors(const struct geom *g, struct tdesc *t)
 		ADD(0, 2, q, g->hidden, "model.layers.%ld.self_attn.q_proj.weight", l);
 		ADD(0, 2, kv, g->hidden, "model.layers.%ld.self_attn.v_proj.weight", l);
 	}
-	ADD(2, 1, g->hidden, 0, "model.norm.weight");
+	ADD(g->gemma2 ? 3 : 2, 1, g->hidden, 0, "model.norm.weight");
 	if (!g->tied)
 		ADD(1, 2, g->vocab, g->hidden, "lm_head.weight");
 #undef ADD
@@ -291,7 +300,9 @@ static int write_tensor(cloq_st_writer *w, size_t index, const struct geom *g, c
 	float std = t->kind == 0 ? 1.0f / sqrtf((float)t->shape[1])
 		  : t->kind == 1 ? 1.0f / sqrtf((float)g->hidden)
 				 : 0.05f;
-	float mean = t->kind == 2 ? 1.0f : 0.0f;
+	float mean = t->kind == 2 ? 1.0f : 0.0f; /* kind 3: Gemma's norms, applied as 1 + w */
+	if (t->kind == 3)
+		std = 0.1f;
 	size_t esz = cloq_dtype_size(g->dtype);
 	for (uint64_t done = 0; done < nelem;) {
 		size_t k = nelem - done < piece ? (size_t)(nelem - done) : piece;
@@ -325,16 +336,21 @@ static int write_config(const struct geom *g, cloq_err *err)
 			 "  \"max_position_embeddings\": %ld,\n"
 			 "  \"rms_norm_eps\": 1e-05,\n"
 			 "  \"rope_theta\": %.1f,\n"
-			 "  \"hidden_act\": \"silu\",\n"
+			 "  \"hidden_act\": \"%s\",\n"
 			 "  \"tie_word_embeddings\": %s,\n"
 			 "  \"bos_token_id\": 1,\n"
 			 "  \"eos_token_id\": 2,\n"
 			 "  \"torch_dtype\": \"%s\"\n"
 			 "}\n",
-			 g->qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM", g->qwen3 ? "qwen3" : "llama",
-			 g->qwen3 ? "  \"attention_bias\": false,\n  \"use_sliding_window\": false,\n" : "",
+			 g->qwen3 ? "Qwen3ForCausalLM" : g->gemma2 ? "Gemma2ForCausalLM" : "LlamaForCausalLM",
+			 g->qwen3 ? "qwen3" : g->gemma2 ? "gemma2" : "llama",
+			 g->qwen3 ? "  \"attention_bias\": false,\n  \"use_sliding_window\": false,\n"
+			 : g->gemma2 ? "  \"attention_bias\": false,\n  \"hidden_activation\": \"gelu_pytorch_tanh\",\n"
+				       "  \"query_pre_attn_scalar\": 24,\n  \"attn_logit_softcapping\": 50.0,\n"
+				       "  \"final_logit_softcapping\": 30.0,\n  \"sliding_window\": 4096,\n"
+				     : "",
 			 g->hidden, g->inter, g->layers, g->heads, g->kv_heads, g->head_dim, g->vocab,
-			 g->max_pos, g->rope_theta, g->tied ? "true" : "false", td);
+			 g->max_pos, g->rope_theta, g->gemma2 ? "gelu_pytorch_tanh" : "silu", g->tied ? "true" : "false", td);
 	return cloq_write_file_atomic(path, buf, (size_t)n, err);
 }
 
@@ -384,7 +400,7 @@ int main(int argc, char **argv)
 	cloq_err err;
 	cloq_err_clear(&err);
 	int rc = CLOQ_OK;
-	size_t nmax = 3 + (size_t)g.layers * 11;
+	size_t nmax = 3 + (size_t)g.layers * 13;
 	struct tdesc *t = cloq_calloc(nmax, sizeof *t);
 	const size_t piece = (size_t)1 << 20;
 	float *fbuf = cloq_aligned_alloc(64, piece * sizeof(float));

@@ -393,7 +393,8 @@ TORCH_DTYPE = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
 
 # architectures[0] -> the model_type transformers' Auto classes build it from
 ARCH_MODEL_TYPE = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
-                   "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+                   "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
+                   "Gemma2ForCausalLM": "gemma2"}
 
 
 class Geometry:
@@ -409,6 +410,9 @@ class Geometry:
         qwen3 = self.arch == "Qwen3ForCausalLM"
         # Qwen3: per-head q_norm/k_norm (head_dim,) (modeling_qwen3 Qwen3Attention)
         self.qk_norm = qwen3
+        gemma2 = self.arch == "Gemma2ForCausalLM"
+        # Gemma2: pre/post feed-forward norms (D,) besides input/post_attention (Gemma2DecoderLayer)
+        self.ff_norms = gemma2
         try:
             self.D = cfg["hidden_size"]
             self.I = cfg["intermediate_size"]
@@ -416,15 +420,16 @@ class Geometry:
             self.H = cfg["num_attention_heads"]
             # Qwen3Config defaults: num_key_value_heads 32, head_dim 128 (not hidden/heads)
             self.Hkv = cfg.get("num_key_value_heads", 32 if qwen3 else None) or self.H
-            self.hd = cfg.get("head_dim", 128 if qwen3 else None) or self.D // self.H
+            # Gemma2Config: head_dim 256; num_key_value_heads has no stable default (ref_llama refuses)
+            self.hd = cfg.get("head_dim", 128 if qwen3 else 256 if gemma2 else None) or self.D // self.H
             self.V = cfg["vocab_size"]
         except KeyError as e:
             fail("%s: missing %s" % (path, e))
-        self.tied = bool(cfg.get("tie_word_embeddings", False))
+        self.tied = bool(cfg.get("tie_word_embeddings", gemma2))  # Gemma2Config default True
         mistral = self.arch == "MistralForCausalLM"
         # MistralAttention/MistralMLP and Qwen3MLP have no bias whatever the config says
         self.attn_bias = bool(cfg.get("attention_bias", False)) and not mistral
-        self.mlp_bias = bool(cfg.get("mlp_bias", False)) and not (qwen3 or mistral)
+        self.mlp_bias = bool(cfg.get("mlp_bias", False)) and not (qwen3 or mistral or gemma2)
 
     def shape(self, lin):
         """(out, in) of a linear."""
@@ -490,6 +495,9 @@ class Base:
             if g.qk_norm:  # Qwen3 only; anywhere else they are unexpected tensors below
                 dense(p + "self_attn.q_norm.weight", (g.hd,))
                 dense(p + "self_attn.k_norm.weight", (g.hd,))
+            if g.ff_norms:  # Gemma2 only; likewise
+                dense(p + "pre_feedforward_layernorm.weight", (g.D,))
+                dense(p + "post_feedforward_layernorm.weight", (g.D,))
             for lin in LINEARS:
                 o, i = g.shape(lin)
                 P = p + lin
@@ -776,7 +784,8 @@ def same(d1, d2):
 def ref_model(b, a):
     """ref_llama.Llama over the loaded weights (float64), adapter merged: W + (alpha / r) B @ A.
     ref_llama reads the architecture, head_dim, biases and q/k norms from the config and refuses a
-    tensor it would not use."""
+    tensor it would not use. The embedding's stored dtype goes along: Gemma2 rounds its sqrt(hidden)
+    normalizer to it."""
     sys.path.insert(0, HERE)
     import ref_llama
     w = {k: v.astype(np.float64) for k, v in b.w.items()}
@@ -785,7 +794,7 @@ def ref_model(b, a):
             w[full + ".weight"] = w[full + ".weight"] + a.scaling * (
                 a.B[full].astype(np.float64) @ a.A[full].astype(np.float64))
     try:
-        m = ref_llama.Llama.from_weights(b.cfg, w)
+        m = ref_llama.Llama.from_weights(b.cfg, w, embed_dtype=b.tensors["model.embed_tokens.weight"].dtype)
     except ValueError as e:
         fail("%s: ref_llama: %s" % (b.dir, e))
     return m, ref_llama

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """ref_llama.py - independent float64 numpy reference of Hugging Face LlamaForCausalLM,
-MistralForCausalLM and Qwen3ForCausalLM.
+MistralForCausalLM, Qwen3ForCausalLM and Gemma2ForCausalLM.
 
 An oracle for cloq's C forward pass and the source of the solver fixtures. numpy only (no torch,
 no transformers): the safetensors file is read by hand (8-byte LE header length, JSON header, raw
@@ -19,6 +19,25 @@ The forward mirrors transformers' modeling_llama / modeling_mistral / modeling_q
              h += attn Wo^T (+bo)                (attn is heads*head_dim wide)
              x = rmsnorm(h) * w_post ; h += down(silu(gate x) * up x)   (+ mlp biases, Llama)
   logits = rmsnorm(h) * w_norm @ lm_head^T  (lm_head = embed when tie_word_embeddings)
+
+Gemma2ForCausalLM (modeling_gemma2, eager attention) differs:
+  h = embed[ids] * normalizer, normalizer = sqrt(hidden_size) rounded to the stored embedding dtype
+    (torch.tensor(hidden**0.5, dtype=hidden_states.dtype): F32 -> float32, BF16 -> bfloat16 (3072:
+    55.5), F16 -> float16), then float64; every norm (Gemma2RMSNorm) is rmsnorm(x) * (1 + w)
+  per layer: h += post_attention_layernorm(attn(input_layernorm(h)))
+             h += post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h)))
+  attn: scores = (q k^T) * query_pre_attn_scalar^-0.5, then c * tanh(scores / c) with
+    c = attn_logit_softcapping (skipped when null), then the causal mask and softmax; q/k/v/o biases
+    under attention_bias; no q/k norms
+  mlp: down(gelu_tanh(gate x) * up x), gelu_tanh(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))
+  logits = c * tanh(logits / c), c = final_logit_softcapping (skipped when null)
+  Gemma2Config defaults: head_dim 256, tie_word_embeddings true, attn/final soft caps 50/30,
+  sliding_window 4096, hidden_activation gelu_pytorch_tanh (the only one accepted; a hidden_act that
+  differs from it is refused: transformers ignores it, other loaders read it). Required (their
+  defaults changed between releases): num_key_value_heads, query_pre_attn_scalar. Refused:
+  use_bidirectional_attention, hidden_size not a multiple of num_attention_heads (transformers
+  refuses it too). Weights: the embedding dtype is read from the file; from_weights takes it as
+  embed_dtype (float32/float16 arrays imply F32/F16; other arrays need it).
 
 Which model: config.json "architectures"[0] (LlamaForCausalLM, MistralForCausalLM,
 Qwen3ForCausalLM; without "architectures", the one of "model_type"), and "model_type", when
@@ -40,6 +59,9 @@ Sliding windows are not computed; a forward over T tokens raises when a window c
 i.e. when some window W < T (query i sees key j iff i - W < j <= i: masking_utils'
 sliding_window_overlay AND causal_mask_function):
   Mistral: sliding_window (default 4096; null = none) on every layer.
+  Gemma2: sliding_window (default 4096; null refused) on the even layers (transformers <= 4.5x:
+    layer_idx % 2 == 0, whatever layer_types says) and on layer_types' sliding_attention layers
+    (later releases; default: even layers): refused past W whatever layer_types says.
   Qwen3 (Qwen3Config): W = sliding_window if use_sliding_window else None; layer_types (if absent)
     = "sliding_attention" for layer i >= max_window_layers when W is set, else "full_attention";
     a sliding layer with W None is an error in transformers too (create_sliding_window_causal_mask).
@@ -54,9 +76,11 @@ Usage (run from the repository root or pass --model):
   ref_llama.py --ppl-npy FILE.npy           int32 [N, T] windows; prints "perplexity X"
   ref_llama.py --dump-solver-fixture DIR    write the solver fixture (see fixtures/solver/README.md)
   ref_llama.py --check-solver-fixture DIR   re-derive it another way (batched) and check identities
-  ref_llama.py --selftest                   the Qwen3 path on a tiny random checkpoint written to a
-                                            temp dir: one position's attention output by scalar
-                                            loops, strictness and sliding-window refusals
+  ref_llama.py --selftest                   the Qwen3 and Gemma2 paths on tiny random checkpoints
+                                            written to a temp dir: one position's attention output
+                                            (Qwen3) / a one-layer model's logits (Gemma2, with
+                                            mutation checks) by scalar loops, strictness and
+                                            sliding-window refusals
 """
 
 import argparse
@@ -82,8 +106,9 @@ REF_PPL = 5.340249
 LOGIT_TOL = 1e-4
 
 
-def read_safetensors(path):
-    """Return {name: float32 ndarray} from a safetensors file (F32, BF16 and F16 widened exactly)."""
+def read_safetensors(path, dtypes=None):
+    """Return {name: float32 ndarray} from a safetensors file (F32, BF16 and F16 widened exactly);
+    dtypes, when given, gets {name: stored dtype name}."""
     with open(path, "rb") as f:
         blob = f.read()
     (hlen,) = struct.unpack_from("<Q", blob, 0)
@@ -105,23 +130,26 @@ def read_safetensors(path):
             arr = np.frombuffer(blob, dtype="<f2", count=(b - a) // 2, offset=base + a).astype(np.float32)
         else:
             raise ValueError("%s: tensor %s has dtype %s, only F32/BF16/F16 supported" % (path, name, dt))
+        if dtypes is not None:
+            dtypes[name] = dt
         if arr.size != int(np.prod(shape, dtype=np.int64)):
             raise ValueError("%s: tensor %s: %d values for shape %s" % (path, name, arr.size, list(shape)))
         out[name] = arr.reshape(shape).copy()
     return out
 
 
-def read_weights(model_dir):
-    """model.safetensors, or (transformers' precedence) the shards of model.safetensors.index.json."""
+def read_weights(model_dir, dtypes=None):
+    """model.safetensors, or (transformers' precedence) the shards of model.safetensors.index.json.
+    dtypes, when given, gets {name: stored dtype name}."""
     single = os.path.join(model_dir, "model.safetensors")
     if os.path.exists(single):
-        return read_safetensors(single)
+        return read_safetensors(single, dtypes)
     ip = os.path.join(model_dir, "model.safetensors.index.json")
     with open(ip) as f:
         wm = json.load(f)["weight_map"]
     out = {}
     for fn in sorted(set(wm.values())):
-        for name, arr in read_safetensors(os.path.join(model_dir, fn)).items():
+        for name, arr in read_safetensors(os.path.join(model_dir, fn), dtypes).items():
             if name in out:
                 raise ValueError("%s: tensor %s also in another shard" % (fn, name))
             if wm.get(name) != fn:
@@ -134,9 +162,43 @@ def read_weights(model_dir):
 
 
 # architecture -> model_type; the per-family defaults of transformers' config classes
-ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen3ForCausalLM": "qwen3"}
-DEFAULT_KV = {"llama": None, "mistral": 8, "qwen3": 32}   # None: num_attention_heads
+ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen3ForCausalLM": "qwen3",
+         "Gemma2ForCausalLM": "gemma2"}
+# None: num_attention_heads; Gemma2: no default (Gemma2Config's changed between releases: required)
+DEFAULT_KV = {"llama": None, "mistral": 8, "qwen3": 32, "gemma2": "required"}
 LAYER_TYPES = ("full_attention", "sliding_attention")
+# stored embedding dtype -> the rounding of Gemma2's sqrt(hidden_size) normalizer
+EMBED_DTYPES = ("F32", "BF16", "F16")
+
+
+def round_bf16(x):
+    """float -> the nearest bfloat16 (ties to even), via float32 as torch's scalar cast does."""
+    u = int(np.array(x, dtype=np.float32).view(np.uint32))
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return float(np.array(u, dtype=np.uint32).view(np.float32))
+
+
+def gemma_normalizer(hidden, embed_dtype):
+    """Gemma2Model: torch.tensor(hidden_size ** 0.5, dtype=hidden_states.dtype), i.e. sqrt(hidden)
+    rounded to the dtype the model runs in (here: the stored embedding's)."""
+    r = float(hidden) ** 0.5
+    if embed_dtype == "F32":
+        return float(np.float32(r))
+    if embed_dtype == "BF16":
+        return round_bf16(r)
+    if embed_dtype == "F16":
+        return float(np.float16(np.float32(r)))
+    raise ValueError("embedding dtype %r: want one of %s" % (embed_dtype, EMBED_DTYPES))
+
+
+def _num(cfg, key, default=None, allow_none=False):
+    """A positive number (int or float, not bool) from config.json."""
+    v = cfg.get(key, default)
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
+        raise ValueError("config.json: %s = %r is not a positive number" % (key, v))
+    return float(v)
 
 
 def _int(cfg, key, default=None, allow_none=False):
@@ -155,15 +217,20 @@ class Llama:
     def __init__(self, model_dir):
         with open(os.path.join(model_dir, "config.json")) as f:
             cfg = json.load(f)
-        self._setup(cfg, read_weights(model_dir))
+        dtypes = {}
+        w = read_weights(model_dir, dtypes)
+        self._setup(cfg, w, dtypes.get("model.embed_tokens.weight"))
 
     @classmethod
-    def from_weights(cls, cfg, weights):
+    def from_weights(cls, cfg, weights, embed_dtype=None):
+        """embed_dtype: the stored dtype of model.embed_tokens.weight ("F32", "BF16", "F16"); only
+        Gemma2 uses it (its normalizer's rounding). None: float32/float16 arrays give F32/F16; any
+        other array dtype is refused for Gemma2."""
         m = cls.__new__(cls)
-        m._setup(cfg, weights)
+        m._setup(cfg, weights, embed_dtype)
         return m
 
-    def _setup(self, cfg, weights):
+    def _setup(self, cfg, weights, embed_dtype=None):
         self.cfg = cfg
         archs = cfg.get("architectures")
         mt = cfg.get("model_type")
@@ -187,9 +254,17 @@ class Llama:
         self.inter = _int(cfg, "intermediate_size")
         self.n_layers = _int(cfg, "num_hidden_layers")
         self.n_heads = _int(cfg, "num_attention_heads")
+        if fam == "gemma2" and "num_key_value_heads" not in cfg:
+            raise ValueError("config.json: Gemma2 without num_key_value_heads: Gemma2Config's default "
+                             "differs between transformers releases")
         self.n_kv = _int(cfg, "num_key_value_heads", DEFAULT_KV[fam], allow_none=True) or self.n_heads
         if fam == "qwen3":
             self.head_dim = _int(cfg, "head_dim", 128)
+        elif fam == "gemma2":
+            self.head_dim = _int(cfg, "head_dim", 256)
+            if self.dim % self.n_heads:  # Gemma2Attention / Gemma2Config validation raise too
+                raise ValueError("config.json: hidden_size %d is not a multiple of num_attention_heads "
+                                 "%d (transformers' Gemma2 refuses it)" % (self.dim, self.n_heads))
         else:
             self.head_dim = _int(cfg, "head_dim", None, allow_none=True) or self.dim // self.n_heads
         if self.n_heads % self.n_kv or self.head_dim % 2:
@@ -197,17 +272,52 @@ class Llama:
                              % (self.n_heads, self.n_kv, self.head_dim))
         self.vocab = _int(cfg, "vocab_size")
         self.eps = float(cfg.get("rms_norm_eps", 1e-6))
-        if cfg.get("hidden_act", "silu") not in ("silu", "swish"):  # ACT2FN: both nn.SiLU
+        self.gemma = fam == "gemma2"
+        if self.gemma:
+            self._gemma_setup(cfg, weights, embed_dtype)
+        elif cfg.get("hidden_act", "silu") not in ("silu", "swish"):  # ACT2FN: both nn.SiLU
             raise ValueError("config.json: hidden_act %r, only silu supported" % cfg.get("hidden_act"))
         self.theta = self._rope_theta(cfg)
         self.qk_norm = fam == "qwen3"
         self.attn_bias = fam != "mistral" and bool(cfg.get("attention_bias", False))
         self.mlp_bias = fam == "llama" and bool(cfg.get("mlp_bias", False))
-        self.tied = bool(cfg.get("tie_word_embeddings", False))
+        self.tied = bool(cfg.get("tie_word_embeddings", self.gemma))  # Gemma2Config: True
         self._windows(cfg)
         self._take_weights(weights)
         hd = self.head_dim
         self.inv_freq = 1.0 / (self.theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+
+    def _gemma_setup(self, cfg, weights, embed_dtype):
+        """Gemma2ForCausalLM's extras (modeling_gemma2 / configuration_gemma2)."""
+        # Gemma2MLP: ACT2FN[config.hidden_activation]; hidden_act is not read by transformers, but
+        # Google's configs carry both and other loaders (vLLM) read hidden_act: they must agree
+        act = cfg.get("hidden_activation", "gelu_pytorch_tanh")
+        if act != "gelu_pytorch_tanh":
+            raise ValueError("config.json: hidden_activation %r, only gelu_pytorch_tanh supported" % (act,))
+        if "hidden_act" in cfg and cfg["hidden_act"] != act:
+            raise ValueError("config.json: hidden_act %r != hidden_activation %r (transformers' Gemma2 "
+                             "reads only hidden_activation; ambiguous)" % (cfg["hidden_act"], act))
+        # Gemma2Attention.scaling = query_pre_attn_scalar ** -0.5; Gemma2Config's default went from
+        # 224 to 256 between releases, so it must be given
+        if "query_pre_attn_scalar" not in cfg:
+            raise ValueError("config.json: Gemma2 without query_pre_attn_scalar: Gemma2Config's "
+                             "default differs between transformers releases")
+        self.scaling = _num(cfg, "query_pre_attn_scalar") ** -0.5
+        self.attn_cap = _num(cfg, "attn_logit_softcapping", 50.0, allow_none=True)
+        self.final_cap = _num(cfg, "final_logit_softcapping", 30.0, allow_none=True)
+        if cfg.get("use_bidirectional_attention"):
+            raise ValueError("config.json: use_bidirectional_attention %r not supported (causal only)"
+                             % (cfg["use_bidirectional_attention"],))
+        if embed_dtype is None:
+            e = weights.get("model.embed_tokens.weight")
+            embed_dtype = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}.get(
+                getattr(e, "dtype", None))
+            if embed_dtype is None:
+                raise ValueError("Gemma2: the embedding's stored dtype is unknown (array dtype %s): pass "
+                                 "embed_dtype (F32, BF16 or F16), it rounds the sqrt(hidden) normalizer"
+                                 % getattr(e, "dtype", None))
+        self.embed_dtype = embed_dtype
+        self.normalizer = gemma_normalizer(self.dim, embed_dtype)
 
     @staticmethod
     def _rope_theta(cfg):
@@ -241,7 +351,24 @@ class Llama:
             if self.max_len is None or w < self.max_len:
                 self.max_len, self.window_why = w, why
 
-        if self.family == "mistral":
+        if self.family == "gemma2":
+            # transformers 4.42-4.5x: Gemma2Attention.sliding_window = config.sliding_window if not
+            # layer_idx % 2 (even layers slide, whatever layer_types says); later releases:
+            # layer_types, default "sliding_attention" for even i. The union is refused past W.
+            w = _int(cfg, "sliding_window", 4096, allow_none=True)
+            lt = cfg.get("layer_types")
+            if lt is None:
+                lt = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(L)]
+            if not isinstance(lt, list) or len(lt) != L or any(t not in LAYER_TYPES for t in lt):
+                raise ValueError("config.json: layer_types %r is not %d of %s" % (lt, L, LAYER_TYPES))
+            self.layer_types = lt
+            sl = sorted(set(range(0, L, 2)) | {i for i, t in enumerate(lt) if t == "sliding_attention"})
+            if w is None:
+                raise ValueError("config.json: Gemma2 sliding_window null: layers %s slide (even layers "
+                                 "always do in transformers before layer_types) and the window is unset"
+                                 % sl)
+            limit(w, "Gemma2 sliding_window %d on layers %s" % (w, sl))
+        elif self.family == "mistral":
             w = _int(cfg, "sliding_window", 4096, allow_none=True)
             if w is not None:
                 limit(w, "MistralConfig sliding_window %d (every layer)" % w)
@@ -284,6 +411,9 @@ class Llama:
             p = "model.layers.%d." % l
             want[p + "input_layernorm.weight"] = (D,)
             want[p + "post_attention_layernorm.weight"] = (D,)
+            if self.gemma:  # Gemma2DecoderLayer: sandwich norms around the MLP too
+                want[p + "pre_feedforward_layernorm.weight"] = (D,)
+                want[p + "post_feedforward_layernorm.weight"] = (D,)
             for m, shape in lin.items():
                 want[p + m + ".weight"] = shape
                 if self.attn_bias if m.startswith("self_attn") else self.mlp_bias:
@@ -303,6 +433,8 @@ class Llama:
                 hint = ""
                 if name.endswith(("q_norm.weight", "k_norm.weight")):
                     hint = " (q/k norms are Qwen3's; architecture is %s)" % self.arch
+                elif name.endswith(("pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight")):
+                    hint = " (feed-forward norms are Gemma2's; architecture is %s)" % self.arch
                 elif name.endswith(".bias"):
                     hint = " (config.json attention_bias %r, mlp_bias %r; %s)" % (
                         self.cfg.get("attention_bias"), self.cfg.get("mlp_bias"), self.arch)
@@ -327,6 +459,8 @@ class Llama:
 
     def rmsnorm(self, x, w):
         var = np.mean(x * x, axis=-1, keepdims=True)
+        if self.gemma:  # Gemma2RMSNorm: weight stored as an offset from one
+            return (x / np.sqrt(var + self.eps)) * (1.0 + w)
         return (x / np.sqrt(var + self.eps)) * w
 
     def rope(self, x, T):
@@ -358,8 +492,11 @@ class Llama:
         H, Hkv, hd = self.n_heads, self.n_kv, self.head_dim
         rep = H // Hkv
         h = self.w["model.embed_tokens.weight"][ids]  # (B, T, D)
+        gemma = self.gemma
+        if gemma:
+            h = h * self.normalizer
         mask = np.triu(np.ones((T, T), dtype=bool), k=1)
-        scale = 1.0 / np.sqrt(hd)
+        scale = self.scaling if gemma else 1.0 / np.sqrt(hd)
         for l in range(self.n_layers):
             p = "model.layers.%d." % l
             w = self.w
@@ -383,6 +520,8 @@ class Llama:
             k = np.repeat(k, rep, axis=1)
             v = np.repeat(v, rep, axis=1)
             s = (q @ k.transpose(0, 1, 3, 2)) * scale
+            if gemma and self.attn_cap is not None:  # eager_attention_forward: after scaling, before mask
+                s = self.attn_cap * np.tanh(s / self.attn_cap)
             s = np.where(mask, -np.inf, s)
             s = s - s.max(axis=-1, keepdims=True)
             e = np.exp(s)
@@ -390,18 +529,32 @@ class Llama:
             o = (a @ v).transpose(0, 2, 1, 3).reshape(B, T, H * hd)
             if hook:
                 hook(l, "o", o.reshape(B * T, -1))
-            h = h + self.linear(o, p + "self_attn.o_proj")
-            x = self.rmsnorm(h, w[p + "post_attention_layernorm.weight"])
+            a = self.linear(o, p + "self_attn.o_proj")
+            if gemma:  # Gemma2DecoderLayer: norm the branch, add, norm again before the MLP
+                h = h + self.rmsnorm(a, w[p + "post_attention_layernorm.weight"])
+                x = self.rmsnorm(h, w[p + "pre_feedforward_layernorm.weight"])
+            else:
+                h = h + a
+                x = self.rmsnorm(h, w[p + "post_attention_layernorm.weight"])
             if hook:
                 hook(l, "gateup", x.reshape(B * T, -1))
             g = self.linear(x, p + "mlp.gate_proj")
             u = self.linear(x, p + "mlp.up_proj")
-            m = (g / (1.0 + np.exp(-g))) * u
+            if gemma:  # gelu_pytorch_tanh
+                m = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3))) * u
+            else:
+                m = (g / (1.0 + np.exp(-g))) * u
             if hook:
                 hook(l, "down", m.reshape(B * T, -1))
-            h = h + self.linear(m, p + "mlp.down_proj")
+            d = self.linear(m, p + "mlp.down_proj")
+            if gemma:
+                d = self.rmsnorm(d, w[p + "post_feedforward_layernorm.weight"])
+            h = h + d
         h = self.rmsnorm(h, self.w["model.norm.weight"])
-        return h @ self.lm_head.T
+        logits = h @ self.lm_head.T
+        if gemma and self.final_cap is not None:  # Gemma2ForCausalLM: final_logit_softcapping
+            logits = self.final_cap * np.tanh(logits / self.final_cap)
+        return logits
 
 
 def log_softmax(z):
@@ -674,6 +827,40 @@ def tiny_qwen3(seed=0, attention_bias=False, **over):
     return cfg, {k: v.astype(np.float32) for k, v in w.items()}
 
 
+def tiny_gemma2(seed=0, attention_bias=False, **over):
+    """config dict and float32 weights of a small random Gemma2ForCausalLM: hidden 48 (sqrt(48) is
+    not a float32, so the normalizer's rounding shows), head_dim 32 != 48/4, query_pre_attn_scalar
+    24 != head_dim, soft caps small enough to bite. Norm weights are offsets from one (1 + w)."""
+    cfg = {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_size": 48,
+           "intermediate_size": 80, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 256, "rms_norm_eps": 1e-6,
+           "rope_theta": 10000.0, "hidden_activation": "gelu_pytorch_tanh",
+           "hidden_act": "gelu_pytorch_tanh", "query_pre_attn_scalar": 24,
+           "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0, "sliding_window": 4096,
+           "attention_bias": attention_bias, "tie_word_embeddings": True, "torch_dtype": "float32"}
+    cfg.update(over)
+    rng = np.random.RandomState(seed)
+    D, I, hd, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["head_dim"], cfg["vocab_size"]
+    H, Hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    w = {"model.embed_tokens.weight": 0.3 * rng.standard_normal((V, D)),
+         "model.norm.weight": 0.3 * rng.standard_normal(D)}
+    if not cfg["tie_word_embeddings"]:
+        w["lm_head.weight"] = 0.3 * rng.standard_normal((V, D))
+    shapes = {"self_attn.q_proj": (H * hd, D), "self_attn.k_proj": (Hkv * hd, D),
+              "self_attn.v_proj": (Hkv * hd, D), "self_attn.o_proj": (D, H * hd),
+              "mlp.gate_proj": (I, D), "mlp.up_proj": (I, D), "mlp.down_proj": (D, I)}
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                  "post_feedforward_layernorm"):
+            w[p + n + ".weight"] = 0.5 * rng.standard_normal(D)
+        for m, s in shapes.items():
+            w[p + m + ".weight"] = 2.0 * rng.standard_normal(s) / np.sqrt(s[1])
+            if attention_bias and m.startswith("self_attn"):
+                w[p + m + ".bias"] = 0.3 * rng.standard_normal(s[0])
+    return cfg, {k: v.astype(np.float32) for k, v in w.items()}
+
+
 def _attn_by_hand(m, ids, t, norm_first=True, qk_norm=True):
     """Layer 0's attention output (before o_proj) at position t, by scalar loops (math only)."""
     import math
@@ -722,6 +909,171 @@ def _attn_by_hand(m, ids, t, norm_first=True, qk_norm=True):
         pr = [z / sum(e) for z in e]
         out += [sum(pr[s] * vs[s][j * hd + i] for s in range(t + 1)) for i in range(hd)]
     return np.array(out)
+
+
+def _gemma2_by_hand(m, ids, t, offset=1.0, post_norms=True, attn_cap=True, final_cap=True,
+                    normalizer=None, gelu_tanh=True):
+    """All logits at position t of a ONE-layer Gemma2 model, by scalar loops (math only). The flags
+    break one rule each, for the blindness checks: norm weight w instead of 1 + w (offset 0), no
+    post-attention/post-feed-forward norms, no soft caps, another normalizer, exact-erf GELU."""
+    import math
+    assert m.n_layers == 1
+    w = {k: v.tolist() for k, v in m.w.items()}
+    p = "model.layers.0."
+    H, Hkv, hd, eps, D = m.n_heads, m.n_kv, m.head_dim, m.eps, m.dim
+    half = hd // 2
+    nz = math.sqrt(D) if normalizer == "exact" else (
+        struct.unpack("<f", struct.pack("<f", math.sqrt(D)))[0] if normalizer is None else normalizer)
+
+    def rms(v, g):
+        r = 1.0 / math.sqrt(sum(a * a for a in v) / len(v) + eps)
+        return [a * r * (offset + b) for a, b in zip(v, g)]
+
+    def lin(name, x):
+        W, b = w[name + ".weight"], w.get(name + ".bias")
+        return [sum(wr[j] * x[j] for j in range(len(x))) + (b[i] if b else 0.0) for i, wr in enumerate(W)]
+
+    def rope(v, pos):
+        out = list(v)
+        for i in range(half):
+            f = pos * m.theta ** (-2.0 * i / hd)
+            c, s_ = math.cos(f), math.sin(f)
+            out[i] = v[i] * c - v[i + half] * s_
+            out[i + half] = v[i + half] * c + v[i] * s_
+        return out
+
+    def gelu(z):
+        if gelu_tanh:
+            return 0.5 * z * (1.0 + math.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z ** 3)))
+        return 0.5 * z * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+    cap_a = m.cfg.get("attn_logit_softcapping", 50.0) if attn_cap else None
+    cap_f = m.cfg.get("final_logit_softcapping", 30.0) if final_cap else None
+    hs = [[a * nz for a in w["model.embed_tokens.weight"][ids[s_]]] for s_ in range(t + 1)]
+    xs = [rms(hv, w[p + "input_layernorm.weight"]) for hv in hs]
+    ks = [lin(p + "self_attn.k_proj", x) for x in xs]
+    vs = [lin(p + "self_attn.v_proj", x) for x in xs]
+    qt = lin(p + "self_attn.q_proj", xs[t])
+    o = []
+    for h in range(H):
+        j = h // (H // Hkv)
+        q = rope(qt[h * hd:(h + 1) * hd], t)
+        sc = []
+        for s_ in range(t + 1):
+            k = rope(ks[s_][j * hd:(j + 1) * hd], s_)
+            z = sum(a * b for a, b in zip(q, k)) / math.sqrt(m.cfg["query_pre_attn_scalar"])
+            sc.append(cap_a * math.tanh(z / cap_a) if cap_a else z)
+        mx = max(sc)
+        e = [math.exp(z - mx) for z in sc]
+        o += [sum(e[s_] / sum(e) * vs[s_][j * hd + i] for s_ in range(t + 1)) for i in range(hd)]
+    a = lin(p + "self_attn.o_proj", o)
+    if post_norms:
+        a = rms(a, w[p + "post_attention_layernorm.weight"])
+    h1 = [x + y for x, y in zip(hs[t], a)]
+    x = rms(h1, w[p + "pre_feedforward_layernorm.weight"])
+    mm = [gelu(g) * u for g, u in zip(lin(p + "mlp.gate_proj", x), lin(p + "mlp.up_proj", x))]
+    d = lin(p + "mlp.down_proj", mm)
+    if post_norms:
+        d = rms(d, w[p + "post_feedforward_layernorm.weight"])
+    hf = rms([x + y for x, y in zip(h1, d)], w["model.norm.weight"])
+    lm = w["model.embed_tokens.weight"] if m.tied else w["lm_head.weight"]
+    lg = [sum(a * b for a, b in zip(row, hf)) for row in lm]
+    return np.array([cap_f * math.tanh(z / cap_f) if cap_f else z for z in lg])
+
+
+def gemma2_selftest(expect_raise):
+    """The Gemma2 path: a one-layer model against scalar loops, mutation-sensitive; strictness."""
+    import tempfile
+    bad = []
+    ids = np.array([3, 17, 200, 45, 9], dtype=np.int64)
+    T = len(ids)
+    G = Llama.from_weights
+    for bias, tied in ((False, True), (True, False)):
+        cfg, w = tiny_gemma2(attention_bias=bias, num_hidden_layers=1, tie_word_embeddings=tied)
+        with tempfile.TemporaryDirectory() as d:  # through the directory reader too
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump(cfg, f)
+            write_safetensors(os.path.join(d, "model.safetensors"), w)
+            m = Llama(d)
+        if m.arch != "Gemma2ForCausalLM" or m.embed_dtype != "F32" or m.tied != tied:
+            bad.append("gemma2: arch %s embed_dtype %s tied %s" % (m.arch, m.embed_dtype, m.tied))
+        lg = m.forward(ids)[0]
+        for t in (0, T - 1):
+            diff = float(np.max(np.abs(lg[t] - _gemma2_by_hand(m, ids, t))))
+            if diff > 1e-12:
+                bad.append("gemma2 bias=%s tied=%s: logits at %d differ from scalar loops by %.3g"
+                           % (bias, tied, t, diff))
+        for kw in ({"offset": 0.0}, {"post_norms": False}, {"attn_cap": False}, {"final_cap": False},
+                   {"normalizer": "exact"}, {"normalizer": 1.0}, {"gelu_tanh": False}):
+            alt = float(np.max(np.abs(lg[T - 1] - _gemma2_by_hand(m, ids, T - 1, **kw))))
+            if alt < 1e-9:
+                bad.append("gemma2: %r gives the same logits (%.3g): check is blind" % (kw, alt))
+        if float(np.max(np.abs(m.forward(np.stack([ids, ids[::-1]]))[0] - m.forward(ids)))) > 1e-12:
+            bad.append("gemma2: batch row 0 != single forward")
+    # the normalizer follows the stored embedding dtype (transformers' comment: sqrt(3072) -> 55.5)
+    if gemma_normalizer(3072, "BF16") != 55.5 or gemma_normalizer(48, "BF16") != 6.9375 or \
+            gemma_normalizer(48, "F32") != struct.unpack("<f", struct.pack("<f", 48 ** 0.5))[0] or \
+            gemma_normalizer(48, "F16") != 6.9296875 or gemma_normalizer(2304, "BF16") != 48.0:
+        bad.append("gemma_normalizer roundings")
+    cfg, w = tiny_gemma2()
+    mb = G(cfg, w, embed_dtype="BF16")
+    if mb.normalizer != 6.9375:
+        bad.append("gemma2 BF16 normalizer %r" % mb.normalizer)
+    w64 = {k: v.astype(np.float64) for k, v in w.items()}
+    expect_raise("gemma2 float64 weights, no embed_dtype", lambda: G(cfg, w64), "embed_dtype")
+    if G(cfg, w64, embed_dtype="F32").normalizer != G(cfg, w).normalizer:
+        bad.append("gemma2 embed_dtype F32 != float32 arrays")
+    # two layers: the layer stacking, defaults (caps 50/30, tied)
+    cfg2 = {k: v for k, v in cfg.items() if k not in ("attn_logit_softcapping", "final_logit_softcapping",
+                                                     "tie_word_embeddings", "head_dim")}
+    m2 = G(dict(cfg2, head_dim=32), w)
+    if (m2.attn_cap, m2.final_cap, m2.tied) != (50.0, 30.0, True) or m2.layer_types != \
+            ["sliding_attention", "full_attention"]:
+        bad.append("gemma2 defaults: caps %r %r tied %r layer_types %r" % (m2.attn_cap, m2.final_cap,
+                                                                          m2.tied, m2.layer_types))
+    expect_raise("gemma2 head_dim default 256", lambda: G(cfg2, w), "want [512, 48]")
+    # strictness
+    w2 = dict(w)
+    del w2["model.layers.1.pre_feedforward_layernorm.weight"]
+    expect_raise("missing pre_feedforward_layernorm", lambda: G(cfg, w2),
+                 "model.layers.1.pre_feedforward_layernorm.weight")
+    w2 = dict(w, **{"model.layers.0.self_attn.q_norm.weight": np.zeros(32, np.float32)})
+    expect_raise("q_norm under gemma2", lambda: G(cfg, w2), "model.layers.0.self_attn.q_norm.weight")
+    w2 = dict(w, **{"model.layers.0.mlp.gate_proj.bias": np.zeros(80, np.float32)})
+    expect_raise("mlp bias in gemma2", lambda: G(dict(cfg, attention_bias=True, mlp_bias=True), w2),
+                 "model.layers.0.mlp.gate_proj.bias")
+    expect_raise("gemma2 untied without lm_head", lambda: G(dict(cfg, tie_word_embeddings=False), w),
+                 "lm_head.weight")
+    for key in ("query_pre_attn_scalar", "num_key_value_heads"):
+        expect_raise("gemma2 without " + key, lambda: G({k: v for k, v in cfg.items() if k != key}, w), key)
+    expect_raise("hidden_activation gelu", lambda: G(dict(cfg, hidden_activation="gelu"), w), "gelu")
+    expect_raise("hidden_act != hidden_activation", lambda: G(dict(cfg, hidden_act="silu"), w), "hidden_act")
+    G({k: v for k, v in cfg.items() if k != "hidden_act"}, w)
+    expect_raise("bidirectional", lambda: G(dict(cfg, use_bidirectional_attention=True), w),
+                 "use_bidirectional_attention")
+    expect_raise("hidden % heads", lambda: G(dict(cfg, num_attention_heads=5, num_key_value_heads=5), w),
+                 "multiple")
+    expect_raise("bad softcap", lambda: G(dict(cfg, attn_logit_softcapping=0), w), "attn_logit_softcapping")
+    expect_raise("rope linear", lambda: G(dict(cfg, rope_scaling={"rope_type": "linear", "factor": 2.0}), w),
+                 "linear")
+    lw = {k: v for k, v in w.items() if "feedforward" not in k}
+    lcfg = dict(cfg, architectures=["LlamaForCausalLM"], model_type="llama", hidden_act="silu")
+    expect_raise("gemma2 labelled llama", lambda: G(dict(cfg, architectures=["LlamaForCausalLM"]), w),
+                 "model_type")
+    expect_raise("ff norms under llama", lambda: G(lcfg, w), "feed-forward norms are Gemma2's")
+    G(lcfg, lw)
+    # sliding windows: even layers slide (and layer_types' sliding ones); refused past the window
+    ms = G(dict(cfg, sliding_window=4), w)
+    ms.forward(ids[:4])
+    expect_raise("gemma2 window 4 < T 5", lambda: ms.forward(ids), "layers [0]")
+    mf = G(dict(cfg, sliding_window=4, layer_types=["full_attention", "full_attention"]), w)
+    expect_raise("gemma2 window, layer_types all full", lambda: mf.forward(ids), "sliding_window 4")
+    mo = G(dict(cfg, sliding_window=4, layer_types=["full_attention", "sliding_attention"]), w)
+    expect_raise("gemma2 odd sliding layer_types", lambda: mo.forward(ids), "layers [0, 1]")
+    expect_raise("gemma2 sliding_window null", lambda: G(dict(cfg, sliding_window=None), w), "null")
+    expect_raise("gemma2 layer_types length", lambda: G(dict(cfg, layer_types=["full_attention"]), w),
+                 "layer_types")
+    return bad
 
 
 def selftest():
@@ -827,6 +1179,7 @@ def selftest():
     for k in ("attention_bias", "use_sliding_window", "max_window_layers"):
         mc.pop(k)
     expect_raise("mistral window", lambda: Q(mc, lw).forward(ids), "every layer")
+    bad += gemma2_selftest(expect_raise)
     return bad
 
 
