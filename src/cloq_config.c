@@ -70,7 +70,9 @@ static int get_bool(const cJSON *root, const char *key, int dflt, int *out, cons
 #define A_Q (1u << CLOQ_ARCH_QWEN2)
 #define A_Q3 (1u << CLOQ_ARCH_QWEN3)
 #define A_G2 (1u << CLOQ_ARCH_GEMMA2)
-#define A_ALL (A_L | A_M | A_Q | A_Q3 | A_G2)
+#define A_G3 (1u << CLOQ_ARCH_GEMMA3)
+#define A_G (A_G2 | A_G3)
+#define A_ALL (A_L | A_M | A_Q | A_Q3 | A_G2 | A_G3)
 enum field_kind { F_IMPL, F_HARMLESS };
 static const struct field_rule {
 	const char *name;
@@ -93,19 +95,22 @@ static const struct field_rule {
 	{"rope_scaling", A_ALL, F_IMPL, "default, linear, llama3; others refused"},
 	{"tie_word_embeddings", A_ALL, F_IMPL, "lm_head is the embedding"},
 	{"hidden_act", A_ALL, F_IMPL, "silu (swish) only"},
-	{"attention_bias", A_L | A_Q3 | A_G2, F_IMPL, "q/k/v/o biases"},
-	{"hidden_activation", A_G2, F_IMPL, "Gemma 2: gelu_pytorch_tanh only"},
-	{"query_pre_attn_scalar", A_G2, F_IMPL, "Gemma 2: scores scaled by its -1/2 power"},
-	{"attn_logit_softcapping", A_G2, F_IMPL, "Gemma 2: scores soft-capped, cap tanh(s / cap)"},
-	{"final_logit_softcapping", A_G2, F_IMPL, "Gemma 2: logits soft-capped"},
-	{"cache_implementation", A_G2, F_HARMLESS, "Gemma 2: the KV cache kind at generation"},
+	{"attention_bias", A_L | A_Q3 | A_G, F_IMPL, "q/k/v/o biases"},
+	{"hidden_activation", A_G, F_IMPL, "Gemma: gelu_pytorch_tanh only"},
+	{"query_pre_attn_scalar", A_G, F_IMPL, "Gemma: scores scaled by its -1/2 power"},
+	{"attn_logit_softcapping", A_G, F_IMPL, "Gemma: scores soft-capped, cap tanh(s / cap)"},
+	{"final_logit_softcapping", A_G, F_IMPL, "Gemma: logits soft-capped"},
+	{"cache_implementation", A_G, F_HARMLESS, "Gemma: the KV cache kind at generation"},
+	{"rope_local_base_freq", A_G3, F_IMPL, "Gemma 3: RoPE base of the sliding layers"},
+	{"sliding_window_pattern", A_G3, F_IMPL, "Gemma 3: every pattern-th layer is global"},
+	{"use_bidirectional_attention", A_G3, F_IMPL, "Gemma 3 (embedding models): must be false"},
 	{"mlp_bias", A_L, F_IMPL, "gate/up/down biases"},
 	{"pretraining_tp", A_L, F_IMPL, "sliced matmuls, same math; refused with biases, which it drops"},
 	{"attention_dropout", A_ALL, F_IMPL, "inference: must be 0"},
 	{"sliding_window", A_ALL, F_IMPL, "active windows shorter than --seqlen refused (on a Llama: as Mistral's)"},
 	{"use_sliding_window", A_Q | A_Q3, F_IMPL, "Qwen2/3: turns sliding_window on"},
 	{"max_window_layers", A_Q | A_Q3, F_IMPL, "Qwen2/3: layers below it attend fully"},
-	{"layer_types", A_Q | A_Q3 | A_G2, F_IMPL, "Qwen2/3, Gemma 2 (transformers >= 4.54): per layer full or sliding attention"},
+	{"layer_types", A_Q | A_Q3 | A_G, F_IMPL, "Qwen2/3, Gemma 2 (transformers >= 4.54): per layer full or sliding attention"},
 	{"use_mrope", A_Q, F_IMPL, "Qwen2-VL's multimodal RoPE: must be false"},
 	{"quantization_config", A_ALL, F_IMPL, "an export of cloq's (the export reader); cloq_model_open refuses it"},
 	{"bos_token_id", A_ALL, F_IMPL, "token id, used by the tokenizer side only"},
@@ -126,7 +131,7 @@ static const struct field_rule {
 };
 #define N_FIELD_RULES (sizeof field_rules / sizeof field_rules[0])
 
-static const char *arch_model_type[] = {"llama", "mistral", "qwen2", "qwen3", "gemma2"};
+static const char *arch_model_type[] = {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text"};
 
 /* The value of a JSON item, compact and cut short, for messages. */
 static void json_short(const cJSON *v, char *buf, size_t cap)
@@ -174,10 +179,11 @@ static int parse_sliding_window(const cJSON *root, const char *path, cloq_config
 	if (cfg->arch == CLOQ_ARCH_GEMMA2) /* every even layer attends to the last sliding_window
 					     * tokens (transformers' Gemma2Config default 4096) */
 		CLOQ_TRY(get_int(root, "sliding_window", 0, 4096, &w, path, err));
-	if (cfg->arch == CLOQ_ARCH_QWEN2 || cfg->arch == CLOQ_ARCH_QWEN3 || cfg->arch == CLOQ_ARCH_GEMMA2) {
+	int gemma = cfg->arch == CLOQ_ARCH_GEMMA2 || cfg->arch == CLOQ_ARCH_GEMMA3;
+	if (cfg->arch == CLOQ_ARCH_QWEN2 || cfg->arch == CLOQ_ARCH_QWEN3 || gemma) {
 		CLOQ_TRY(get_bool(root, "use_sliding_window", 0, &use, path, err));
 		CLOQ_TRY(get_int(root, "max_window_layers", 0, 28, &mwl, path, err));
-		if (cfg->arch != CLOQ_ARCH_GEMMA2 && (!use || mwl >= cfg->layers))
+		if (!gemma && (!use || mwl >= cfg->layers))
 			w = 0;
 		/* layer_types, when given, is what transformers' attention reads per layer; a sliding
 		 * layer with a window makes the window active whatever the other keys say */
@@ -208,6 +214,8 @@ fail:
 
 int cloq_config_check_seqlen(const cloq_config *cfg, int seqlen, const char *dir, cloq_err *err)
 {
+	if (cfg->window_attention) /* computed, not refused */
+		return CLOQ_OK;
 	if (cfg->sliding_window > 0 && seqlen > cfg->sliding_window)
 		return cloq_err_set(err, CLOQ_EINPUT,
 				    "%s/config.json: field 'sliding_window' = %d is active (%s) and shorter than the "
@@ -284,6 +292,8 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 				arch = "Qwen3ForCausalLM";
 			else if (!strcmp(mt->valuestring, "gemma2"))
 				arch = "Gemma2ForCausalLM";
+			else if (!strcmp(mt->valuestring, "gemma3_text"))
+				arch = "Gemma3ForCausalLM";
 		}
 	}
 	CLOQ_FAIL_IF(!arch, err, CLOQ_EINPUT, "%s: no 'architectures' (supported: %s)", path, CLOQ_SUPPORTED_ARCHS);
@@ -297,6 +307,8 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 		cfg->arch = CLOQ_ARCH_QWEN3;
 	else if (!strcmp(arch, "Gemma2ForCausalLM"))
 		cfg->arch = CLOQ_ARCH_GEMMA2;
+	else if (!strcmp(arch, "Gemma3ForCausalLM"))
+		cfg->arch = CLOQ_ARCH_GEMMA3;
 	else
 		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT, "%s: architecture '%s' is not supported (supported: %s)", path,
 			     arch, CLOQ_SUPPORTED_ARCHS);
@@ -334,20 +346,21 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 	cfg->rope_type = CLOQ_ROPE_DEFAULT;
 	cfg->rope_factor = 1.0;
 	CLOQ_TRY(parse_rope_scaling(cJSON_GetObjectItemCaseSensitive(root, "rope_scaling"), path, cfg, err));
-	CLOQ_TRY(get_bool(root, "tie_word_embeddings", cfg->arch == CLOQ_ARCH_GEMMA2, &cfg->tie_embeddings, path, err));
+	int gemma = cfg->arch == CLOQ_ARCH_GEMMA2 || cfg->arch == CLOQ_ARCH_GEMMA3;
+	CLOQ_TRY(get_bool(root, "tie_word_embeddings", gemma, &cfg->tie_embeddings, path, err));
 	int attn_bias, tp;
 	CLOQ_TRY(get_bool(root, "attention_bias", 0, &attn_bias, path, err));
 	cfg->qkv_bias = cfg->arch == CLOQ_ARCH_QWEN2 ? 1 : attn_bias;
 	cfg->o_bias = cfg->arch == CLOQ_ARCH_QWEN2 ? 0 : attn_bias;
-	cfg->qk_norm = cfg->arch == CLOQ_ARCH_QWEN3;
+	cfg->qk_norm = cfg->arch == CLOQ_ARCH_QWEN3 || cfg->arch == CLOQ_ARCH_GEMMA3;
 	cfg->attn_scale = 1.0 / sqrt((double)cfg->head_dim);
 	cfg->embed_scale = 1.0;
-	if (cfg->arch == CLOQ_ARCH_GEMMA2) {
+	if (gemma) {
 		cfg->norm_plus_one = cfg->post_norms = cfg->gelu_tanh = 1;
 		double qpas;
 		/* no default: transformers' changed (224, then 256), so an absent key is ambiguous */
 		CLOQ_FAIL_IF(!cJSON_GetObjectItemCaseSensitive(root, "query_pre_attn_scalar"), err, CLOQ_EINPUT,
-			     "%s: Gemma 2 without 'query_pre_attn_scalar': transformers' default changed between "
+			     "%s: Gemma without 'query_pre_attn_scalar': transformers' default changed between "
 			     "releases (224, 256), so the attention's scale is ambiguous; refusing", path);
 		CLOQ_TRY(get_num(root, "query_pre_attn_scalar", 1, 256.0, &qpas, path, err));
 		CLOQ_FAIL_IF(!(qpas > 0), err, CLOQ_EINPUT, "%s: field 'query_pre_attn_scalar' must be > 0", path);
@@ -359,8 +372,9 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 			const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, caps[k]);
 			if (v && cJSON_IsNull(v))
 				*dst[k] = 0.0;
-			else
-				CLOQ_TRY(get_num(root, caps[k], 0, k ? 30.0 : 50.0, dst[k], path, err));
+			else /* Gemma2Config's defaults 50 / 30; Gemma3TextConfig's none */
+				CLOQ_TRY(get_num(root, caps[k], 0, cfg->arch == CLOQ_ARCH_GEMMA3 ? 0.0 : k ? 30.0 : 50.0, dst[k],
+						 path, err));
 			CLOQ_FAIL_IF(*dst[k] < 0, err, CLOQ_EINPUT, "%s: field '%s' must be > 0 or null", path, caps[k]);
 		}
 		const cJSON *ha = cJSON_GetObjectItemCaseSensitive(root, "hidden_activation");
@@ -377,6 +391,36 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 		else if (!strcmp(td, "float16"))
 			sq = cloq_f16_to_f32_ref(cloq_f32_to_f16_ref(sq));
 		cfg->embed_scale = sq;
+	}
+	if (cfg->arch == CLOQ_ARCH_GEMMA3) {
+		int bidir, pattern;
+		/* transformers' Gemma3Attention passes no soft-cap to its attention: a value would be
+		 * ignored there and applied here */
+		CLOQ_FAIL_IF(cfg->attn_softcap > 0, err, CLOQ_EINPUT,
+			     "%s: field 'attn_logit_softcapping' = %g: Gemma 3's attention ignores it in transformers; "
+			     "refusing rather than guessing which model is meant", path, cfg->attn_softcap);
+		CLOQ_TRY(get_bool(root, "use_bidirectional_attention", 0, &bidir, path, err));
+		CLOQ_FAIL_IF(bidir, err, CLOQ_EINPUT, "%s: field 'use_bidirectional_attention' = true: a bidirectional "
+			     "(embedding) model, not a causal LM; refusing", path);
+		CLOQ_TRY(get_num(root, "rope_local_base_freq", 0, 10000.0, &cfg->rope_local_theta, path, err));
+		CLOQ_FAIL_IF(!(cfg->rope_local_theta > 0), err, CLOQ_EINPUT, "%s: field 'rope_local_base_freq' must be > 0",
+			     path);
+		CLOQ_TRY(get_int(root, "sliding_window_pattern", 0, 6, &pattern, path, err));
+		CLOQ_FAIL_IF(cfg->layers > CLOQ_MAX_LAYERS, err, CLOQ_EINPUT, "%s: %d layers, more than cloq's %d", path,
+			     cfg->layers, CLOQ_MAX_LAYERS);
+		const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+		for (int l = 0; l < cfg->layers; l++) /* Gemma3TextConfig: every pattern-th layer global */
+			cfg->layer_sliding[l] = pattern > 0 ? (l + 1) % pattern != 0 : 0;
+		if (lt && cJSON_IsArray(lt) && cJSON_GetArraySize(lt) == cfg->layers) {
+			int l = 0;
+			for (const cJSON *e = lt->child; e; e = e->next, l++)
+				cfg->layer_sliding[l] = cJSON_IsString(e) && !strcmp(e->valuestring, "sliding_attention");
+		}
+		int w = 0;
+		CLOQ_TRY(get_int(root, "sliding_window", 0, 4096, &w, path, err));
+		CLOQ_FAIL_IF(w < 1, err, CLOQ_EINPUT, "%s: field 'sliding_window' must be >= 1", path);
+		cfg->sliding_window = w;
+		cfg->window_attention = 1;
 	}
 	CLOQ_TRY(get_bool(root, "mlp_bias", 0, &cfg->mlp_bias, path, err));
 	/* pretraining_tp > 1: transformers' Llama splits each projection into tp slices and

@@ -20,10 +20,12 @@
 
 #include "cloq_error.h"
 
-enum cloq_arch { CLOQ_ARCH_LLAMA, CLOQ_ARCH_MISTRAL, CLOQ_ARCH_QWEN2, CLOQ_ARCH_QWEN3, CLOQ_ARCH_GEMMA2 };
+enum cloq_arch { CLOQ_ARCH_LLAMA, CLOQ_ARCH_MISTRAL, CLOQ_ARCH_QWEN2, CLOQ_ARCH_QWEN3, CLOQ_ARCH_GEMMA2, CLOQ_ARCH_GEMMA3 };
+
+#define CLOQ_MAX_LAYERS 1024
 enum cloq_rope_type { CLOQ_ROPE_DEFAULT, CLOQ_ROPE_LINEAR, CLOQ_ROPE_LLAMA3 };
 
-#define CLOQ_SUPPORTED_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM"
+#define CLOQ_SUPPORTED_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM"
 
 typedef struct cloq_config {
 	enum cloq_arch arch;
@@ -62,6 +64,11 @@ typedef struct cloq_config {
 	int bos_id, eos_id;         /* -1 when absent */
 	char torch_dtype[16];       /* "float32", "bfloat16", ... or "" */
 	int sliding_window;         /* active sliding-attention window in tokens; 0 = none/inactive */
+	/* Gemma 3: the sliding layers are computed (keys j with i - window < j <= i) with their own
+	 * RoPE base; elsewhere a window shorter than --seqlen is refused (cloq_config_check_seqlen) */
+	int window_attention;
+	double rope_local_theta;    /* RoPE base of the sliding layers (rope_local_base_freq), unscaled */
+	unsigned char layer_sliding[CLOQ_MAX_LAYERS]; /* 1: layer l is a sliding-window layer */
 	int quantized;              /* quantization_config present (an export; cloq_model_open refuses it) */
 } cloq_config;
 

@@ -481,7 +481,7 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 			CLOQ_TRY(read_checked(J, r_h, i, cloq_block_ws_state(J->ws, CLOQ_STATE_H), p_h, err));
 		if (r_act)
 			CLOQ_TRY(read_checked(J, r_act, i, cloq_block_ws_state(J->ws, CLOQ_STATE_ACT), p_act, err));
-		CLOQ_TRY(cloq_block_forward_from(c, w, &J->rope, J->ws, J->xbuf, rows, start, gh ? gram_hook_fn : NULL,
+		CLOQ_TRY(cloq_block_forward_from(c, l, w, &J->rope, J->ws, J->xbuf, rows, start, gh ? gram_hook_fn : NULL,
 						 gh, stop_after, err));
 		double tw = now();
 		if (sw)

@@ -32,7 +32,7 @@ static int run_layers(const cloq_lm *lm, float *x, int n, int T, int progress, c
 		cloq_layer_w w;
 		CLOQ_TRY(lm->layer(lm->ctx, l, &w, err));
 		for (int i = 0; i < n; i++)
-			CLOQ_TRY(cloq_block_forward(c, &w, &rope, ws, x + (size_t)i * T * c->hidden, T, NULL, NULL, -1,
+			CLOQ_TRY(cloq_block_forward(c, l, &w, &rope, ws, x + (size_t)i * T * c->hidden, T, NULL, NULL, -1,
 						    err));
 		if (progress)
 			fprintf(stderr, "\r  layer %d/%d", l + 1, c->layers);

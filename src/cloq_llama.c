@@ -69,6 +69,21 @@ int cloq_rope_init(cloq_rope *r, const cloq_config *cfg, int max_t, cloq_err *er
 	}
 	r->max_t = max_t;
 	r->half = half;
+	if (cfg->window_attention && cfg->rope_local_theta > 0) {
+		r->cos_l = cloq_malloc(n * sizeof(float));
+		r->sin_l = cloq_malloc(n * sizeof(float));
+		if (!r->cos_l || !r->sin_l) {
+			cloq_rope_free(r);
+			return cloq_err_set(err, CLOQ_EIO, "out of memory for RoPE tables (%zu entries)", n);
+		}
+		for (int i = 0; i < half; i++) {
+			double inv = 1.0 / pow(cfg->rope_local_theta, (2.0 * i) / cfg->head_dim);
+			for (int t = 0; t < max_t; t++) {
+				r->cos_l[(size_t)t * half + i] = (float)cos(t * inv);
+				r->sin_l[(size_t)t * half + i] = (float)sin(t * inv);
+			}
+		}
+	}
 	for (int i = 0; i < half; i++) {
 		double inv = 1.0 / pow(cfg->rope_theta, (2.0 * i) / cfg->head_dim);
 		if (cfg->rope_type == CLOQ_ROPE_LINEAR) {
@@ -99,16 +114,19 @@ void cloq_rope_free(cloq_rope *r)
 {
 	cloq_free(r->cos);
 	cloq_free(r->sin);
-	r->cos = r->sin = NULL;
+	cloq_free(r->cos_l);
+	cloq_free(r->sin_l);
+	r->cos = r->sin = r->cos_l = r->sin_l = NULL;
 }
 
 /* Rotate each head of x (T, nheads*hd) in place, rotate_half layout. */
-static void rope_apply(const cloq_rope *r, float *x, int T, int nheads, int hd)
+static void rope_apply(const cloq_rope *r, float *x, int T, int nheads, int hd, int local)
 {
 	int half = hd / 2, stride = nheads * hd;
+	const float *ct = local && r->cos_l ? r->cos_l : r->cos, *st = local && r->sin_l ? r->sin_l : r->sin;
 #pragma omp parallel for schedule(static) if ((size_t)T * nheads * hd > (1u << 18))
 	for (int t = 0; t < T; t++) {
-		const float *c = r->cos + (size_t)t * half, *s = r->sin + (size_t)t * half;
+		const float *c = ct + (size_t)t * half, *s = st + (size_t)t * half;
 		for (int h = 0; h < nheads; h++) {
 			float *v = x + (size_t)t * stride + (size_t)h * hd;
 			for (int i = 0; i < half; i++) {
@@ -260,7 +278,8 @@ static inline float exp_nonpos(float x)
 }
 
 /* Causal GQA attention of one window: q (T, H*hd), k, v (T, KV*hd) -> att (T, H*hd). */
-static void attention(const cloq_config *c, cloq_block_ws *ws, int T)
+/* window > 0: query i attends to keys j with i - window < j <= i (Gemma 3's sliding layers) */
+static void attention(const cloq_config *c, cloq_block_ws *ws, int T, int window)
 {
 	int hd = c->head_dim, H = c->heads, KV = c->kv_heads, rep = H / KV;
 	int qs = H * hd, ks = KV * hd;
@@ -276,20 +295,23 @@ static void attention(const cloq_config *c, cloq_block_ws *ws, int T)
 #pragma omp parallel for schedule(dynamic, 16) if ((size_t)T * T > (1u << 20))
 		for (int i = 0; i < T; i++) {
 			float *row = S + (size_t)i * T;
+			int j0 = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
+			for (int j = 0; j < j0; j++)
+				row[j] = 0.0f;
 			if (cap > 0.0f) /* Gemma 2: soft-capped scores, cap tanh(s / cap), before the mask */
-				for (int j = 0; j <= i; j++)
+				for (int j = j0; j <= i; j++)
 					row[j] = cap * tanhf(row[j] / cap);
-			float mx = row[0];
-			for (int j = 1; j <= i; j++)
+			float mx = row[j0];
+			for (int j = j0 + 1; j <= i; j++)
 				mx = row[j] > mx ? row[j] : mx;
 			float sum = 0;
 #pragma omp simd reduction(+ : sum)
-			for (int j = 0; j <= i; j++) {
+			for (int j = j0; j <= i; j++) {
 				row[j] = exp_nonpos(row[j] - mx);
 				sum += row[j];
 			}
 			float inv = 1.0f / sum;
-			for (int j = 0; j <= i; j++)
+			for (int j = j0; j <= i; j++)
 				row[j] *= inv;
 			for (int j = i + 1; j < T; j++)
 				row[j] = 0.0f;
@@ -305,17 +327,20 @@ float *cloq_block_ws_state(cloq_block_ws *ws, int state)
 	return state == CLOQ_STATE_ATT ? ws->att : state == CLOQ_STATE_H ? ws->y : state == CLOQ_STATE_ACT ? ws->g : NULL;
 }
 
-int cloq_block_forward(const cloq_config *c, const cloq_layer_w *w, const cloq_rope *rope, cloq_block_ws *ws,
-		       float *x, int T, cloq_block_hook hook, void *hook_ctx, int stop_after, cloq_err *err)
+int cloq_block_forward(const cloq_config *c, int layer, const cloq_layer_w *w, const cloq_rope *rope,
+		       cloq_block_ws *ws, float *x, int T, cloq_block_hook hook, void *hook_ctx, int stop_after,
+		       cloq_err *err)
 {
-	return cloq_block_forward_from(c, w, rope, ws, x, T, CLOQ_STATE_INPUT, hook, hook_ctx, stop_after, err);
+	return cloq_block_forward_from(c, layer, w, rope, ws, x, T, CLOQ_STATE_INPUT, hook, hook_ctx, stop_after,
+				       err);
 }
 
-int cloq_block_forward_from(const cloq_config *c, const cloq_layer_w *w, const cloq_rope *rope, cloq_block_ws *ws,
-			    float *x, int T, int start, cloq_block_hook hook, void *hook_ctx, int stop_after,
-			    cloq_err *err)
+int cloq_block_forward_from(const cloq_config *c, int layer, const cloq_layer_w *w, const cloq_rope *rope,
+			    cloq_block_ws *ws, float *x, int T, int start, cloq_block_hook hook, void *hook_ctx,
+			    int stop_after, cloq_err *err)
 {
 	int rc = CLOQ_OK;
+	int sliding = c->window_attention && layer >= 0 && layer < CLOQ_MAX_LAYERS && c->layer_sliding[layer];
 	int D = c->hidden, NI = c->intermediate, qd = c->heads * c->head_dim, kvd = c->kv_heads * c->head_dim;
 	CLOQ_FAIL_IF(T <= 0 || T > ws->max_t || T > rope->max_t, err, CLOQ_EUSAGE,
 		     "window of %d tokens exceeds the forward workspace (%d)", T, ws->max_t);
@@ -346,12 +371,12 @@ int cloq_block_forward_from(const cloq_config *c, const cloq_layer_w *w, const c
 	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_V], w->b[CLOQ_LIN_V], ws->v, T, D, kvd);
 	if (c->qk_norm) { /* Qwen3: each head of q and k RMS-normalised over head_dim, before RoPE */
 		CLOQ_FAIL_IF(!w->q_norm || !w->k_norm, err, CLOQ_EUSAGE, "a Qwen3 layer without its q/k norms");
-		cloq_rmsnorm(ws->q, w->q_norm, ws->q, T * c->heads, c->head_dim, c->rms_eps);
-		cloq_rmsnorm(ws->k, w->k_norm, ws->k, T * c->kv_heads, c->head_dim, c->rms_eps);
+		cloq_rmsnorm_cfg(c, ws->q, w->q_norm, ws->q, T * c->heads, c->head_dim);
+		cloq_rmsnorm_cfg(c, ws->k, w->k_norm, ws->k, T * c->kv_heads, c->head_dim);
 	}
-	rope_apply(rope, ws->q, T, c->heads, c->head_dim);
-	rope_apply(rope, ws->k, T, c->kv_heads, c->head_dim);
-	attention(c, ws, T);
+	rope_apply(rope, ws->q, T, c->heads, c->head_dim, sliding);
+	rope_apply(rope, ws->k, T, c->kv_heads, c->head_dim, sliding);
+	attention(c, ws, T, sliding ? c->sliding_window : 0);
 from_att:
 	if (hook)
 		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_O, ws->att, T, qd, err));

@@ -52,6 +52,7 @@ void cloq_layer_w_free(cloq_layer_w *w);
 typedef struct cloq_rope {
 	int max_t, half;          /* half = head_dim / 2 */
 	float *cos, *sin;         /* (max_t, half) */
+	float *cos_l, *sin_l;     /* Gemma 3's sliding layers (rope_local_theta, unscaled), else NULL */
 } cloq_rope;
 
 int cloq_rope_init(cloq_rope *r, const cloq_config *cfg, int max_t, cloq_err *err);
@@ -72,8 +73,9 @@ typedef int (*cloq_block_hook)(void *ctx, int group, const float *X, int t, int 
  * `hook` (may be NULL) sees each group's input. With stop_after = g (0..3) the pass ends right
  * after the hook of group g and x is left unchanged; stop_after = -1 runs the whole block.
  */
-int cloq_block_forward(const cloq_config *cfg, const cloq_layer_w *w, const cloq_rope *rope, cloq_block_ws *ws,
-		       float *x, int T, cloq_block_hook hook, void *hook_ctx, int stop_after, cloq_err *err);
+int cloq_block_forward(const cloq_config *cfg, int layer, const cloq_layer_w *w, const cloq_rope *rope,
+		       cloq_block_ws *ws, float *x, int T, cloq_block_hook hook, void *hook_ctx, int stop_after,
+		       cloq_err *err);
 
 /*
  * Resumable passes. A block pass forms, in order, the inputs of the four groups; the states below
@@ -95,9 +97,9 @@ float *cloq_block_ws_state(cloq_block_ws *ws, int state);
 /* cloq_block_forward from `start`: x is read for INPUT and ATT and written when the pass runs to
  * the end. stop_after must be -1 or a group at or after the state's (ATT >= O, H >= GATEUP, ACT >=
  * DOWN): CLOQ_EUSAGE otherwise. */
-int cloq_block_forward_from(const cloq_config *cfg, const cloq_layer_w *w, const cloq_rope *rope, cloq_block_ws *ws,
-			    float *x, int T, int start, cloq_block_hook hook, void *hook_ctx, int stop_after,
-			    cloq_err *err);
+int cloq_block_forward_from(const cloq_config *cfg, int layer, const cloq_layer_w *w, const cloq_rope *rope,
+			    cloq_block_ws *ws, float *x, int T, int start, cloq_block_hook hook, void *hook_ctx,
+			    int stop_after, cloq_err *err);
 
 /* y = rmsnorm(x) * weight, row by row: x, y (T, n); y may equal x. */
 void cloq_rmsnorm(const float *x, const float *weight, float *y, int T, int n, double eps);

@@ -255,6 +255,22 @@ static void test_must_fail_fields(void **state)
 		cJSON_free(qs);
 		cloq_free(g2);
 	}
+	{ /* Gemma 3 (text): q/k norms, no caps, 5 of every 6 layers sliding (computed, not refused) */
+		char *g3 = slurp(CONFIGS "/gemma-3-1b.json");
+		assert_int_equal(cloq_config_parse(g3, "g3", &c, &err), CLOQ_OK);
+		assert_int_equal(c.arch, CLOQ_ARCH_GEMMA3);
+		assert_true(c.qk_norm && c.norm_plus_one && c.post_norms && c.window_attention);
+		assert_true(c.attn_softcap == 0.0 && c.final_softcap == 0.0 && c.sliding_window == 512);
+		assert_true(c.rope_local_theta == 10000.0 && c.rope_theta == 1e6);
+		for (int l = 0; l < 26; l++)
+			assert_int_equal(c.layer_sliding[l], (l + 1) % 6 != 0);
+		assert_int_equal(cloq_config_check_seqlen(&c, 8192, "dir", &err), CLOQ_OK);
+		variant(g3, "use_bidirectional_attention", "true", CLOQ_EINPUT, "bidirectional", NULL);
+		variant(g3, "attn_logit_softcapping", "50.0", CLOQ_EINPUT, "ignores it", NULL);
+		variant(g3, "sliding_window_pattern", "2", CLOQ_OK, NULL, NULL);
+		variant(g3, "query_pre_attn_scalar", NULL, CLOQ_EINPUT, "ambiguous", NULL);
+		cloq_free(g3);
+	}
 	cJSON_free(as_llama);
 	cloq_free(q3);
 }
@@ -413,7 +429,7 @@ static void test_published_param_counts(void **state)
 		{"llama-3.2-1b.json", 1235814400LL}, {"mistral-7b-v0.1.json", 7241732096LL},
 		{"mistral-7b-v0.3.json", 7248023552LL}, {"qwen2.5-0.5b.json", 494032768LL},
 		{"qwen2.5-7b.json", 7615616512LL},   {"qwen3-0.6b.json", 596049920LL},
-		{"gemma-2-2b.json", 2614341888LL},
+		{"gemma-2-2b.json", 2614341888LL},  {"gemma-3-1b.json", 999885952LL},
 	};
 	for (size_t i = 0; i < sizeof published / sizeof published[0]; i++) {
 		char path[256];

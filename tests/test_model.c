@@ -158,22 +158,22 @@ static void test_resumed_passes(void **state)
 	memset(&ref, 0, sizeof ref);
 	memset(&res, 0, sizeof res);
 	memcpy(full, x0, T * D * 4);
-	assert_int_equal(cloq_block_forward(c, &w, &rope, ws, full, T, sum_hook, &ref, -1, &err), CLOQ_OK);
+	assert_int_equal(cloq_block_forward(c, 0, &w, &rope, ws, full, T, sum_hook, &ref, -1, &err), CLOQ_OK);
 	/* the true-sequential sequence: O from the input, GATEUP from ATT, DOWN from H, the rest
 	 * from ACT; each hook counted once where it is collected */
 	memcpy(x, x0, T * D * 4);
-	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, CLOQ_STATE_INPUT, sum_hook, &res,
+	assert_int_equal(cloq_block_forward_from(c, 0, &w, &rope, ws, x, T, CLOQ_STATE_INPUT, sum_hook, &res,
 						 CLOQ_GROUP_O, &err), CLOQ_OK);
 	assert_memory_equal(x, x0, T * D * 4); /* a stopped pass leaves x alone */
 	memcpy(att, cloq_block_ws_state(ws, CLOQ_STATE_ATT), T * qd * 4);
 	memset(cloq_block_ws_state(ws, CLOQ_STATE_ATT), 0x7f, T * qd * 4); /* clobber the workspace */
 	memcpy(cloq_block_ws_state(ws, CLOQ_STATE_ATT), att, T * qd * 4);
-	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, CLOQ_STATE_ATT, NULL, NULL, CLOQ_GROUP_GATEUP,
+	assert_int_equal(cloq_block_forward_from(c, 0, &w, &rope, ws, x, T, CLOQ_STATE_ATT, NULL, NULL, CLOQ_GROUP_GATEUP,
 						 &err), CLOQ_OK);
 	memcpy(h, cloq_block_ws_state(ws, CLOQ_STATE_H), T * D * 4);
 	memset(cloq_block_ws_state(ws, CLOQ_STATE_H), 0, T * D * 4);
 	memcpy(cloq_block_ws_state(ws, CLOQ_STATE_H), h, T * D * 4);
-	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, CLOQ_STATE_H, NULL, NULL, CLOQ_GROUP_DOWN,
+	assert_int_equal(cloq_block_forward_from(c, 0, &w, &rope, ws, x, T, CLOQ_STATE_H, NULL, NULL, CLOQ_GROUP_DOWN,
 						 &err), CLOQ_OK);
 	memcpy(act, cloq_block_ws_state(ws, CLOQ_STATE_ACT), T * NI * 4);
 	memset(cloq_block_ws_state(ws, CLOQ_STATE_ACT), 0, T * NI * 4);
@@ -181,16 +181,16 @@ static void test_resumed_passes(void **state)
 	memcpy(cloq_block_ws_state(ws, CLOQ_STATE_ACT), act, T * NI * 4);
 	memcpy(cloq_block_ws_state(ws, CLOQ_STATE_H), h, T * D * 4);
 	memset(x, 0, T * D * 4); /* resuming from ACT needs only h and act */
-	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, CLOQ_STATE_ACT, sum_hook, &res, -1, &err),
+	assert_int_equal(cloq_block_forward_from(c, 0, &w, &rope, ws, x, T, CLOQ_STATE_ACT, sum_hook, &res, -1, &err),
 			 CLOQ_OK);
 	assert_memory_equal(x, full, T * D * 4);
 	assert_true(res.s[CLOQ_GROUP_O] == ref.s[CLOQ_GROUP_O]);
 	assert_true(res.s[CLOQ_GROUP_DOWN] == ref.s[CLOQ_GROUP_DOWN]);
 	assert_int_equal(res.calls[CLOQ_GROUP_GATEUP], 0);
 	/* a pass cannot stop before the state it starts from */
-	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, CLOQ_STATE_H, NULL, NULL, CLOQ_GROUP_O, &err),
+	assert_int_equal(cloq_block_forward_from(c, 0, &w, &rope, ws, x, T, CLOQ_STATE_H, NULL, NULL, CLOQ_GROUP_O, &err),
 			 CLOQ_EUSAGE);
-	assert_int_equal(cloq_block_forward_from(c, &w, &rope, ws, x, T, 7, NULL, NULL, -1, &err), CLOQ_EUSAGE);
+	assert_int_equal(cloq_block_forward_from(c, 0, &w, &rope, ws, x, T, 7, NULL, NULL, -1, &err), CLOQ_EUSAGE);
 	free(x0);
 	free(full);
 	free(x);

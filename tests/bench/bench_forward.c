@@ -178,28 +178,28 @@ static int block_bench(const cloq_config *c, const cloq_layer_w *w, int T, int r
 		double t;
 		memcpy(x, x0, xn * 4);
 		t = now();
-		if ((rc = cloq_block_forward(c, w, &rope, ws, x, T, NULL, NULL, -1, &err)))
+		if ((rc = cloq_block_forward(c, 0, w, &rope, ws, x, T, NULL, NULL, -1, &err)))
 			break;
 		t = now() - t;
 		t_full = t < t_full ? t : t_full;
 		memcpy(x, x0, xn * 4);
 		t = now();
-		if ((rc = cloq_block_forward(c, w, &rope, ws, x, T, NULL, NULL, CLOQ_GROUP_QKV, &err)))
+		if ((rc = cloq_block_forward(c, 0, w, &rope, ws, x, T, NULL, NULL, CLOQ_GROUP_QKV, &err)))
 			break;
 		t = now() - t;
 		t_qkv = t < t_qkv ? t : t_qkv;
 		t = now();
-		if ((rc = cloq_block_forward(c, w, &rope, ws, x, T, NULL, NULL, CLOQ_GROUP_O, &err)))
+		if ((rc = cloq_block_forward(c, 0, w, &rope, ws, x, T, NULL, NULL, CLOQ_GROUP_O, &err)))
 			break;
 		t = now() - t;
 		t_o = t < t_o ? t : t_o;
 		t = now();
-		if ((rc = cloq_block_forward(c, w, &rope, ws, x, T, NULL, NULL, CLOQ_GROUP_GATEUP, &err)))
+		if ((rc = cloq_block_forward(c, 0, w, &rope, ws, x, T, NULL, NULL, CLOQ_GROUP_GATEUP, &err)))
 			break;
 		t = now() - t;
 		t_gu = t < t_gu ? t : t_gu;
 		t = now();
-		if ((rc = cloq_block_forward(c, w, &rope, ws, x, T, NULL, NULL, CLOQ_GROUP_DOWN, &err)))
+		if ((rc = cloq_block_forward(c, 0, w, &rope, ws, x, T, NULL, NULL, CLOQ_GROUP_DOWN, &err)))
 			break;
 		t = now() - t;
 		t_dn = t < t_dn ? t : t_dn;
@@ -396,7 +396,7 @@ static int part_cache(const char *dir, int reps)
 		float *src = acts + (size_t)l * per, *dst = acts + (size_t)(l + 1) * per;
 		memcpy(dst, src, per * 4);
 		for (int i = 0; i < nwin; i++)
-			CLOQ_TRY(cloq_block_forward(c, &w, &rope, ws, dst + (size_t)i * T * D, T, NULL, NULL, -1, &err));
+			CLOQ_TRY(cloq_block_forward(c, 0, &w, &rope, ws, dst + (size_t)i * T * D, T, NULL, NULL, -1, &err));
 	}
 	printf("\nactivation cache on REAL activations: stories260K (%s) over %s, %d windows x %d tokens x %d wide "
 	       "(%.1f MB fp32 per boundary, forward %.1fs); one frame per window, zstd level 1, best of %d; "

@@ -27,6 +27,9 @@ struct geom {
 	double rope_theta;
 	int tied;
 	int qwen3;  /* --family qwen3: Qwen3ForCausalLM, q_norm/k_norm per layer */
+	int gemma3; /* --family gemma3: Gemma3ForCausalLM (text): Gemma 2's layer without soft-capping,
+		     * q/k norms (1 + w), sliding window 32 on every other layer (pattern 2) with RoPE base
+		     * 10000, the global layers rope_theta 1e6 with linear scaling 8 */
 	int gemma2; /* --family gemma2: Gemma2ForCausalLM, four norms per layer (weights around 0:
 		     * applied as 1 + w), gelu-tanh, query_pre_attn_scalar 24, soft-capping 50 / 30 */
 	enum cloq_dtype dtype;
@@ -58,7 +61,8 @@ static void usage(FILE *f)
 		"  --dtype f32|f16|bf16  (default bf16)\n"
 		"  --seed N            (default 0; same seed = same bytes)\n"
 		"  --tied              tie lm_head to the embedding (no lm_head.weight)\n"
-		"  --family llama|qwen3|gemma2  (default llama) qwen3: Qwen3ForCausalLM, self_attn.q_norm/k_norm\n"
+		"  --family llama|qwen3|gemma2|gemma3  (default llama) qwen3: Qwen3ForCausalLM, self_attn.q_norm/k_norm\n"
+		"                      gemma3: Gemma3ForCausalLM (text; q/k norms, sliding window 32, pattern 2)\n"
 		"                      gemma2: Gemma2ForCausalLM (four norms a layer, soft-capping, gelu-tanh)\n"
 		"                      (head_dim) per layer\n"
 		"  --shards N          write N shards + model.safetensors.index.json (default 1: model.safetensors)\n"
@@ -160,9 +164,11 @@ static int parse_args(int argc, char **argv, struct geom *g)
 		long n;
 		if (strcmp(a, "--family") == 0 && i + 1 < argc && (!strcmp(argv[i + 1], "llama") ||
 								    !strcmp(argv[i + 1], "qwen3") ||
-								    !strcmp(argv[i + 1], "gemma2"))) {
+								    !strcmp(argv[i + 1], "gemma2") ||
+								    !strcmp(argv[i + 1], "gemma3"))) {
 			g->qwen3 = !strcmp(argv[i + 1], "qwen3");
-			g->gemma2 = !strcmp(argv[++i], "gemma2");
+			g->gemma3 = !strcmp(argv[i + 1], "gemma3");
+			g->gemma2 = !strcmp(argv[++i], "gemma2") || g->gemma3; /* gemma3 has gemma2's norms */
 			continue;
 		}
 		if (strcmp(a, "--tied") == 0) {
@@ -272,12 +278,12 @@ static size_t list_tensors(const struct geom *g, struct tdesc *t)
 			ADD(3, 1, g->hidden, 0, "model.layers.%ld.post_feedforward_layernorm.weight", l);
 			ADD(3, 1, g->hidden, 0, "model.layers.%ld.pre_feedforward_layernorm.weight", l);
 		}
-		if (g->qwen3)
-			ADD(2, 1, g->head_dim, 0, "model.layers.%ld.self_attn.k_norm.weight", l);
+		if (g->qwen3 || g->gemma3)
+			ADD(g->gemma3 ? 3 : 2, 1, g->head_dim, 0, "model.layers.%ld.self_attn.k_norm.weight", l);
 		ADD(0, 2, kv, g->hidden, "model.layers.%ld.self_attn.k_proj.weight", l);
 		ADD(0, 2, g->hidden, q, "model.layers.%ld.self_attn.o_proj.weight", l);
-		if (g->qwen3)
-			ADD(2, 1, g->head_dim, 0, "model.layers.%ld.self_attn.q_norm.weight", l);
+		if (g->qwen3 || g->gemma3)
+			ADD(g->gemma3 ? 3 : 2, 1, g->head_dim, 0, "model.layers.%ld.self_attn.q_norm.weight", l);
 		ADD(0, 2, q, g->hidden, "model.layers.%ld.self_attn.q_proj.weight", l);
 		ADD(0, 2, kv, g->hidden, "model.layers.%ld.self_attn.v_proj.weight", l);
 	}
@@ -342,9 +348,15 @@ static int write_config(const struct geom *g, cloq_err *err)
 			 "  \"eos_token_id\": 2,\n"
 			 "  \"torch_dtype\": \"%s\"\n"
 			 "}\n",
-			 g->qwen3 ? "Qwen3ForCausalLM" : g->gemma2 ? "Gemma2ForCausalLM" : "LlamaForCausalLM",
-			 g->qwen3 ? "qwen3" : g->gemma2 ? "gemma2" : "llama",
+			 g->qwen3 ? "Qwen3ForCausalLM" : g->gemma3 ? "Gemma3ForCausalLM" : g->gemma2 ? "Gemma2ForCausalLM"
+									       : "LlamaForCausalLM",
+			 g->qwen3 ? "qwen3" : g->gemma3 ? "gemma3_text" : g->gemma2 ? "gemma2" : "llama",
 			 g->qwen3 ? "  \"attention_bias\": false,\n  \"use_sliding_window\": false,\n"
+			 : g->gemma3 ? "  \"attention_bias\": false,\n  \"hidden_activation\": \"gelu_pytorch_tanh\",\n"
+				       "  \"query_pre_attn_scalar\": 24,\n  \"attn_logit_softcapping\": null,\n"
+				       "  \"final_logit_softcapping\": null,\n  \"sliding_window\": 32,\n"
+				       "  \"sliding_window_pattern\": 2,\n  \"rope_local_base_freq\": 10000.0,\n"
+				       "  \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 8.0},\n"
 			 : g->gemma2 ? "  \"attention_bias\": false,\n  \"hidden_activation\": \"gelu_pytorch_tanh\",\n"
 				       "  \"query_pre_attn_scalar\": 24,\n  \"attn_logit_softcapping\": 50.0,\n"
 				       "  \"final_logit_softcapping\": 30.0,\n  \"sliding_window\": 4096,\n"
@@ -400,7 +412,7 @@ int main(int argc, char **argv)
 	cloq_err err;
 	cloq_err_clear(&err);
 	int rc = CLOQ_OK;
-	size_t nmax = 3 + (size_t)g.layers * 13;
+	size_t nmax = 3 + (size_t)g.layers * 15;
 	struct tdesc *t = cloq_calloc(nmax, sizeof *t);
 	const size_t piece = (size_t)1 << 20;
 	float *fbuf = cloq_aligned_alloc(64, piece * sizeof(float));

@@ -394,7 +394,7 @@ TORCH_DTYPE = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
 # architectures[0] -> the model_type transformers' Auto classes build it from
 ARCH_MODEL_TYPE = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
                    "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
-                   "Gemma2ForCausalLM": "gemma2"}
+                   "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3_text"}
 
 
 class Geometry:
@@ -408,11 +408,14 @@ class Geometry:
             fail("%s: model_type %r but architectures %s (model_type %r): a loader builds the "
                  "model_type's class" % (path, mt, self.arch, ARCH_MODEL_TYPE[self.arch]))
         qwen3 = self.arch == "Qwen3ForCausalLM"
-        # Qwen3: per-head q_norm/k_norm (head_dim,) (modeling_qwen3 Qwen3Attention)
-        self.qk_norm = qwen3
+        gemma3 = self.arch == "Gemma3ForCausalLM"
+        # Qwen3, Gemma3: per-head q_norm/k_norm (head_dim,) (Qwen3Attention, Gemma3Attention)
+        self.qk_norm = qwen3 or gemma3
         gemma2 = self.arch == "Gemma2ForCausalLM"
-        # Gemma2: pre/post feed-forward norms (D,) besides input/post_attention (Gemma2DecoderLayer)
-        self.ff_norms = gemma2
+        # Gemma2, Gemma3: pre/post feed-forward norms (D,) besides input/post_attention
+        # (Gemma2DecoderLayer, Gemma3DecoderLayer)
+        self.ff_norms = gemma2 or gemma3
+        gemma = gemma2 or gemma3
         try:
             self.D = cfg["hidden_size"]
             self.I = cfg["intermediate_size"]
@@ -420,16 +423,16 @@ class Geometry:
             self.H = cfg["num_attention_heads"]
             # Qwen3Config defaults: num_key_value_heads 32, head_dim 128 (not hidden/heads)
             self.Hkv = cfg.get("num_key_value_heads", 32 if qwen3 else None) or self.H
-            # Gemma2Config: head_dim 256; num_key_value_heads has no stable default (ref_llama refuses)
-            self.hd = cfg.get("head_dim", 128 if qwen3 else 256 if gemma2 else None) or self.D // self.H
+            # Gemma2Config / Gemma3TextConfig: head_dim 256; num_key_value_heads: ref_llama requires it
+            self.hd = cfg.get("head_dim", 128 if qwen3 else 256 if gemma else None) or self.D // self.H
             self.V = cfg["vocab_size"]
         except KeyError as e:
             fail("%s: missing %s" % (path, e))
-        self.tied = bool(cfg.get("tie_word_embeddings", gemma2))  # Gemma2Config default True
+        self.tied = bool(cfg.get("tie_word_embeddings", gemma))  # Gemma2Config/Gemma3TextConfig: True
         mistral = self.arch == "MistralForCausalLM"
-        # MistralAttention/MistralMLP and Qwen3MLP have no bias whatever the config says
+        # MistralAttention/MistralMLP, Qwen3MLP, Gemma2MLP/Gemma3MLP have no bias whatever the config says
         self.attn_bias = bool(cfg.get("attention_bias", False)) and not mistral
-        self.mlp_bias = bool(cfg.get("mlp_bias", False)) and not (qwen3 or mistral or gemma2)
+        self.mlp_bias = bool(cfg.get("mlp_bias", False)) and not (qwen3 or mistral or gemma)
 
     def shape(self, lin):
         """(out, in) of a linear."""
@@ -492,10 +495,10 @@ class Base:
             p = "model.layers.%d." % l
             dense(p + "input_layernorm.weight", (g.D,))
             dense(p + "post_attention_layernorm.weight", (g.D,))
-            if g.qk_norm:  # Qwen3 only; anywhere else they are unexpected tensors below
+            if g.qk_norm:  # Qwen3 and Gemma3 only; anywhere else they are unexpected tensors below
                 dense(p + "self_attn.q_norm.weight", (g.hd,))
                 dense(p + "self_attn.k_norm.weight", (g.hd,))
-            if g.ff_norms:  # Gemma2 only; likewise
+            if g.ff_norms:  # Gemma2 and Gemma3 only; likewise
                 dense(p + "pre_feedforward_layernorm.weight", (g.D,))
                 dense(p + "post_feedforward_layernorm.weight", (g.D,))
             for lin in LINEARS:
@@ -784,8 +787,8 @@ def same(d1, d2):
 def ref_model(b, a):
     """ref_llama.Llama over the loaded weights (float64), adapter merged: W + (alpha / r) B @ A.
     ref_llama reads the architecture, head_dim, biases and q/k norms from the config and refuses a
-    tensor it would not use. The embedding's stored dtype goes along: Gemma2 rounds its sqrt(hidden)
-    normalizer to it."""
+    tensor it would not use. The embedding's stored dtype goes along: Gemma2 and Gemma3 round their
+    sqrt(hidden) normalizer to it."""
     sys.path.insert(0, HERE)
     import ref_llama
     w = {k: v.astype(np.float64) for k, v in b.w.items()}

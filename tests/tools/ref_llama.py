@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """ref_llama.py - independent float64 numpy reference of Hugging Face LlamaForCausalLM,
-MistralForCausalLM, Qwen3ForCausalLM and Gemma2ForCausalLM.
+MistralForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM (text-only).
 
 An oracle for cloq's C forward pass and the source of the solver fixtures. numpy only (no torch,
 no transformers): the safetensors file is read by hand (8-byte LE header length, JSON header, raw
@@ -39,6 +39,29 @@ Gemma2ForCausalLM (modeling_gemma2, eager attention) differs:
   refuses it too). Weights: the embedding dtype is read from the file; from_weights takes it as
   embed_dtype (float32/float16 arrays imply F32/F16; other arrays need it).
 
+Gemma3ForCausalLM (model_type "gemma3_text"; modeling_gemma3 / configuration_gemma3
+Gemma3TextConfig, eager attention) is Gemma2 (same normalizer rounding: embed_scale
+torch.tensor(hidden**0.5).to(weight dtype); same four 1 + w norms, gelu_tanh MLP,
+query_pre_attn_scalar^-0.5 scaling) plus:
+  q_norm / k_norm (Gemma3RMSNorm over head_dim, 1 + w, same eps; tensors
+    model.layers.L.self_attn.{q,k}_norm.weight, (head_dim,)) on q and k per head after the
+    projections and BEFORE RoPE; v is not normed
+  per layer a type: layer_types when given (4.53+), else layer i is "sliding_attention" iff
+    (i + 1) % sliding_window_pattern != 0 (default 6: layers 5, 11, ... full; 4.50-4.52 use only
+    this rule). Both given: they must agree. _sliding_window_pattern (what 4.53+ saves) likewise.
+  sliding layers: query i sees key j iff i - W < j <= i (W = sliding_window, default 4096: the
+    window counts the query itself; masking_utils sliding_window_overlay kv_idx > q_idx - W AND
+    causal; 4.50: tril(ones, diagonal=-W) masked). COMPUTED here, any T. Full layers: causal.
+  RoPE per type: full layers rope_theta (default 1e6) with rope_scaling (null/default, or
+    {"rope_type": "linear", "factor": f}: inv_freq / f); sliding layers rope_local_base_freq
+    (default 1e4), never scaled. 5.x's rope_parameters {full_attention: {...}, sliding_attention:
+    {...}} is read the same way (not together with rope_scaling; thetas must agree).
+  soft caps: final_logit_softcapping applied when not null (default null); attn_logit_softcapping
+    must be null (Gemma3Attention passes no softcap: transformers ignores it, others may not).
+  Required: num_key_value_heads, query_pre_attn_scalar. Defaults: head_dim 256, tie true.
+  Refused: rope types other than default/linear, use_bidirectional_attention, sliding_window null
+  with a sliding layer, and every config key not in GEMMA3_KEYS_USED / GEMMA3_KEYS_IGNORED.
+
 Which model: config.json "architectures"[0] (LlamaForCausalLM, MistralForCausalLM,
 Qwen3ForCausalLM; without "architectures", the one of "model_type"), and "model_type", when
 present, must be that architecture's (transformers' Auto classes go by model_type). Missing config
@@ -55,8 +78,8 @@ does not use (the only ones accepted unread are what transformers' loader drops:
 rotary_emb.inv_freq buffers, and under tie_word_embeddings an lm_head.weight equal to the
 embedding); a missing or misshapen tensor too; an untied model without lm_head.weight.
 
-Sliding windows are not computed; a forward over T tokens raises when a window could hide a key,
-i.e. when some window W < T (query i sees key j iff i - W < j <= i: masking_utils'
+Sliding windows (but Gemma3's) are not computed; a forward over T tokens raises when a window
+could hide a key, i.e. when some window W < T (query i sees key j iff i - W < j <= i: masking_utils'
 sliding_window_overlay AND causal_mask_function):
   Mistral: sliding_window (default 4096; null = none) on every layer.
   Gemma2: sliding_window (default 4096; null refused) on the even layers (transformers <= 4.5x:
@@ -76,11 +99,13 @@ Usage (run from the repository root or pass --model):
   ref_llama.py --ppl-npy FILE.npy           int32 [N, T] windows; prints "perplexity X"
   ref_llama.py --dump-solver-fixture DIR    write the solver fixture (see fixtures/solver/README.md)
   ref_llama.py --check-solver-fixture DIR   re-derive it another way (batched) and check identities
-  ref_llama.py --selftest                   the Qwen3 and Gemma2 paths on tiny random checkpoints
-                                            written to a temp dir: one position's attention output
-                                            (Qwen3) / a one-layer model's logits (Gemma2, with
-                                            mutation checks) by scalar loops, strictness and
-                                            sliding-window refusals
+  ref_llama.py --selftest                   the Qwen3, Gemma2 and Gemma3 paths on tiny random
+                                            checkpoints written to a temp dir: one position's
+                                            attention output (Qwen3) / a one-layer model's logits
+                                            (Gemma2) / a two-layer model's logits, sliding layer
+                                            with T > window and full layer with linear RoPE
+                                            (Gemma3; both with mutation checks) by scalar loops,
+                                            strictness and sliding-window refusals
 """
 
 import argparse
@@ -163,9 +188,29 @@ def read_weights(model_dir, dtypes=None):
 
 # architecture -> model_type; the per-family defaults of transformers' config classes
 ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen3ForCausalLM": "qwen3",
-         "Gemma2ForCausalLM": "gemma2"}
-# None: num_attention_heads; Gemma2: no default (Gemma2Config's changed between releases: required)
-DEFAULT_KV = {"llama": None, "mistral": 8, "qwen3": 32, "gemma2": "required"}
+         "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3_text"}
+# None: num_attention_heads; Gemma2/Gemma3: required (Gemma2Config's default changed between
+# releases; Gemma3TextConfig's 4 is a 4B-ish guess no real checkpoint should rely on)
+DEFAULT_KV = {"llama": None, "mistral": 8, "qwen3": 32, "gemma2": "required", "gemma3_text": "required"}
+GEMMA_NAME = {"gemma2": "Gemma2", "gemma3_text": "Gemma3"}
+# Gemma3TextConfig: every config.json key this reference reads, or knows it may ignore (they do not
+# change the forward: token ids, cache/generation settings, dropout at inference, metadata). Any
+# other key is refused by name: Gemma3 is read strictly, an unknown key might change the model.
+GEMMA3_KEYS_USED = {
+    "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size",
+    "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+    "hidden_activation", "hidden_act", "rms_norm_eps", "tie_word_embeddings", "attention_bias",
+    "query_pre_attn_scalar", "sliding_window", "sliding_window_pattern", "_sliding_window_pattern",
+    "layer_types", "rope_theta", "rope_local_base_freq", "rope_scaling", "rope_parameters",
+    "attn_logit_softcapping", "final_logit_softcapping", "use_bidirectional_attention"}
+GEMMA3_KEYS_IGNORED = {
+    "max_position_embeddings", "initializer_range", "use_cache", "pad_token_id", "bos_token_id",
+    "eos_token_id", "attention_dropout", "cache_implementation", "torch_dtype", "dtype",
+    "transformers_version", "_name_or_path", "output_attentions",
+    "output_hidden_states", "return_dict", "use_return_dict", "is_decoder", "is_encoder_decoder",
+    "tie_encoder_decoder", "add_cross_attention", "tokenizer_class", "id2label", "label2id",
+    "problem_type", "torchscript", "chunk_size_feed_forward", "pruned_heads", "finetuning_task",
+    "prefix", "sep_token_id", "decoder_start_token_id", "task_specific_params", "quantization_config"}
 LAYER_TYPES = ("full_attention", "sliding_attention")
 # stored embedding dtype -> the rounding of Gemma2's sqrt(hidden_size) normalizer
 EMBED_DTYPES = ("F32", "BF16", "F16")
@@ -250,16 +295,24 @@ class Llama:
         if mt is not None and mt != fam:
             raise ValueError("config.json: model_type %r but architecture %s (model_type %r): "
                              "transformers would build the model_type's class" % (mt, self.arch, fam))
+        if fam == "gemma3_text":
+            unknown = sorted(set(cfg) - GEMMA3_KEYS_USED - GEMMA3_KEYS_IGNORED)
+            if unknown:
+                raise ValueError("config.json: key(s) %s not known to this Gemma3 reference "
+                                 "(Gemma3TextConfig): refused rather than ignored" % ", ".join(unknown))
         self.dim = _int(cfg, "hidden_size")
         self.inter = _int(cfg, "intermediate_size")
         self.n_layers = _int(cfg, "num_hidden_layers")
         self.n_heads = _int(cfg, "num_attention_heads")
-        if fam == "gemma2" and "num_key_value_heads" not in cfg:
-            raise ValueError("config.json: Gemma2 without num_key_value_heads: Gemma2Config's default "
-                             "differs between transformers releases")
+        if DEFAULT_KV[fam] == "required" and "num_key_value_heads" not in cfg:
+            raise ValueError("config.json: %s without num_key_value_heads: %s" % (GEMMA_NAME[fam], {
+                "gemma2": "Gemma2Config's default differs between transformers releases",
+                "gemma3_text": "Gemma3TextConfig's default 4 fits no released 1B/270M model"}[fam]))
         self.n_kv = _int(cfg, "num_key_value_heads", DEFAULT_KV[fam], allow_none=True) or self.n_heads
         if fam == "qwen3":
             self.head_dim = _int(cfg, "head_dim", 128)
+        elif fam == "gemma3_text":  # Gemma3TextConfig: head_dim 256
+            self.head_dim = _int(cfg, "head_dim", 256)
         elif fam == "gemma2":
             self.head_dim = _int(cfg, "head_dim", 256)
             if self.dim % self.n_heads:  # Gemma2Attention / Gemma2Config validation raise too
@@ -272,39 +325,63 @@ class Llama:
                              % (self.n_heads, self.n_kv, self.head_dim))
         self.vocab = _int(cfg, "vocab_size")
         self.eps = float(cfg.get("rms_norm_eps", 1e-6))
-        self.gemma = fam == "gemma2"
+        self.gemma = fam in ("gemma2", "gemma3_text")  # Gemma2 and Gemma3: 1 + w norms, sandwich
+        self.gemma3 = fam == "gemma3_text"
         if self.gemma:
             self._gemma_setup(cfg, weights, embed_dtype)
         elif cfg.get("hidden_act", "silu") not in ("silu", "swish"):  # ACT2FN: both nn.SiLU
             raise ValueError("config.json: hidden_act %r, only silu supported" % cfg.get("hidden_act"))
-        self.theta = self._rope_theta(cfg)
-        self.qk_norm = fam == "qwen3"
+        self.qk_norm = fam in ("qwen3", "gemma3_text")
         self.attn_bias = fam != "mistral" and bool(cfg.get("attention_bias", False))
         self.mlp_bias = fam == "llama" and bool(cfg.get("mlp_bias", False))
-        self.tied = bool(cfg.get("tie_word_embeddings", self.gemma))  # Gemma2Config: True
-        self._windows(cfg)
-        self._take_weights(weights)
+        self.tied = bool(cfg.get("tie_word_embeddings", self.gemma))  # Gemma2/Gemma3 configs: True
+        # per layer: the sliding window (None: full causal) and RoPE's inverse frequencies
+        self.windows = [None] * self.n_layers
         hd = self.head_dim
-        self.inv_freq = 1.0 / (self.theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+        if not self.gemma3:
+            self.theta = self._rope_theta(cfg)
+        self._windows(cfg)
+        if self.gemma3:  # per layer type (after _windows: it needs layer_types)
+            self.rope_by_type = self._gemma3_rope(cfg)
+            self.layer_inv_freq = [self.rope_by_type[t][2] for t in self.layer_types]
+            self.theta = self.rope_by_type["full_attention"][0]
+        else:
+            self.inv_freq = 1.0 / (self.theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+            self.layer_inv_freq = [self.inv_freq] * self.n_layers
+        self._take_weights(weights)
 
     def _gemma_setup(self, cfg, weights, embed_dtype):
-        """Gemma2ForCausalLM's extras (modeling_gemma2 / configuration_gemma2)."""
-        # Gemma2MLP: ACT2FN[config.hidden_activation]; hidden_act is not read by transformers, but
-        # Google's configs carry both and other loaders (vLLM) read hidden_act: they must agree
+        """Gemma2ForCausalLM's / Gemma3ForCausalLM's extras (modeling_gemma2 / configuration_gemma2,
+        modeling_gemma3 / configuration_gemma3 Gemma3TextConfig)."""
+        name = GEMMA_NAME[self.family]
+        # Gemma2MLP (Gemma3MLP): ACT2FN[config.hidden_activation]; hidden_act is not read by
+        # transformers, but Google's configs carry both and other loaders (vLLM) read hidden_act
         act = cfg.get("hidden_activation", "gelu_pytorch_tanh")
         if act != "gelu_pytorch_tanh":
             raise ValueError("config.json: hidden_activation %r, only gelu_pytorch_tanh supported" % (act,))
         if "hidden_act" in cfg and cfg["hidden_act"] != act:
-            raise ValueError("config.json: hidden_act %r != hidden_activation %r (transformers' Gemma2 "
-                             "reads only hidden_activation; ambiguous)" % (cfg["hidden_act"], act))
-        # Gemma2Attention.scaling = query_pre_attn_scalar ** -0.5; Gemma2Config's default went from
-        # 224 to 256 between releases, so it must be given
+            raise ValueError("config.json: hidden_act %r != hidden_activation %r (transformers' %s "
+                             "reads only hidden_activation; ambiguous)" % (cfg["hidden_act"], act, name))
+        # Gemma2Attention / Gemma3Attention: scaling = query_pre_attn_scalar ** -0.5; Gemma2Config's
+        # default went from 224 to 256 between releases, Gemma3TextConfig's 256 is not every
+        # model's (27B: 168): it must be given
         if "query_pre_attn_scalar" not in cfg:
-            raise ValueError("config.json: Gemma2 without query_pre_attn_scalar: Gemma2Config's "
-                             "default differs between transformers releases")
+            raise ValueError("config.json: %s without query_pre_attn_scalar: the config class's "
+                             "default is not every model's" % name)
         self.scaling = _num(cfg, "query_pre_attn_scalar") ** -0.5
-        self.attn_cap = _num(cfg, "attn_logit_softcapping", 50.0, allow_none=True)
-        self.final_cap = _num(cfg, "final_logit_softcapping", 30.0, allow_none=True)
+        if self.family == "gemma3_text":
+            # Gemma3TextConfig: both default None. Gemma3ForCausalLM applies final_logit_softcapping;
+            # Gemma3Attention passes no softcap to its attention function, so a non-null
+            # attn_logit_softcapping is silently ignored by transformers (others may apply it)
+            if cfg.get("attn_logit_softcapping") is not None:
+                raise ValueError("config.json: Gemma3 attn_logit_softcapping %r: transformers' "
+                                 "Gemma3Attention ignores it, other loaders may not (ambiguous); "
+                                 "want null" % (cfg["attn_logit_softcapping"],))
+            self.attn_cap = None
+            self.final_cap = _num(cfg, "final_logit_softcapping", None, allow_none=True)
+        else:
+            self.attn_cap = _num(cfg, "attn_logit_softcapping", 50.0, allow_none=True)
+            self.final_cap = _num(cfg, "final_logit_softcapping", 30.0, allow_none=True)
         if cfg.get("use_bidirectional_attention"):
             raise ValueError("config.json: use_bidirectional_attention %r not supported (causal only)"
                              % (cfg["use_bidirectional_attention"],))
@@ -313,9 +390,9 @@ class Llama:
             embed_dtype = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}.get(
                 getattr(e, "dtype", None))
             if embed_dtype is None:
-                raise ValueError("Gemma2: the embedding's stored dtype is unknown (array dtype %s): pass "
+                raise ValueError("%s: the embedding's stored dtype is unknown (array dtype %s): pass "
                                  "embed_dtype (F32, BF16 or F16), it rounds the sqrt(hidden) normalizer"
-                                 % getattr(e, "dtype", None))
+                                 % (name, getattr(e, "dtype", None)))
         self.embed_dtype = embed_dtype
         self.normalizer = gemma_normalizer(self.dim, embed_dtype)
 
@@ -342,6 +419,66 @@ class Llama:
             raise ValueError("config.json: partial_rotary_factor not supported")
         return float(10000.0 if theta is None else theta)
 
+    def _gemma3_rope(self, cfg):
+        """{layer type: (theta, linear factor, inv_freq)} as Gemma3RotaryEmbedding builds them.
+        transformers 4.50-4.5x: full layers use rope_theta (default 1e6) with rope_scaling, sliding
+        layers a copy of the config with rope_theta = rope_local_base_freq (default 1e4) and
+        rope_scaling {"rope_type": "default"}. 5.x: rope_parameters {full_attention: rope_scaling +
+        rope_theta, sliding_attention: {"rope_type": "default", rope_theta: rope_local_base_freq}}.
+        Linear (_compute_linear_scaling_rope_parameters): the default inv_freq / factor."""
+        hd = self.head_dim
+
+        def parse(d, where):
+            if not isinstance(d, dict):
+                raise ValueError("config.json: %s %r is not a dict" % (where, d))
+            extra = sorted(set(d) - {"rope_type", "type", "factor", "rope_theta"})
+            if extra:
+                raise ValueError("config.json: %s keys %s not supported (default or linear RoPE only)"
+                                 % (where, extra))
+            t = d.get("rope_type", d.get("type", "default"))
+            if "rope_type" in d and "type" in d and d["type"] != d["rope_type"]:
+                raise ValueError("config.json: %s type %r != rope_type %r"
+                                 % (where, d["type"], d["rope_type"]))
+            if t == "linear":
+                f = _num(d, "factor")
+            elif t == "default":
+                if "factor" in d:
+                    raise ValueError("config.json: %s has a factor but rope_type default" % where)
+                f = 1.0
+            else:
+                raise ValueError("config.json: %s type %r not supported (default or linear only)"
+                                 % (where, t))
+            th = _num(d, "rope_theta") if "rope_theta" in d else None
+            return f, th
+
+        flat = {"full_attention": ("rope_theta", 1000000.0),
+                "sliding_attention": ("rope_local_base_freq", 10000.0)}
+        out = {}
+        rp = cfg.get("rope_parameters")
+        rs = cfg.get("rope_scaling")
+        if rp is not None:
+            if rs is not None:
+                raise ValueError("config.json: both rope_parameters and rope_scaling: give one")
+            if not isinstance(rp, dict) or set(rp) != set(LAYER_TYPES):
+                raise ValueError("config.json: rope_parameters %r: want a dict keyed by exactly %s"
+                                 % (rp, LAYER_TYPES))
+        for t in LAYER_TYPES:
+            key, default = flat[t]
+            theta = _num(cfg, key, default)
+            if rp is not None:
+                f, th = parse(rp[t], "rope_parameters.%s" % t)
+            elif t == "full_attention" and rs is not None:
+                f, th = parse(rs, "rope_scaling")
+            else:
+                f, th = 1.0, None
+            if th is not None:
+                if key in cfg and th != theta:
+                    raise ValueError("config.json: %s %r != %s rope_theta %r" % (key, cfg[key], t, th))
+                theta = th
+            inv = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)) / f
+            out[t] = (theta, f, inv)
+        return out
+
     def _windows(self, cfg):
         """self.max_len: the longest T with no key hidden by a window (None: no limit)."""
         self.max_len, self.window_why = None, ""
@@ -351,7 +488,36 @@ class Llama:
             if self.max_len is None or w < self.max_len:
                 self.max_len, self.window_why = w, why
 
-        if self.family == "gemma2":
+        if self.family == "gemma3_text":
+            # computed, not refused: Gemma3TextConfig (4.53+): layer_types, default from
+            # sliding_window_pattern P (default 6): layer i slides iff (i + 1) % P != 0 (the last of
+            # every P layers is full); transformers 4.50-4.52: Gemma3Attention.is_sliding =
+            # bool((layer_idx + 1) % config.sliding_window_pattern), no layer_types. A config giving
+            # both must agree. Query i sees key j iff i - W < j <= i on sliding layers.
+            pats = {k: cfg[k] for k in ("sliding_window_pattern", "_sliding_window_pattern") if k in cfg}
+            for k, v in pats.items():
+                _int(cfg, k)
+            if len(set(pats.values())) > 1:
+                raise ValueError("config.json: sliding_window_pattern %r != _sliding_window_pattern %r"
+                                 % (pats["sliding_window_pattern"], pats["_sliding_window_pattern"]))
+            P = next(iter(pats.values()), 6)
+            by_pat = ["sliding_attention" if (i + 1) % P else "full_attention" for i in range(L)]
+            lt = cfg.get("layer_types")
+            if lt is None:
+                lt = by_pat
+            if not isinstance(lt, list) or len(lt) != L or any(t not in LAYER_TYPES for t in lt):
+                raise ValueError("config.json: layer_types %r is not %d of %s" % (lt, L, LAYER_TYPES))
+            if pats and lt != by_pat:
+                raise ValueError("config.json: layer_types %r disagrees with sliding_window_pattern %d "
+                                 "(%r): transformers before 4.53 reads only the pattern" % (lt, P, by_pat))
+            self.layer_types = lt
+            sl = [i for i, t in enumerate(lt) if t == "sliding_attention"]
+            w = _int(cfg, "sliding_window", 4096, allow_none=True)
+            if sl and w is None:
+                raise ValueError("config.json: Gemma3 sliding_window null but layers %s are "
+                                 "sliding_attention" % sl)
+            self.windows = [w if t == "sliding_attention" else None for t in lt]
+        elif self.family == "gemma2":
             # transformers 4.42-4.5x: Gemma2Attention.sliding_window = config.sliding_window if not
             # layer_idx % 2 (even layers slide, whatever layer_types says); later releases:
             # layer_types, default "sliding_attention" for even i. The union is refused past W.
@@ -411,7 +577,7 @@ class Llama:
             p = "model.layers.%d." % l
             want[p + "input_layernorm.weight"] = (D,)
             want[p + "post_attention_layernorm.weight"] = (D,)
-            if self.gemma:  # Gemma2DecoderLayer: sandwich norms around the MLP too
+            if self.gemma:  # Gemma2DecoderLayer (Gemma3DecoderLayer): sandwich norms around the MLP too
                 want[p + "pre_feedforward_layernorm.weight"] = (D,)
                 want[p + "post_feedforward_layernorm.weight"] = (D,)
             for m, shape in lin.items():
@@ -426,15 +592,20 @@ class Llama:
         ignore = {"model.rotary_emb.inv_freq": (hd // 2,)}
         for l in range(self.n_layers):
             ignore["model.layers.%d.self_attn.rotary_emb.inv_freq" % l] = (hd // 2,)
+        if self.gemma3:  # Gemma3RotaryEmbedding's per-type buffers (5.x), rotary_emb_local (4.50)
+            ignore["model.rotary_emb_local.inv_freq"] = (hd // 2,)
+            for t in LAYER_TYPES:
+                ignore["model.rotary_emb.%s_inv_freq" % t] = (hd // 2,)
+                ignore["model.rotary_emb.%s_original_inv_freq" % t] = (hd // 2,)
         if self.tied:
             ignore["lm_head.weight"] = (V, D)
         for name in sorted(weights):
             if name not in want and name not in ignore:
                 hint = ""
                 if name.endswith(("q_norm.weight", "k_norm.weight")):
-                    hint = " (q/k norms are Qwen3's; architecture is %s)" % self.arch
+                    hint = " (q/k norms are Qwen3's and Gemma3's; architecture is %s)" % self.arch
                 elif name.endswith(("pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight")):
-                    hint = " (feed-forward norms are Gemma2's; architecture is %s)" % self.arch
+                    hint = " (feed-forward norms are Gemma2's and Gemma3's; architecture is %s)" % self.arch
                 elif name.endswith(".bias"):
                     hint = " (config.json attention_bias %r, mlp_bias %r; %s)" % (
                         self.cfg.get("attention_bias"), self.cfg.get("mlp_bias"), self.arch)
@@ -459,15 +630,15 @@ class Llama:
 
     def rmsnorm(self, x, w):
         var = np.mean(x * x, axis=-1, keepdims=True)
-        if self.gemma:  # Gemma2RMSNorm: weight stored as an offset from one
+        if self.gemma:  # Gemma2RMSNorm/Gemma3RMSNorm: x.float() * rsqrt(mean(x^2) + eps) * (1 + w.float())
             return (x / np.sqrt(var + self.eps)) * (1.0 + w)
         return (x / np.sqrt(var + self.eps)) * w
 
-    def rope(self, x, T):
+    def rope(self, x, T, inv_freq=None):
         # x: (B, H, T, hd). HF: emb = cat(freqs, freqs); x*cos + rotate_half(x)*sin,
-        # rotate_half(x) = cat(-x[..., hd/2:], x[..., :hd/2]).
+        # rotate_half(x) = cat(-x[..., hd/2:], x[..., :hd/2]). inv_freq: the layer's (Gemma3: per type)
         pos = np.arange(T, dtype=np.float64)
-        freqs = np.outer(pos, self.inv_freq)
+        freqs = np.outer(pos, self.inv_freq if inv_freq is None else inv_freq)
         emb = np.concatenate([freqs, freqs], axis=-1)
         cos, sin = np.cos(emb), np.sin(emb)
         half = self.head_dim // 2
@@ -488,14 +659,22 @@ class Llama:
         B, T = ids.shape
         if self.max_len is not None and T > self.max_len:
             raise ValueError("%d tokens but %s: a key would fall outside the window, and this "
-                             "reference has no sliding-window attention" % (T, self.window_why))
+                             "reference computes sliding windows for Gemma3 only" % (T, self.window_why))
         H, Hkv, hd = self.n_heads, self.n_kv, self.head_dim
         rep = H // Hkv
         h = self.w["model.embed_tokens.weight"][ids]  # (B, T, D)
         gemma = self.gemma
         if gemma:
             h = h * self.normalizer
-        mask = np.triu(np.ones((T, T), dtype=bool), k=1)
+        # True = hidden: causal (j > i), and on a sliding layer of window W also j <= i - W
+        # (masking_utils: sliding_window_overlay kv_idx > q_idx - W AND causal kv_idx <= q_idx;
+        # Gemma3 4.50: torch.tril(ones, diagonal=-W) masked)
+        masks = {}
+        for W in set(self.windows):
+            m = np.triu(np.ones((T, T), dtype=bool), k=1)
+            if W is not None:
+                m |= np.tril(np.ones((T, T), dtype=bool), k=-W)
+            masks[W] = m
         scale = self.scaling if gemma else 1.0 / np.sqrt(hd)
         for l in range(self.n_layers):
             p = "model.layers.%d." % l
@@ -508,21 +687,21 @@ class Llama:
             v = self.linear(x, p + "self_attn.v_proj")
             q = q.reshape(B, T, H, hd)
             k = k.reshape(B, T, Hkv, hd)
-            if self.qk_norm:  # Qwen3: per-head RMSNorm over head_dim, before RoPE
+            if self.qk_norm:  # Qwen3, Gemma3 (1 + w): per-head RMSNorm over head_dim, before RoPE
                 q = self.rmsnorm(q, w[p + "self_attn.q_norm.weight"])
                 k = self.rmsnorm(k, w[p + "self_attn.k_norm.weight"])
             q = q.transpose(0, 2, 1, 3)
             k = k.transpose(0, 2, 1, 3)
             v = v.reshape(B, T, Hkv, hd).transpose(0, 2, 1, 3)
-            q = self.rope(q, T)
-            k = self.rope(k, T)
+            q = self.rope(q, T, self.layer_inv_freq[l])
+            k = self.rope(k, T, self.layer_inv_freq[l])
             # repeat_kv: kv head j serves q heads j*rep .. j*rep+rep-1
             k = np.repeat(k, rep, axis=1)
             v = np.repeat(v, rep, axis=1)
             s = (q @ k.transpose(0, 1, 3, 2)) * scale
             if gemma and self.attn_cap is not None:  # eager_attention_forward: after scaling, before mask
                 s = self.attn_cap * np.tanh(s / self.attn_cap)
-            s = np.where(mask, -np.inf, s)
+            s = np.where(masks[self.windows[l]], -np.inf, s)
             s = s - s.max(axis=-1, keepdims=True)
             e = np.exp(s)
             a = e / e.sum(axis=-1, keepdims=True)
@@ -552,7 +731,7 @@ class Llama:
             h = h + d
         h = self.rmsnorm(h, self.w["model.norm.weight"])
         logits = h @ self.lm_head.T
-        if gemma and self.final_cap is not None:  # Gemma2ForCausalLM: final_logit_softcapping
+        if gemma and self.final_cap is not None:  # Gemma2/Gemma3ForCausalLM: final_logit_softcapping
             logits = self.final_cap * np.tanh(logits / self.final_cap)
         return logits
 
@@ -1076,6 +1255,257 @@ def gemma2_selftest(expect_raise):
     return bad
 
 
+def tiny_gemma3(seed=0, attention_bias=False, **over):
+    """config dict and float32 weights of a small random Gemma3ForCausalLM: two layers by
+    sliding_window_pattern 2 (layer 0 sliding, window 3; layer 1 full, linear RoPE factor 4), small
+    RoPE bases (1000 global, 50 local) so that swapping them shows, hidden 48, head_dim 32,
+    query_pre_attn_scalar 24, final soft cap 3. Norm weights (incl. q/k norms) are offsets from one."""
+    cfg = {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": 48,
+           "intermediate_size": 80, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 256, "rms_norm_eps": 1e-6,
+           "rope_theta": 1000.0, "rope_local_base_freq": 50.0,
+           "rope_scaling": {"rope_type": "linear", "factor": 4.0},
+           "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh",
+           "query_pre_attn_scalar": 24, "attn_logit_softcapping": None, "final_logit_softcapping": 3.0,
+           "sliding_window": 3, "sliding_window_pattern": 2, "attention_bias": attention_bias,
+           "tie_word_embeddings": True, "torch_dtype": "float32", "cache_implementation": "hybrid",
+           "max_position_embeddings": 32768, "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0}
+    cfg.update(over)
+    rng = np.random.RandomState(seed)
+    D, I, hd, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["head_dim"], cfg["vocab_size"]
+    H, Hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    w = {"model.embed_tokens.weight": 0.3 * rng.standard_normal((V, D)),
+         "model.norm.weight": 0.3 * rng.standard_normal(D)}
+    if not cfg.get("tie_word_embeddings", True):
+        w["lm_head.weight"] = 0.3 * rng.standard_normal((V, D))
+    shapes = {"self_attn.q_proj": (H * hd, D), "self_attn.k_proj": (Hkv * hd, D),
+              "self_attn.v_proj": (Hkv * hd, D), "self_attn.o_proj": (D, H * hd),
+              "mlp.gate_proj": (I, D), "mlp.up_proj": (I, D), "mlp.down_proj": (D, I)}
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                  "post_feedforward_layernorm"):
+            w[p + n + ".weight"] = 0.5 * rng.standard_normal(D)
+        # 1 + w far from uniform: a uniform q/k norm weight commutes with the RoPE rotation
+        w[p + "self_attn.q_norm.weight"] = 0.8 * rng.standard_normal(hd)
+        w[p + "self_attn.k_norm.weight"] = 0.8 * rng.standard_normal(hd)
+        for m, sh in shapes.items():
+            w[p + m + ".weight"] = 2.0 * rng.standard_normal(sh) / np.sqrt(sh[1])
+            if attention_bias and m.startswith("self_attn"):
+                w[p + m + ".bias"] = 0.3 * rng.standard_normal(sh[0])
+    return cfg, {k: v.astype(np.float32) for k, v in w.items()}
+
+
+def _gemma3_by_hand(m, ids, types=None, offset=1.0, qk_norm=True, qk_norm_after_rope=False,
+                    window_delta=0, no_window=False, local_theta_global=False, no_linear=False,
+                    linear_on_sliding=False, final_cap=True, normalizer=None, pattern_rule="i+1"):
+    """All logits (T, vocab) of a Gemma3 model, by scalar loops (math only), reading the config
+    itself: layer types from cfg layer_types, else the (i + 1) % sliding_window_pattern rule (default
+    6); window, RoPE bases and linear factor from the config's keys. The flags break one rule each,
+    for the blindness checks."""
+    import math
+    cfg = m.cfg
+    w = {k: v.tolist() for k, v in m.w.items()}
+    L, H, Hkv, hd, eps, D = m.n_layers, m.n_heads, m.n_kv, m.head_dim, m.eps, m.dim
+    half = hd // 2
+    T = len(ids)
+    if types is None:
+        types = cfg.get("layer_types")
+    if types is None:
+        P = cfg.get("sliding_window_pattern", 6)
+        if pattern_rule == "i+1":
+            types = ["sliding_attention" if (i + 1) % P else "full_attention" for i in range(L)]
+        else:  # the off-by-one rule: i % P
+            types = ["sliding_attention" if i % P else "full_attention" for i in range(L)]
+    W = cfg.get("sliding_window", 4096) + window_delta
+    g_theta = cfg.get("rope_theta", 1000000.0)
+    l_theta = g_theta if local_theta_global else cfg.get("rope_local_base_freq", 10000.0)
+    rs = cfg.get("rope_scaling") or {}
+    fac = 1.0 if no_linear or rs.get("rope_type", rs.get("type")) != "linear" else float(rs["factor"])
+    nz = math.sqrt(D) if normalizer == "exact" else (
+        struct.unpack("<f", struct.pack("<f", math.sqrt(D)))[0] if normalizer is None else normalizer)
+
+    def rms(v, g):
+        r = 1.0 / math.sqrt(sum(a * a for a in v) / len(v) + eps)
+        return [a * r * (offset + b) for a, b in zip(v, g)]
+
+    def lin(name, x):
+        Wt, b = w[name + ".weight"], w.get(name + ".bias")
+        return [sum(wr[j] * x[j] for j in range(len(x))) + (b[i] if b else 0.0) for i, wr in enumerate(Wt)]
+
+    def rope(v, pos, theta, f):
+        out = list(v)
+        for i in range(half):
+            a = pos * theta ** (-2.0 * i / hd) / f
+            c, s_ = math.cos(a), math.sin(a)
+            out[i] = v[i] * c - v[i + half] * s_
+            out[i + half] = v[i + half] * c + v[i] * s_
+        return out
+
+    def gelu(z):
+        return 0.5 * z * (1.0 + math.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z ** 3)))
+
+    def prep(v, g, pos, theta, f):
+        if not qk_norm:
+            return rope(v, pos, theta, f)
+        return rms(rope(v, pos, theta, f), g) if qk_norm_after_rope else rope(rms(v, g), pos, theta, f)
+
+    hs = [[a * nz for a in w["model.embed_tokens.weight"][t]] for t in ids]
+    for l in range(L):
+        p = "model.layers.%d." % l
+        sliding = types[l] == "sliding_attention"
+        theta = l_theta if sliding else g_theta
+        f = (fac if linear_on_sliding else 1.0) if sliding else fac
+        xs = [rms(hv, w[p + "input_layernorm.weight"]) for hv in hs]
+        qs = [lin(p + "self_attn.q_proj", x) for x in xs]
+        ks = [lin(p + "self_attn.k_proj", x) for x in xs]
+        vs = [lin(p + "self_attn.v_proj", x) for x in xs]
+        qn, kn = w.get(p + "self_attn.q_norm.weight"), w.get(p + "self_attn.k_norm.weight")
+        kr = [[prep(ks[s_][j * hd:(j + 1) * hd], kn, s_, theta, f) for j in range(Hkv)] for s_ in range(T)]
+        new = []
+        for t in range(T):
+            lo = 0 if (not sliding or no_window) else max(0, t - W + 1)  # keys j: t - W < j <= t
+            o = []
+            for h in range(H):
+                j = h // (H // Hkv)
+                q = prep(qs[t][h * hd:(h + 1) * hd], qn, t, theta, f)
+                sc = [sum(a * b for a, b in zip(q, kr[s_][j])) / math.sqrt(cfg["query_pre_attn_scalar"])
+                      for s_ in range(lo, t + 1)]
+                mx = max(sc)
+                e = [math.exp(z - mx) for z in sc]
+                o += [sum(e[s_ - lo] / sum(e) * vs[s_][j * hd + i] for s_ in range(lo, t + 1))
+                      for i in range(hd)]
+            a = rms(lin(p + "self_attn.o_proj", o), w[p + "post_attention_layernorm.weight"])
+            h1 = [x + y for x, y in zip(hs[t], a)]
+            x = rms(h1, w[p + "pre_feedforward_layernorm.weight"])
+            mm = [gelu(g) * u for g, u in zip(lin(p + "mlp.gate_proj", x), lin(p + "mlp.up_proj", x))]
+            d = rms(lin(p + "mlp.down_proj", mm), w[p + "post_feedforward_layernorm.weight"])
+            new.append([x + y for x, y in zip(h1, d)])
+        hs = new
+    lm = w["model.embed_tokens.weight"] if m.tied else w["lm_head.weight"]
+    cap = cfg.get("final_logit_softcapping") if final_cap else None
+    out = []
+    for hv in hs:
+        hf = rms(hv, w["model.norm.weight"])
+        lg = [sum(a * b for a, b in zip(row, hf)) for row in lm]
+        out.append([cap * math.tanh(z / cap) if cap else z for z in lg])
+    return np.array(out)
+
+
+def gemma3_selftest(expect_raise):
+    """The Gemma3 path: a two-layer model (sliding layer with T > window, full layer with linear
+    RoPE) against scalar loops, mutation-sensitive; layer-type rules; strictness."""
+    import tempfile
+    bad = []
+    ids = np.array([3, 17, 200, 45, 9, 120, 77], dtype=np.int64)  # T 7 > window 3
+    G = Llama.from_weights
+
+    def diff(a, b):
+        return float(np.max(np.abs(a - b)))
+
+    for bias, tied in ((False, True), (True, False)):
+        cfg, w = tiny_gemma3(attention_bias=bias, tie_word_embeddings=tied)
+        with tempfile.TemporaryDirectory() as d:  # through the directory reader too
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump(cfg, f)
+            write_safetensors(os.path.join(d, "model.safetensors"), w)
+            m = Llama(d)
+        if m.arch != "Gemma3ForCausalLM" or m.tied != tied or m.layer_types != \
+                ["sliding_attention", "full_attention"] or m.windows != [3, None]:
+            bad.append("gemma3: arch %s tied %s layer_types %r windows %r"
+                       % (m.arch, m.tied, m.layer_types, m.windows))
+        lg = m.forward(ids)[0]
+        hand = _gemma3_by_hand(m, ids)
+        if diff(lg, hand) > 1e-12:
+            bad.append("gemma3 bias=%s tied=%s: logits differ from scalar loops by %.3g"
+                       % (bias, tied, diff(lg, hand)))
+        for kw in ({"offset": 0.0}, {"qk_norm": False}, {"qk_norm_after_rope": True},
+                   {"window_delta": 1}, {"window_delta": -1}, {"no_window": True},
+                   {"local_theta_global": True}, {"no_linear": True}, {"linear_on_sliding": True},
+                   {"final_cap": False}, {"normalizer": "exact"}, {"pattern_rule": "i"}):
+            alt = diff(lg, _gemma3_by_hand(m, ids, **kw))
+            if alt < 1e-9:
+                bad.append("gemma3: %r gives the same logits (%.3g): check is blind" % (kw, alt))
+        if diff(m.forward(np.stack([ids, ids[::-1]]))[0], m.forward(ids)[0]) > 1e-12:
+            bad.append("gemma3: batch row 0 != single forward")
+        # the window only hides keys from position W on: the first W rows equal full attention's
+        mfull = G(dict(cfg, sliding_window=len(ids)), w)
+        lf = mfull.forward(ids)[0]
+        if diff(lf[:3], lg[:3]) > 1e-12 or diff(lf[3:], lg[3:]) < 1e-6:
+            bad.append("gemma3: window 3 vs 7: rows 0-2 differ %.3g, rows 3+ differ %.3g"
+                       % (diff(lf[:3], lg[:3]), diff(lf[3:], lg[3:])))
+    cfg, w = tiny_gemma3()
+    # explicit layer_types (5.x) take the place of the pattern; the opposite assignment too
+    lt = ["full_attention", "sliding_attention"]
+    c2 = {k: v for k, v in cfg.items() if k != "sliding_window_pattern"}
+    ml = G(dict(c2, layer_types=lt), w)
+    if ml.windows != [None, 3] or diff(ml.forward(ids)[0], _gemma3_by_hand(ml, ids, types=lt)) > 1e-12:
+        bad.append("gemma3 layer_types %r: windows %r or logits" % (lt, ml.windows))
+    G(dict(cfg, layer_types=["sliding_attention", "full_attention"]), w)  # agrees with the pattern
+    expect_raise("layer_types vs pattern", lambda: G(dict(cfg, layer_types=lt), w), "sliding_window_pattern")
+    expect_raise("two patterns", lambda: G(dict(cfg, _sliding_window_pattern=6), w),
+                 "_sliding_window_pattern")
+    # rope_parameters (5.x layout) == the flat keys
+    rp = {"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1000.0},
+          "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}}
+    c3 = {k: v for k, v in cfg.items() if k not in ("rope_scaling", "rope_theta", "rope_local_base_freq")}
+    if diff(G(dict(c3, rope_parameters=rp), w).forward(ids), G(cfg, w).forward(ids)) > 1e-12:
+        bad.append("gemma3 rope_parameters != rope_scaling + rope_theta + rope_local_base_freq")
+    expect_raise("rope_parameters theta != rope_theta",
+                 lambda: G(dict(c3, rope_parameters=rp, rope_theta=2000.0), w), "rope_theta")
+    expect_raise("rope_parameters and rope_scaling", lambda: G(dict(cfg, rope_parameters=rp), w), "give one")
+    # defaults: Gemma3TextConfig (rope_theta 1e6, local 1e4, window 4096, pattern 6, no caps, tied)
+    dk = ("rope_theta", "rope_local_base_freq", "rope_scaling", "sliding_window", "sliding_window_pattern",
+          "final_logit_softcapping", "attn_logit_softcapping", "tie_word_embeddings", "head_dim")
+    cd = dict({k: v for k, v in cfg.items() if k not in dk}, head_dim=32, num_hidden_layers=7)
+    cfg7, w7 = tiny_gemma3(num_hidden_layers=7)
+    md = G(cd, w7)
+    want_lt = ["sliding_attention"] * 5 + ["full_attention", "sliding_attention"]
+    if (md.rope_by_type["full_attention"][:2], md.rope_by_type["sliding_attention"][:2], md.windows[0],
+            md.final_cap, md.attn_cap, md.tied, md.layer_types) != \
+            ((1e6, 1.0), (1e4, 1.0), 4096, None, None, True, want_lt):
+        bad.append("gemma3 defaults: %r %r %r" % (md.rope_by_type["full_attention"][:2], md.layer_types,
+                                                  (md.windows, md.final_cap, md.tied)))
+    if diff(md.forward(ids)[0], _gemma3_by_hand(md, ids)) > 1e-12:
+        bad.append("gemma3 7 layers, defaults: logits differ from scalar loops")
+    expect_raise("gemma3 head_dim default 256",
+                 lambda: G({k: v for k, v in cfg.items() if k != "head_dim"}, w), "want [256]")
+    if gemma_normalizer(1152, "BF16") != 34.0 or gemma_normalizer(640, "BF16") != 25.25:
+        bad.append("gemma_normalizer 1152/640 BF16: %r %r" % (gemma_normalizer(1152, "BF16"),
+                                                              gemma_normalizer(640, "BF16")))
+    # strictness
+    for key in ("query_pre_attn_scalar", "num_key_value_heads"):
+        expect_raise("gemma3 without " + key, lambda: G({k: v for k, v in cfg.items() if k != key}, w), key)
+    expect_raise("unknown key", lambda: G(dict(cfg, foo_scale=2.0), w), "foo_scale")
+    expect_raise("attn softcap", lambda: G(dict(cfg, attn_logit_softcapping=50.0), w),
+                 "attn_logit_softcapping")
+    expect_raise("rope yarn", lambda: G(dict(cfg, rope_scaling={"rope_type": "yarn", "factor": 8.0}), w),
+                 "yarn")
+    expect_raise("rope linear extra key", lambda: G(dict(cfg, rope_scaling={
+        "rope_type": "linear", "factor": 8.0, "original_max_position_embeddings": 8192}), w),
+        "original_max_position_embeddings")
+    expect_raise("rope linear no factor", lambda: G(dict(cfg, rope_scaling={"rope_type": "linear"}), w), "factor")
+    expect_raise("gemma3 window null", lambda: G(dict(cfg, sliding_window=None), w), "sliding_window null")
+    G(dict(cfg, sliding_window=None, sliding_window_pattern=1), w)  # no sliding layer: fine
+    expect_raise("gemma3 bidirectional", lambda: G(dict(cfg, use_bidirectional_attention=True), w),
+                 "use_bidirectional_attention")
+    expect_raise("gemma3 hidden_activation", lambda: G(dict(cfg, hidden_activation="gelu"), w), "gelu")
+    expect_raise("gemma3 hidden_act", lambda: G(dict(cfg, hidden_act="silu"), w), "hidden_act")
+    expect_raise("gemma3 model_type gemma3", lambda: G(dict(cfg, model_type="gemma3"), w), "model_type")
+    g2 = {k: v for k, v in cfg.items() if not k.startswith(("rope_", "sliding_window_"))}
+    expect_raise("gemma3 as gemma2", lambda: G(dict(g2, architectures=["Gemma2ForCausalLM"],
+                                                    model_type="gemma2"), w), "q/k norms are Qwen3's and Gemma3's")
+    for n in ("self_attn.q_norm.weight", "pre_feedforward_layernorm.weight"):
+        w2 = dict(w)
+        del w2["model.layers.1." + n]
+        expect_raise("gemma3 missing " + n, lambda: G(cfg, w2), "model.layers.1." + n)
+    w2 = dict(w, **{"model.layers.0.mlp.up_proj.bias": np.zeros(80, np.float32)})
+    expect_raise("gemma3 mlp bias", lambda: G(dict(cfg, attention_bias=True), w2), "mlp.up_proj.bias")
+    G(cfg, dict(w, **{"model.rotary_emb.full_attention_inv_freq": np.zeros(16, np.float32),
+                      "model.rotary_emb_local.inv_freq": np.zeros(16, np.float32)}))
+    return bad
+
+
 def selftest():
     """Returns a list of failure strings."""
     import tempfile
@@ -1180,6 +1610,7 @@ def selftest():
         mc.pop(k)
     expect_raise("mistral window", lambda: Q(mc, lw).forward(ids), "every layer")
     bad += gemma2_selftest(expect_raise)
+    bad += gemma3_selftest(expect_raise)
     return bad
 
 
