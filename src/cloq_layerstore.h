@@ -14,7 +14,9 @@
  *   P.lora_A  F32 (r, in)         already divided so that s * B A is the correction
  *   P.lora_B  F32 (out, r)
  *   P.bias    F32 (out)           only when the model has one
- *   model.layers.l.input_layernorm.weight, ...post_attention_layernorm.weight  F32 (hidden)
+ *   the layer's norms F32 (hidden) under their HF names (cloq_norm_names: input_layernorm and
+ *   post_attention_layernorm; Gemma 2/3 also pre_/post_feedforward_layernorm), and
+ *   model.layers.l.self_attn.q_norm / k_norm F32 (head_dim) for Qwen3 and Gemma 3
  * The base shard (layer index 0xFFFFFFFF) holds model.embed_tokens.weight, model.norm.weight and
  * lm_head.weight (when not tied) in their original dtypes.
  */
