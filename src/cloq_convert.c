@@ -125,7 +125,6 @@ static void progress(job *J, int l, const char *stage, double frac, double tok_s
 	double in_layer = now() - J->layer_t0, left = per_layer - in_layer;
 	if (left < 0.05 * per_layer)
 		left = 0.05 * per_layer;
-	(void)frac;
 	fmt_eta(per_layer < 0 ? -1 : per_layer * (J->last_todo - l) + left, eta, sizeof eta);
 	int tty = isatty(2);
 	fprintf(stderr, "%slayer %d/%d  %-10s %5.1f%%  %8.0f tok/s  ETA %s  peak RSS %.2f GiB%s", tty ? "\r\033[K" : "",
