@@ -180,6 +180,12 @@ typedef struct cloq_magr_info {
 } cloq_magr_info;
 int cloq_quant_magr(const float *W, const double *H, int rows, int cols, const cloq_magr_params *p, float *Wout,
 		    cloq_magr_info *info, cloq_err *err);
+/* The same in two steps, for linears sharing H (and MagR inside LoftQ / alternating CLoQ): Hn =
+ * H / lambda_max(H) in float32 (allocated; NULL when H is all zero: MagR then leaves W as it is),
+ * then the steps; `iters` (may be NULL) gets the steps taken. Same results as cloq_quant_magr. */
+int cloq_quant_magr_hn(const double *H, int cols, float **Hn, double *lambda_max, cloq_err *err);
+int cloq_quant_magr_with(const float *W, const float *Hn, int rows, int cols, const cloq_magr_params *p,
+			 float *Wout, int *iters, cloq_err *err);
 
 /* ---- dequantization and error ---------------------------------------------------------------- */
 /* W (rows, cols) = scale[g] * (q - zero[g]), g = g_idx[col], in float32. */

@@ -81,38 +81,53 @@ static double lambda_max(const double *H, int n, double *x, double *y)
 	return lam;
 }
 
-int cloq_quant_magr(const float *W, const double *H, int rows, int cols, const cloq_magr_params *p, float *Wout,
-		    cloq_magr_info *info, cloq_err *err)
+int cloq_quant_magr_hn(const double *H, int cols, float **Hn, double *lam_out, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	size_t N = (size_t)cols;
+	double *x = NULL, *y = NULL;
+	*Hn = NULL;
+	CLOQ_TRY(cloq_quant__check_h(H, cols, err));
+	x = cloq_malloc(N * sizeof *x);
+	y = cloq_malloc(N * sizeof *y);
+	CLOQ_FAIL_IF(!x || !y, err, CLOQ_EIO, "magr: out of memory for a width-%d Gram matrix", cols);
+	double lam = lambda_max(H, cols, x, y);
+	if (lam_out)
+		*lam_out = lam;
+	if (lam > 0.0) {
+		*Hn = cloq_malloc(N * N * sizeof **Hn);
+		CLOQ_FAIL_IF(!*Hn, err, CLOQ_EIO, "magr: out of memory for a width-%d Gram matrix", cols);
+		for (size_t i = 0; i < N * N; i++)
+			(*Hn)[i] = (float)(H[i] / lam);
+	}
+fail:
+	cloq_free(x);
+	cloq_free(y);
+	return rc;
+}
+
+int cloq_quant_magr_with(const float *W, const float *Hn, int rows, int cols, const cloq_magr_params *p,
+			 float *Wout, int *iters, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	size_t R = (size_t)rows, N = (size_t)cols;
-	float *Hn = NULL, *D = NULL;
-	double *x = NULL, *y = NULL, *scratch = NULL;
+	float *D = NULL;
+	double *scratch = NULL;
 	int nth = omp_get_max_threads();
 	CLOQ_FAIL_IF(rows < 1 || cols < 1, err, CLOQ_EINPUT, "magr: bad shape (%d, %d)", rows, cols);
 	CLOQ_FAIL_IF(!(p->alpha > 0) || p->iters < 1, err, CLOQ_EINPUT, "magr: alpha %g and iterations %d must be > 0",
 		     p->alpha, p->iters);
 	CLOQ_TRY(cloq_quant__check_w(W, rows, cols, err));
-	CLOQ_TRY(cloq_quant__check_h(H, cols, err));
-	int gs = (p->group_size <= 0 || p->group_size >= cols) ? cols : p->group_size;
-	Hn = cloq_malloc(N * N * sizeof *Hn);
-	D = cloq_malloc(R * N * sizeof *D);
-	x = cloq_malloc(N * sizeof *x);
-	y = cloq_malloc(N * sizeof *y);
-	scratch = cloq_malloc((size_t)nth * (size_t)gs * sizeof *scratch);
-	CLOQ_FAIL_IF(!Hn || !D || !x || !y || !scratch, err, CLOQ_EIO, "magr: out of memory for a (%d, %d) weight", rows, cols);
-	double lam = lambda_max(H, cols, x, y);
 	memcpy(Wout, W, R * N * sizeof *Wout);
-	if (info) {
-		info->lambda_max = lam;
-		info->iters = 0;
-	}
-	if (!(lam > 0.0)) /* no calibration signal: nothing to keep, nothing to change */
-		goto fail;
-	for (size_t i = 0; i < N * N; i++)
-		Hn[i] = (float)(H[i] / lam);
+	if (iters)
+		*iters = 0;
+	if (!Hn) /* no calibration signal: nothing to keep, nothing to change */
+		return CLOQ_OK;
+	int gs = (p->group_size <= 0 || p->group_size >= cols) ? cols : p->group_size;
+	D = cloq_malloc(R * N * sizeof *D);
+	scratch = cloq_malloc((size_t)nth * (size_t)gs * sizeof *scratch);
+	CLOQ_FAIL_IF(!D || !scratch, err, CLOQ_EIO, "magr: out of memory for a (%d, %d) weight", rows, cols);
 	for (int it = 0; it < p->iters; it++) {
-		/* D = W' - W; W' -= D Hn (Hn symmetric); then the prox per row or group */
 		for (size_t i = 0; i < R * N; i++)
 			D[i] = Wout[i] - W[i];
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, cols, -1.0f, D, cols, Hn, cols, 1.0f,
@@ -123,14 +138,34 @@ int cloq_quant_magr(const float *W, const double *H, int rows, int cols, const c
 			for (int j0 = 0; j0 < cols; j0 += gs)
 				cloq_quant__prox_linf(Wout + r * N + j0, cols - j0 < gs ? cols - j0 : gs, p->alpha, s);
 		}
-		if (info)
-			info->iters = it + 1;
+		if (iters)
+			*iters = it + 1;
 	}
 fail:
-	cloq_free(Hn);
 	cloq_free(D);
-	cloq_free(x);
-	cloq_free(y);
 	cloq_free(scratch);
+	return rc;
+}
+
+int cloq_quant_magr(const float *W, const double *H, int rows, int cols, const cloq_magr_params *p, float *Wout,
+		    cloq_magr_info *info, cloq_err *err)
+{
+	float *Hn = NULL;
+	double lam = 0.0;
+	int it = 0, rc = CLOQ_OK;
+	if (rows < 1 || cols < 1 || !(p->alpha > 0) || p->iters < 1)
+		rc = cloq_err_set(err, CLOQ_EINPUT, "magr: bad shape (%d, %d) or alpha %g / iterations %d", rows, cols,
+				  p->alpha, p->iters);
+	if (rc == CLOQ_OK)
+		rc = cloq_quant__check_w(W, rows, cols, err);
+	if (rc == CLOQ_OK)
+		rc = cloq_quant_magr_hn(H, cols, &Hn, &lam, err);
+	if (rc == CLOQ_OK)
+		rc = cloq_quant_magr_with(W, Hn, rows, cols, p, Wout, &it, err);
+	if (info) {
+		info->lambda_max = lam;
+		info->iters = it;
+	}
+	cloq_free(Hn);
 	return rc;
 }

@@ -39,8 +39,9 @@ const char cloq_convert_help[] =
 	"                            each linear's weights are replaced by ones of smaller magnitude that\n"
 	"                            give nearly the same outputs on the calibration data (proximal\n"
 	"                            gradient; alpha 1e-4, 150 steps with groups, 1e-3, 200 per channel).\n"
-	"                            The LoRA still targets the original weights. One-shot CLoQ or zero\n"
-	"                            init; costs about 150 x (rows x cols^2) flops per linear\n"
+	"                            The LoRA still targets the original weights; with LoftQ or\n"
+	"                            alternating CLoQ each re-quantization is MagR'd. Costs about\n"
+	"                            300 x (rows x cols^2) flops per linear and quantization\n"
 	"  --act-order               GPTQ act-order with static groups\n"
 	"  --gptq-zeros v1|v2        v1 (default): keep every asymmetric zero point in [1, 2^bits - 1], so\n"
 	"                            'cloq export' writes checkpoint_format gptq (v1), which every GPTQ\n"
@@ -304,10 +305,6 @@ int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_er
 				    o->bits);
 	if (o->quantizer == CLOQ_Q_NF && o->bits > 4)
 		return cloq_err_set(err, CLOQ_EUSAGE, "--quantizer nf has NF2, NF3 and NF4, not --bits %d", o->bits);
-	if (o->magr && (o->init == CLOQ_INIT_LOFTQ || o->cloq_iters > 1))
-		return cloq_err_set(err, CLOQ_EUSAGE,
-				    "--magr goes with one-shot CLoQ or the zero init: LoftQ and alternating CLoQ "
-				    "re-quantize W - sBA, which MagR was not run on");
 	if (nf)
 		o->group_size = o->nf_block; /* recorded so; the block is what the codes are grouped by */
 	if (o->lora_alpha > 0) {

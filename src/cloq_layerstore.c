@@ -78,6 +78,7 @@ typedef struct qctx {
 	const cloq_layerstore_params *p;
 	cloq_quant_params qp;
 	const cloq_quant_hinv *hinv; /* GPTQ's factor of H^-1, shared by the group's linears */
+	const float *magr_hn;        /* --magr: H / lambda_max in float32 (NULL: H is zero, MagR a no-op) */
 	int out, in;
 	cloq_qtensor cur, best;
 	int have_best;
@@ -90,6 +91,21 @@ static int qctx_quantize(void *ctx, const float *W, float *Wq, cloq_err *err)
 	double t = now();
 	cloq_qtensor_free(&c->cur);
 	int rc;
+	float *Wm = NULL;
+	if (c->p->magr) { /* MagR on what is about to be quantized (W, or LoftQ's / alternating CLoQ's
+			   * W - sBA); the LoRA still fits the original W */
+		int grouped = c->p->group_size > 0 && c->p->group_size < c->in;
+		cloq_magr_params mp = {grouped ? 1e-4 : 1e-3, grouped ? 150 : 200, c->p->group_size};
+		Wm = cloq_malloc((size_t)c->out * c->in * sizeof(float));
+		rc = Wm ? cloq_quant_magr_with(W, c->magr_hn, c->out, c->in, &mp, Wm, NULL, err)
+			: cloq_err_set(err, CLOQ_EIO, "out of memory for MagR of a %d x %d linear", c->out, c->in);
+		if (rc) {
+			cloq_free(Wm);
+			c->seconds += now() - t;
+			return rc;
+		}
+		W = Wm;
+	}
 	if (c->p->quantizer == 2 || c->p->quantizer == 3) { /* LoftQ's NF, bitsandbytes' NF4 */
 		cloq_nf_params np = {c->p->bits, c->p->nf_block, c->p->quantizer == 3, c->p->nf_double, c->p->nf_dtype};
 		rc = cloq_quant_nf_codes(W, c->out, c->in, &np, &c->cur, err);
@@ -100,6 +116,7 @@ static int qctx_quantize(void *ctx, const float *W, float *Wq, cloq_err *err)
 	}
 	if (rc == CLOQ_OK)
 		cloq_quant_dequant(&c->cur, Wq);
+	cloq_free(Wm);
 	c->seconds += now() - t;
 	return rc;
 }
@@ -172,23 +189,25 @@ static int fobj(const cloq_factor *f, const float *E, int out, int in, double *v
 	return CLOQ_OK;
 }
 
-static void qctx_init(qctx *qc, const cloq_layerstore_params *p, const cloq_quant_hinv *hinv, int out, int in)
+static void qctx_init(qctx *qc, const cloq_layerstore_params *p, const cloq_quant_hinv *hinv, const float *magr_hn,
+		      int out, int in)
 {
 	memset(qc, 0, sizeof *qc);
 	qc->p = p;
 	qc->qp = quant_params(p);
 	qc->hinv = hinv;
+	qc->magr_hn = magr_hn;
 	qc->out = out;
 	qc->in = in;
 }
 
 /* Quantize one linear on its own (GPTQ's factor or RTN), before the CLoQ factor exists. */
-static int quantize_linear(const cloq_layerstore_params *p, const cloq_quant_hinv *hinv, const float *W, int out,
-			   int in, cloq_layer_result *res, double *quant_s, cloq_err *err)
+static int quantize_linear(const cloq_layerstore_params *p, const cloq_quant_hinv *hinv, const float *magr_hn,
+			   const float *W, int out, int in, cloq_layer_result *res, double *quant_s, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	qctx qc;
-	qctx_init(&qc, p, hinv, out, in);
+	qctx_init(&qc, p, hinv, magr_hn, out, in);
 	res->Wq = cloq_malloc((size_t)out * in * sizeof(float));
 	CLOQ_FAIL_IF(!res->Wq, err, CLOQ_EIO, "out of memory for a %d x %d linear", out, in);
 	CLOQ_TRY(qctx_quantize(&qc, W, res->Wq, err));
@@ -210,14 +229,14 @@ fail:
  * from the CLoQ solve itself where it has it (total and residual energy of M = R dW^T) and
  * otherwise by cloq_solver_factor_objective.
  */
-static int solve_linear(const cloq_layerstore_params *p, const cloq_quant_hinv *hinv, const cloq_factor *f,
-			const float *W, int out, int in, int early, cloq_layer_result *res, double *quant_s,
-			double *solve_s, cloq_err *err)
+static int solve_linear(const cloq_layerstore_params *p, const cloq_quant_hinv *hinv, const float *magr_hn,
+			const cloq_factor *f, const float *W, int out, int in, int early, cloq_layer_result *res,
+			double *quant_s, double *solve_s, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	double t0 = now(), qs0 = 0, num_q = NAN, num_f = NAN, den = NAN, v, lam = cloq_factor_lambda(f);
 	qctx qc;
-	qctx_init(&qc, p, hinv, out, in);
+	qctx_init(&qc, p, hinv, magr_hn, out, in);
 	float *A2 = NULL, *B2 = NULL, *dW = NULL, *E = NULL;
 	cloq_solve_info info;
 	memset(&info, 0, sizeof info);
@@ -333,8 +352,16 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 	int rc = CLOQ_OK, early = (p->init == 0 && p->cloq_iters <= 1) || p->init == 2;
 	cloq_factor *f = NULL;
 	cloq_quant_hinv *hinv = NULL;
+	float *magr_hn = NULL; /* --magr: H / lambda_max, kept while the group's linears are quantized */
 	const char *what = "inputs";
 	int lin = -1;
+	if (p->magr) {
+		double t = now();
+		rc = cloq_quant_magr_hn(gram->H, gram->n, &magr_hn, NULL, err);
+		*quant_s += now() - t;
+		if (rc)
+			goto fail;
+	}
 	if (p->quantizer == 0 /* GPTQ */) {
 		double t = now();
 		cloq_quant_params qp = quant_params(p);
@@ -352,22 +379,8 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 			if ((rc = cloq_interrupt_check("before quantizing a linear", err)))
 				goto fail;
 			double t = now();
-			float *Wq_in = w->w[lin];
-			if (p->magr) { /* quantize MagR's W'; the LoRA below still fits the original W */
-				int grouped = p->group_size > 0 && p->group_size < in;
-				cloq_magr_params mp = {grouped ? 1e-4 : 1e-3, grouped ? 150 : 200, p->group_size};
-				Wq_in = cloq_malloc((size_t)out * in * sizeof(float));
-				rc = Wq_in ? cloq_quant_magr(w->w[lin], gram->H, out, in, &mp, Wq_in, NULL, err)
-					   : cloq_err_set(err, CLOQ_EIO, "out of memory for MagR of a %d x %d linear", out, in);
-				*quant_s += now() - t;
-				if (rc == CLOQ_OK)
-					rc = quantize_linear(p, hinv, Wq_in, out, in, &res[lin], quant_s, err);
-				cloq_free(Wq_in);
-				if (rc)
-					goto fail;
-			} else if ((rc = quantize_linear(p, hinv, w->w[lin], out, in, &res[lin], quant_s, err))) {
+			if ((rc = quantize_linear(p, hinv, magr_hn, w->w[lin], out, in, &res[lin], quant_s, err)))
 				goto fail;
-			}
 			res[lin].seconds = now() - t;
 		}
 		lin = -1;
@@ -391,7 +404,7 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 		cloq_linear_shape(cfg, lin, &out, &in);
 		if ((rc = cloq_interrupt_check("before solving a linear", err)))
 			goto fail;
-		if ((rc = solve_linear(p, hinv, f, w->w[lin], out, in, early, &res[lin], quant_s, solve_s, err)))
+		if ((rc = solve_linear(p, hinv, magr_hn, f, w->w[lin], out, in, early, &res[lin], quant_s, solve_s, err)))
 			goto fail;
 	}
 fail:
@@ -403,6 +416,7 @@ fail:
 	}
 	cloq_factor_free(f);
 	cloq_quant_hinv_free(hinv);
+	cloq_free(magr_hn);
 	return rc;
 }
 

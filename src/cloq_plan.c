@@ -76,7 +76,8 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 		 * blocked residual/objective scratch */
 		int64_t d = nn * 12 + (gptq && !early ? nn * 4 : 0) + grp + big * 4 * 2 + (o->baselines ? big * 4 : 0) +
 			    (!early ? big * 4 * 3 : 0) + n * (3 * 128 + 2 * 256) * 8 + n * 1024 * 4;
-		int64_t solve = w_orig + w_prev_codes + (a > b ? (a > d ? a : d) : (b > d ? b : d));
+		int64_t solve = w_orig + w_prev_codes + (a > b ? (a > d ? a : d) : (b > d ? b : d)) +
+				(o->magr ? nn * 4 + big * 4 * 2 : 0); /* --magr: H / lambda_max, W', its step */
 		int64_t mine = stats > solve ? stats : solve;
 		if (mine > best) {
 			best = mine;
@@ -168,7 +169,7 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	p->flops_gram = c->layers * 2.0 * tokens * gram_n2;
 	/* GPTQ: the lazy-batch updates ~ out in^2 per linear, and the factor of H^-1 per group */
 	p->flops_quantize = (gptq ? c->layers * (S * quant_iters + fac_n3) : 0.0) +
-			    (o->magr ? c->layers * 2.0 * S * (o->group_size < c->hidden ? 150 : 200) : 0.0);
+			    (o->magr ? c->layers * 2.0 * S * (o->group_size < c->hidden ? 150 : 200) * quant_iters : 0.0);
 	p->flops_solve = c->layers * ((4.0 + (o->baselines ? 4.0 : 0.0)) * S * (o->cloq_iters > 1 ? o->cloq_iters : 1) +
 				      fac_n3);
 	/* bytes: the layer's weights read; the activation cache written and read (fp32 or bf16) and,
