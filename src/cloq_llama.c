@@ -139,7 +139,8 @@ static void rope_apply(const cloq_rope *r, float *x, int T, int nheads, int hd, 
 }
 
 /* ---- primitives ---------------------------------------------------------------------------- */
-void cloq_rmsnorm(const float *x, const float *weight, float *y, int T, int n, double eps)
+/* y = x * rsqrt(mean(x^2) + eps) * (weight + one), row by row; one is 0 or Gemma's 1 */
+static void rmsnorm(const float *x, const float *weight, float one, float *y, int T, int n, double eps)
 {
 #pragma omp parallel for schedule(static) if ((size_t)T * n > (1u << 18))
 	for (int t = 0; t < T; t++) {
@@ -150,27 +151,18 @@ void cloq_rmsnorm(const float *x, const float *weight, float *y, int T, int n, d
 			ss += (double)xr[i] * xr[i];
 		float inv = (float)(1.0 / sqrt(ss / n + eps));
 		for (int i = 0; i < n; i++)
-			yr[i] = weight[i] * (xr[i] * inv);
+			yr[i] = (one + weight[i]) * (xr[i] * inv);
 	}
+}
+
+void cloq_rmsnorm(const float *x, const float *weight, float *y, int T, int n, double eps)
+{
+	rmsnorm(x, weight, 0.0f, y, T, n, eps);
 }
 
 void cloq_rmsnorm_cfg(const cloq_config *cfg, const float *x, const float *weight, float *y, int T, int n)
 {
-	if (!cfg->norm_plus_one) {
-		cloq_rmsnorm(x, weight, y, T, n, cfg->rms_eps);
-		return;
-	}
-#pragma omp parallel for schedule(static) if ((size_t)T * n > (1u << 18))
-	for (int t = 0; t < T; t++) {
-		const float *xr = x + (size_t)t * n;
-		float *yr = y + (size_t)t * n;
-		double ss = 0;
-		for (int i = 0; i < n; i++)
-			ss += (double)xr[i] * xr[i];
-		float inv = (float)(1.0 / sqrt(ss / n + cfg->rms_eps));
-		for (int i = 0; i < n; i++)
-			yr[i] = (1.0f + weight[i]) * (xr[i] * inv);
-	}
+	rmsnorm(x, weight, cfg->norm_plus_one ? 1.0f : 0.0f, y, T, n, cfg->rms_eps);
 }
 
 void cloq_norm_names(const cloq_config *cfg, const char *names[4])

@@ -13,98 +13,17 @@
 cd "$(dirname "$0")/../.." || exit 1
 . tests/e2e/convert_common.inc
 . tests/e2e/need_numpy.inc
+. tests/e2e/family_common.inc
 
-M="$T/q3"
+M="$T/m"
 "$BUILD/tools/mkmodel" --out "$M" --family gemma2 --hidden 64 --intermediate 96 --layers 2 --heads 4 \
 	--kv-heads 2 --head-dim 32 --vocab 512 --tied --dtype f32 --max-pos 1024 --quiet || exit 1
-"$PY" -c "import numpy as np; np.save('$T/w16.npy', np.load('fixtures/reference/public_eval_windows.npy')[:16])"
-W="$T/w16.npy"
-ppl_of() { sed -n 's/^perplexity \([0-9.eE+-]*\).*/\1/p' "$1" | head -n 1; }
-# close A B RELTOL LABEL
-close() {
-	if "$PY" -c "import sys; a, b = float('$1' or 'nan'), float('$2' or 'nan'); sys.exit(0 if abs(a - b) <= $3 * abs(b) else 1)"; then
-		ok "$4: $1 == $2 (rel tol $3)"
-	else
-		fail "$4: $1 != $2 (rel tol $3)"
-	fi
-}
-
-"$CLOQ" ppl "$M" --tokens "$W" >"$T/p_c" 2>&1 || { cat "$T/p_c"; fail "cloq ppl on the Gemma 2 model"; }
-"$PY" tests/tools/ref_llama.py --model "$M" --ppl-npy "$W" >"$T/p_r" 2>&1 || { cat "$T/p_r"; fail "ref_llama.py"; }
-close "$(ppl_of "$T/p_c")" "$(ppl_of "$T/p_r")" 1e-5 "Gemma 2 forward: cloq ppl vs the float64 reference"
-# bfloat16 weights, hidden 48: the embedding scale is sqrt(48) rounded to bfloat16 (6.9375)
-"$BUILD/tools/mkmodel" --out "$T/q3bf" --family gemma2 --hidden 48 --intermediate 80 --layers 2 --heads 4 \
+family_forward "$M" "Gemma 2 forward"
+# bfloat16 weights, untied, hidden 48: the embedding scale is sqrt(48) rounded to bfloat16 (6.9375)
+"$BUILD/tools/mkmodel" --out "$T/bf" --family gemma2 --hidden 48 --intermediate 80 --layers 2 --heads 4 \
 	--kv-heads 2 --head-dim 16 --vocab 512 --dtype bf16 --max-pos 1024 --quiet || exit 1
-"$CLOQ" ppl "$T/q3bf" --tokens "$W" >"$T/p_cb" 2>&1 || { cat "$T/p_cb"; fail "cloq ppl on the bf16 Gemma 2"; }
-"$PY" tests/tools/ref_llama.py --model "$T/q3bf" --ppl-npy "$W" >"$T/p_rb" 2>&1 || { cat "$T/p_rb"; fail "ref_llama.py bf16"; }
-close "$(ppl_of "$T/p_cb")" "$(ppl_of "$T/p_rb")" 1e-5 "Gemma 2 bf16, untied: cloq ppl vs the float64 reference"
-
-n=$("$PY" - "$M" <<'PYEOF'
-import json, struct, sys
-with open(sys.argv[1] + "/model.safetensors", "rb") as f:
-    h = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-tot = 0
-for k, v in h.items():
-    if k != "__metadata__":
-        n = 1
-        for d in v["shape"]:
-            n *= d
-        tot += n
-print("{:,}".format(tot))
-PYEOF
-)
-"$CLOQ" inspect "$M" >"$T/insp" 2>&1
-grep -q "^parameters   $n " "$T/insp" && ok "inspect counts $n parameters (the four norms a layer included)" ||
-	fail "inspect: $(grep '^parameters' "$T/insp"), the file holds $n"
-
-QO="--calib-tokens fixtures/reference/calib_tokens_128x256.npy --nsamples 8 --bits 4 --group-size 32 --rank 8 --quiet"
-if run_rc 0 "$T/log" "$CLOQ" convert "$M" -o "$T/j" $QO && run_rc 0 "$T/log" "$CLOQ" verify "$T/j" &&
-	run_rc 0 "$T/log" "$CLOQ" export "$T/j" --to "$T/g" &&
-	run_rc 0 "$T/log" "$CLOQ" export "$T/j" --to "$T/d" --format dequant --dtype fp32; then
-	ok "Gemma 2: convert, verify, export gptq and dequant"
-	"$PY" tests/tools/read_export.py check "$T/g" >"$T/chk" 2>&1 && ok "read_export.py check passes the GPTQ export" ||
-		{ cat "$T/chk"; fail "read_export.py check"; }
-	for k in input_layernorm post_attention_layernorm pre_feedforward_layernorm post_feedforward_layernorm; do
-		grep -q "model.layers.1.$k.weight" "$T/g/model.safetensors" && ok "export holds $k" ||
-			fail "export lacks $k"
-	done
-	"$CLOQ" ppl "$T/j" --tokens "$W" >"$T/p_j" 2>&1
-	"$PY" tests/tools/read_export.py ppl "$T/g" --tokens "$W" >"$T/p_g" 2>&1 || { cat "$T/p_g"; fail "reader ppl gptq"; }
-	"$PY" tests/tools/read_export.py ppl "$T/d" --tokens "$W" >"$T/p_d" 2>&1 || { cat "$T/p_d"; fail "reader ppl dequant"; }
-	close "$(ppl_of "$T/p_g")" "$(ppl_of "$T/p_j")" 5e-4 "GPTQ export + adapter, reader's forward vs cloq ppl OUT"
-	close "$(ppl_of "$T/p_d")" "$(ppl_of "$T/p_j")" 2e-6 "fp32 dequant export + adapter, reader's forward vs cloq ppl OUT"
-else
-	fail "Gemma 2 convert/verify/export"
-fi
-
-# a norm missing: refused, named
-"$PY" - "$M" "$T/nok" <<'PYEOF' || fail "making the broken copy"
-import json, os, shutil, struct, sys
-src, dst = sys.argv[1:]
-os.makedirs(dst)
-shutil.copy(src + "/config.json", dst)
-with open(src + "/model.safetensors", "rb") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    h = json.loads(f.read(n))
-    buf = f.read()
-drop = "model.layers.1.pre_feedforward_layernorm.weight"
-meta = h.pop("__metadata__", None)
-out, off, nh = [], 0, ({} if meta is None else {"__metadata__": meta})
-for k, v in sorted(h.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-    if k == drop:
-        continue
-    a, b = v["data_offsets"]
-    nh[k] = dict(v, data_offsets=[off, off + b - a])
-    out.append(buf[a:b])
-    off += b - a
-hb = json.dumps(nh).encode()
-hb += b" " * ((8 - (8 + len(hb)) % 8) % 8)
-with open(dst + "/model.safetensors", "wb") as g:
-    g.write(struct.pack("<Q", len(hb)) + hb + b"".join(out))
-PYEOF
-if run_rc 2 "$T/log" "$CLOQ" convert "$T/nok" -o "$T/x" $QO && grep -q "model.layers.1.pre_feedforward_layernorm.weight" "$T/log"; then
-	ok "a Gemma 2 checkpoint without layer 1's pre_feedforward_layernorm is refused, naming it"
-else
-	fail "missing pre_feedforward_layernorm not refused by name"
-fi
+family_forward "$T/bf" "Gemma 2 bf16, untied"
+family_count "$M"
+family_convert_export "$M" "Gemma 2" input_layernorm post_attention_layernorm pre_feedforward_layernorm post_feedforward_layernorm
+family_missing "$M" "model.layers.1.pre_feedforward_layernorm.weight" "a Gemma 2 checkpoint"
 finish
