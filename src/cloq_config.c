@@ -107,7 +107,7 @@ static const struct field_rule {
 	{"mlp_bias", A_L, F_IMPL, "gate/up/down biases"},
 	{"pretraining_tp", A_L, F_IMPL, "sliced matmuls, same math; refused with biases, which it drops"},
 	{"attention_dropout", A_ALL, F_IMPL, "inference: must be 0"},
-	{"sliding_window", A_ALL, F_IMPL, "active windows shorter than --seqlen refused (on a Llama: as Mistral's)"},
+	{"sliding_window", A_ALL, F_IMPL, "computed per layer; on a Llama (no window there) refused when shorter than --seqlen"},
 	{"use_sliding_window", A_Q | A_Q3, F_IMPL, "Qwen2/3: turns sliding_window on"},
 	{"max_window_layers", A_Q | A_Q3, F_IMPL, "Qwen2/3: layers below it attend fully"},
 	{"layer_types", A_Q | A_Q3 | A_G, F_IMPL, "Qwen2/3, Gemma 2 (transformers >= 4.54): per layer full or sliding attention"},
@@ -165,49 +165,64 @@ static int check_known_fields(const cJSON *root, const char *path, const cloq_co
 	return CLOQ_OK;
 }
 
-/* sliding_window, use_sliding_window, max_window_layers -> cfg->sliding_window (0: inactive).
- * Mistral (and a Llama that carries the key) attends to the last sliding_window tokens whenever it
- * is set; Qwen2 only when use_sliding_window is true, and then only in layers >= max_window_layers
- * (transformers' Qwen2Config default 28). */
+/* sliding_window, use_sliding_window, max_window_layers, layer_types -> cfg->sliding_window (0:
+ * inactive) and, where cloq computes the window, cfg->layer_sliding[] with cfg->window_attention.
+ * A sliding layer's query i attends to keys j with i - window < j <= i: the window includes the
+ * query itself, as transformers' eager and sdpa masks (4.44 Gemma 2, 4.51 Mistral/Qwen2/Phi-3,
+ * and the layer_types masks after them) build it. Per family:
+ *   Mistral, Phi-3: every layer, whenever sliding_window is set;
+ *   Qwen2/3: only with use_sliding_window, and then the layers >= max_window_layers
+ *            (Qwen2Config's default 28), as the original attention and layer_types have it;
+ *   Gemma 2: the even layers (Gemma2Config's default window 4096); Gemma 3: parsed with its
+ *            pattern in cloq_config_parse;
+ *   Llama:   LlamaForCausalLM has no window; a config carrying one is probably a relabelled
+ *            Mistral, so an active window is refused by cloq_config_check_seqlen.
+ * layer_types, when given, is what transformers >= 4.54 reads per layer, and wins. */
 static int parse_sliding_window(const cJSON *root, const char *path, cloq_config *cfg, cloq_err *err)
 {
 	int rc = CLOQ_OK, w = 0, use = 0, mwl = 28;
+	if (cfg->arch == CLOQ_ARCH_GEMMA3) /* parsed with its pattern and local RoPE base */
+		return CLOQ_OK;
 	const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
 	CLOQ_TRY(get_int(root, "sliding_window", 0, 0, &w, path, err));
-	CLOQ_FAIL_IF(sw && !cJSON_IsNull(sw) && w == 0, err, CLOQ_EINPUT,
-		     "%s: field 'sliding_window' = 0: a window of no tokens is not a model cloq can compute", path);
-	if (cfg->arch == CLOQ_ARCH_GEMMA2) /* every even layer attends to the last sliding_window
-					     * tokens (transformers' Gemma2Config default 4096) */
-		CLOQ_TRY(get_int(root, "sliding_window", 0, 4096, &w, path, err));
-	int gemma = cfg->arch == CLOQ_ARCH_GEMMA2 || cfg->arch == CLOQ_ARCH_GEMMA3;
-	if (cfg->arch == CLOQ_ARCH_QWEN2 || cfg->arch == CLOQ_ARCH_QWEN3 || gemma) {
+	CLOQ_FAIL_IF(sw && !cJSON_IsNull(sw) && w <= 0, err, CLOQ_EINPUT,
+		     "%s: field 'sliding_window' = %d: a window of no tokens is not a model cloq can compute", path, w);
+	if (cfg->arch == CLOQ_ARCH_GEMMA2 && !sw)
+		w = 4096;
+	if (cfg->arch == CLOQ_ARCH_LLAMA) { /* refused when active, never computed */
+		cfg->sliding_window = w;
+		return CLOQ_OK;
+	}
+	int qwen = cfg->arch == CLOQ_ARCH_QWEN2 || cfg->arch == CLOQ_ARCH_QWEN3;
+	if (qwen) {
 		CLOQ_TRY(get_bool(root, "use_sliding_window", 0, &use, path, err));
 		CLOQ_TRY(get_int(root, "max_window_layers", 0, 28, &mwl, path, err));
-		if (!gemma && (!use || mwl >= cfg->layers))
-			w = 0;
-		/* layer_types, when given, is what transformers' attention reads per layer; a sliding
-		 * layer with a window makes the window active whatever the other keys say */
-		const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
-		if (lt && !cJSON_IsNull(lt)) {
-			CLOQ_FAIL_IF(!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != cfg->layers, err, CLOQ_EINPUT,
-				     "%s: field 'layer_types' must be a list of %d layer types", path, cfg->layers);
-			int sliding = 0;
-			for (const cJSON *e = lt->child; e; e = e->next) {
-				CLOQ_FAIL_IF(!cJSON_IsString(e) || (strcmp(e->valuestring, "full_attention") &&
-								   strcmp(e->valuestring, "sliding_attention")),
-					     err, CLOQ_EINPUT,
-					     "%s: field 'layer_types' holds %s; cloq knows full_attention and "
-					     "sliding_attention", path, cJSON_IsString(e) ? e->valuestring : "a non-string");
-				sliding |= !strcmp(e->valuestring, "sliding_attention");
-			}
-			CLOQ_FAIL_IF(sliding && (!sw || cJSON_IsNull(sw)), err, CLOQ_EINPUT,
+	}
+	CLOQ_FAIL_IF(cfg->layers > CLOQ_MAX_LAYERS, err, CLOQ_EINPUT, "%s: %d layers, more than cloq's %d", path,
+		     cfg->layers, CLOQ_MAX_LAYERS);
+	for (int l = 0; l < cfg->layers; l++)
+		cfg->layer_sliding[l] = w > 0 && (qwen ? use && l >= mwl : cfg->arch == CLOQ_ARCH_GEMMA2 ? l % 2 == 0 : 1);
+	const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+	if (lt && !cJSON_IsNull(lt)) {
+		CLOQ_FAIL_IF(!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != cfg->layers, err, CLOQ_EINPUT,
+			     "%s: field 'layer_types' must be a list of %d layer types", path, cfg->layers);
+		int l = 0;
+		for (const cJSON *e = lt->child; e; e = e->next, l++) {
+			CLOQ_FAIL_IF(!cJSON_IsString(e) || (strcmp(e->valuestring, "full_attention") &&
+							   strcmp(e->valuestring, "sliding_attention")),
+				     err, CLOQ_EINPUT,
+				     "%s: field 'layer_types' holds %s; cloq knows full_attention and sliding_attention",
+				     path, cJSON_IsString(e) ? e->valuestring : "a non-string");
+			cfg->layer_sliding[l] = !strcmp(e->valuestring, "sliding_attention");
+			CLOQ_FAIL_IF(cfg->layer_sliding[l] && w <= 0, err, CLOQ_EINPUT,
 				     "%s: 'layer_types' has sliding_attention layers but 'sliding_window' is null", path);
-			CLOQ_TRY(get_int(root, "sliding_window", 0, 0, &w, path, err));
-			if (!sliding)
-				w = 0;
 		}
 	}
-	cfg->sliding_window = w;
+	int any = 0;
+	for (int l = 0; l < cfg->layers; l++)
+		any |= cfg->layer_sliding[l];
+	cfg->sliding_window = any ? w : 0;
+	cfg->window_attention = any;
 fail:
 	return rc;
 }
@@ -218,14 +233,11 @@ int cloq_config_check_seqlen(const cloq_config *cfg, int seqlen, const char *dir
 		return CLOQ_OK;
 	if (cfg->sliding_window > 0 && seqlen > cfg->sliding_window)
 		return cloq_err_set(err, CLOQ_EINPUT,
-				    "%s/config.json: field 'sliding_window' = %d is active (%s) and shorter than the "
-				    "%d-token windows (--seqlen): cloq's attention has no sliding window and would compute a "
-				    "different model; use --seqlen %d or less",
-				    dir, cfg->sliding_window,
-				    cfg->arch == CLOQ_ARCH_QWEN2 || cfg->arch == CLOQ_ARCH_QWEN3
-					    ? "use_sliding_window is true or layer_types has sliding layers"
-							       : "set: attention sees only the last sliding_window tokens",
-				    seqlen, cfg->sliding_window);
+				    "%s/config.json: field 'sliding_window' = %d is set on a LlamaForCausalLM, whose "
+				    "transformers class has no sliding window, and is shorter than the %d-token windows "
+				    "(--seqlen): the checkpoint is probably a relabelled Mistral, and the two compute "
+				    "different models; fix 'architectures', or use --seqlen %d or less",
+				    dir, cfg->sliding_window, seqlen, cfg->sliding_window);
 	return CLOQ_OK;
 }
 

@@ -12,8 +12,9 @@
  * model_type that is not the architecture's, ...) or harmless (ids, versions, use_cache, ...). Any
  * other key, or a key of another family (use_sliding_window on a Llama), is CLOQ_EINPUT:
  * "config.json: field 'foo' = 1 is not known to cloq; refusing rather than guessing its effect".
- * A sliding window is parsed into cfg->sliding_window; cloq's attention has none, so
- * cloq_config_check_seqlen refuses windows of more tokens than the sliding window.
+ * Sliding windows are computed per layer (cfg->layer_sliding) for every family that has them; a
+ * window on a LlamaForCausalLM (whose class has none) shorter than --seqlen is refused by
+ * cloq_config_check_seqlen.
  */
 #ifndef CLOQ_CONFIG_H
 #define CLOQ_CONFIG_H
@@ -64,10 +65,10 @@ typedef struct cloq_config {
 	int bos_id, eos_id;         /* -1 when absent */
 	char torch_dtype[16];       /* "float32", "bfloat16", ... or "" */
 	int sliding_window;         /* active sliding-attention window in tokens; 0 = none/inactive */
-	/* Gemma 3: the sliding layers are computed (keys j with i - window < j <= i) with their own
-	 * RoPE base; elsewhere a window shorter than --seqlen is refused (cloq_config_check_seqlen) */
+	/* 1: the sliding layers are computed (keys j with i - window < j <= i); Gemma 3's with a RoPE
+	 * base of their own. 0 with a window: a Llama's, refused when shorter than --seqlen */
 	int window_attention;
-	double rope_local_theta;    /* RoPE base of the sliding layers (rope_local_base_freq), unscaled */
+	double rope_local_theta;    /* Gemma 3: RoPE base of the sliding layers (rope_local_base_freq), unscaled */
 	unsigned char layer_sliding[CLOQ_MAX_LAYERS]; /* 1: layer l is a sliding-window layer */
 	int quantized;              /* quantization_config present (an export; cloq_model_open refuses it) */
 } cloq_config;
@@ -78,8 +79,8 @@ int cloq_config_load(const char *dir, cloq_config *cfg, cloq_err *err);
 int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq_err *err);
 
 /* CLOQ_EINPUT when sequences of `seqlen` tokens would be computed differently from the
- * checkpoint's own attention: an active sliding window shorter than seqlen (cloq has no sliding
- * window). `dir` is the directory of the config.json, named in the message. */
+ * checkpoint's own attention: a LlamaForCausalLM config with a sliding window shorter than seqlen
+ * (probably a relabelled Mistral). `dir` is the directory of the config.json, named in the message. */
 int cloq_config_check_seqlen(const cloq_config *cfg, int seqlen, const char *dir, cloq_err *err);
 
 /* Parameters of one decoder layer, of the whole model (embedding and lm_head included). */

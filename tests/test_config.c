@@ -78,10 +78,25 @@ static void test_published_configs(void **state)
 	assert_int_equal(cloq_config_check_seqlen(&c, 2048, "d", &err), CLOQ_OK);
 	load_fixture("mistral-7b-v0.1.json", &c);
 	assert_int_equal(c.arch, CLOQ_ARCH_MISTRAL);
-	assert_int_equal(c.sliding_window, 4096);
-	assert_int_equal(cloq_config_check_seqlen(&c, 4096, "d", &err), CLOQ_OK);
-	assert_int_equal(cloq_config_check_seqlen(&c, 4097, "d", &err), CLOQ_EINPUT);
-	assert_non_null(strstr(err.msg, "d/config.json: field 'sliding_window' = 4096"));
+	assert_int_equal(c.sliding_window, 4096); /* every layer slides, computed at any --seqlen */
+	assert_true(c.window_attention);
+	for (int l = 0; l < c.layers; l++)
+		assert_int_equal(c.layer_sliding[l], 1);
+	assert_int_equal(cloq_config_check_seqlen(&c, 32768, "d", &err), CLOQ_OK);
+	{ /* a window on a Llama (whose class has none): a relabelled Mistral, refused once active */
+		char *l2 = slurp(CONFIGS "/llama-2-7b.json");
+		cJSON *r = cJSON_Parse(l2);
+		cJSON_AddItemToObject(r, "sliding_window", cJSON_CreateNumber(4096));
+		char *ls = cJSON_PrintUnformatted(r);
+		cJSON_Delete(r);
+		assert_int_equal(cloq_config_parse(ls, "d/config.json", &c, &err), CLOQ_OK);
+		assert_false(c.window_attention);
+		assert_int_equal(cloq_config_check_seqlen(&c, 4096, "d", &err), CLOQ_OK);
+		assert_int_equal(cloq_config_check_seqlen(&c, 4097, "d", &err), CLOQ_EINPUT);
+		assert_non_null(strstr(err.msg, "d/config.json: field 'sliding_window' = 4096 is set on a LlamaForCausalLM"));
+		cJSON_free(ls);
+		cloq_free(l2);
+	}
 	load_fixture("mistral-7b-v0.3.json", &c);
 	assert_int_equal(c.sliding_window, 0);
 	assert_int_equal(cloq_config_check_seqlen(&c, 32768, "d", &err), CLOQ_OK);
@@ -181,11 +196,24 @@ static void test_must_fail_fields(void **state)
 	qs = cJSON_PrintUnformatted(r);
 	cJSON_Delete(r);
 	assert_int_equal(cloq_config_parse(qs, "q", &c, &err), CLOQ_OK);
-	assert_int_equal(c.sliding_window, 16);
-	assert_int_equal(cloq_config_check_seqlen(&c, 16, "dir", &err), CLOQ_OK);
-	assert_int_equal(cloq_config_check_seqlen(&c, 64, "dir", &err), CLOQ_EINPUT);
-	assert_non_null(strstr(err.msg, "dir/config.json: field 'sliding_window' = 16"));
-	assert_non_null(strstr(err.msg, "use_sliding_window"));
+	assert_int_equal(c.sliding_window, 16); /* layers 20..23 slide, computed */
+	assert_true(c.window_attention);
+	for (int l = 0; l < c.layers; l++)
+		assert_int_equal(c.layer_sliding[l], l >= 20);
+	assert_int_equal(cloq_config_check_seqlen(&c, 64, "dir", &err), CLOQ_OK);
+	r = cJSON_Parse(qs); /* layer_types wins over max_window_layers */
+	cJSON *types = cJSON_CreateArray();
+	for (int l = 0; l < 24; l++)
+		cJSON_AddItemToArray(types, cJSON_CreateString(l == 3 ? "sliding_attention" : "full_attention"));
+	cJSON_AddItemToObject(r, "layer_types", types);
+	cJSON_free(qs);
+	qs = cJSON_PrintUnformatted(r);
+	cJSON_Delete(r);
+	assert_int_equal(cloq_config_parse(qs, "q", &c, &err), CLOQ_OK);
+	for (int l = 0; l < c.layers; l++)
+		assert_int_equal(c.layer_sliding[l], l == 3);
+	variant(qs, "sliding_window", "null", CLOQ_EINPUT, "'layer_types' has sliding_attention layers", NULL);
+	variant(qs, "sliding_window", "-4", CLOQ_EINPUT, "'sliding_window' = -4", NULL);
 	cJSON_free(qs);
 	cloq_free(q);
 
@@ -220,7 +248,9 @@ static void test_must_fail_fields(void **state)
 	cJSON_Delete(r);
 	assert_int_equal(cloq_config_parse(qs, "q3", &c, &err), CLOQ_OK);
 	assert_int_equal(c.sliding_window, 4096);
-	assert_int_equal(cloq_config_check_seqlen(&c, 8192, "dir", &err), CLOQ_EINPUT);
+	for (int l = 0; l < c.layers; l++)
+		assert_int_equal(c.layer_sliding[l], l >= 14);
+	assert_int_equal(cloq_config_check_seqlen(&c, 8192, "dir", &err), CLOQ_OK);
 	cJSON_free(qs);
 	r = cJSON_Parse(q3);
 	cJSON *arch = cJSON_CreateArray();

@@ -22,16 +22,45 @@
 #include "cloq_safetensors.h"
 #include "cloq_sys.h"
 
+/* What a family changes in the files. Norm kinds: 2 around 1 (w applied as is), 3 around 0
+ * (Gemma: applied as 1 + w). */
+struct family {
+	const char *name, *arch, *model_type;
+	int qk_norm;     /* self_attn.q_norm / k_norm (head_dim) per layer */
+	int gemma;       /* four norms a layer around 0, gelu-tanh */
+	int qkv_bias;    /* q/k/v biases (Qwen2) */
+	int fused;       /* Phi-3: self_attn.qkv_proj = [q; k; v], mlp.gate_up_proj = [gate; up] */
+	const char *extra; /* config.json lines of its own */
+};
+
+static const struct family families[] = {
+	{"llama", "LlamaForCausalLM", "llama", 0, 0, 0, 0, ""},
+	{"mistral", "MistralForCausalLM", "mistral", 0, 0, 0, 0, ""},
+	{"qwen2", "Qwen2ForCausalLM", "qwen2", 0, 0, 1, 0, ""},
+	{"qwen3", "Qwen3ForCausalLM", "qwen3", 1, 0, 0, 0, "  \"attention_bias\": false,\n"},
+	{"gemma2", "Gemma2ForCausalLM", "gemma2", 0, 1, 0, 0,
+	 "  \"attention_bias\": false,\n  \"hidden_activation\": \"gelu_pytorch_tanh\",\n"
+	 "  \"query_pre_attn_scalar\": 24,\n  \"attn_logit_softcapping\": 50.0,\n"
+	 "  \"final_logit_softcapping\": 30.0,\n"},
+	{"gemma3", "Gemma3ForCausalLM", "gemma3_text", 1, 1, 0, 0,
+	 "  \"attention_bias\": false,\n  \"hidden_activation\": \"gelu_pytorch_tanh\",\n"
+	 "  \"query_pre_attn_scalar\": 24,\n  \"attn_logit_softcapping\": null,\n"
+	 "  \"final_logit_softcapping\": null,\n"
+	 "  \"sliding_window_pattern\": 2,\n  \"rope_local_base_freq\": 10000.0,\n"
+	 "  \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 8.0},\n"},
+	{"phi3", "Phi3ForCausalLM", "phi3", 0, 0, 0, 1,
+	 "  \"attention_bias\": false,\n  \"embd_pdrop\": 0.0,\n  \"resid_pdrop\": 0.0,\n"
+	 "  \"rope_scaling\": null,\n"},
+};
+#define N_FAMILIES (sizeof families / sizeof families[0])
+
 struct geom {
 	long hidden, inter, layers, heads, kv_heads, head_dim, vocab, max_pos;
 	double rope_theta;
 	int tied;
-	int qwen3;  /* --family qwen3: Qwen3ForCausalLM, q_norm/k_norm per layer */
-	int gemma3; /* --family gemma3: Gemma3ForCausalLM (text): Gemma 2's layer without soft-capping,
-		     * q/k norms (1 + w), sliding window 32 on every other layer (pattern 2) with RoPE base
-		     * 10000, the global layers rope_theta 1e6 with linear scaling 8 */
-	int gemma2; /* --family gemma2: Gemma2ForCausalLM, four norms per layer (weights around 0:
-		     * applied as 1 + w), gelu-tanh, query_pre_attn_scalar 24, soft-capping 50 / 30 */
+	const struct family *fam; /* --family (default llama) */
+	long window;              /* --sliding-window N: the config's sliding_window (0: the family's) */
+	long max_window_layers;   /* --max-window-layers N (Qwen2/3; with --sliding-window) */
 	enum cloq_dtype dtype;
 	unsigned long long seed;
 	int shards;
@@ -61,10 +90,14 @@ static void usage(FILE *f)
 		"  --dtype f32|f16|bf16  (default bf16)\n"
 		"  --seed N            (default 0; same seed = same bytes)\n"
 		"  --tied              tie lm_head to the embedding (no lm_head.weight)\n"
-		"  --family llama|qwen3|gemma2|gemma3  (default llama) qwen3: Qwen3ForCausalLM, self_attn.q_norm/k_norm\n"
-		"                      gemma3: Gemma3ForCausalLM (text; q/k norms, sliding window 32, pattern 2)\n"
-		"                      gemma2: Gemma2ForCausalLM (four norms a layer, soft-capping, gelu-tanh)\n"
-		"                      (head_dim) per layer\n"
+		"  --family NAME       llama (default), mistral, qwen2 (q/k/v biases), qwen3 (q_norm/k_norm),\n"
+		"                      gemma2 (four norms a layer around 0, soft-capping 50/30, gelu-tanh),\n"
+		"                      gemma3 (text: gemma2's layer, q/k norms, no caps, sliding window 32 on\n"
+		"                      every other layer, local RoPE base 1e4, global linear scaling 8),\n"
+		"                      phi3 (fused self_attn.qkv_proj and mlp.gate_up_proj)\n"
+		"  --sliding-window N  the config's sliding_window (mistral, phi3: every layer; qwen2/3: with\n"
+		"                      use_sliding_window, layers >= --max-window-layers (default 0);\n"
+		"                      gemma2: even layers, default 4096; gemma3: default 32)\n"
 		"  --shards N          write N shards + model.safetensors.index.json (default 1: model.safetensors)\n"
 		"  --max-pos N --rope-theta X   config values (defaults per preset)\n"
 		"  --quiet             no summary on stdout\n");
@@ -151,6 +184,7 @@ static int parse_args(int argc, char **argv, struct geom *g)
 {
 	memset(g, 0, sizeof *g);
 	preset(g, "tiny");
+	g->fam = &families[0];
 	g->dtype = CLOQ_DT_BF16;
 	g->shards = 1;
 	/* the preset first, so that explicit sizes override it wherever they appear */
@@ -162,13 +196,16 @@ static int parse_args(int argc, char **argv, struct geom *g)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		long n;
-		if (strcmp(a, "--family") == 0 && i + 1 < argc && (!strcmp(argv[i + 1], "llama") ||
-								    !strcmp(argv[i + 1], "qwen3") ||
-								    !strcmp(argv[i + 1], "gemma2") ||
-								    !strcmp(argv[i + 1], "gemma3"))) {
-			g->qwen3 = !strcmp(argv[i + 1], "qwen3");
-			g->gemma3 = !strcmp(argv[i + 1], "gemma3");
-			g->gemma2 = !strcmp(argv[++i], "gemma2") || g->gemma3; /* gemma3 has gemma2's norms */
+		if (strcmp(a, "--family") == 0 && v) {
+			g->fam = NULL;
+			for (size_t k = 0; k < N_FAMILIES; k++)
+				if (!strcmp(v, families[k].name))
+					g->fam = &families[k];
+			if (!g->fam) {
+				fprintf(stderr, "mkmodel: unknown family '%s'\n", v);
+				return 0;
+			}
+			i++;
 			continue;
 		}
 		if (strcmp(a, "--tied") == 0) {
@@ -231,6 +268,10 @@ static int parse_args(int argc, char **argv, struct geom *g)
 				g->shards = (int)n;
 			else if (strcmp(a, "--max-pos") == 0)
 				g->max_pos = n;
+			else if (strcmp(a, "--sliding-window") == 0)
+				g->window = n;
+			else if (strcmp(a, "--max-window-layers") == 0)
+				g->max_window_layers = n;
 			else {
 				fprintf(stderr, "mkmodel: unknown option '%s'\n", a);
 				return 0;
@@ -267,27 +308,44 @@ static size_t list_tensors(const struct geom *g, struct tdesc *t)
 		t[n].kind = (k), t[n].ndim = (nd), t[n].shape[0] = (d0), t[n].shape[1] = (d1); \
 		n++;                                                                   \
 	} while (0)
+	const struct family *f = g->fam;
+	int nk = f->gemma ? 3 : 2; /* the kind of the norms */
 	ADD(1, 2, g->vocab, g->hidden, "model.embed_tokens.weight");
 	for (long l = 0; l < g->layers; l++) {
-		ADD(g->gemma2 ? 3 : 2, 1, g->hidden, 0, "model.layers.%ld.input_layernorm.weight", l);
+		ADD(nk, 1, g->hidden, 0, "model.layers.%ld.input_layernorm.weight", l);
 		ADD(0, 2, g->hidden, g->inter, "model.layers.%ld.mlp.down_proj.weight", l);
-		ADD(0, 2, g->inter, g->hidden, "model.layers.%ld.mlp.gate_proj.weight", l);
-		ADD(0, 2, g->inter, g->hidden, "model.layers.%ld.mlp.up_proj.weight", l);
-		ADD(g->gemma2 ? 3 : 2, 1, g->hidden, 0, "model.layers.%ld.post_attention_layernorm.weight", l);
-		if (g->gemma2) {
+		if (f->fused) {
+			ADD(0, 2, 2 * g->inter, g->hidden, "model.layers.%ld.mlp.gate_up_proj.weight", l);
+		} else {
+			ADD(0, 2, g->inter, g->hidden, "model.layers.%ld.mlp.gate_proj.weight", l);
+			ADD(0, 2, g->inter, g->hidden, "model.layers.%ld.mlp.up_proj.weight", l);
+		}
+		ADD(nk, 1, g->hidden, 0, "model.layers.%ld.post_attention_layernorm.weight", l);
+		if (f->gemma) {
 			ADD(3, 1, g->hidden, 0, "model.layers.%ld.post_feedforward_layernorm.weight", l);
 			ADD(3, 1, g->hidden, 0, "model.layers.%ld.pre_feedforward_layernorm.weight", l);
 		}
-		if (g->qwen3 || g->gemma3)
-			ADD(g->gemma3 ? 3 : 2, 1, g->head_dim, 0, "model.layers.%ld.self_attn.k_norm.weight", l);
-		ADD(0, 2, kv, g->hidden, "model.layers.%ld.self_attn.k_proj.weight", l);
+		if (f->qkv_bias)
+			ADD(4, 1, kv, 0, "model.layers.%ld.self_attn.k_proj.bias", l);
+		if (f->qk_norm)
+			ADD(nk, 1, g->head_dim, 0, "model.layers.%ld.self_attn.k_norm.weight", l);
+		if (!f->fused)
+			ADD(0, 2, kv, g->hidden, "model.layers.%ld.self_attn.k_proj.weight", l);
 		ADD(0, 2, g->hidden, q, "model.layers.%ld.self_attn.o_proj.weight", l);
-		if (g->qwen3 || g->gemma3)
-			ADD(g->gemma3 ? 3 : 2, 1, g->head_dim, 0, "model.layers.%ld.self_attn.q_norm.weight", l);
-		ADD(0, 2, q, g->hidden, "model.layers.%ld.self_attn.q_proj.weight", l);
-		ADD(0, 2, kv, g->hidden, "model.layers.%ld.self_attn.v_proj.weight", l);
+		if (f->qkv_bias)
+			ADD(4, 1, q, 0, "model.layers.%ld.self_attn.q_proj.bias", l);
+		if (f->qk_norm)
+			ADD(nk, 1, g->head_dim, 0, "model.layers.%ld.self_attn.q_norm.weight", l);
+		if (f->fused) {
+			ADD(0, 2, q + 2 * kv, g->hidden, "model.layers.%ld.self_attn.qkv_proj.weight", l);
+		} else {
+			ADD(0, 2, q, g->hidden, "model.layers.%ld.self_attn.q_proj.weight", l);
+			if (f->qkv_bias)
+				ADD(4, 1, kv, 0, "model.layers.%ld.self_attn.v_proj.bias", l);
+			ADD(0, 2, kv, g->hidden, "model.layers.%ld.self_attn.v_proj.weight", l);
+		}
 	}
-	ADD(g->gemma2 ? 3 : 2, 1, g->hidden, 0, "model.norm.weight");
+	ADD(nk, 1, g->hidden, 0, "model.norm.weight");
 	if (!g->tied)
 		ADD(1, 2, g->vocab, g->hidden, "lm_head.weight");
 #undef ADD
@@ -307,7 +365,7 @@ static int write_tensor(cloq_st_writer *w, size_t index, const struct geom *g, c
 		  : t->kind == 1 ? 1.0f / sqrtf((float)g->hidden)
 				 : 0.05f;
 	float mean = t->kind == 2 ? 1.0f : 0.0f; /* kind 3: Gemma's norms, applied as 1 + w */
-	if (t->kind == 3)
+	if (t->kind == 3 || t->kind == 4) /* 4: biases */
 		std = 0.1f;
 	size_t esz = cloq_dtype_size(g->dtype);
 	for (uint64_t done = 0; done < nelem;) {
@@ -325,13 +383,22 @@ static int write_tensor(cloq_st_writer *w, size_t index, const struct geom *g, c
 
 static int write_config(const struct geom *g, cloq_err *err)
 {
-	char path[4096], buf[2048];
+	char path[4096], buf[4096], win[256] = "";
+	const struct family *f = g->fam;
 	snprintf(path, sizeof path, "%s/config.json", g->out);
 	const char *td = g->dtype == CLOQ_DT_F32 ? "float32" : g->dtype == CLOQ_DT_F16 ? "float16" : "bfloat16";
+	long w = g->window ? g->window : !strcmp(f->name, "gemma3") ? 32 : !strcmp(f->name, "gemma2") ? 4096 : 0;
+	if (!strcmp(f->name, "qwen2") || !strcmp(f->name, "qwen3"))
+		snprintf(win, sizeof win, "  \"use_sliding_window\": %s,\n  \"sliding_window\": %ld,\n"
+			 "  \"max_window_layers\": %ld,\n", w ? "true" : "false", w ? w : 4096, g->max_window_layers);
+	else if (w)
+		snprintf(win, sizeof win, "  \"sliding_window\": %ld,\n", w);
+	else if (!strcmp(f->name, "mistral") || !strcmp(f->name, "phi3"))
+		snprintf(win, sizeof win, "  \"sliding_window\": null,\n");
 	int n = snprintf(buf, sizeof buf,
 			 "{\n"
 			 "  \"architectures\": [\"%s\"],\n"
-			 "  \"model_type\": \"%s\",\n%s"
+			 "  \"model_type\": \"%s\",\n%s%s"
 			 "  \"hidden_size\": %ld,\n"
 			 "  \"intermediate_size\": %ld,\n"
 			 "  \"num_hidden_layers\": %ld,\n"
@@ -348,21 +415,11 @@ static int write_config(const struct geom *g, cloq_err *err)
 			 "  \"eos_token_id\": 2,\n"
 			 "  \"torch_dtype\": \"%s\"\n"
 			 "}\n",
-			 g->qwen3 ? "Qwen3ForCausalLM" : g->gemma3 ? "Gemma3ForCausalLM" : g->gemma2 ? "Gemma2ForCausalLM"
-									       : "LlamaForCausalLM",
-			 g->qwen3 ? "qwen3" : g->gemma3 ? "gemma3_text" : g->gemma2 ? "gemma2" : "llama",
-			 g->qwen3 ? "  \"attention_bias\": false,\n  \"use_sliding_window\": false,\n"
-			 : g->gemma3 ? "  \"attention_bias\": false,\n  \"hidden_activation\": \"gelu_pytorch_tanh\",\n"
-				       "  \"query_pre_attn_scalar\": 24,\n  \"attn_logit_softcapping\": null,\n"
-				       "  \"final_logit_softcapping\": null,\n  \"sliding_window\": 32,\n"
-				       "  \"sliding_window_pattern\": 2,\n  \"rope_local_base_freq\": 10000.0,\n"
-				       "  \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 8.0},\n"
-			 : g->gemma2 ? "  \"attention_bias\": false,\n  \"hidden_activation\": \"gelu_pytorch_tanh\",\n"
-				       "  \"query_pre_attn_scalar\": 24,\n  \"attn_logit_softcapping\": 50.0,\n"
-				       "  \"final_logit_softcapping\": 30.0,\n  \"sliding_window\": 4096,\n"
-				     : "",
-			 g->hidden, g->inter, g->layers, g->heads, g->kv_heads, g->head_dim, g->vocab,
-			 g->max_pos, g->rope_theta, g->gemma2 ? "gelu_pytorch_tanh" : "silu", g->tied ? "true" : "false", td);
+			 f->arch, f->model_type, f->extra, win, g->hidden, g->inter, g->layers, g->heads, g->kv_heads,
+			 g->head_dim, g->vocab, g->max_pos, g->rope_theta, f->gemma ? "gelu_pytorch_tanh" : "silu",
+			 g->tied ? "true" : "false", td);
+	if (n < 0 || (size_t)n >= sizeof buf)
+		return cloq_err_set(err, CLOQ_EUSAGE, "config.json too long");
 	return cloq_write_file_atomic(path, buf, (size_t)n, err);
 }
 

@@ -78,19 +78,17 @@ does not use (the only ones accepted unread are what transformers' loader drops:
 rotary_emb.inv_freq buffers, and under tie_word_embeddings an lm_head.weight equal to the
 embedding); a missing or misshapen tensor too; an untied model without lm_head.weight.
 
-Sliding windows (but Gemma3's) are not computed; a forward over T tokens raises when a window
-could hide a key, i.e. when some window W < T (query i sees key j iff i - W < j <= i: masking_utils'
-sliding_window_overlay AND causal_mask_function):
+Sliding windows are computed per layer: query i sees key j iff i - W < j <= i (masking_utils'
+sliding_window_overlay AND causal_mask_function; the eager masks of 4.44 Gemma2 and 4.51 Mistral):
   Mistral: sliding_window (default 4096; null = none) on every layer.
-  Gemma2: sliding_window (default 4096; null refused) on the even layers (transformers <= 4.5x:
-    layer_idx % 2 == 0, whatever layer_types says) and on layer_types' sliding_attention layers
-    (later releases; default: even layers): refused past W whatever layer_types says.
+  Gemma2: sliding_window (default 4096; null refused) on layer_types' sliding_attention layers
+    (default: the even layers, what transformers <= 4.5x always slides); a forward over T tokens
+    raises when layer_types differs from the even layers and T > W (the releases disagree).
   Qwen3 (Qwen3Config): W = sliding_window if use_sliding_window else None; layer_types (if absent)
     = "sliding_attention" for layer i >= max_window_layers when W is set, else "full_attention";
     a sliding layer with W None is an error in transformers too (create_sliding_window_causal_mask).
-    Also refused whenever the raw "sliding_window" < T even with use_sliding_window false or no
-    sliding layer: transformers before masking_utils (4.51 era) kept config.sliding_window as
-    given and its eager/sdpa mask applied it to every layer, so versions disagree there.
+    A forward raises when use_sliding_window is false and the raw "sliding_window" < T:
+    transformers before masking_utils (4.51 era) applied it to every layer there.
 
 Usage (run from the repository root or pass --model):
   ref_llama.py --check                      validate against fixtures/reference, exit 1 on mismatch
@@ -519,25 +517,28 @@ class Llama:
             self.windows = [w if t == "sliding_attention" else None for t in lt]
         elif self.family == "gemma2":
             # transformers 4.42-4.5x: Gemma2Attention.sliding_window = config.sliding_window if not
-            # layer_idx % 2 (even layers slide, whatever layer_types says); later releases:
-            # layer_types, default "sliding_attention" for even i. The union is refused past W.
+            # layer_idx % 2 (even layers slide); later releases: layer_types, default
+            # "sliding_attention" for even i. Computed on those layers; a layer_types that differs
+            # from the even layers is refused past W (the releases disagree there).
             w = _int(cfg, "sliding_window", 4096, allow_none=True)
+            even = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(L)]
             lt = cfg.get("layer_types")
             if lt is None:
-                lt = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(L)]
+                lt = even
             if not isinstance(lt, list) or len(lt) != L or any(t not in LAYER_TYPES for t in lt):
                 raise ValueError("config.json: layer_types %r is not %d of %s" % (lt, L, LAYER_TYPES))
             self.layer_types = lt
-            sl = sorted(set(range(0, L, 2)) | {i for i, t in enumerate(lt) if t == "sliding_attention"})
             if w is None:
-                raise ValueError("config.json: Gemma2 sliding_window null: layers %s slide (even layers "
-                                 "always do in transformers before layer_types) and the window is unset"
-                                 % sl)
-            limit(w, "Gemma2 sliding_window %d on layers %s" % (w, sl))
+                raise ValueError("config.json: Gemma2 sliding_window null: the even layers slide "
+                                 "(always, in transformers before layer_types) and the window is unset")
+            self.windows = [w if t == "sliding_attention" else None for t in lt]
+            if lt != even:
+                limit(w, "Gemma2 layer_types %r differ from the even layers that transformers before "
+                      "4.54 slides" % lt)
         elif self.family == "mistral":
+            # MistralConfig sliding_window (default 4096; null = none): every layer, computed
             w = _int(cfg, "sliding_window", 4096, allow_none=True)
-            if w is not None:
-                limit(w, "MistralConfig sliding_window %d (every layer)" % w)
+            self.windows = [w] * L
         elif self.family == "qwen3":
             raw = _int(cfg, "sliding_window", 4096, allow_none=True)
             use = cfg.get("use_sliding_window", False)
@@ -559,11 +560,12 @@ class Llama:
                 raise ValueError("config.json: layers %s are sliding_attention but the window is "
                                  "unset (sliding_window %r, use_sliding_window %r); transformers "
                                  "raises too" % (sl, raw, use))
-            if sl:
-                limit(w, "Qwen3 sliding_window %d on layers %s" % (w, sl))
-            if raw is not None:
-                limit(raw, "Qwen3 config sliding_window %d: transformers before masking_utils "
-                      "applied it to every layer whatever use_sliding_window says" % raw)
+            # computed on the sliding layers (layer_types' semantics, transformers >= 4.53, and
+            # the per-layer flash path before it)
+            self.windows = [w if t == "sliding_attention" else None for t in lt]
+            if raw is not None and not use:
+                limit(raw, "Qwen3 config sliding_window %d with use_sliding_window false: "
+                      "transformers before masking_utils applied it to every layer" % raw)
 
     def _take_weights(self, weights):
         D, H, Hkv, hd, I, V = self.dim, self.n_heads, self.n_kv, self.head_dim, self.inter, self.vocab
