@@ -71,8 +71,9 @@ static int get_bool(const cJSON *root, const char *key, int dflt, int *out, cons
 #define A_Q3 (1u << CLOQ_ARCH_QWEN3)
 #define A_G2 (1u << CLOQ_ARCH_GEMMA2)
 #define A_G3 (1u << CLOQ_ARCH_GEMMA3)
+#define A_P3 (1u << CLOQ_ARCH_PHI3)
 #define A_G (A_G2 | A_G3)
-#define A_ALL (A_L | A_M | A_Q | A_Q3 | A_G2 | A_G3)
+#define A_ALL (A_L | A_M | A_Q | A_Q3 | A_G2 | A_G3 | A_P3)
 enum field_kind { F_IMPL, F_HARMLESS };
 static const struct field_rule {
 	const char *name;
@@ -95,16 +96,23 @@ static const struct field_rule {
 	{"rope_scaling", A_ALL, F_IMPL, "default, linear, llama3; others refused"},
 	{"tie_word_embeddings", A_ALL, F_IMPL, "lm_head is the embedding"},
 	{"hidden_act", A_ALL, F_IMPL, "silu (swish) only"},
-	{"attention_bias", A_L | A_Q3 | A_G, F_IMPL, "q/k/v/o biases"},
+	{"attention_bias", A_L | A_Q3 | A_G | A_P3, F_IMPL, "q/k/v/o biases (Phi-3: must be false)"},
 	{"hidden_activation", A_G, F_IMPL, "Gemma: gelu_pytorch_tanh only"},
 	{"query_pre_attn_scalar", A_G, F_IMPL, "Gemma: scores scaled by its -1/2 power"},
 	{"attn_logit_softcapping", A_G, F_IMPL, "Gemma: scores soft-capped, cap tanh(s / cap)"},
 	{"final_logit_softcapping", A_G, F_IMPL, "Gemma: logits soft-capped"},
 	{"cache_implementation", A_G, F_HARMLESS, "Gemma: the KV cache kind at generation"},
 	{"rope_local_base_freq", A_G3, F_IMPL, "Gemma 3: RoPE base of the sliding layers"},
+	{"sliding_window_size", A_G2, F_IMPL, "Gemma 2's release configs: an old name transformers never reads; must equal sliding_window"},
 	{"sliding_window_pattern", A_G3, F_IMPL, "Gemma 3: every pattern-th layer is global"},
 	{"use_bidirectional_attention", A_G3, F_IMPL, "Gemma 3 (embedding models): must be false"},
 	{"mlp_bias", A_L, F_IMPL, "gate/up/down biases"},
+	{"partial_rotary_factor", A_P3, F_IMPL, "Phi-3: RoPE on part of each head; only 1.0"},
+	{"original_max_position_embeddings", A_P3, F_IMPL, "Phi-3: longrope's switch point (longrope refused)"},
+	{"auto_map", A_P3, F_HARMLESS, "Phi-3: names the remote code that transformers' built-in Phi3ForCausalLM "
+				     "(the same math, upstreamed from it) replaces unless trust_remote_code"},
+	{"embd_pdrop", A_P3, F_HARMLESS, "Phi-3: dropout of the embeddings, off at inference"},
+	{"resid_pdrop", A_P3, F_HARMLESS, "Phi-3: dropout of the residual branches, off at inference"},
 	{"pretraining_tp", A_L, F_IMPL, "sliced matmuls, same math; refused with biases, which it drops"},
 	{"attention_dropout", A_ALL, F_IMPL, "inference: must be 0"},
 	{"sliding_window", A_ALL, F_IMPL, "computed per layer; on a Llama (no window there) refused when shorter than --seqlen"},
@@ -131,7 +139,7 @@ static const struct field_rule {
 };
 #define N_FIELD_RULES (sizeof field_rules / sizeof field_rules[0])
 
-static const char *arch_model_type[] = {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text"};
+static const char *arch_model_type[] = {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3"};
 
 /* The value of a JSON item, compact and cut short, for messages. */
 static void json_short(const cJSON *v, char *buf, size_t cap)
@@ -189,6 +197,14 @@ static int parse_sliding_window(const cJSON *root, const char *path, cloq_config
 		     "%s: field 'sliding_window' = %d: a window of no tokens is not a model cloq can compute", path, w);
 	if (cfg->arch == CLOQ_ARCH_GEMMA2 && !sw)
 		w = 4096;
+	if (cfg->arch == CLOQ_ARCH_GEMMA2 && cJSON_GetObjectItemCaseSensitive(root, "sliding_window_size")) {
+		int old;
+		CLOQ_TRY(get_int(root, "sliding_window_size", 1, 0, &old, path, err));
+		CLOQ_FAIL_IF(old != w, err, CLOQ_EINPUT,
+			     "%s: field 'sliding_window_size' = %d but 'sliding_window' = %d: transformers reads only "
+			     "sliding_window, so which window the checkpoint was trained with is ambiguous; refusing",
+			     path, old, w);
+	}
 	if (cfg->arch == CLOQ_ARCH_LLAMA) { /* refused when active, never computed */
 		cfg->sliding_window = w;
 		return CLOQ_OK;
@@ -321,6 +337,8 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 		cfg->arch = CLOQ_ARCH_GEMMA2;
 	else if (!strcmp(arch, "Gemma3ForCausalLM"))
 		cfg->arch = CLOQ_ARCH_GEMMA3;
+	else if (!strcmp(arch, "Phi3ForCausalLM"))
+		cfg->arch = CLOQ_ARCH_PHI3;
 	else
 		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT, "%s: architecture '%s' is not supported (supported: %s)", path,
 			     arch, CLOQ_SUPPORTED_ARCHS);
@@ -351,7 +369,8 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 		     "%s: head_dim %d must be positive and even (hidden_size %d / heads %d)", path,
 		     cfg->head_dim, cfg->hidden, cfg->heads);
 	CLOQ_TRY(get_int(root, "max_position_embeddings", 0, 2048, &cfg->max_pos, path, err));
-	CLOQ_TRY(get_num(root, "rms_norm_eps", 0, 1e-6, &cfg->rms_eps, path, err));
+	/* the config classes' defaults: Phi3Config 1e-5, the others 1e-6 */
+	CLOQ_TRY(get_num(root, "rms_norm_eps", 0, cfg->arch == CLOQ_ARCH_PHI3 ? 1e-5 : 1e-6, &cfg->rms_eps, path, err));
 	CLOQ_TRY(get_num(root, "rope_theta", 0, 10000.0, &cfg->rope_theta, path, err));
 	CLOQ_FAIL_IF(cfg->rms_eps < 0 || cfg->rope_theta <= 0, err, CLOQ_EINPUT,
 		     "%s: rms_norm_eps must be >= 0 and rope_theta > 0", path);
@@ -446,10 +465,25 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 		     "%s: field 'pretraining_tp' = %d with attention_bias/mlp_bias: transformers' sliced forward "
 		     "ignores the biases there, cloq would apply them; refusing rather than computing a different model",
 		     path, tp);
-	if (cfg->arch == CLOQ_ARCH_QWEN2)
+	if (cfg->arch == CLOQ_ARCH_QWEN2 || cfg->arch == CLOQ_ARCH_PHI3)
 		CLOQ_FAIL_IF(cfg->head_dim != cfg->hidden / cfg->heads, err, CLOQ_EINPUT,
-			     "%s: field 'head_dim' = %d but Qwen2ForCausalLM uses hidden_size / num_attention_heads = %d "
-			     "(a head_dim of its own is Qwen3's); refusing", path, cfg->head_dim, cfg->hidden / cfg->heads);
+			     "%s: field 'head_dim' = %d but %s uses hidden_size / num_attention_heads = %d "
+			     "(a head_dim of its own is Qwen3's); refusing", path, cfg->head_dim, cfg->arch_name,
+			     cfg->hidden / cfg->heads);
+	if (cfg->arch == CLOQ_ARCH_PHI3) {
+		/* Phi3Attention and Phi3MLP: one fused projection each, no biases */
+		cfg->fused = 1;
+		CLOQ_FAIL_IF(attn_bias, err, CLOQ_EINPUT,
+			     "%s: field 'attention_bias' = true: Phi3ForCausalLM's projections have no biases; refusing",
+			     path);
+		double prf;
+		CLOQ_TRY(get_num(root, "partial_rotary_factor", 0, 1.0, &prf, path, err));
+		CLOQ_FAIL_IF(prf != 1.0, err, CLOQ_EINPUT,
+			     "%s: field 'partial_rotary_factor' = %g: RoPE on part of each head (Phi-4-mini) is not "
+			     "implemented; refusing rather than computing a different model", path, prf);
+		int omp;
+		CLOQ_TRY(get_int(root, "original_max_position_embeddings", 0, cfg->max_pos, &omp, path, err));
+	}
 	double drop;
 	CLOQ_TRY(get_num(root, "attention_dropout", 0, 0.0, &drop, path, err));
 	CLOQ_FAIL_IF(drop != 0.0, err, CLOQ_EINPUT,

@@ -1,5 +1,6 @@
 /*
- * cloq_config.h - the model's config.json: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM.
+ * cloq_config.h - the model's config.json: Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 (text) and
+ * Phi-3 (Phi-3, Phi-4) causal LMs.
  *
  * Parsed with cJSON. Missing required fields, unknown architectures and impossible values are
  * CLOQ_EINPUT with the file and the field named. Tensor shapes are checked against the config by
@@ -21,12 +22,21 @@
 
 #include "cloq_error.h"
 
-enum cloq_arch { CLOQ_ARCH_LLAMA, CLOQ_ARCH_MISTRAL, CLOQ_ARCH_QWEN2, CLOQ_ARCH_QWEN3, CLOQ_ARCH_GEMMA2, CLOQ_ARCH_GEMMA3 };
+enum cloq_arch {
+	CLOQ_ARCH_LLAMA,
+	CLOQ_ARCH_MISTRAL,
+	CLOQ_ARCH_QWEN2,
+	CLOQ_ARCH_QWEN3,
+	CLOQ_ARCH_GEMMA2,
+	CLOQ_ARCH_GEMMA3,
+	CLOQ_ARCH_PHI3
+};
 
 #define CLOQ_MAX_LAYERS 1024
 enum cloq_rope_type { CLOQ_ROPE_DEFAULT, CLOQ_ROPE_LINEAR, CLOQ_ROPE_LLAMA3 };
 
-#define CLOQ_SUPPORTED_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM"
+#define CLOQ_SUPPORTED_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, " \
+	"Phi3ForCausalLM"
 
 typedef struct cloq_config {
 	enum cloq_arch arch;
@@ -61,6 +71,9 @@ typedef struct cloq_config {
 	int qk_norm;                /* Qwen3: RMSNorm over head_dim of each q and k head before RoPE,
 	                             * weights self_attn.q_norm / k_norm (head_dim) */
 	int o_bias;                 /* o_proj carries a bias (Llama attention_bias) */
+	int fused;                  /* Phi-3: the checkpoint holds self_attn.qkv_proj = [q; k; v] and
+	                             * mlp.gate_up_proj = [gate; up], each quantized and given a LoRA
+	                             * as the one linear it is (cloq_linear_present) */
 	int mlp_bias;               /* gate/up/down carry biases (Llama mlp_bias) */
 	int bos_id, eos_id;         /* -1 when absent */
 	char torch_dtype[16];       /* "float32", "bfloat16", ... or "" */

@@ -620,19 +620,19 @@ static int process_layer(job *J, int l, cloq_err *err)
 		 * solved (its H, factors and workspaces are a layer's peak) only their codes stay */
 		if (J->sp.propagate != CLOQ_PROP_FP)
 			for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-				if (cloq_linear_group(lin) < g) {
+				if (cloq_linear_group(lin) < g && cloq_linear_present(c, lin)) {
 					cloq_layer_result_shed(&res[lin]);
 					wp.w[lin] = NULL;
 				}
 		CLOQ_TRY(cloq_layer_solve_group(J->cfg, &J->sp, l, g, &grams[g], &w, res, &J->stage_s[ST_QUANT],
 						&J->stage_s[ST_SOLVE], err));
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-			if (cloq_linear_group(lin) < g && !wp.w[lin]) {
+			if (cloq_linear_group(lin) < g && cloq_linear_present(c, lin) && !wp.w[lin]) {
 				CLOQ_TRY(cloq_layer_result_restore(&res[lin], J->sp.propagate, J->sp.scaling, err));
 				wp.w[lin] = cloq_layer_result_propagated(&res[lin], J->sp.propagate, w.w[lin]);
 			}
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
-			if (cloq_linear_group(lin) != g)
+			if (cloq_linear_group(lin) != g || !cloq_linear_present(c, lin))
 				continue;
 			wp.w[lin] = cloq_layer_result_propagated(&res[lin], J->sp.propagate, w.w[lin]);
 			/* the original weight has served its purpose unless it is what propagates:
@@ -682,8 +682,10 @@ static int process_layer(job *J, int l, cloq_err *err)
 	if (!J->o.quiet) {
 		double zero = 0, fin = 0;
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
-			zero += res[lin].rel_quant / CLOQ_LINEARS;
-			fin += res[lin].rel_final / CLOQ_LINEARS;
+			if (!cloq_linear_present(c, lin))
+				continue;
+			zero += res[lin].rel_quant / cloq_linear_count(c);
+			fin += res[lin].rel_final / cloq_linear_count(c);
 		}
 		fprintf(stderr, "%slayer %d/%d done in %.1fs: mean calibrated error %.4f quantized -> %.4f with %s LoRA\n",
 			isatty(2) ? "\r\033[K" : "", l + 1, c->layers, now() - t_layer, zero, fin, init_name(J->o.init));

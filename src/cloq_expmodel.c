@@ -150,7 +150,7 @@ static int load_linear(cloq_expmodel *m, int l, int lin, float *W, cloq_err *err
 	char p[160], name[200];
 	int out, in;
 	cloq_linear_shape(&m->cfg, lin, &out, &in);
-	snprintf(p, sizeof p, "model.layers.%d.%s.%s", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
+	snprintf(p, sizeof p, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(&m->cfg, lin));
 	snprintf(name, sizeof name, "%s.qweight", p);
 	if (!m->gptq || !cloq_st_find(m->st, name)) {
 		snprintf(name, sizeof name, "%s.weight", p);
@@ -210,19 +210,21 @@ int cloq_expmodel_load_layer(cloq_expmodel *m, int l, cloq_layer_w *w, cloq_err 
 	}
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		int out, in;
+		if (!cloq_linear_present(c, lin))
+			continue;
 		cloq_linear_shape(c, lin, &out, &in);
 		w->w[lin] = cloq_malloc((size_t)out * in * sizeof(float));
 		CLOQ_FAIL_IF(!w->w[lin], err, CLOQ_EIO, "out of memory");
 		CLOQ_TRY(load_linear(m, l, lin, w->w[lin], err));
-		snprintf(name, sizeof name, "model.layers.%d.%s.%s.bias", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
+		snprintf(name, sizeof name, "model.layers.%d.%s.%s.bias", l, cloq_linear_parent(lin), cloq_linear_name(c, lin));
 		CLOQ_TRY(read_tensor_f32(m->st, m->dir, name, (size_t)out, &w->b[lin], 0, err));
 		if (m->adapter) {
 			float *A = NULL, *B = NULL;
 			snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.%s.lora_A.weight", l,
-				 cloq_linear_parent[lin], cloq_linear_names[lin]);
+				 cloq_linear_parent(lin), cloq_linear_name(c, lin));
 			rc = read_tensor_f32(m->adapter, "adapter", name, (size_t)m->rank * in, &A, 0, err);
 			snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.%s.lora_B.weight", l,
-				 cloq_linear_parent[lin], cloq_linear_names[lin]);
+				 cloq_linear_parent(lin), cloq_linear_name(c, lin));
 			if (rc == CLOQ_OK && A)
 				rc = read_tensor_f32(m->adapter, "adapter", name, (size_t)out * m->rank, &B, 1, err);
 			if (rc == CLOQ_OK && A && B)

@@ -150,8 +150,8 @@ static int load_layer(exporter *E, int l, cloq_err *err)
 	snprintf(path, sizeof path, "%s/shards/layer_%05d.cloqshard", E->om->dir, l);
 	CLOQ_TRY(cloq_shard_open(path, &E->cur_shard, err));
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-		CLOQ_TRY(cloq_layer_read_linear(E->cur_shard, E->cfg, l, lin, &E->om->qf, &E->cur[lin],
-						err));
+		if (cloq_linear_present(E->cfg, lin))
+			CLOQ_TRY(cloq_layer_read_linear(E->cur_shard, E->cfg, l, lin, &E->om->qf, &E->cur[lin], err));
 	const char *norms[6] = {NULL, NULL, NULL, NULL, E->cfg->qk_norm ? "self_attn.q_norm" : NULL,
 				E->cfg->qk_norm ? "self_attn.k_norm" : NULL};
 	cloq_norm_names(E->cfg, norms);
@@ -614,7 +614,7 @@ static int scan_needs_v2(exporter *E, int v1_job, int *needs, cloq_err *err)
 			return rc;
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 			const cloq_qtensor *q = &E->cur[lin].q;
-			if (!E->packable[lin] || !cloq_quant_needs_v2(q))
+			if (!cloq_linear_present(E->cfg, lin) || !E->packable[lin] || !cloq_quant_needs_v2(q))
 				continue;
 			*needs = 1;
 			size_t k = 0;
@@ -625,7 +625,7 @@ static int scan_needs_v2(exporter *E, int v1_job, int *needs, cloq_err *err)
 						    "model.layers.%d.%s.%s: zero point 0 at row %zu, group %zu, in a job "
 						    "made with --gptq-zeros v1: GPTQ v1 cannot store it, and this job "
 						    "promises a v1 checkpoint; refusing to export",
-						    l, cloq_linear_parent[lin], cloq_linear_names[lin],
+						    l, cloq_linear_parent(lin), cloq_linear_name(E->cfg, lin),
 						    k / (size_t)q->ngroups, k % (size_t)q->ngroups);
 		}
 	}
@@ -741,7 +741,7 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		int o, in;
 		cloq_linear_shape(E.cfg, lin, &o, &in);
-		E.packable[lin] = gptq && cloq_quant_gptq_packable(o, in, E.om->bits);
+		E.packable[lin] = gptq && cloq_linear_present(E.cfg, lin) && cloq_quant_gptq_packable(o, in, E.om->bits);
 	}
 	E.format = CLOQ_GPTQ_V1;
 	if (gptq) {
@@ -782,9 +782,11 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 		}
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 			int o, in;
+			if (!cloq_linear_present(c, lin))
+				continue;
 			cloq_linear_shape(c, lin, &o, &in);
 			char p[128];
-			snprintf(p, sizeof p, "model.layers.%d.%s.%s", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
+			snprintf(p, sizeof p, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(c, lin));
 			int b = E.om->bits, ng = (in + E.om->group_size - 1) / E.om->group_size;
 			if (E.packable[lin]) {
 				add(ts, &n, CLOQ_DT_I32, (int64_t)in * b / 32, o, l, lin, K_QWEIGHT, "%s.qweight", p);
@@ -833,7 +835,8 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	cJSON_AddStringToObject(acfg, "base_model_name_or_path", bname);
 	cJSON *tm = cJSON_AddArrayToObject(acfg, "target_modules");
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-		cJSON_AddItemToArray(tm, cJSON_CreateString(cloq_linear_names[lin]));
+		if (cloq_linear_present(c, lin))
+			cJSON_AddItemToArray(tm, cJSON_CreateString(cloq_linear_name(c, lin)));
 	/* Only LoraConfig fields: PEFT before huggingface/peft#2038 raises TypeError on any other key
 	 * ("LoraConfig.__init__() got an unexpected keyword argument"); the init is in OUT's journal. */
 	CLOQ_TRY(write_json(adir, "adapter_config.json", acfg, err));
@@ -865,7 +868,9 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 		cJSON *dense = cJSON_CreateArray();
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 			char nm[64];
-			snprintf(nm, sizeof nm, "%s.%s", cloq_linear_parent[lin], cloq_linear_names[lin]);
+			if (!cloq_linear_present(c, lin))
+				continue;
+			snprintf(nm, sizeof nm, "%s.%s", cloq_linear_parent(lin), cloq_linear_name(c, lin));
 			cJSON_AddItemToArray(E.packable[lin] ? grp : dense, cJSON_CreateString(nm));
 		}
 		cJSON_AddItemToArray(blk, grp);
@@ -888,7 +893,7 @@ marker:
 	made_tmp = 0;
 	int dense_n = 0;
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-		dense_n += gptq && !E.packable[lin];
+		dense_n += gptq && cloq_linear_present(E.cfg, lin) && !E.packable[lin];
 	if (fmt == FMT_PEFT) {
 		printf("exported the LoRA adapter of %s to %s (PEFT, for the original checkpoint loaded by bitsandbytes "
 		       "NF4%s); %s/README.md has the load lines\n",
@@ -902,7 +907,8 @@ marker:
 	printf("exported %s to %s (%s%s", out, dir, gptq ? "GPTQ " : "dense ",
 	       gptq ? (E.format == CLOQ_GPTQ_V2 ? "gptq_v2, zero points of 0 present" : "v1") : cloq_dtype_name(dtype));
 	if (dense_n)
-		printf("; %d of %d linears per layer stay dense: their shapes cannot be packed", dense_n, CLOQ_LINEARS);
+		printf("; %d of %d linears per layer stay dense: their shapes cannot be packed", dense_n,
+		       cloq_linear_count(E.cfg));
 	printf(") and the LoRA adapter to %s/adapter\n", dir);
 	if (gptq && E.format == CLOQ_GPTQ_V2)
 		printf("note: checkpoint_format gptq_v2 (true zero points) is read right by GPTQModel and by\n"

@@ -372,7 +372,7 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 	}
 	if (early) {
 		for (lin = 0; lin < CLOQ_LINEARS; lin++) {
-			if (cloq_linear_group(lin) != g)
+			if (cloq_linear_group(lin) != g || !cloq_linear_present(cfg, lin))
 				continue;
 			int out, in;
 			cloq_linear_shape(cfg, lin, &out, &in);
@@ -398,7 +398,7 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 			goto fail;
 	}
 	for (lin = 0; lin < CLOQ_LINEARS; lin++) {
-		if (cloq_linear_group(lin) != g)
+		if (cloq_linear_group(lin) != g || !cloq_linear_present(cfg, lin))
 			continue;
 		int out, in;
 		cloq_linear_shape(cfg, lin, &out, &in);
@@ -410,7 +410,7 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 fail:
 	if (rc && rc != CLOQ_EINTERRUPTED) {
 		if (lin >= 0 && lin < CLOQ_LINEARS)
-			cloq_err_wrap(err, rc, "model.layers.%d.%s.%s", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
+			cloq_err_wrap(err, rc, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(cfg, lin));
 		else
 			cloq_err_wrap(err, rc, "layer %d, %s of %s", l, what, cloq_group_names[g]);
 	}
@@ -453,7 +453,9 @@ int cloq_layer_write_shard(const char *path, const cloq_config *cfg, int l, cons
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		const cloq_layer_result *r = &res[lin];
 		char pre[160];
-		snprintf(pre, sizeof pre, "model.layers.%d.%s.%s", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
+		if (!cloq_linear_present(cfg, lin))
+			continue;
+		snprintf(pre, sizeof pre, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(cfg, lin));
 #define NAME(suffix) (snprintf(name, sizeof name, "%s.%s", pre, suffix), name)
 		CLOQ_TRY(add2(sw, NAME("qcodes"), CLOQ_SHARD_U8, r->out, r->in, r->q.q, 1, err));
 		if (r->q.nf_block > 0) {
@@ -520,7 +522,7 @@ int cloq_layer_read_linear(void *shard, const cloq_config *cfg, int l, int lin, 
 	int out, in;
 	memset(o, 0, sizeof *o);
 	cloq_linear_shape(cfg, lin, &out, &in);
-	snprintf(pre, sizeof pre, "model.layers.%d.%s.%s", l, cloq_linear_parent[lin], cloq_linear_names[lin]);
+	snprintf(pre, sizeof pre, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(cfg, lin));
 	if (cloq_qform_is_nf(qf)) {
 		cloq_nf_params np = {bits, qf->nf_block, qf->quantizer == 3, qf->nf_double, qf->nf_dtype};
 		CLOQ_TRY(cloq_qtensor_alloc_nf(&o->q, out, in, &np, err));
@@ -604,6 +606,8 @@ int cloq_layer_load_shard(const char *path, const cloq_config *cfg, int l, const
 	}
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		int out, in;
+		if (!cloq_linear_present(cfg, lin))
+			continue;
 		cloq_linear_shape(cfg, lin, &out, &in);
 		size_t wn = (size_t)out * in;
 		w->w[lin] = cloq_malloc(wn * sizeof(float));
@@ -651,8 +655,10 @@ cJSON *cloq_layer_report_json(const cloq_config *cfg, int l, const cloq_layer_re
 	cJSON *lins = cJSON_AddArrayToObject(r, "linears");
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		const cloq_layer_result *x = &res[lin];
+		if (!cloq_linear_present(cfg, lin))
+			continue;
 		cJSON *e = cJSON_CreateObject();
-		cJSON_AddStringToObject(e, "name", cloq_linear_names[lin]);
+		cJSON_AddStringToObject(e, "name", cloq_linear_name(cfg, lin));
 		cJSON_AddNumberToObject(e, "out", x->out);
 		cJSON_AddNumberToObject(e, "in", x->in);
 		add_num(e, "quantized", x->rel_quant);
@@ -664,7 +670,6 @@ cJSON *cloq_layer_report_json(const cloq_config *cfg, int l, const cloq_layer_re
 		add_num(e, "seconds", x->seconds);
 		cJSON_AddItemToArray(lins, e);
 	}
-	(void)cfg;
 	return r;
 }
 

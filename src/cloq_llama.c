@@ -9,10 +9,10 @@
 
 #include "cloq_sys.h"
 
-const char *const cloq_linear_names[CLOQ_LINEARS] = {"q_proj", "k_proj", "v_proj", "o_proj",
-						     "gate_proj", "up_proj", "down_proj"};
-const char *const cloq_linear_parent[CLOQ_LINEARS] = {"self_attn", "self_attn", "self_attn", "self_attn",
-						      "mlp", "mlp", "mlp"};
+static const char *const linear_names[CLOQ_LINEARS] = {"q_proj", "k_proj", "v_proj", "o_proj",
+							"gate_proj", "up_proj", "down_proj"};
+static const char *const linear_parent[CLOQ_LINEARS] = {"self_attn", "self_attn", "self_attn", "self_attn",
+							 "mlp", "mlp", "mlp"};
 const char *const cloq_group_names[CLOQ_GROUPS] = {"qkv", "o", "gateup", "down"};
 
 int cloq_linear_group(int lin)
@@ -22,15 +22,39 @@ int cloq_linear_group(int lin)
 	return g[lin];
 }
 
+int cloq_linear_present(const cloq_config *cfg, int lin)
+{
+	return !(cfg->fused && (lin == CLOQ_LIN_K || lin == CLOQ_LIN_V || lin == CLOQ_LIN_UP));
+}
+
+int cloq_linear_count(const cloq_config *cfg)
+{
+	return cfg->fused ? 4 : CLOQ_LINEARS;
+}
+
+const char *cloq_linear_name(const cloq_config *cfg, int lin)
+{
+	if (cfg->fused && lin == CLOQ_LIN_Q)
+		return "qkv_proj";
+	if (cfg->fused && lin == CLOQ_LIN_GATE)
+		return "gate_up_proj";
+	return linear_names[lin];
+}
+
+const char *cloq_linear_parent(int lin)
+{
+	return linear_parent[lin];
+}
+
 void cloq_linear_shape(const cloq_config *cfg, int lin, int *out, int *in)
 {
 	int qd = cfg->heads * cfg->head_dim, kvd = cfg->kv_heads * cfg->head_dim;
 	switch (lin) {
-	case CLOQ_LIN_Q: *out = qd; *in = cfg->hidden; break;
+	case CLOQ_LIN_Q: *out = cfg->fused ? qd + 2 * kvd : qd; *in = cfg->hidden; break;
 	case CLOQ_LIN_K:
 	case CLOQ_LIN_V: *out = kvd; *in = cfg->hidden; break;
 	case CLOQ_LIN_O: *out = cfg->hidden; *in = qd; break;
-	case CLOQ_LIN_GATE:
+	case CLOQ_LIN_GATE: *out = cfg->fused ? 2 * cfg->intermediate : cfg->intermediate; *in = cfg->hidden; break;
 	case CLOQ_LIN_UP: *out = cfg->intermediate; *in = cfg->hidden; break;
 	default: *out = cfg->hidden; *in = cfg->intermediate; break;
 	}
@@ -358,9 +382,16 @@ int cloq_block_forward_from(const cloq_config *c, int layer, const cloq_layer_w 
 		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_QKV, ws->xn, T, D, err));
 	if (stop_after == CLOQ_GROUP_QKV)
 		return CLOQ_OK;
-	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_Q], w->b[CLOQ_LIN_Q], ws->q, T, D, qd);
-	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_K], w->b[CLOQ_LIN_K], ws->k, T, D, kvd);
-	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_V], w->b[CLOQ_LIN_V], ws->v, T, D, kvd);
+	{ /* a fused qkv_proj is read as its three row slices */
+		const float *wq = w->w[CLOQ_LIN_Q], *bq = w->b[CLOQ_LIN_Q];
+		const float *wk = c->fused ? wq + (size_t)qd * D : w->w[CLOQ_LIN_K];
+		const float *wv = c->fused ? wk + (size_t)kvd * D : w->w[CLOQ_LIN_V];
+		const float *bk = c->fused ? (bq ? bq + qd : NULL) : w->b[CLOQ_LIN_K];
+		const float *bv = c->fused ? (bk ? bk + kvd : NULL) : w->b[CLOQ_LIN_V];
+		cloq_linear_fwd(ws->xn, wq, bq, ws->q, T, D, qd);
+		cloq_linear_fwd(ws->xn, wk, bk, ws->k, T, D, kvd);
+		cloq_linear_fwd(ws->xn, wv, bv, ws->v, T, D, kvd);
+	}
 	if (c->qk_norm) { /* Qwen3: each head of q and k RMS-normalised over head_dim, before RoPE */
 		CLOQ_FAIL_IF(!w->q_norm || !w->k_norm, err, CLOQ_EUSAGE, "a Qwen3 layer without its q/k norms");
 		cloq_rmsnorm_cfg(c, ws->q, w->q_norm, ws->q, T * c->heads, c->head_dim);
@@ -390,8 +421,13 @@ from_h:
 		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_GATEUP, ws->xn, T, D, err));
 	if (stop_after == CLOQ_GROUP_GATEUP)
 		return CLOQ_OK;
-	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_GATE], w->b[CLOQ_LIN_GATE], ws->g, T, D, NI);
-	cloq_linear_fwd(ws->xn, w->w[CLOQ_LIN_UP], w->b[CLOQ_LIN_UP], ws->u, T, D, NI);
+	{ /* a fused gate_up_proj: gate is its first NI rows, up the next NI */
+		const float *wg = w->w[CLOQ_LIN_GATE], *bg = w->b[CLOQ_LIN_GATE];
+		const float *wu = c->fused ? wg + (size_t)NI * D : w->w[CLOQ_LIN_UP];
+		const float *bu = c->fused ? (bg ? bg + NI : NULL) : w->b[CLOQ_LIN_UP];
+		cloq_linear_fwd(ws->xn, wg, bg, ws->g, T, D, NI);
+		cloq_linear_fwd(ws->xn, wu, bu, ws->u, T, D, NI);
+	}
 #pragma omp parallel for schedule(static) if ((size_t)T * NI > (1u << 20))
 	for (size_t i = 0; i < (size_t)T * NI; i++) {
 		float gv = ws->g[i];

@@ -23,15 +23,27 @@
 
 enum cloq_group { CLOQ_GROUP_QKV, CLOQ_GROUP_O, CLOQ_GROUP_GATEUP, CLOQ_GROUP_DOWN, CLOQ_GROUPS };
 
-/* The seven linears of a block, in a fixed order used everywhere (shards, reports, exports). */
+/*
+ * The seven linear slots of a block, in a fixed order used everywhere (shards, reports, exports).
+ * A family with fused projections (Phi-3: cfg->fused) has four linears: the Q slot holds
+ * self_attn.qkv_proj (rows [q; k; v]) and the GATE slot mlp.gate_up_proj (rows [gate; up]); the
+ * K, V and UP slots are absent (cloq_linear_present 0: NULL weights, skipped by every loop). A
+ * fused linear is quantized, calibrated and given its LoRA as the one matrix the checkpoint and
+ * PEFT know; the forward reads q, k and v (gate, up) as row slices of it.
+ */
 enum cloq_linear { CLOQ_LIN_Q, CLOQ_LIN_K, CLOQ_LIN_V, CLOQ_LIN_O, CLOQ_LIN_GATE, CLOQ_LIN_UP, CLOQ_LIN_DOWN,
 		   CLOQ_LINEARS };
 
-extern const char *const cloq_linear_names[CLOQ_LINEARS];  /* "q_proj", ... */
-extern const char *const cloq_linear_parent[CLOQ_LINEARS]; /* "self_attn" or "mlp" */
-extern const char *const cloq_group_names[CLOQ_GROUPS];    /* "qkv", "o", "gateup", "down" */
+extern const char *const cloq_group_names[CLOQ_GROUPS]; /* "qkv", "o", "gateup", "down" */
 int cloq_linear_group(int lin);
-/* (out, in) of a linear under cfg. */
+/* 1 when slot lin is a linear of cfg's family (0: merged into a fused neighbour). */
+int cloq_linear_present(const cloq_config *cfg, int lin);
+/* The linears present per layer (7, or 4 with fused projections). */
+int cloq_linear_count(const cloq_config *cfg);
+/* "q_proj", ... ("qkv_proj", "gate_up_proj" when fused) and "self_attn" or "mlp". */
+const char *cloq_linear_name(const cloq_config *cfg, int lin);
+const char *cloq_linear_parent(int lin);
+/* (out, in) of a linear under cfg (a fused one's out is its slices' sum). */
 void cloq_linear_shape(const cloq_config *cfg, int lin, int *out, int *in);
 
 /* One decoder layer's weights in fp32. Pointers are owned by whoever filled the struct. */

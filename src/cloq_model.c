@@ -18,8 +18,10 @@ static const cloq_st_tensor *find(const cloq_model *m, const char *fmt, int l, c
 
 const cloq_st_tensor *cloq_model_linear(const cloq_model *m, int l, int lin, int bias)
 {
+	if (!cloq_linear_present(&m->cfg, lin))
+		return NULL;
 	return find(m, bias ? "model.layers.%d.%s.%s.bias" : "model.layers.%d.%s.%s.weight", l,
-		    cloq_linear_parent[lin], cloq_linear_names[lin]);
+		    cloq_linear_parent(lin), cloq_linear_name(&m->cfg, lin));
 }
 
 const cloq_st_tensor *cloq_model_norm(const cloq_model *m, int l, int role)
@@ -100,6 +102,8 @@ static const char *foreign_hint(const char *name)
 		return "experts are a mixture-of-experts model's";
 	if (strstr(name, "feedforward_layernorm"))
 		return "pre/post feed-forward norms are Gemma 2's";
+	if (strstr(name, ".qkv_proj.") || strstr(name, ".gate_up_proj."))
+		return "fused qkv_proj / gate_up_proj are Phi-3's";
 	if (strstr(name, "rotary_emb.inv_freq"))
 		return "its shape or layer does not match config.json";
 	return "the architecture has no such weight";
@@ -175,14 +179,28 @@ static int check_tensors(cloq_model *m, cloq_err *err)
 		}
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 			int out, in;
+			if (!cloq_linear_present(c, lin))
+				continue;
 			cloq_linear_shape(c, lin, &out, &in);
-			snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, cloq_linear_parent[lin],
-				 cloq_linear_names[lin]);
+			snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, cloq_linear_parent(lin),
+				 cloq_linear_name(c, lin));
+			if (!cloq_model_linear(m, l, lin, 0) && !c->fused) {
+				char fused[160];
+				snprintf(fused, sizeof fused, "model.layers.%d.%s", l,
+					 cloq_linear_group(lin) == CLOQ_GROUP_QKV      ? "self_attn.qkv_proj.weight"
+					 : cloq_linear_group(lin) == CLOQ_GROUP_GATEUP ? "mlp.gate_up_proj.weight"
+										       : "");
+				const cloq_st_tensor *ft = cloq_st_find(m->st, fused);
+				CLOQ_FAIL_IF(ft, err, CLOQ_EINPUT,
+					     "%s: tensor '%s' is missing and '%s' (in %s) is there: fused projections are "
+					     "Phi-3's, and config.json says %s; refusing rather than guessing the model",
+					     m->dir, name, fused, cloq_st_file_path(m->st, (size_t)ft->file), c->arch_name);
+			}
 			CLOQ_TRY(expect(m, cloq_model_linear(m, l, lin, 0), name, out, in, err));
 			consume(m, used, cloq_model_linear(m, l, lin, 0));
 			const cloq_st_tensor *b = cloq_model_linear(m, l, lin, 1);
-			snprintf(name, sizeof name, "model.layers.%d.%s.%s.bias", l, cloq_linear_parent[lin],
-				 cloq_linear_names[lin]);
+			snprintf(name, sizeof name, "model.layers.%d.%s.%s.bias", l, cloq_linear_parent(lin),
+				 cloq_linear_name(c, lin));
 			if (has_bias(c, lin))
 				CLOQ_TRY(expect(m, b, name, out, -1, err));
 			else

@@ -23,9 +23,11 @@ static int64_t dtype_bytes(const cloq_config *c)
 void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p)
 {
 	int64_t lp = cloq_config_layer_params(c);
-	int64_t lin = 0; /* parameters in the seven linears */
+	int64_t lin = 0; /* parameters in the linears */
 	for (int l = 0; l < CLOQ_LINEARS; l++) {
 		int out, in;
+		if (!cloq_linear_present(c, l))
+			continue;
 		cloq_linear_shape(c, l, &out, &in);
 		lin += (int64_t)out * in;
 	}
@@ -45,13 +47,15 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	 *    (b) quantize: H + GPTQ's f32 factor + the group's deq(Q) and codes + GPTQ's working
 	 *    copy; (c) H becomes R in place, plus R's f32 copy; (d) per linear: R, R f32, deq(Q)
 	 *    and codes, dW, M = R dW^T (f32), the report's residual. */
-	int64_t fixed = lp * dtype_bytes(c) + (lp - lin) * 4 + (int64_t)CLOQ_LINEARS * r * (c->hidden + c->intermediate) * 4;
+	int64_t fixed = lp * dtype_bytes(c) + (lp - lin) * 4 + (int64_t)cloq_linear_count(c) * r * (c->hidden + c->intermediate) * 4;
 	p->weights_bytes = p->solver_bytes = 0;
 	int64_t best = 0, nmax = 0;
 	for (int g = 0; g < CLOQ_GROUPS; g++) {
 		int64_t w_orig = 0, w_prev_deq = 0, w_prev_codes = 0, grp = 0, omax = 0, n = 0;
 		for (int l = 0; l < CLOQ_LINEARS; l++) {
 			int out, in;
+			if (!cloq_linear_present(c, l))
+				continue;
 			cloq_linear_shape(c, l, &out, &in);
 			int64_t sz = (int64_t)out * in;
 			int lg = cloq_linear_group(l);
@@ -101,6 +105,8 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 		double lorab = 0.0, codes = 0.0, params = 0.0, packed = 0.0;
 		for (int l = 0; l < CLOQ_LINEARS; l++) {
 			int out, in;
+			if (!cloq_linear_present(c, l))
+				continue;
 			cloq_linear_shape(c, l, &out, &in);
 			double ng = nf ? 0.0 : (double)((in + gs - 1) / gs);
 			lorab += (double)r * (in + out) * 4.0;
@@ -121,8 +127,9 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 		else if (nf) /* --format dequant, fp16 */
 			p->export_bytes = (int64_t)(c->layers * (params * 2.0 + lorab + other * 2.0) + emb * 2.0);
 		/* safetensors headers, about 130 bytes of JSON a tensor, and the small JSON files */
-		double ntensors = c->layers * CLOQ_LINEARS * 2.0 +
-				  (o->quantizer == CLOQ_Q_NF4_BNB ? 0.0 : c->layers * (CLOQ_LINEARS * 4.0 + 4.0) + 3.0);
+		double nlin = cloq_linear_count(c);
+		double ntensors = c->layers * nlin * 2.0 +
+				  (o->quantizer == CLOQ_Q_NF4_BNB ? 0.0 : c->layers * (nlin * 4.0 + 4.0) + 3.0);
 		p->export_bytes += (int64_t)(ntensors * 130.0 + 4096.0);
 	}
 	/* arithmetic: the true-sequential passes resume where the previous one stopped, so a layer
@@ -136,6 +143,8 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	double per_layer = (o->one_pass ? 2.0 : o->full_passes ? 2.4 : 1.0) * fwd;
 	for (int l = 0; l < CLOQ_LINEARS; l++) {
 		int out, in;
+		if (!cloq_linear_present(c, l))
+			continue;
 		cloq_linear_shape(c, l, &out, &in);
 		per_layer += 4.0 * out * (double)in * in * (o->cloq_iters > 1 ? o->cloq_iters : 1);
 	}
@@ -151,6 +160,8 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	double S = 0.0; /* sum over linears of out * in^2 / g(in) */
 	for (int l = 0; l < CLOQ_LINEARS; l++) {
 		int out, in;
+		if (!cloq_linear_present(c, l))
+			continue;
 		cloq_linear_shape(c, l, &out, &in);
 		S += (double)out * in * in * (in + 8192.0) / in;
 	}

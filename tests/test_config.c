@@ -142,7 +142,7 @@ static void test_must_fail_fields(void **state)
 {
 	char *s = slurp(MODEL "/config.json");
 	variant(s, "foo", "1", CLOQ_EINPUT, "field 'foo' = 1 is not known to cloq", "refusing");
-	variant(s, "auto_map", "{\"AutoModel\":\"m.M\"}", CLOQ_EINPUT, "'auto_map'", "not known");
+	variant(s, "auto_map", "{\"AutoModel\":\"m.M\"}", CLOQ_EINPUT, "'auto_map'", "not a field of LlamaForCausalLM");
 	variant(s, "hidden_act", "\"gelu\"", CLOQ_EINPUT, "'hidden_act' = \"gelu\"", NULL);
 	variant(s, "hidden_act", "\"swish\"", CLOQ_OK, NULL, NULL);
 	variant(s, "rope_scaling", "{\"type\":\"dynamic\",\"factor\":2.0}", CLOQ_EINPUT, "'rope_scaling'", "dynamic");
@@ -213,7 +213,7 @@ static void test_must_fail_fields(void **state)
 	for (int l = 0; l < c.layers; l++)
 		assert_int_equal(c.layer_sliding[l], l == 3);
 	variant(qs, "sliding_window", "null", CLOQ_EINPUT, "'layer_types' has sliding_attention layers", NULL);
-	variant(qs, "sliding_window", "-4", CLOQ_EINPUT, "'sliding_window' = -4", NULL);
+	variant(qs, "sliding_window", "-4", CLOQ_EINPUT, "'sliding_window' must be a non-negative integer", NULL);
 	cJSON_free(qs);
 	cloq_free(q);
 
@@ -260,6 +260,25 @@ static void test_must_fail_fields(void **state)
 	cJSON_Delete(r);
 	variant(as_llama, "model_type", "\"qwen3\"", CLOQ_EINPUT, "'model_type' = \"qwen3\"", NULL);
 	variant(as_llama, "model_type", NULL, CLOQ_EINPUT, "not a field of LlamaForCausalLM", NULL);
+	{ /* Phi-3: fused projections, every layer slides (2047 < 2048), refusals by name */
+		char *p3 = slurp(CONFIGS "/phi-3-mini-4k.json");
+		assert_int_equal(cloq_config_parse(p3, "p3", &c, &err), CLOQ_OK);
+		assert_int_equal(c.arch, CLOQ_ARCH_PHI3);
+		assert_true(c.fused && !c.qkv_bias && !c.o_bias && !c.tie_embeddings);
+		assert_true(c.rms_eps == 1e-5 && c.sliding_window == 2047 && c.window_attention);
+		for (int l = 0; l < c.layers; l++)
+			assert_int_equal(c.layer_sliding[l], 1);
+		variant(p3, "attention_bias", "true", CLOQ_EINPUT, "'attention_bias' = true", "Phi3ForCausalLM");
+		variant(p3, "partial_rotary_factor", "0.75", CLOQ_EINPUT, "'partial_rotary_factor' = 0.75", NULL);
+		variant(p3, "partial_rotary_factor", "1.0", CLOQ_OK, NULL, NULL);
+		variant(p3, "head_dim", "128", CLOQ_EINPUT, "'head_dim' = 128", "Phi3ForCausalLM");
+		variant(p3, "rope_scaling", "{\"type\":\"longrope\",\"short_factor\":[1],\"long_factor\":[1]}",
+			CLOQ_EINPUT, "type 'longrope'", NULL);
+		variant(p3, "rms_norm_eps", NULL, CLOQ_OK, NULL, NULL);
+		variant(p3, "use_sliding_window", "true", CLOQ_EINPUT, "not a field of Phi3ForCausalLM", NULL);
+		variant(p3, "q_lora_rank", "1", CLOQ_EINPUT, "not known", NULL);
+		cloq_free(p3);
+	}
 	{ /* Gemma 2: its math read, what it does not implement refused */
 		char *g2 = slurp(CONFIGS "/gemma-2-2b.json");
 		assert_int_equal(cloq_config_parse(g2, "g2", &c, &err), CLOQ_OK);
@@ -273,6 +292,8 @@ static void test_must_fail_fields(void **state)
 		variant(g2, "attn_logit_softcapping", "null", CLOQ_OK, NULL, NULL);
 		variant(g2, "query_pre_attn_scalar", NULL, CLOQ_EINPUT, "query_pre_attn_scalar", "ambiguous");
 		variant(g2, "torch_dtype", "\"bfloat16\"", CLOQ_OK, NULL, NULL);
+		variant(g2, "sliding_window_size", "4096", CLOQ_OK, NULL, NULL);
+		variant(g2, "sliding_window_size", "2048", CLOQ_EINPUT, "'sliding_window_size' = 2048", "ambiguous");
 		r = cJSON_Parse(g2);
 		cJSON_ReplaceItemInObjectCaseSensitive(r, "torch_dtype", cJSON_CreateString("bfloat16"));
 		cJSON_ReplaceItemInObjectCaseSensitive(r, "final_logit_softcapping", cJSON_CreateNull());
@@ -281,7 +302,9 @@ static void test_must_fail_fields(void **state)
 		assert_int_equal(cloq_config_parse(qs, "g2", &c, &err), CLOQ_OK);
 		assert_true(c.final_softcap == 0.0);
 		assert_true(c.embed_scale == 48.0); /* sqrt(2304) = 48 is a bfloat16 */
-		assert_int_equal(cloq_config_check_seqlen(&c, 8192, "dir", &err), CLOQ_EINPUT);
+		assert_int_equal(cloq_config_check_seqlen(&c, 8192, "dir", &err), CLOQ_OK); /* computed */
+		for (int l = 0; l < c.layers; l++)
+			assert_int_equal(c.layer_sliding[l], l % 2 == 0);
 		cJSON_free(qs);
 		cloq_free(g2);
 	}
@@ -460,6 +483,10 @@ static void test_published_param_counts(void **state)
 		{"mistral-7b-v0.3.json", 7248023552LL}, {"qwen2.5-0.5b.json", 494032768LL},
 		{"qwen2.5-7b.json", 7615616512LL},   {"qwen3-0.6b.json", 596049920LL},
 		{"gemma-2-2b.json", 2614341888LL},  {"gemma-3-1b.json", 999885952LL},
+		{"phi-3-mini-4k.json", 3821079552LL}, {"phi-4.json", 14659507200LL},
+		{"qwen3-8b.json", 8190735360LL},    {"qwen3-32b.json", 32762123264LL},
+		{"llama-3.1-70b.json", 70553706496LL}, {"qwen2.5-72b.json", 72706203648LL},
+		{"gemma-2-9b.json", 9241705984LL},
 	};
 	for (size_t i = 0; i < sizeof published / sizeof published[0]; i++) {
 		char path[256];

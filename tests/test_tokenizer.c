@@ -200,8 +200,8 @@ static void test_golden_llama3(void **state)
 }
 
 /* A fixture directory keeping tokenizer.json and tokenizer_config.json zstd-compressed (large
- * vocabularies): both decompressed with libzstd into the test's scratch dir NAME, then its goldens
- * (the Hugging Face JavaScript tokenizers' ids) run. */
+ * vocabularies; the config only where the fixture has one): both decompressed with libzstd into
+ * the test's scratch dir NAME, then its goldens (the Hugging Face JavaScript tokenizers' ids) run. */
 static void golden_zst(const char *fixdir, const char *name)
 {
 	static const char *const files[2] = {"tokenizer.json", "tokenizer_config.json"};
@@ -210,6 +210,8 @@ static void golden_zst(const char *fixdir, const char *name)
 	for (int f = 0; f < 2; f++) {
 		size_t csize;
 		snprintf(path, sizeof path, "%s/%s.zst", fixdir, files[f]);
+		if (f == 1 && access(path, F_OK) != 0)
+			continue;
 		char *comp = slurp(path, &csize);
 		unsigned long long n = ZSTD_getFrameContentSize(comp, csize);
 		assert_true(n != ZSTD_CONTENTSIZE_ERROR && n != ZSTD_CONTENTSIZE_UNKNOWN && n < (1ull << 30));
@@ -239,6 +241,13 @@ static void test_golden_gemma(void **state)
 {
 	golden_zst("fixtures/gemma3-tokenizer", "gemma3");
 	golden_zst("fixtures/gemma2-tokenizer", "gemma2");
+}
+
+/* Phi-3 (Phi-3-mini, Phi-3.5-mini): Llama 2's 32,000 pieces + 11 added tokens (chat markers
+ * that strip the whitespace to their right), no BOS from tokenizer.json alone. */
+static void test_golden_phi3(void **state)
+{
+	golden_zst("fixtures/phi3-tokenizer", "phi3");
 }
 
 /* The newer merges format (["a", "b"] pairs) must give the same ids: rewrite Mistral's merges
@@ -914,6 +923,7 @@ int main(void)
 		cmocka_unit_test(test_golden_mistral_pair_merges),
 		cmocka_unit_test(test_golden_qwen3),
 		cmocka_unit_test(test_golden_gemma),
+		cmocka_unit_test(test_golden_phi3),
 		cmocka_unit_test(test_wikitext_mistral_round_trip),
 		cmocka_unit_test(test_wikitext_llama3_round_trip),
 		cmocka_unit_test(test_tinystories),

@@ -5,7 +5,8 @@
 #  - Mistral, sliding_window 16 on every layer; the same weights without a window give another
 #    perplexity (the window is really applied), and convert -> verify -> export -> the export's
 #    own forward (read_export.py) gives the job's ppl;
-#  - Qwen3 with use_sliding_window and max_window_layers 1 (only layer 1 slides);
+#  - Qwen2 (q/k/v biases) and Qwen3 with use_sliding_window and max_window_layers 1 (only layer 1
+#    slides); the Qwen2 one also through convert -> export -> the export's own forward;
 #  - Gemma 2 with sliding_window 24 (the even layers);
 #  - a LlamaForCausalLM carrying a window is refused by name (its class has none).
 cd "$(dirname "$0")/../.." || exit 1
@@ -26,6 +27,10 @@ b=$(ppl_of "$T/p_w")
 	ok "the window changes the model ($a without, $b with)" || fail "window 16 and none give the same ppl ($a, $b)"
 family_convert_export "$T/mi" "Mistral, window 16"
 
+"$MK" --out "$T/q2" --family qwen2 --sliding-window 16 --max-window-layers 1 $GEOM || exit 1
+family_forward "$T/q2" "Qwen2 (q/k/v biases), window 16 on layer 1"
+rm -rf "$T/j" "$T/g" "$T/d"
+family_convert_export "$T/q2" "Qwen2, window 16 on layer 1" input_layernorm post_attention_layernorm
 "$MK" --out "$T/q3" --family qwen3 --sliding-window 16 --max-window-layers 1 $GEOM --head-dim 32 || exit 1
 family_forward "$T/q3" "Qwen3, window 16 on layer 1"
 "$MK" --out "$T/g2" --family gemma2 --sliding-window 24 $GEOM --tied || exit 1

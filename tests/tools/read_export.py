@@ -31,11 +31,22 @@ GPTQ (AutoGPTQ / GPTQModel / transformers' GPTQ integration):
               desc_act false, g_idx[i] must be i // group_size (exllama/marlin kernels assume it).
     W[o, i] = scales[g_idx[i], o] * (q[i, o] - zero[g_idx[i], o])   evaluated in float32.
   A linear not listed in modules_in_block_to_quantize must carry a dense P.weight (out, in).
+  The linears of a decoder layer, by config.json's architecture (Geometry.linears):
+    most families:  self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj
+    Phi3ForCausalLM: self_attn.qkv_proj ((H + 2 KV) * head_dim, D; rows [q; k; v]),
+                     self_attn.o_proj, mlp.gate_up_proj (2 I, D; rows [gate; up]), mlp.down_proj
+  modules_in_block_to_quantize may name only those. Biases (P.bias (out,), float16 when P is
+  quantized, else torch_dtype): Llama attention_bias -> q/k/v/o, mlp_bias -> gate/up/down; Qwen3,
+  Gemma2/3 attention_bias -> q/k/v/o; Qwen2 q/k/v always (no o, no MLP; attention_bias false or
+  mlp_bias true refused); Mistral, Phi3 none (Phi3 attention_bias/mlp_bias true refused).
+  head_dim: Qwen2, Phi3 hidden / heads (a config head_dim must equal it).
 PEFT LoRA adapter (peft LoraConfig / save_pretrained):
   adapter_config.json {peft_type "LORA", task_type "CAUSAL_LM", r, lora_alpha, target_modules,
   lora_dropout, bias "none"}; adapter_model.safetensors holds exactly
   base_model.model.<module>.lora_A.weight (r, in) and .lora_B.weight (out, r) for every module whose
   name matches a target (equal or ending in "." + target); effective W + (lora_alpha / r) B @ A.
+  The modules are the architecture's decoder linears (Phi3: qkv_proj, o_proj, gate_up_proj,
+  down_proj with the fused shapes); every target must match one of them.
 
 Usage:
   read_export.py selftest                   packing known answers (AutoGPTQ's pack loop, by hand)
@@ -50,7 +61,8 @@ Usage:
                                             no check (AutoGPTQ QuantLinear.forward: mask, then + 1)
   read_export.py qlora-ppl MODEL_DIR ADAPTER_DIR --tokens F.npy [--double-quant] [--rows N]
                                             what a QLoRA user's GPU computes: the original checkpoint
-                                            with every decoder linear replaced by bitsandbytes' NF4
+                                            with every decoder linear (the architecture's: Phi3's
+                                            fused ones whole) replaced by bitsandbytes' NF4
                                             (block 64) as tests/tools/ref_bnb_nf4.py models it, in
                                             the weight's own dtype, plus the PEFT adapter in
                                             ADAPTER_DIR (a 'cloq export --format peft-only')
@@ -386,14 +398,17 @@ def selftest():
 
 
 # ---- model geometry ------------------------------------------------------------------------------
+# a decoder layer's linears: LINEARS for every family but Phi3 (PHI3_LINEARS: fused q/k/v, gate/up)
 LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+PHI3_LINEARS = ["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"]
 TORCH_DTYPE = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
 
 
 # architectures[0] -> the model_type transformers' Auto classes build it from
 ARCH_MODEL_TYPE = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
                    "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
+                   "Phi3ForCausalLM": "phi3",
                    "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3_text"}
 
 
@@ -408,7 +423,11 @@ class Geometry:
             fail("%s: model_type %r but architectures %s (model_type %r): a loader builds the "
                  "model_type's class" % (path, mt, self.arch, ARCH_MODEL_TYPE[self.arch]))
         qwen3 = self.arch == "Qwen3ForCausalLM"
+        qwen2 = self.arch == "Qwen2ForCausalLM"
+        phi3 = self.arch == "Phi3ForCausalLM"
         gemma3 = self.arch == "Gemma3ForCausalLM"
+        # Phi3Attention/Phi3MLP: fused qkv_proj and gate_up_proj
+        self.linears = PHI3_LINEARS if phi3 else LINEARS
         # Qwen3, Gemma3: per-head q_norm/k_norm (head_dim,) (Qwen3Attention, Gemma3Attention)
         self.qk_norm = qwen3 or gemma3
         gemma2 = self.arch == "Gemma2ForCausalLM"
@@ -421,18 +440,40 @@ class Geometry:
             self.I = cfg["intermediate_size"]
             self.L = cfg["num_hidden_layers"]
             self.H = cfg["num_attention_heads"]
-            # Qwen3Config defaults: num_key_value_heads 32, head_dim 128 (not hidden/heads)
-            self.Hkv = cfg.get("num_key_value_heads", 32 if qwen3 else None) or self.H
-            # Gemma2Config / Gemma3TextConfig: head_dim 256; num_key_value_heads: ref_llama requires it
-            self.hd = cfg.get("head_dim", 128 if qwen3 else 256 if gemma else None) or self.D // self.H
+            # Qwen3Config defaults: num_key_value_heads 32, head_dim 128 (not hidden/heads);
+            # Qwen2Config: num_key_value_heads 32; Phi3Config: num_key_value_heads = heads
+            self.Hkv = cfg.get("num_key_value_heads", 32 if (qwen3 or qwen2) else None) or self.H
+            if qwen2 or phi3:  # Qwen2Attention/Phi3Attention: hidden // heads (a key must agree)
+                self.hd = self.D // self.H if _is_int(self.D) and _is_int(self.H) and self.H > 0 else None
+                if self.hd is None or self.hd * self.H != self.D:
+                    fail("%s: hidden_size %r is not a multiple of num_attention_heads %r" % (path, self.D, self.H))
+                if "head_dim" in cfg and cfg["head_dim"] != self.hd:
+                    fail("%s: head_dim %r != hidden_size / num_attention_heads = %d (%s)"
+                         % (path, cfg["head_dim"], self.hd, self.arch))
+            else:
+                # Gemma2Config / Gemma3TextConfig: head_dim 256; num_key_value_heads: ref_llama requires it
+                self.hd = cfg.get("head_dim", 128 if qwen3 else 256 if gemma else None) or self.D // self.H
             self.V = cfg["vocab_size"]
         except KeyError as e:
             fail("%s: missing %s" % (path, e))
         self.tied = bool(cfg.get("tie_word_embeddings", gemma))  # Gemma2Config/Gemma3TextConfig: True
         mistral = self.arch == "MistralForCausalLM"
-        # MistralAttention/MistralMLP, Qwen3MLP, Gemma2MLP/Gemma3MLP have no bias whatever the config says
-        self.attn_bias = bool(cfg.get("attention_bias", False)) and not mistral
-        self.mlp_bias = bool(cfg.get("mlp_bias", False)) and not (qwen3 or mistral or gemma)
+        # the linears with a .bias
+        if qwen2:  # Qwen2Attention: q/k/v bias=True, o_proj bias=False; Qwen2MLP: none
+            if cfg.get("attention_bias", True) is not True or cfg.get("mlp_bias", False) is not False:
+                fail("%s: attention_bias %r / mlp_bias %r: Qwen2 has q/k/v biases and nothing else "
+                     "whatever the config says (ambiguous)" % (path, cfg.get("attention_bias"), cfg.get("mlp_bias")))
+            self.biased = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}
+        elif phi3:  # Phi3Attention/Phi3MLP: bias=False everywhere
+            for k in ("attention_bias", "mlp_bias"):
+                if cfg.get(k, False) is not False:
+                    fail("%s: %s %r: Phi3's linears have no biases (ambiguous)" % (path, k, cfg[k]))
+            self.biased = set()
+        else:
+            # MistralAttention/MistralMLP, Qwen3MLP, Gemma2MLP/Gemma3MLP have no bias whatever the config says
+            attn_bias = bool(cfg.get("attention_bias", False)) and not mistral
+            mlp_bias = bool(cfg.get("mlp_bias", False)) and not (qwen3 or mistral or gemma)
+            self.biased = {lin for lin in self.linears if (attn_bias if lin.startswith("self_attn") else mlp_bias)}
 
     def shape(self, lin):
         """(out, in) of a linear."""
@@ -440,10 +481,11 @@ class Geometry:
         return {"self_attn.q_proj": (q, self.D), "self_attn.k_proj": (kv, self.D),
                 "self_attn.v_proj": (kv, self.D), "self_attn.o_proj": (self.D, q),
                 "mlp.gate_proj": (self.I, self.D), "mlp.up_proj": (self.I, self.D),
-                "mlp.down_proj": (self.D, self.I)}[lin]
+                "mlp.down_proj": (self.D, self.I),
+                "self_attn.qkv_proj": (q + 2 * kv, self.D), "mlp.gate_up_proj": (2 * self.I, self.D)}[lin]
 
     def has_bias(self, lin):
-        return self.attn_bias if lin.startswith("self_attn") else self.mlp_bias
+        return lin in self.biased
 
 
 def expect(t, name, dtypes, shape, where):
@@ -501,7 +543,7 @@ class Base:
             if g.ff_norms:  # Gemma2 and Gemma3 only; likewise
                 dense(p + "pre_feedforward_layernorm.weight", (g.D,))
                 dense(p + "post_feedforward_layernorm.weight", (g.D,))
-            for lin in LINEARS:
+            for lin in g.linears:
                 o, i = g.shape(lin)
                 P = p + lin
                 if lin in self.quant:
@@ -543,8 +585,9 @@ class Base:
             fail("%s: modules_in_block_to_quantize is not a list of lists of names" % cp)
         flat = [s for b in blk for s in b]
         for s in flat:
-            if s not in LINEARS:
-                fail("%s: modules_in_block_to_quantize names %r, not a decoder-layer linear" % (cp, s))
+            if s not in self.geom.linears:
+                fail("%s: modules_in_block_to_quantize names %r, not a decoder-layer linear of %s (%s)"
+                     % (cp, s, self.geom.arch, " ".join(self.geom.linears)))
         if len(set(flat)) != len(flat):
             fail("%s: modules_in_block_to_quantize lists a module twice" % cp)
         qp = os.path.join(self.dir, "quantize_config.json")
@@ -648,7 +691,7 @@ class Adapter:
         used = set()
         matched = set()
         if geom is not None:
-            mods = [("model.layers.%d.%s" % (l, lin), geom.shape(lin)) for l in range(geom.L) for lin in LINEARS]
+            mods = [("model.layers.%d.%s" % (l, lin), geom.shape(lin)) for l in range(geom.L) for lin in geom.linears]
         else:  # no base config (an interrupted export): the modules the tensor names say, shapes unknown
             pat = re.compile(r"^base_model\.model\.(model\.layers\.\d+\.(self_attn|mlp)\.[a-z_]+)\.lora_[AB]\.weight$")
             mods = sorted({(m.group(1), None) for m in map(pat.match, t) if m})
@@ -696,8 +739,8 @@ def summary(b, a):
     if b.fmt:
         print("checkpoint_format %s" % b.fmt)
         print("bits %d group_size %d desc_act %s sym %s" % (b.bits, b.gs, b.desc_act, b.sym))
-        q = [lin for lin in LINEARS if lin in b.quant]
-        dn = [lin for lin in LINEARS if lin not in b.quant]
+        q = [lin for lin in g.linears if lin in b.quant]
+        dn = [lin for lin in g.linears if lin not in b.quant]
         print("quantized linears: %d (%s)" % (len(q) * g.L, " ".join(q)))
         print("dense linears: %d (%s)" % (len(dn) * g.L, " ".join(dn)))
         zs = sorted(b.zero_hist)
@@ -809,7 +852,7 @@ def qlora(model_dir, adapter_dir, double_quant):
     import ref_bnb_nf4 as nf
     b = Base(model_dir)
     for l in range(b.geom.L):
-        for lin in LINEARS:
+        for lin in b.geom.linears:  # Phi3: the fused qkv_proj / gate_up_proj, each one Linear4bit
             name = "model.layers.%d.%s.weight" % (l, lin)
             t = b.tensors[name]
             dt = {"F32": "f32", "BF16": "bf16", "F16": "f16"}[t.dtype]

@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """ref_llama.py - independent float64 numpy reference of Hugging Face LlamaForCausalLM,
-MistralForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM (text-only).
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM and
+Gemma3ForCausalLM (text-only).
 
 An oracle for cloq's C forward pass and the source of the solver fixtures. numpy only (no torch,
 no transformers): the safetensors file is read by hand (8-byte LE header length, JSON header, raw
 F32/BF16/F16 data; model.safetensors, else the shards model.safetensors.index.json names) so
 nothing here shares code with the C reader it is meant to check.
 
-The forward mirrors transformers' modeling_llama / modeling_mistral / modeling_qwen3 in float64:
+The forward mirrors transformers' modeling_llama / modeling_mistral / modeling_qwen2 /
+modeling_qwen3 / modeling_phi3 in float64:
   h = embed[ids]
   per layer: x = rmsnorm(h) * w_in          (x * rsqrt(mean(x^2) + eps), then * weight)
              q,k,v = x Wq^T (+bq), x Wk^T (+bk), x Wv^T (+bv), viewed (T, heads, head_dim)
@@ -19,6 +21,33 @@ The forward mirrors transformers' modeling_llama / modeling_mistral / modeling_q
              h += attn Wo^T (+bo)                (attn is heads*head_dim wide)
              x = rmsnorm(h) * w_post ; h += down(silu(gate x) * up x)   (+ mlp biases, Llama)
   logits = rmsnorm(h) * w_norm @ lm_head^T  (lm_head = embed when tie_word_embeddings)
+
+Qwen2ForCausalLM (model_type "qwen2"; modeling_qwen2 / Qwen2Config, 4.44-4.51) is that layer with
+  q/k/v biases ALWAYS (self_attn.{q,k,v}_proj.bias, (out,); Qwen2Attention builds them with
+  bias=True whatever the config says; no o_proj bias, no MLP bias), no q/k norms, head_dim =
+  hidden_size / num_attention_heads (4.44 computes it; later releases read a config head_dim:
+  one present must equal it). Qwen2Config defaults: num_key_value_heads 32, rms_norm_eps 1e-6,
+  rope_theta 10000, tie_word_embeddings false, use_sliding_window false, sliding_window 4096,
+  max_window_layers 28. Refused: hidden_size not a multiple of the heads (transformers raises),
+  a head_dim key != hidden/heads, attention_bias false (the class has biases whatever it says:
+  ambiguous), mlp_bias true. Windows: as Qwen3 (below).
+
+Phi3ForCausalLM (model_type "phi3"; modeling_phi3 / Phi3Config, 4.44-4.51) is Llama's layer with
+  fused projections and no biases:
+    qkv = x Wqkv^T, Wqkv = self_attn.qkv_proj.weight ((H + 2 Hkv) * hd, D), rows [q; k; v]:
+      q = qkv[:, :H hd], k = qkv[:, H hd:(H + Hkv) hd], v = qkv[:, (H + Hkv) hd:]
+    gu = x Wgu^T, Wgu = mlp.gate_up_proj.weight (2 I, D): gate = gu[:, :I], up = gu[:, I:]
+      (Phi3MLP: gate, up = chunk(2)); mlp = down(up * silu(gate))
+  self_attn.o_proj, mlp.down_proj, input_layernorm / post_attention_layernorm / model.norm (RMSNorm
+  x * rsqrt(mean(x^2) + eps) * w, as Llama's). head_dim = hidden / heads (a config head_dim must
+  equal it). Phi3Config defaults: num_key_value_heads = heads, rms_norm_eps 1e-5, rope_theta 10000,
+  tie_word_embeddings false, hidden_act silu, sliding_window null (none). embd_pdrop, resid_pdrop,
+  attention_dropout are dropout (nothing at inference): accepted; original_max_position_embeddings
+  (read only by longrope) accepted. Refused: rope_scaling other than null/default ("longrope",
+  "su", "yarn" named), partial_rotary_factor != 1, attention_bias true, mlp_bias true, a head_dim
+  key != hidden/heads, hidden_size not a multiple of the heads, and every config key not in
+  PHI3_KEYS_USED / PHI3_KEYS_IGNORED. Tensors: a q_proj/k_proj/v_proj/gate_proj/up_proj under
+  Phi3 is refused (unused), as is a fused one under any other family.
 
 Gemma2ForCausalLM (modeling_gemma2, eager attention) differs:
   h = embed[ids] * normalizer, normalizer = sqrt(hidden_size) rounded to the stored embedding dtype
@@ -62,29 +91,33 @@ query_pre_attn_scalar^-0.5 scaling) plus:
   Refused: rope types other than default/linear, use_bidirectional_attention, sliding_window null
   with a sliding layer, and every config key not in GEMMA3_KEYS_USED / GEMMA3_KEYS_IGNORED.
 
-Which model: config.json "architectures"[0] (LlamaForCausalLM, MistralForCausalLM,
-Qwen3ForCausalLM; without "architectures", the one of "model_type"), and "model_type", when
-present, must be that architecture's (transformers' Auto classes go by model_type). Missing config
-keys take the defaults of transformers' config class (LlamaConfig, MistralConfig, Qwen3Config):
-  head_dim                Llama/Mistral: hidden/heads; Qwen3: 128 (not hidden/heads)
-  num_key_value_heads     Llama: heads; Mistral: 8; Qwen3: 32
-  rms_norm_eps 1e-6, rope_theta 10000, tie_word_embeddings false
+Which model: config.json "architectures"[0] (one of ARCHS; without "architectures", the one of
+"model_type"), and "model_type", when present, must be that architecture's (transformers' Auto
+classes go by model_type). Missing config keys take the defaults of transformers' config class
+(LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config, Phi3Config):
+  head_dim                Llama/Mistral: hidden/heads; Qwen3: 128 (not hidden/heads);
+                          Qwen2/Phi3: hidden/heads, always
+  num_key_value_heads     Llama, Phi3: heads; Mistral: 8; Qwen2, Qwen3: 32
+  rms_norm_eps 1e-6 (Phi3: 1e-5), rope_theta 10000, tie_word_embeddings false
   biases                  Llama: attention_bias -> q/k/v/o .bias, mlp_bias -> gate/up/down .bias;
                           Qwen3: attention_bias -> q/k/v/o .bias, the MLP never has one;
-                          Mistral: none
+                          Qwen2: q/k/v .bias always, nothing else; Mistral, Phi3: none
 Refused (ValueError naming the key or tensor): other architectures, rope_scaling other than
 default, partial_rotary_factor != 1, hidden_act other than silu/swish, and any tensor the model
 does not use (the only ones accepted unread are what transformers' loader drops: the
 rotary_emb.inv_freq buffers, and under tie_word_embeddings an lm_head.weight equal to the
 embedding); a missing or misshapen tensor too; an untied model without lm_head.weight.
 
-Sliding windows are computed per layer: query i sees key j iff i - W < j <= i (masking_utils'
-sliding_window_overlay AND causal_mask_function; the eager masks of 4.44 Gemma2 and 4.51 Mistral):
+Sliding windows are computed per layer (window_mask): query i sees key j iff i - W < j <= i
+(masking_utils' sliding_window_overlay AND causal_mask_function; the eager masks of 4.44 Gemma2 and
+4.51 Mistral):
   Mistral: sliding_window (default 4096; null = none) on every layer.
+  Phi3: sliding_window (default null = none) on every layer.
   Gemma2: sliding_window (default 4096; null refused) on layer_types' sliding_attention layers
     (default: the even layers, what transformers <= 4.5x always slides); a forward over T tokens
     raises when layer_types differs from the even layers and T > W (the releases disagree).
-  Qwen3 (Qwen3Config): W = sliding_window if use_sliding_window else None; layer_types (if absent)
+  Qwen2, Qwen3 (Qwen2Config, Qwen3Config): W = sliding_window if use_sliding_window else None;
+    layer_types (if absent)
     = "sliding_attention" for layer i >= max_window_layers when W is set, else "full_attention";
     a sliding layer with W None is an error in transformers too (create_sliding_window_causal_mask).
     A forward raises when use_sliding_window is false and the raw "sliding_window" < T:
@@ -103,7 +136,11 @@ Usage (run from the repository root or pass --model):
                                             (Gemma2) / a two-layer model's logits, sliding layer
                                             with T > window and full layer with linear RoPE
                                             (Gemma3; both with mutation checks) by scalar loops,
-                                            strictness and sliding-window refusals
+                                            strictness and sliding-window refusals; Phi3 == Llama
+                                            on the same weights unfused, Qwen2 == Llama with q/k/v
+                                            biases (1e-12; fusion order / bias mutations caught),
+                                            window masks (i - W < j <= i) and windowed attention
+                                            by scalar loops (Mistral), Phi3/Qwen2 strictness
 """
 
 import argparse
@@ -185,11 +222,17 @@ def read_weights(model_dir, dtypes=None):
 
 
 # architecture -> model_type; the per-family defaults of transformers' config classes
-ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen3ForCausalLM": "qwen3",
-         "Gemma2ForCausalLM": "gemma2", "Gemma3ForCausalLM": "gemma3_text"}
+ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
+         "Qwen3ForCausalLM": "qwen3", "Phi3ForCausalLM": "phi3", "Gemma2ForCausalLM": "gemma2",
+         "Gemma3ForCausalLM": "gemma3_text"}
 # None: num_attention_heads; Gemma2/Gemma3: required (Gemma2Config's default changed between
 # releases; Gemma3TextConfig's 4 is a 4B-ish guess no real checkpoint should rely on)
-DEFAULT_KV = {"llama": None, "mistral": 8, "qwen3": 32, "gemma2": "required", "gemma3_text": "required"}
+DEFAULT_KV = {"llama": None, "mistral": 8, "qwen2": 32, "qwen3": 32, "phi3": None,
+              "gemma2": "required", "gemma3_text": "required"}
+# the decoder-layer linears of a family (Llama.linears); Phi3 fuses q/k/v and gate/up
+UNFUSED_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                   "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+PHI3_LINEARS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
 GEMMA_NAME = {"gemma2": "Gemma2", "gemma3_text": "Gemma3"}
 # Gemma3TextConfig: every config.json key this reference reads, or knows it may ignore (they do not
 # change the forward: token ids, cache/generation settings, dropout at inference, metadata). Any
@@ -209,6 +252,17 @@ GEMMA3_KEYS_IGNORED = {
     "tie_encoder_decoder", "add_cross_attention", "tokenizer_class", "id2label", "label2id",
     "problem_type", "torchscript", "chunk_size_feed_forward", "pruned_heads", "finetuning_task",
     "prefix", "sep_token_id", "decoder_start_token_id", "task_specific_params", "quantization_config"}
+# Phi3Config: likewise strict. Read: the keys below; ignored: the generic ones Gemma3 ignores plus
+# Phi3's dropouts (embd_pdrop, resid_pdrop: nothing at inference) and original_max_position_embeddings
+# (read only by longrope/su scaling, refused here), auto_map (remote-code class names: the in-library
+# Phi3ForCausalLM is what transformers builds for model_type phi3 without trust_remote_code).
+PHI3_KEYS_USED = {
+    "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size",
+    "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act",
+    "rms_norm_eps", "tie_word_embeddings", "attention_bias", "mlp_bias", "rope_theta", "rope_scaling",
+    "rope_parameters", "partial_rotary_factor", "sliding_window"}
+PHI3_KEYS_IGNORED = GEMMA3_KEYS_IGNORED - {"cache_implementation"} | {
+    "embd_pdrop", "resid_pdrop", "original_max_position_embeddings", "auto_map"}
 LAYER_TYPES = ("full_attention", "sliding_attention")
 # stored embedding dtype -> the rounding of Gemma2's sqrt(hidden_size) normalizer
 EMBED_DTYPES = ("F32", "BF16", "F16")
@@ -298,6 +352,11 @@ class Llama:
             if unknown:
                 raise ValueError("config.json: key(s) %s not known to this Gemma3 reference "
                                  "(Gemma3TextConfig): refused rather than ignored" % ", ".join(unknown))
+        if fam == "phi3":
+            unknown = sorted(set(cfg) - PHI3_KEYS_USED - PHI3_KEYS_IGNORED)
+            if unknown:
+                raise ValueError("config.json: key(s) %s not known to this Phi3 reference "
+                                 "(Phi3Config): refused rather than ignored" % ", ".join(unknown))
         self.dim = _int(cfg, "hidden_size")
         self.inter = _int(cfg, "intermediate_size")
         self.n_layers = _int(cfg, "num_hidden_layers")
@@ -316,13 +375,25 @@ class Llama:
             if self.dim % self.n_heads:  # Gemma2Attention / Gemma2Config validation raise too
                 raise ValueError("config.json: hidden_size %d is not a multiple of num_attention_heads "
                                  "%d (transformers' Gemma2 refuses it)" % (self.dim, self.n_heads))
+        elif fam in ("qwen2", "phi3"):
+            # Qwen2Attention / Phi3Attention (4.44): head_dim = hidden_size // num_heads, and a
+            # hidden size that is not a multiple raises; later releases read a config head_dim
+            # when present (getattr(config, "head_dim", hidden // heads)): one given must agree
+            if self.dim % self.n_heads:
+                raise ValueError("config.json: hidden_size %d is not a multiple of num_attention_heads "
+                                 "%d (transformers' %s refuses it)" % (self.dim, self.n_heads, self.arch))
+            self.head_dim = self.dim // self.n_heads
+            if "head_dim" in cfg and (isinstance(cfg["head_dim"], bool) or cfg["head_dim"] != self.head_dim):
+                raise ValueError("config.json: head_dim %r != hidden_size / num_attention_heads = %d: %s "
+                                 "4.44 uses the quotient, later releases the key (ambiguous)"
+                                 % (cfg["head_dim"], self.head_dim, self.arch))
         else:
             self.head_dim = _int(cfg, "head_dim", None, allow_none=True) or self.dim // self.n_heads
         if self.n_heads % self.n_kv or self.head_dim % 2:
             raise ValueError("config.json: %d heads, %d kv heads, head_dim %d"
                              % (self.n_heads, self.n_kv, self.head_dim))
         self.vocab = _int(cfg, "vocab_size")
-        self.eps = float(cfg.get("rms_norm_eps", 1e-6))
+        self.eps = float(cfg.get("rms_norm_eps", 1e-5 if fam == "phi3" else 1e-6))  # Phi3Config: 1e-5
         self.gemma = fam in ("gemma2", "gemma3_text")  # Gemma2 and Gemma3: 1 + w norms, sandwich
         self.gemma3 = fam == "gemma3_text"
         if self.gemma:
@@ -330,8 +401,31 @@ class Llama:
         elif cfg.get("hidden_act", "silu") not in ("silu", "swish"):  # ACT2FN: both nn.SiLU
             raise ValueError("config.json: hidden_act %r, only silu supported" % cfg.get("hidden_act"))
         self.qk_norm = fam in ("qwen3", "gemma3_text")
-        self.attn_bias = fam != "mistral" and bool(cfg.get("attention_bias", False))
-        self.mlp_bias = fam == "llama" and bool(cfg.get("mlp_bias", False))
+        # Phi3: fused self_attn.qkv_proj ([q; k; v] rows) and mlp.gate_up_proj ([gate; up] rows)
+        self.fused = fam == "phi3"
+        self.linears = PHI3_LINEARS if self.fused else UNFUSED_LINEARS
+        # which linears carry a .bias
+        if fam == "qwen2":
+            # Qwen2Attention: q/k/v nn.Linear(bias=True), o_proj bias=False; Qwen2MLP: no bias.
+            # Qwen2Config has neither key: a config saying otherwise is ambiguous
+            if cfg.get("attention_bias", True) is not True:
+                raise ValueError("config.json: attention_bias %r but Qwen2's q/k/v projections always "
+                                 "have biases (transformers ignores the key; ambiguous)" % (cfg["attention_bias"],))
+            if cfg.get("mlp_bias", False) is not False:
+                raise ValueError("config.json: mlp_bias %r but Qwen2MLP has no biases (transformers "
+                                 "ignores the key; ambiguous)" % (cfg["mlp_bias"],))
+            self.biased = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}
+        elif fam == "phi3":
+            # Phi3Attention: qkv_proj and o_proj bias=False; Phi3MLP: bias=False
+            for key in ("attention_bias", "mlp_bias"):
+                if cfg.get(key, False) is not False:
+                    raise ValueError("config.json: %s %r: Phi3's linears have no biases (transformers "
+                                     "ignores the key; ambiguous)" % (key, cfg[key]))
+            self.biased = set()
+        else:
+            attn_bias = fam != "mistral" and bool(cfg.get("attention_bias", False))
+            mlp_bias = fam == "llama" and bool(cfg.get("mlp_bias", False))
+            self.biased = {m for m in self.linears if (attn_bias if m.startswith("self_attn") else mlp_bias)}
         self.tied = bool(cfg.get("tie_word_embeddings", self.gemma))  # Gemma2/Gemma3 configs: True
         # per layer: the sliding window (None: full causal) and RoPE's inverse frequencies
         self.windows = [None] * self.n_layers
@@ -535,11 +629,14 @@ class Llama:
             if lt != even:
                 limit(w, "Gemma2 layer_types %r differ from the even layers that transformers before "
                       "4.54 slides" % lt)
-        elif self.family == "mistral":
-            # MistralConfig sliding_window (default 4096; null = none): every layer, computed
-            w = _int(cfg, "sliding_window", 4096, allow_none=True)
+        elif self.family in ("mistral", "phi3"):
+            # MistralConfig sliding_window (default 4096; null = none), Phi3Config sliding_window
+            # (default null = none): every layer, computed
+            w = _int(cfg, "sliding_window", 4096 if self.family == "mistral" else None, allow_none=True)
             self.windows = [w] * L
-        elif self.family == "qwen3":
+        elif self.family in ("qwen2", "qwen3"):
+            # Qwen2Config and Qwen3Config: the same keys, the same defaults, the same rule
+            name = {"qwen2": "Qwen2", "qwen3": "Qwen3"}[self.family]
             raw = _int(cfg, "sliding_window", 4096, allow_none=True)
             use = cfg.get("use_sliding_window", False)
             if not isinstance(use, bool):
@@ -564,17 +661,19 @@ class Llama:
             # the per-layer flash path before it)
             self.windows = [w if t == "sliding_attention" else None for t in lt]
             if raw is not None and not use:
-                limit(raw, "Qwen3 config sliding_window %d with use_sliding_window false: "
-                      "transformers before masking_utils applied it to every layer" % raw)
+                limit(raw, "%s config sliding_window %d with use_sliding_window false: "
+                      "transformers before masking_utils applied it to every layer" % (name, raw))
 
     def _take_weights(self, weights):
         D, H, Hkv, hd, I, V = self.dim, self.n_heads, self.n_kv, self.head_dim, self.inter, self.vocab
         want = {"model.embed_tokens.weight": (V, D), "model.norm.weight": (D,)}
         if not self.tied:
             want["lm_head.weight"] = (V, D)
-        lin = {"self_attn.q_proj": (H * hd, D), "self_attn.k_proj": (Hkv * hd, D),
-               "self_attn.v_proj": (Hkv * hd, D), "self_attn.o_proj": (D, H * hd),
-               "mlp.gate_proj": (I, D), "mlp.up_proj": (I, D), "mlp.down_proj": (D, I)}
+        shapes = {"self_attn.q_proj": (H * hd, D), "self_attn.k_proj": (Hkv * hd, D),
+                  "self_attn.v_proj": (Hkv * hd, D), "self_attn.o_proj": (D, H * hd),
+                  "mlp.gate_proj": (I, D), "mlp.up_proj": (I, D), "mlp.down_proj": (D, I),
+                  "self_attn.qkv_proj": ((H + 2 * Hkv) * hd, D), "mlp.gate_up_proj": (2 * I, D)}
+        lin = {m: shapes[m] for m in self.linears}
         for l in range(self.n_layers):
             p = "model.layers.%d." % l
             want[p + "input_layernorm.weight"] = (D,)
@@ -584,7 +683,7 @@ class Llama:
                 want[p + "post_feedforward_layernorm.weight"] = (D,)
             for m, shape in lin.items():
                 want[p + m + ".weight"] = shape
-                if self.attn_bias if m.startswith("self_attn") else self.mlp_bias:
+                if m in self.biased:
                     want[p + m + ".bias"] = shape[:1]
             if self.qk_norm:
                 want[p + "self_attn.q_norm.weight"] = (hd,)
@@ -608,9 +707,15 @@ class Llama:
                     hint = " (q/k norms are Qwen3's and Gemma3's; architecture is %s)" % self.arch
                 elif name.endswith(("pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight")):
                     hint = " (feed-forward norms are Gemma2's and Gemma3's; architecture is %s)" % self.arch
+                elif name.endswith((".qkv_proj.weight", ".gate_up_proj.weight")):
+                    hint = " (fused projections are Phi3's; architecture is %s)" % self.arch
+                elif self.fused and name.endswith(tuple("%s.weight" % m for m in UNFUSED_LINEARS)):
+                    hint = " (Phi3 fuses q/k/v into self_attn.qkv_proj and gate/up into mlp.gate_up_proj)"
                 elif name.endswith(".bias"):
                     hint = " (config.json attention_bias %r, mlp_bias %r; %s)" % (
                         self.cfg.get("attention_bias"), self.cfg.get("mlp_bias"), self.arch)
+                    if self.family == "qwen2":
+                        hint = " (Qwen2 has q/k/v biases only)"
                 raise ValueError("tensor %s %s is not used by %s%s"
                                  % (name, list(np.shape(weights[name])), self.arch, hint))
             shape = want.get(name, ignore.get(name))
@@ -660,8 +765,8 @@ class Llama:
             ids = ids[None, :]
         B, T = ids.shape
         if self.max_len is not None and T > self.max_len:
-            raise ValueError("%d tokens but %s: a key would fall outside the window, and this "
-                             "reference computes sliding windows for Gemma3 only" % (T, self.window_why))
+            raise ValueError("%d tokens but %s: a key would fall outside the window, and the "
+                             "transformers releases disagree on whether it does" % (T, self.window_why))
         H, Hkv, hd = self.n_heads, self.n_kv, self.head_dim
         rep = H // Hkv
         h = self.w["model.embed_tokens.weight"][ids]  # (B, T, D)
@@ -671,12 +776,8 @@ class Llama:
         # True = hidden: causal (j > i), and on a sliding layer of window W also j <= i - W
         # (masking_utils: sliding_window_overlay kv_idx > q_idx - W AND causal kv_idx <= q_idx;
         # Gemma3 4.50: torch.tril(ones, diagonal=-W) masked)
-        masks = {}
-        for W in set(self.windows):
-            m = np.triu(np.ones((T, T), dtype=bool), k=1)
-            if W is not None:
-                m |= np.tril(np.ones((T, T), dtype=bool), k=-W)
-            masks[W] = m
+        masks = {W: window_mask(T, W) for W in set(self.windows)}
+        I = self.inter
         scale = self.scaling if gemma else 1.0 / np.sqrt(hd)
         for l in range(self.n_layers):
             p = "model.layers.%d." % l
@@ -684,9 +785,13 @@ class Llama:
             x = self.rmsnorm(h, w[p + "input_layernorm.weight"])
             if hook:
                 hook(l, "qkv", x.reshape(B * T, -1))
-            q = self.linear(x, p + "self_attn.q_proj")
-            k = self.linear(x, p + "self_attn.k_proj")
-            v = self.linear(x, p + "self_attn.v_proj")
+            if self.fused:  # Phi3Attention: qkv rows [q (H hd); k (Hkv hd); v (Hkv hd)]
+                qkv = self.linear(x, p + "self_attn.qkv_proj")
+                q, k, v = qkv[..., :H * hd], qkv[..., H * hd:(H + Hkv) * hd], qkv[..., (H + Hkv) * hd:]
+            else:
+                q = self.linear(x, p + "self_attn.q_proj")
+                k = self.linear(x, p + "self_attn.k_proj")
+                v = self.linear(x, p + "self_attn.v_proj")
             q = q.reshape(B, T, H, hd)
             k = k.reshape(B, T, Hkv, hd)
             if self.qk_norm:  # Qwen3, Gemma3 (1 + w): per-head RMSNorm over head_dim, before RoPE
@@ -719,8 +824,12 @@ class Llama:
                 x = self.rmsnorm(h, w[p + "post_attention_layernorm.weight"])
             if hook:
                 hook(l, "gateup", x.reshape(B * T, -1))
-            g = self.linear(x, p + "mlp.gate_proj")
-            u = self.linear(x, p + "mlp.up_proj")
+            if self.fused:  # Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1)
+                gu = self.linear(x, p + "mlp.gate_up_proj")
+                g, u = gu[..., :I], gu[..., I:]
+            else:
+                g = self.linear(x, p + "mlp.gate_proj")
+                u = self.linear(x, p + "mlp.up_proj")
             if gemma:  # gelu_pytorch_tanh
                 m = 0.5 * g * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (g + 0.044715 * g ** 3))) * u
             else:
@@ -736,6 +845,16 @@ class Llama:
         if gemma and self.final_cap is not None:  # Gemma2/Gemma3ForCausalLM: final_logit_softcapping
             logits = self.final_cap * np.tanh(logits / self.final_cap)
         return logits
+
+
+def window_mask(T, W):
+    """(T, T) bool, True = hidden: causal (key j > query i), and with a window W (not None) also
+    j <= i - W, so query i sees key j iff i - W < j <= i (masking_utils: sliding_window_overlay
+    kv_idx > q_idx - W AND causal kv_idx <= q_idx; 4.4x eager: tril(ones, diagonal=-W) masked)."""
+    m = np.triu(np.ones((T, T), dtype=bool), k=1)
+    if W is not None:
+        m |= np.tril(np.ones((T, T), dtype=bool), k=-W)
+    return m
 
 
 def log_softmax(z):
@@ -807,7 +926,14 @@ GROUPS = [("qkv", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
           ("down", ["mlp.down_proj"])]
 
 
+def _unfused_only(model):
+    if model.fused:
+        raise ValueError("solver fixture: %s has fused linears; the fixture names q/k/v/gate/up"
+                         % model.arch)
+
+
 def dump_solver_fixture(model, outdir, calib_path, n_rows=32, x_rows=8, x_layers=(0, 4)):
+    _unfused_only(model)
     calib = np.load(calib_path)
     ids = calib[:n_rows]
     T = ids.shape[1]
@@ -891,6 +1017,7 @@ def rtn_selftest():
 def check_solver_fixture(model, d, calib_path):
     """Re-derive the solver fixture by a different route (batched forward, all rows at once) and
     check every file plus the identities the C tests rely on. Returns a list of failure strings."""
+    _unfused_only(model)
     bad = []
     rows = {}
     with open(os.path.join(d, "manifest.txt")) as f:
@@ -1042,8 +1169,9 @@ def tiny_gemma2(seed=0, attention_bias=False, **over):
     return cfg, {k: v.astype(np.float32) for k, v in w.items()}
 
 
-def _attn_by_hand(m, ids, t, norm_first=True, qk_norm=True):
-    """Layer 0's attention output (before o_proj) at position t, by scalar loops (math only)."""
+def _attn_by_hand(m, ids, t, norm_first=True, qk_norm=True, window=None):
+    """Layer 0's attention output (before o_proj) at position t, by scalar loops (math only);
+    window W: only keys s with t - W < s <= t."""
     import math
     w = {k: v.tolist() for k, v in m.w.items() if k.startswith("model.layers.0.") or "embed" in k}
     p = "model.layers.0.self_attn."
@@ -1077,18 +1205,19 @@ def _attn_by_hand(m, ids, t, norm_first=True, qk_norm=True):
     qs = [lin(p + "q_proj", x) for x in xs]
     ks = [lin(p + "k_proj", x) for x in xs]
     vs = [lin(p + "v_proj", x) for x in xs]
+    lo = 0 if window is None else max(0, t - window + 1)
     out = []
     for h in range(H):
         j = h // (H // Hkv)
         q = prep(qs[t][h * hd:(h + 1) * hd], w.get(p + "q_norm.weight"), t)
         sc = []
-        for s in range(t + 1):
+        for s in range(lo, t + 1):
             k = prep(ks[s][j * hd:(j + 1) * hd], w.get(p + "k_norm.weight"), s)
             sc.append(sum(a * b for a, b in zip(q, k)) / math.sqrt(hd))
         mx = max(sc)
         e = [math.exp(z - mx) for z in sc]
         pr = [z / sum(e) for z in e]
-        out += [sum(pr[s] * vs[s][j * hd + i] for s in range(t + 1)) for i in range(hd)]
+        out += [sum(pr[s - lo] * vs[s][j * hd + i] for s in range(lo, t + 1)) for i in range(hd)]
     return np.array(out)
 
 
@@ -1243,14 +1372,19 @@ def gemma2_selftest(expect_raise):
                  "model_type")
     expect_raise("ff norms under llama", lambda: G(lcfg, w), "feed-forward norms are Gemma2's")
     G(lcfg, lw)
-    # sliding windows: even layers slide (and layer_types' sliding ones); refused past the window
+    # sliding windows: the even layers slide, computed; a layer_types other than the even layers
+    # is refused past the window (the releases disagree)
     ms = G(dict(cfg, sliding_window=4), w)
-    ms.forward(ids[:4])
-    expect_raise("gemma2 window 4 < T 5", lambda: ms.forward(ids), "layers [0]")
+    lw, lf = ms.forward(ids)[0], G(dict(cfg, sliding_window=5), w).forward(ids)[0]
+    if ms.windows != [4, None] or float(np.max(np.abs(lw[:4] - lf[:4]))) > 1e-12 or \
+            float(np.max(np.abs(lw[4:] - lf[4:]))) < 1e-9:
+        bad.append("gemma2 window 4 vs 5 over T 5: windows %r, rows 0-3 must agree, row 4 differ"
+                   % (ms.windows,))
     mf = G(dict(cfg, sliding_window=4, layer_types=["full_attention", "full_attention"]), w)
-    expect_raise("gemma2 window, layer_types all full", lambda: mf.forward(ids), "sliding_window 4")
+    mf.forward(ids[:4])
+    expect_raise("gemma2 window, layer_types all full", lambda: mf.forward(ids), "differ from the even layers")
     mo = G(dict(cfg, sliding_window=4, layer_types=["full_attention", "sliding_attention"]), w)
-    expect_raise("gemma2 odd sliding layer_types", lambda: mo.forward(ids), "layers [0, 1]")
+    expect_raise("gemma2 odd sliding layer_types", lambda: mo.forward(ids), "differ from the even layers")
     expect_raise("gemma2 sliding_window null", lambda: G(dict(cfg, sliding_window=None), w), "null")
     expect_raise("gemma2 layer_types length", lambda: G(dict(cfg, layer_types=["full_attention"]), w),
                  "layer_types")
@@ -1508,6 +1642,269 @@ def gemma3_selftest(expect_raise):
     return bad
 
 
+def tiny_llama(seed=0, attention_bias=False, **over):
+    """config dict and float32 weights of a small random LlamaForCausalLM: hidden 64, 4 heads of 16,
+    2 kv heads, intermediate 96, two layers, untied; attention_bias: q/k/v/o biases."""
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+           "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "vocab_size": 256, "rms_norm_eps": 1e-5, "rope_theta": 500.0,
+           "hidden_act": "silu", "attention_bias": attention_bias, "tie_word_embeddings": False,
+           "torch_dtype": "float32"}
+    cfg.update(over)
+    rng = np.random.RandomState(seed)
+    D, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    H, Hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = D // H
+    w = {"model.embed_tokens.weight": rng.standard_normal((V, D)),
+         "model.norm.weight": 1 + 0.1 * rng.standard_normal(D),
+         "lm_head.weight": rng.standard_normal((V, D)) / np.sqrt(D)}
+    shapes = {"self_attn.q_proj": (H * hd, D), "self_attn.k_proj": (Hkv * hd, D),
+              "self_attn.v_proj": (Hkv * hd, D), "self_attn.o_proj": (D, H * hd),
+              "mlp.gate_proj": (I, D), "mlp.up_proj": (I, D), "mlp.down_proj": (D, I)}
+    for l in range(cfg["num_hidden_layers"]):
+        p = "model.layers.%d." % l
+        w[p + "input_layernorm.weight"] = 1 + 0.1 * rng.standard_normal(D)
+        w[p + "post_attention_layernorm.weight"] = 1 + 0.1 * rng.standard_normal(D)
+        for m, sh in shapes.items():
+            w[p + m + ".weight"] = 1.5 * rng.standard_normal(sh) / np.sqrt(sh[1])
+            if attention_bias and m.startswith("self_attn"):
+                w[p + m + ".bias"] = 0.5 * rng.standard_normal(sh[0])
+    return cfg, {k: v.astype(np.float32) for k, v in w.items()}
+
+
+def fuse_phi3(weights, order="qkv", gate_first=True):
+    """Llama weights -> Phi3's names: qkv_proj rows [q; k; v], gate_up_proj rows [gate; up] (order
+    and gate_first break the layout, for the blindness checks)."""
+    out = {}
+    for k, v in weights.items():
+        if k.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                       "mlp.gate_proj.weight", "mlp.up_proj.weight")):
+            continue
+        out[k] = v
+        if k.endswith("self_attn.o_proj.weight"):
+            p = k[:-len("o_proj.weight")]
+            out[p + "qkv_proj.weight"] = np.concatenate([weights[p + c + "_proj.weight"] for c in order])
+        if k.endswith("mlp.down_proj.weight"):
+            p = k[:-len("down_proj.weight")]
+            gu = [weights[p + "gate_proj.weight"], weights[p + "up_proj.weight"]]
+            out[p + "gate_up_proj.weight"] = np.concatenate(gu if gate_first else gu[::-1])
+    return out
+
+
+def phi3_config(llama_cfg, **over):
+    """The Phi3Config of tiny_llama's geometry, as a Phi-3 checkpoint writes it."""
+    cfg = {k: v for k, v in llama_cfg.items() if k not in ("attention_bias", "mlp_bias", "head_dim")}
+    cfg.update({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "embd_pdrop": 0.0,
+                "resid_pdrop": 0.0, "attention_dropout": 0.0, "original_max_position_embeddings": 4096,
+                "max_position_embeddings": 4096, "rope_scaling": None, "sliding_window": None,
+                "initializer_range": 0.02, "use_cache": True, "bos_token_id": 1, "eos_token_id": 32000,
+                "pad_token_id": 32000, "transformers_version": "4.44.2"})
+    cfg.update(over)
+    return cfg
+
+
+def qwen2_config(llama_cfg, **over):
+    cfg = {k: v for k, v in llama_cfg.items() if k not in ("attention_bias", "mlp_bias")}
+    cfg.update({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "use_sliding_window": False,
+                "sliding_window": 4096, "max_window_layers": 28, "rope_scaling": None})
+    cfg.update(over)
+    return cfg
+
+
+def phi3_qwen2_selftest(expect_raise):
+    """Phi3 == Llama on the same weights unfused and Qwen2 == Llama with q/k/v biases (identical
+    math, 1e-12), fusion layouts mutation-checked; window masks and windowed attention by scalar
+    loops (Mistral, Phi3, Qwen2); defaults and strictness of Phi3 and Qwen2."""
+    import tempfile
+    bad = []
+    M = Llama.from_weights
+    rng = np.random.RandomState(5)
+    ids = rng.randint(0, 256, size=40)  # T 40
+
+    def diff(a, b):
+        return float(np.max(np.abs(a - b)))
+
+    # masks: query i sees key j iff i - W < j <= i
+    for Tm, Wm in ((9, None), (9, 1), (9, 3), (9, 9), (9, 20), (64, 16)):
+        want = np.array([[not ((Wm is None or i - Wm < j) and j <= i) for j in range(Tm)] for i in range(Tm)])
+        if not np.array_equal(window_mask(Tm, Wm), want):
+            bad.append("window_mask(%d, %r) is not i - W < j <= i" % (Tm, Wm))
+    lcfg, lw = tiny_llama()
+    ml = M(lcfg, lw)
+    ll = ml.forward(ids)[0]
+    # Phi3 == Llama, through the directory reader
+    pcfg, pw = phi3_config(lcfg), fuse_phi3(lw)
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(pcfg, f)
+        write_safetensors(os.path.join(d, "model.safetensors"), pw)
+        mp = Llama(d)
+    if (mp.arch, mp.fused, mp.head_dim, mp.linears, mp.biased) != \
+            ("Phi3ForCausalLM", True, 16, PHI3_LINEARS, set()):
+        bad.append("phi3: arch %s fused %s head_dim %d linears %r" % (mp.arch, mp.fused, mp.head_dim, mp.linears))
+    lp = mp.forward(ids)[0]
+    if diff(lp, ll) > 1e-12:
+        bad.append("phi3 != llama on the same weights by %.3g" % diff(lp, ll))
+    if diff(mp.forward(np.stack([ids, ids[::-1]]))[1], ml.forward(ids[::-1])[0]) > 1e-12:
+        bad.append("phi3 batch row 1 != llama")
+    # the hooks see the same activations (the solver's groups)
+    hp, hl = {}, {}
+    mp.forward(ids[:8], hook=lambda l, g, X: hp.setdefault((l, g), X))
+    ml.forward(ids[:8], hook=lambda l, g, X: hl.setdefault((l, g), X))
+    if sorted(hp) != sorted(hl) or max(diff(hp[k], hl[k]) for k in hl) > 1e-12:
+        bad.append("phi3 hooks differ from llama's")
+    for kw in ({"order": "qvk"}, {"order": "kqv"}, {"gate_first": False}):
+        if kw.get("order") == "kqv":  # k/q sizes differ: same shape only when H == Hkv
+            c2, w2 = tiny_llama(num_key_value_heads=4)
+            alt = diff(M(phi3_config(c2), fuse_phi3(w2, **kw)).forward(ids)[0], M(c2, w2).forward(ids)[0])
+        else:
+            alt = diff(M(pcfg, fuse_phi3(lw, **kw)).forward(ids)[0], ll)
+        if alt < 1e-6:
+            bad.append("phi3 with fused layout %r == llama (%.3g): check is blind" % (kw, alt))
+    # defaults: Phi3Config rms_norm_eps 1e-5, rope_theta 1e4, untied, kv = heads, no window
+    dk = ("rms_norm_eps", "rope_theta", "tie_word_embeddings", "num_key_value_heads", "sliding_window",
+          "rope_scaling", "hidden_act")
+    c2, w2 = tiny_llama(num_key_value_heads=4, rope_theta=10000.0)
+    md = M({k: v for k, v in phi3_config(c2).items() if k not in dk}, fuse_phi3(w2))
+    if (md.eps, md.theta, md.tied, md.n_kv, md.windows) != (1e-5, 10000.0, False, 4, [None, None]) or \
+            diff(md.forward(ids)[0], M(c2, w2).forward(ids)[0]) > 1e-12:
+        bad.append("phi3 defaults: eps %r theta %r tied %r kv %r windows %r"
+                   % (md.eps, md.theta, md.tied, md.n_kv, md.windows))
+    # Qwen2 == Llama: zero biases == no biases; random q/k/v biases == Llama's with a zero o bias
+    z = dict(lw)
+    for l in range(2):
+        for c, n in (("q", 64), ("k", 32), ("v", 32)):
+            z["model.layers.%d.self_attn.%s_proj.bias" % (l, c)] = np.zeros(n, np.float32)
+    qcfg = qwen2_config(lcfg)
+    mq = M(qcfg, z)
+    if (mq.arch, mq.head_dim, mq.biased, mq.windows) != \
+            ("Qwen2ForCausalLM", 16, {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, [None, None]):
+        bad.append("qwen2: arch %s head_dim %d biased %r windows %r" % (mq.arch, mq.head_dim, mq.biased, mq.windows))
+    if diff(mq.forward(ids)[0], ll) > 1e-12:
+        bad.append("qwen2 with zero biases != llama by %.3g" % diff(mq.forward(ids)[0], ll))
+    bcfg, bw = tiny_llama(attention_bias=True)
+    qb = {k: v for k, v in bw.items() if not k.endswith("o_proj.bias")}
+    lb = dict(bw, **{k: np.zeros_like(v) for k, v in bw.items() if k.endswith("o_proj.bias")})
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(qwen2_config(bcfg), f)
+        write_safetensors(os.path.join(d, "model.safetensors"), qb)
+        mqb = Llama(d)
+    lq, llb = mqb.forward(ids)[0], M(bcfg, lb).forward(ids)[0]
+    if diff(lq, llb) > 1e-12:
+        bad.append("qwen2 with q/k/v biases != llama with them (o bias 0) by %.3g" % diff(lq, llb))
+    if diff(lq, M(bcfg, dict(bw)).forward(ids)[0]) < 1e-6 or diff(lq, ll) < 1e-6:
+        bad.append("qwen2: the o bias / the q/k/v biases change nothing: check is blind")
+    # scalar-loop attention with a window (Mistral, window 3, T 7): the window and its width show
+    mcfg = dict(lcfg, architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=3)
+    mcfg.pop("attention_bias")
+    mm = M(mcfg, lw)
+    o = {}
+    mm.forward(ids[:7], hook=lambda l, g, X: o.setdefault((l, g), X))
+    for t in (2, 6):
+        if diff(o[(0, "o")][t], _attn_by_hand(mm, ids[:7], t, qk_norm=False, window=3)) > 1e-12:
+            bad.append("mistral window 3: attention at %d differs from scalar loops" % t)
+    for wd in (2, 4, None):
+        if diff(o[(0, "o")][6], _attn_by_hand(mm, ids[:7], 6, qk_norm=False, window=wd)) < 1e-9:
+            bad.append("mistral window 3: window %r gives the same attention: check is blind" % (wd,))
+    # windows on 64 tokens, W 16: Phi3 == Mistral on the same weights; rows < W == no window, the rest differ
+    ids64 = np.random.RandomState(7).randint(0, 256, size=64)
+    l_none = ml.forward(ids64)[0]
+    l_phi = M(phi3_config(lcfg, sliding_window=16), pw).forward(ids64)[0]
+    l_mis = M(dict(mcfg, sliding_window=16), lw).forward(ids64)[0]
+    if diff(l_phi, l_mis) > 1e-12 or diff(l_phi[:16], l_none[:16]) > 1e-12 or \
+            np.min(np.max(np.abs(l_phi[16:] - l_none[16:]), axis=-1)) < 1e-9:
+        bad.append("phi3 window 16 over 64: == mistral %.3g, rows < 16 == none %.3g, rows >= 16 differ %.3g"
+                   % (diff(l_phi, l_mis), diff(l_phi[:16], l_none[:16]),
+                      np.min(np.max(np.abs(l_phi[16:] - l_none[16:]), axis=-1))))
+    # Qwen2: use_sliding_window with max_window_layers 1: layer 1 slides
+    q2 = M(qwen2_config(lcfg, use_sliding_window=True, sliding_window=16, max_window_layers=1), z)
+    q2n = M(qwen2_config(lcfg, use_sliding_window=True, sliding_window=16, max_window_layers=2), z)
+    l_q2 = q2.forward(ids64)[0]
+    if q2.windows != [None, 16] or q2n.windows != [None, None] or \
+            diff(l_q2[:16], l_none[:16]) > 1e-12 or diff(l_q2[16:], l_none[16:]) < 1e-9:
+        bad.append("qwen2 window 16 on layer 1: windows %r / %r" % (q2.windows, q2n.windows))
+    lt = ["sliding_attention", "full_attention"]
+    if M(qwen2_config(lcfg, use_sliding_window=True, sliding_window=16, layer_types=lt), z).windows != [16, None]:
+        bad.append("qwen2 layer_types")
+    M(qwen2_config(lcfg, sliding_window=40), z).forward(ids)  # use false, raw 40 >= T 40: fine
+    expect_raise("qwen2 raw window, use false",
+                 lambda: M(qwen2_config(lcfg, sliding_window=16), z).forward(ids), "every layer")
+    M(qwen2_config(lcfg, sliding_window=None), z).forward(ids)
+    expect_raise("qwen2 sliding layer_types without a window",
+                 lambda: M(qwen2_config(lcfg, layer_types=lt), z), "unset")
+    # Qwen2 defaults: kv 32 (4 heads: refused), eps 1e-6, theta 1e4, untied
+    dq = {k: v for k, v in qcfg.items() if k not in ("rms_norm_eps", "rope_theta", "tie_word_embeddings")}
+    mdq = M(dq, z)
+    if (mdq.eps, mdq.theta, mdq.tied) != (1e-6, 10000.0, False):
+        bad.append("qwen2 defaults: eps %r theta %r tied %r" % (mdq.eps, mdq.theta, mdq.tied))
+    expect_raise("qwen2 kv default 32", lambda: M({k: v for k, v in qcfg.items() if k != "num_key_value_heads"}, z),
+                 "32 kv heads")
+    # Qwen2 strictness
+    w2 = dict(z)
+    del w2["model.layers.1.self_attn.k_proj.bias"]
+    expect_raise("qwen2 missing k bias", lambda: M(qcfg, w2), "model.layers.1.self_attn.k_proj.bias")
+    w2 = dict(z, **{"model.layers.0.self_attn.o_proj.bias": np.zeros(64, np.float32)})
+    expect_raise("qwen2 o bias", lambda: M(qcfg, w2), "model.layers.0.self_attn.o_proj.bias")
+    w2 = dict(z, **{"model.layers.0.self_attn.v_proj.bias": np.zeros(64, np.float32)})
+    expect_raise("qwen2 misshapen v bias", lambda: M(qcfg, w2), "model.layers.0.self_attn.v_proj.bias")
+    w2 = dict(z, **{"model.layers.0.mlp.up_proj.bias": np.zeros(96, np.float32)})
+    expect_raise("qwen2 mlp bias tensor", lambda: M(qcfg, w2), "model.layers.0.mlp.up_proj.bias")
+    expect_raise("qwen2 without biases", lambda: M(qcfg, lw), "model.layers.0.self_attn.q_proj.bias")
+    expect_raise("qwen2 attention_bias false", lambda: M(dict(qcfg, attention_bias=False), z), "attention_bias")
+    M(dict(qcfg, attention_bias=True), z)
+    expect_raise("qwen2 mlp_bias", lambda: M(dict(qcfg, mlp_bias=True), z), "mlp_bias")
+    expect_raise("qwen2 head_dim", lambda: M(dict(qcfg, head_dim=32), z), "head_dim")
+    M(dict(qcfg, head_dim=16), z)
+    expect_raise("qwen2 hidden % heads", lambda: M(dict(qcfg, num_attention_heads=6, num_key_value_heads=6), z),
+                 "multiple")
+    expect_raise("qwen2 rope yarn", lambda: M(dict(qcfg, rope_scaling={"type": "yarn", "factor": 4.0}), z), "yarn")
+    expect_raise("qwen2 labelled qwen3", lambda: M(dict(qcfg, model_type="qwen3"), z), "model_type")
+    expect_raise("qwen2 fused", lambda: M(qcfg, dict(z, **{k: v for k, v in pw.items() if "qkv" in k})),
+                 "fused projections are Phi3's")
+    # Phi3 strictness
+    for n, needle in (("self_attn.qkv_proj.weight", "model.layers.1.self_attn.qkv_proj.weight"),
+                      ("mlp.gate_up_proj.weight", "model.layers.1.mlp.gate_up_proj.weight")):
+        w2 = dict(pw)
+        del w2["model.layers.1." + n]
+        expect_raise("phi3 missing " + n, lambda: M(pcfg, w2), needle)
+        w2 = dict(pw, **{"model.layers.1." + n: pw["model.layers.1." + n][:-1]})
+        expect_raise("phi3 misshapen " + n, lambda: M(pcfg, w2), needle)
+    expect_raise("phi3 unfused q_proj", lambda: M(pcfg, dict(pw, **{
+        "model.layers.0.self_attn.q_proj.weight": lw["model.layers.0.self_attn.q_proj.weight"]})), "Phi3 fuses")
+    expect_raise("phi3 weights under llama", lambda: M(lcfg, pw), "fused projections are Phi3's")
+    expect_raise("phi3 unfused weights", lambda: M(pcfg, lw), "Phi3 fuses")
+    expect_raise("phi3 qkv bias", lambda: M(pcfg, dict(pw, **{
+        "model.layers.0.self_attn.qkv_proj.bias": np.zeros(128, np.float32)})), "qkv_proj.bias")
+    expect_raise("phi3 untied without lm_head",
+                 lambda: M(pcfg, {k: v for k, v in pw.items() if k != "lm_head.weight"}), "lm_head.weight")
+    expect_raise("phi3 attention_bias", lambda: M(dict(pcfg, attention_bias=True), pw), "attention_bias")
+    M(dict(pcfg, attention_bias=False), pw)
+    expect_raise("phi3 mlp_bias", lambda: M(dict(pcfg, mlp_bias=True), pw), "mlp_bias")
+    expect_raise("phi3 head_dim", lambda: M(dict(pcfg, head_dim=32), pw), "head_dim")
+    M(dict(pcfg, head_dim=16), pw)
+    expect_raise("phi3 partial_rotary_factor", lambda: M(dict(pcfg, partial_rotary_factor=0.75), pw),
+                 "partial_rotary_factor")
+    M(dict(pcfg, partial_rotary_factor=1.0), pw)
+    for t in ("longrope", "su", "yarn"):
+        rs = {"type": t, "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}
+        expect_raise("phi3 rope " + t, lambda: M(dict(pcfg, rope_scaling=rs), pw), t)
+    if diff(M(dict(pcfg, rope_scaling={"rope_type": "default"}), pw).forward(ids[:9])[0], lp[:9]) > 1e-12:
+        bad.append("phi3 rope_scaling default != null")
+    expect_raise("phi3 unknown key", lambda: M(dict(pcfg, foo_scale=2.0), pw), "foo_scale")
+    expect_raise("phi3 hidden_act", lambda: M(dict(pcfg, hidden_act="gelu_new"), pw), "gelu_new")
+    expect_raise("phi3 labelled llama", lambda: M(dict(pcfg, model_type="llama"), pw), "model_type")
+    expect_raise("phi3 hidden % heads", lambda: M(dict(pcfg, num_attention_heads=6, num_key_value_heads=6), pw),
+                 "multiple")
+    expect_raise("phi3 window 0", lambda: M(dict(pcfg, sliding_window=0), pw), "sliding_window")
+    M(dict(pcfg, auto_map={"AutoConfig": "configuration_phi3.Phi3Config"}, embd_pdrop=0.1, resid_pdrop=0.1,
+           attention_dropout=0.1, original_max_position_embeddings=4096), pw)
+    M(pcfg, dict(pw, **{"model.layers.0.self_attn.rotary_emb.inv_freq": np.zeros(8, np.float32)}))
+    expect_raise("phi3 solver fixture", lambda: dump_solver_fixture(mp, "/nonexistent", "/nonexistent"),
+                 "fused")
+    return bad
+
+
 def selftest():
     """Returns a list of failure strings."""
     import tempfile
@@ -1576,8 +1973,10 @@ def selftest():
                  "model_type")
     lcfg = dict(cfg, architectures=["LlamaForCausalLM"], model_type="llama")
     expect_raise("q_norm under llama", lambda: Q(lcfg, w), "q/k norms are Qwen3's")
-    expect_raise("qwen2", lambda: Q(dict(cfg, architectures=["Qwen2ForCausalLM"], model_type="qwen2"), w),
-                 "Qwen2ForCausalLM")
+    expect_raise("qwen3 weights under qwen2", lambda: Q(dict({k: v for k, v in cfg.items() if k != "attention_bias"},
+                                                            architectures=["Qwen2ForCausalLM"],
+                                                            model_type="qwen2", head_dim=16), w),
+                 "q/k norms are Qwen3's")
     expect_raise("rope llama3", lambda: Q(dict(cfg, rope_scaling={"rope_type": "llama3", "factor": 8.0}), w),
                  "llama3")
     # Llama with a config head_dim != hidden/heads: same model minus the q/k norms
@@ -1597,11 +1996,12 @@ def selftest():
     # sliding windows
     s = dict(cfg, use_sliding_window=True, sliding_window=4, max_window_layers=1)
     ms = Q(s, w)
-    if ms.layer_types != ["full_attention", "sliding_attention"]:
-        bad.append("layer_types %r" % ms.layer_types)
-    ms.forward(ids[:4])
-    expect_raise("sliding layer 1, W 4 < T 5", lambda: ms.forward(ids), "layers [1]")
-    Q(dict(s, max_window_layers=2), w).forward(ids[:4])
+    if ms.layer_types != ["full_attention", "sliding_attention"] or ms.windows != [None, 4]:
+        bad.append("layer_types %r windows %r" % (ms.layer_types, ms.windows))
+    # computed: over T 5, window 4 on layer 1 hides key 0 from query 4 only
+    yw, yf = ms.forward(ids)[0], Q(dict(s, max_window_layers=2), w).forward(ids)[0]
+    if float(np.max(np.abs(yw[:4] - yf[:4]))) > 1e-12 or float(np.max(np.abs(yw[4:] - yf[4:]))) < 1e-9:
+        bad.append("qwen3 window 4 on layer 1 over T 5: rows 0-3 must agree with no window, row 4 differ")
     expect_raise("raw sliding_window, use false", lambda: Q(dict(s, use_sliding_window=False), w).forward(ids),
                  "every layer")
     expect_raise("no window but sliding layer_types",
@@ -1610,9 +2010,15 @@ def selftest():
     mc = dict(lcfg, architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=4)
     for k in ("attention_bias", "use_sliding_window", "max_window_layers"):
         mc.pop(k)
-    expect_raise("mistral window", lambda: Q(mc, lw).forward(ids), "every layer")
+    mm = Q(mc, lw)
+    yw, yf = mm.forward(ids)[0], Q(dict(mc, sliding_window=None), lw).forward(ids)[0]
+    if mm.windows != [4, 4] or float(np.max(np.abs(yw[:4] - yf[:4]))) > 1e-12 or \
+            float(np.max(np.abs(yw[4:] - yf[4:]))) < 1e-9:
+        bad.append("mistral window 4 over T 5: windows %r, rows 0-3 must agree with none, row 4 differ"
+                   % (mm.windows,))
     bad += gemma2_selftest(expect_raise)
     bad += gemma3_selftest(expect_raise)
+    bad += phi3_qwen2_selftest(expect_raise)
     return bad
 
 
