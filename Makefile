@@ -1,7 +1,7 @@
 # cloq - Makefile. `make help` lists the targets.
 #
-# Sources are found by wildcard: every io/*.c quant/*.c solver/*.c src/*.c (except src/main.c)
-# goes into build/libcloq.a; every tests/test_*.c is one cmocka program linked against it;
+# Sources are found by wildcard: every io/*.c quant/*.c solver/*.c src/*/*.c (except
+# src/cli/main.c) goes into build/libcloq.a; every tests/test_*.c is one cmocka program linked against it;
 # every tests/tools/*.c is a helper program (model generator, ...); tests/bench/*.c are benchmarks.
 
 CC       ?= cc
@@ -9,7 +9,8 @@ BUILD    ?= build
 OPT      ?= -O2 -fvect-cost-model=dynamic
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes -Wno-unused-parameter
-CPPFLAGS += -Iio -Iquant -Isolver -Isrc -D_GNU_SOURCE -MMD -MP
+SRC_ROOMS := src/model src/tokenizer src/job src/export src/cli
+CPPFLAGS += -Iio -Iquant -Isolver $(SRC_ROOMS:%=-I%) -D_GNU_SOURCE -MMD -MP
 LDLIBS   := -luring -lzstd -llapacke -lopenblas -lxxhash -lcjson -lpcre2-8 -lpthread -lm
 # OpenBLAS built on OpenMP, when installed (`make deps` installs it): its threads are the same
 # libgomp pool as cloq's own parallel loops. With the pthreads build the two pools busy-wait
@@ -24,7 +25,7 @@ BLAS_LDFLAGS := $(if $(wildcard $(OPENBLAS_OMP)/libopenblas.so.0),-Wl$(comma)-rp
 ALLCFLAGS = -std=c11 $(WARN) $(CFLAGS) -fopenmp $(EXTRA_CFLAGS)
 ALLLDFLAGS = -fopenmp $(BLAS_LDFLAGS) $(LDFLAGS) $(EXTRA_LDFLAGS)
 
-LIB_SRC  := $(filter-out src/main.c,$(sort $(wildcard io/*.c quant/*.c solver/*.c src/*.c)))
+LIB_SRC  := $(filter-out src/cli/main.c,$(sort $(wildcard io/*.c quant/*.c solver/*.c src/*/*.c)))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -69,7 +70,7 @@ $(BUILD)/libcloq.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/cloq: $(BUILD)/src/main.o $(BUILD)/libcloq.a
+$(BUILD)/cloq: $(BUILD)/src/cli/main.o $(BUILD)/libcloq.a
 	$(CC) $(ALLLDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libcloq.a
@@ -83,15 +84,15 @@ $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libcloq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLLDFLAGS) -o $@ $^ $(LDLIBS)
 
-# The version and numeric build a job records (src/cloq_version.c): only that file gets the flags,
+# The version and numeric build a job records (src/cli/cloq_version.c): only that file gets the flags,
 # and a second binary that differs from cloq in nothing but its version lets the tests check that
 # a job started by one build is not resumed by another.
-$(BUILD)/src/cloq_version.o: CPPFLAGS += -DCLOQ_BUILD_FLAGS='"$(strip $(OPT))"'
-$(BUILD)/tests/cloq_version_other.o: src/cloq_version.c
+$(BUILD)/src/cli/cloq_version.o: CPPFLAGS += -DCLOQ_BUILD_FLAGS='"$(strip $(OPT))"'
+$(BUILD)/tests/cloq_version_other.o: src/cli/cloq_version.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -DCLOQ_BUILD_FLAGS='"$(strip $(OPT))"' -DCLOQ_VERSION_STRING='"0.0.0-other-build"' $(ALLCFLAGS) -c $< -o $@
 
-$(BUILD)/tools/cloq-other-version: $(BUILD)/src/main.o $(BUILD)/tests/cloq_version_other.o $(BUILD)/libcloq.a
+$(BUILD)/tools/cloq-other-version: $(BUILD)/src/cli/main.o $(BUILD)/tests/cloq_version_other.o $(BUILD)/libcloq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALLLDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -3,7 +3,7 @@
  *
  * Every fallible function returns an int from enum cloq_status (0 = success) and, when given a
  * non-NULL `cloq_err *`, leaves a human-readable message there naming the file, the tensor and the
- * byte offset where that makes sense. Library code never calls exit(); only src/main.c turns a
+ * byte offset where that makes sense. Library code never calls exit(); only src/cli/main.c turns a
  * status into the process exit code, which is the status value itself (see DESIGN.md):
  *
  *   0 CLOQ_OK         success

@@ -1,4 +1,4 @@
-/* test_cli.c - the shared option-value parsers (src/cloq_cli_args.c): integers never wrap, numbers
+/* test_cli.c - the shared option-value parsers (src/cli/cloq_cli_args.c): integers never wrap, numbers
  * are finite decimals, sizes take K/M/G/T, and every refusal is CLOQ_EUSAGE naming the option. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /*
- * test_plan.c - the planner's time and size model (src/cloq_plan.c): the export size against a
+ * test_plan.c - the planner's time and size model (src/job/cloq_plan.c): the export size against a
  * hand count of the GPTQ files for Llama-2-7B, the time model's scaling identities, and the
  * record of the best sgemm rate (a file under $XDG_CACHE_HOME) kept across calls.
  */

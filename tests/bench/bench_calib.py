@@ -2,7 +2,7 @@
 """bench_calib.py - the calibration passes against the flop limit (issue "Calibration at the flop
 limit", item 1): for each job, each stage's wall time from report.json, the arithmetic of the
 calibration work (one forward pass of the layers over the calibration tokens plus the Gram
-matrices: report.json "work", from the time model in src/cloq_plan.c) and its efficiency against
+matrices: report.json "work", from the time model in src/job/cloq_plan.c) and its efficiency against
 the sgemm rate probed in the same run (`cloq inspect`: the best of five 512^3 probes).
 
   bench_calib.py BUILD_DIR [--full]

@@ -6,7 +6,7 @@
  * OpenBLAS at the same thread count as everything below.
  * Part 2, one Llama-2-7B-geometry decoder block (hidden 4096, intermediate 11008, 32 heads, 32 kv
  * heads, head_dim 128), random weights with std 1/sqrt(in) (Irwin-Hall, as tests/tools/mkmodel),
- * through cloq_block_forward (src/cloq_llama.h) at seqlen 512 and 2048. FLOPs counted:
+ * through cloq_block_forward (src/model/cloq_llama.h) at seqlen 512 and 2048. FLOPs counted:
  *   linears     2 * T * params, params = 4 * 4096^2 + 3 * 4096 * 11008 = 202.4 M
  *   attention   4 * T^2 * heads * head_dim (QK^T and PV as computed: the full T x T square,
  *               masked half included, since that is what the code multiplies)

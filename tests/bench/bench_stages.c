@@ -1,6 +1,6 @@
 /*
  * bench_stages.c - where the quantize and solve stages of `cloq convert` spend their time, for one
- * linear, calling the same library functions in the same order as src/cloq_layerstore.c
+ * linear, calling the same library functions in the same order as src/job/cloq_layerstore.c
  * (cloq_layer_solve_group with the defaults: GPTQ, init cloq, cloq_iters 1):
  *
  *   gram          cloq_gram_add of T tokens (the statistics stage's own arithmetic)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # tests/e2e/convert_hostile.sh - what users of an unattended tool do to a running job, and what
-# cloq must do about it (src/cloq_lock.h, src/cloq_inputs.h, src/cloq_interrupt.h):
+# cloq must do about it (io/cloq_lock.h, src/job/cloq_inputs.h, src/job/cloq_interrupt.h):
 #  - two converts started together on one OUT (20 trials): exactly one runs, the other exits 5
 #    naming the pid; the winner's output is the reference's, byte for byte;
 #  - resume / convert --force while a run is active: exit 5, the running job unharmed;

@@ -1,6 +1,6 @@
 #!/bin/sh
 # tests/e2e/job_readers.sh - the readers of a job (verify, ppl OUT, export) trust nothing they have
-# not checked, and give one exit status and message per cause (src/cloq_jobcheck.h):
+# not checked, and give one exit status and message per cause (src/job/cloq_jobcheck.h):
 #  - a well-formed shard of another job (B: other calibration windows, same shapes) copied into a
 #    finished job A: 4 for all three, naming the shard; the base shard damaged: 4 naming it;
 #  - a shard missing: 4 naming it ("shards/layer_00003.cloqshard: missing");

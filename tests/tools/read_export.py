@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """read_export.py - an independent reader of `cloq export` output, written from the published formats.
 
-numpy only; nothing here shares code with cloq's C writer (src/cloq_export.c, quant/cloq_quant_pack.c)
+numpy only; nothing here shares code with cloq's C writer (src/export/cloq_export.c, quant/cloq_quant_pack.c)
 or its C readers. It reads what a loader would read and checks the published rules strictly:
 
 safetensors (huggingface/safetensors README, "Format"):

@@ -303,7 +303,7 @@ static int settings_from_json(const cJSON *s, const char *out_dir, cloq_convert_
 
 /* What the output depends on besides the settings: the bytes of config.json, each safetensors
  * file's size and header, the calibration windows, the tool version and its numeric build. The
- * weights' bytes are pinned tensor by tensor as they are read (src/cloq_inputs.h), not here:
+ * weights' bytes are pinned tensor by tensor as they are read (src/job/cloq_inputs.h), not here:
  * reading whole weight files up front would double the job's I/O. */
 static int fingerprint_json(job *J, cJSON **out, cloq_err *err)
 {
@@ -799,7 +799,7 @@ static int write_report(job *J, int final, cloq_err *err)
 	if (J->pf)
 		cJSON_AddStringToObject(r, "reader", cloq_prefetch_backend(J->pf));
 	cJSON_AddNumberToObject(r, "peak_rss_gib", cloq_peak_rss_gib());
-	{ /* the calibration passes' arithmetic (the time model's, src/cloq_plan.h): a benchmark divides
+	{ /* the calibration passes' arithmetic (the time model's, src/job/cloq_plan.h): a benchmark divides
 	   * it by the statistics + propagate seconds */
 		cloq_plan pl;
 		cloq_convert_opts po = J->o;
@@ -952,7 +952,7 @@ static void choose_passes(job *J)
 }
 
 /* A job resumed: the tensors its finished layers and base shard were made from must be the
- * model's tensors now (src/cloq_inputs.h). Only files whose identity changed are read again. */
+ * model's tensors now (src/job/cloq_inputs.h). Only files whose identity changed are read again. */
 static int check_inputs(job *J, cloq_err *err)
 {
 	int rc = CLOQ_OK, checked = 0;

@@ -71,7 +71,7 @@ typedef struct cloq_convert_opts {
 
 void cloq_convert_default_opts(cloq_convert_opts *o);
 /* Parse convert's options (argv[0] is "convert"); fills o. Every value is checked here, before
- * any work (src/cloq_cli_args.c). parse_args also requires MODEL_DIR, -o and the calibration
+ * any work (src/cli/cloq_cli_args.c). parse_args also requires MODEL_DIR, -o and the calibration
  * source; parse_opts (for `cloq inspect`) does not. */
 int cloq_convert_parse_args(int argc, char **argv, cloq_convert_opts *o, cloq_err *err);
 int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_err *err);

@@ -1,5 +1,5 @@
 /*
- * main.c - the cloq command line. Parses the sub-command, hands off to src/cloq_cmd_*.c, and is
+ * main.c - the cloq command line. Parses the sub-command, hands off to src/cli/cloq_cmd_*.c, and is
  * the only place where a cloq_status becomes a process exit code (io/cloq_error.h: 0 ok, 1 usage,
  * 2 bad input, 3 I/O failure, 4 integrity failure, 5 job in use, 6 job unfinished, 128 + signal
  * for a conversion stopped by SIGINT/SIGTERM).

@@ -1,5 +1,5 @@
 /* Commands not built yet: they say so and exit with the usage status. Each moves to its own
- * src/cloq_cmd_<name>.c when it is implemented. */
+ * src/cli/cloq_cmd_<name>.c when it is implemented. */
 #include <string.h>
 
 #include "cloq_cli.h"

@@ -19,7 +19,7 @@ typedef struct cloq_journal {
 	char (*layer_hash)[40]; /* (nlayers) XXH3 of the layer's shard file, hex */
 	cJSON **layer_report; /* (nlayers) owned, NULL until the layer is done: errors, timings */
 	cJSON **layer_inputs; /* (nlayers) owned, NULL until done: {"tensor": "xxh3 hex"} of the model
-	                       * bytes the layer was made from (src/cloq_inputs.h) */
+	                       * bytes the layer was made from (src/job/cloq_inputs.h) */
 	cJSON *base_inputs;   /* owned, NULL until base_done: the same for the base shard's tensors */
 	cJSON *input_files;   /* owned, may be NULL: identities of the safetensors files, as last seen */
 	int base_done;

@@ -10,7 +10,7 @@
 /* Unicode Normalization Form C of the valid UTF-8 s[0, len): the result goes to *out (grown with
  * cloq_realloc; *cap is its capacity), its length to *outlen, and it is NUL-terminated. Returns
  * 0, or -1 when out of memory (then *out stays owned by the caller, contents unspecified).
- * Data: src/cloq_tok_nfc_tables.h (generated, Unicode version CLOQ_NFC_UNICODE_VERSION). */
+ * Data: src/tokenizer/cloq_tok_nfc_tables.h (generated, Unicode version CLOQ_NFC_UNICODE_VERSION). */
 int cloq_tok_nfc(const char *s, size_t len, char **out, size_t *cap, size_t *outlen);
 
 #endif

@@ -17,7 +17,7 @@
  *                   and byte-level Llama-3 / Qwen2-style files.) Not supported: dropout > 0,
  *                   continuing_subword_prefix, end_of_word_suffix; WordPiece, Unigram, WordLevel.
  *   normalizer      null, Sequence, Prepend, Replace (String or Regex pattern), Strip,
- *                   NFC (Unicode 14 tables, src/cloq_tok_nfc_gen.py).
+ *                   NFC (Unicode 14 tables, src/tokenizer/cloq_tok_nfc_gen.py).
  *   pre_tokenizer   null, Sequence, Split (String or Regex; Isolated, Removed, MergedWithPrevious,
  *                   MergedWithNext, Contiguous; invert), ByteLevel (add_prefix_space, use_regex),
  *                   Metaspace (replacement, prepend_scheme always/first/never or add_prefix_space,

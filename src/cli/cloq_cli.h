@@ -1,6 +1,6 @@
 /*
  * cloq_cli.h - the sub-commands. Each takes argv starting at the command name, returns a
- * cloq_status and leaves a message in err. Implemented in src/cloq_cmd_*.c.
+ * cloq_status and leaves a message in err. Implemented in src/cli/cloq_cmd_*.c.
  */
 #ifndef CLOQ_CLI_H
 #define CLOQ_CLI_H
@@ -13,7 +13,7 @@
 
 /* The version this binary reports (CLOQ_VERSION unless built otherwise) and its numeric build:
  * compiler, optimisation flags, the BLAS library's configuration and the kernel it picked
- * (src/cloq_version.c). */
+ * (src/cli/cloq_version.c). */
 const char *cloq_version(void);
 const char *cloq_build_numerics(void);
 
@@ -29,7 +29,7 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err);
 int cloq_cli_wants_help(int argc, char **argv);
 
 /*
- * Option values, shared by every command (src/cloq_cli_args.c). Each checks the whole text and
+ * Option values, shared by every command (src/cli/cloq_cli_args.c). Each checks the whole text and
  * its range before anything runs, and on failure returns CLOQ_EUSAGE with a message naming the
  * option. Numbers are decimal only: no leading blanks or '+', no hex ("0x10"), no "inf"/"nan".
  */
