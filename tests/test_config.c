@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "cloq_config.h"
+#include "cloq_family.h"
 #include "cloq_model.h"
 #include "cloq_safetensors.h"
 #include "cloq_sys.h"
@@ -212,7 +213,7 @@ static void test_must_fail_fields(void **state)
 	assert_int_equal(cloq_config_parse(qs, "q", &c, &err), CLOQ_OK);
 	for (int l = 0; l < c.layers; l++)
 		assert_int_equal(c.layer_sliding[l], l == 3);
-	variant(qs, "sliding_window", "null", CLOQ_EINPUT, "'layer_types' has sliding_attention layers", NULL);
+	variant(qs, "sliding_window", "null", CLOQ_EINPUT, "layer_types' sliding_attention", "'sliding_window' is null");
 	variant(qs, "sliding_window", "-4", CLOQ_EINPUT, "'sliding_window' must be a non-negative integer", NULL);
 	cJSON_free(qs);
 	cloq_free(q);
@@ -500,6 +501,73 @@ static void test_published_param_counts(void **state)
 	assert_true(n >= 17);
 }
 
+/* The family table (src/model/family_*.c) is consistent: names unique and each round-trips
+ * through the lookups; no family re-lists a shared key; each family's published or generated
+ * config parses as that family; and a family's defaults are its transformers config class's. */
+static void test_family_table(void **state)
+{
+	(void)state;
+	int n = 0;
+	for (const cloq_family *const *f = cloq_families; *f; f++, n++) {
+		assert_ptr_equal(cloq_family_of_arch((*f)->arch_name), *f);
+		assert_ptr_equal(cloq_family_of_model_type((*f)->model_type), *f);
+		assert_ptr_equal(cloq_family_of((*f)->arch), *f);
+		for (const cloq_config_key *k = (*f)->keys; k && k->name; k++) {
+			static const char *const shared[] = {"hidden_size", "sliding_window", "rope_scaling", "torch_dtype",
+							     "hidden_act", "tie_word_embeddings"};
+			for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++)
+				if (!strcmp(k->name, shared[i]))
+					fail_msg("%s re-lists the shared key %s", (*f)->arch_name, k->name);
+			assert_non_null(k->why);
+		}
+		/* the smallest config of the family: its required keys only */
+		char json[512];
+		snprintf(json, sizeof json,
+			 "{\"architectures\": [\"%s\"], \"hidden_size\": 64, \"intermediate_size\": 96, "
+			 "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+			 "\"vocab_size\": 512%s}",
+			 (*f)->arch_name, (*f)->gemma_norms ? ", \"query_pre_attn_scalar\": 16" : "");
+		cloq_config c;
+		cloq_err err;
+		cloq_err_clear(&err);
+		if (cloq_config_parse(json, "min", &c, &err) != CLOQ_OK)
+			fail_msg("%s: %s", (*f)->arch_name, err.msg);
+		assert_int_equal(c.arch, (*f)->arch);
+		assert_true(c.rms_eps == (*f)->rms_eps);
+		assert_int_equal(c.tie_embeddings, (*f)->tie_embeddings);
+		assert_int_equal(c.fused, (*f)->fused);
+	}
+	assert_int_equal(n, 7);
+	cloq_config c;
+	cloq_err err;
+	/* num_key_value_heads absent: MistralConfig's 8, LlamaConfig's num_attention_heads, Gemma refused */
+	assert_int_equal(cloq_config_parse("{\"architectures\": [\"MistralForCausalLM\"], \"hidden_size\": 4096, "
+					   "\"intermediate_size\": 14336, \"num_hidden_layers\": 1, "
+					   "\"num_attention_heads\": 32, \"vocab_size\": 32000}", "m", &c, &err), CLOQ_OK);
+	assert_int_equal(c.kv_heads, 8);
+	assert_int_equal(cloq_config_parse("{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 4096, "
+					   "\"intermediate_size\": 14336, \"num_hidden_layers\": 1, "
+					   "\"num_attention_heads\": 32, \"vocab_size\": 32000}", "l", &c, &err), CLOQ_OK);
+	assert_int_equal(c.kv_heads, 32);
+	assert_int_equal(cloq_config_parse("{\"architectures\": [\"Gemma2ForCausalLM\"], \"hidden_size\": 64, "
+					   "\"intermediate_size\": 96, \"num_hidden_layers\": 1, \"num_attention_heads\": 4, "
+					   "\"vocab_size\": 512, \"query_pre_attn_scalar\": 16}", "g/config.json", &c, &err),
+			 CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "g/config.json: Gemma2ForCausalLM without 'num_key_value_heads'"));
+	/* Gemma 2 with its window turned off: the even layers slide in every release, so refused */
+	assert_int_equal(cloq_config_parse("{\"architectures\": [\"Gemma2ForCausalLM\"], \"hidden_size\": 64, "
+					   "\"intermediate_size\": 96, \"num_hidden_layers\": 1, \"num_attention_heads\": 4, "
+					   "\"num_key_value_heads\": 2, \"vocab_size\": 512, \"query_pre_attn_scalar\": 16, "
+					   "\"sliding_window\": null}", "g", &c, &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "'sliding_window' is null"));
+	/* a key of another family names that family */
+	assert_int_equal(cloq_config_parse("{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, "
+					   "\"intermediate_size\": 96, \"num_hidden_layers\": 1, \"num_attention_heads\": 4, "
+					   "\"vocab_size\": 512, \"embd_pdrop\": 0.0}", "l", &c, &err), CLOQ_EINPUT);
+	assert_non_null(strstr(err.msg, "'embd_pdrop' = 0 is not a field of LlamaForCausalLM"));
+	assert_non_null(strstr(err.msg, "Phi3ForCausalLM's has"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -507,6 +575,7 @@ int main(void)
 		cmocka_unit_test(test_must_fail_fields),
 		cmocka_unit_test(test_tensor_accounting),
 		cmocka_unit_test(test_published_param_counts),
+		cmocka_unit_test(test_family_table),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

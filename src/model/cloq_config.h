@@ -1,17 +1,20 @@
 /*
- * cloq_config.h - the model's config.json: Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 (text) and
- * Phi-3 (Phi-3, Phi-4) causal LMs.
+ * cloq_config.h - the model's config.json, read into one cloq_config: the numbers and switches the
+ * generic forward, loader, planner and exporter compute from.
  *
- * Parsed with cJSON. Missing required fields, unknown architectures and impossible values are
- * CLOQ_EINPUT with the file and the field named. Tensor shapes are checked against the config by
- * cloq_model_open (cloq_model.h), which knows the weights.
+ * What each family means is declared in its own file (src/model/family_*.c, cloq_family.h):
+ * defaults of its transformers config class, the shape of its layer, where its sliding window
+ * applies, the keys its class adds and a hook for its own fields. cloq_config_parse finds the family
+ * from "architectures" (or model_type), then reads the shared keys and the family's. Missing required
+ * fields, unknown architectures and impossible values are CLOQ_EINPUT with the file and the field
+ * named. Tensor shapes are checked against the config by cloq_model_open (cloq_model.h).
  *
- * Strict accounting: every top-level key of config.json is in one of two explicit lists in
- * cloq_config.c, each entry with its reason: implemented (parsed, and any value cloq cannot
- * compute refused by name: hidden_act other than silu/swish, rope_scaling other than
- * default/linear/llama3, nonzero attention_dropout, pretraining_tp > 1 together with biases, a
- * model_type that is not the architecture's, ...) or harmless (ids, versions, use_cache, ...). Any
- * other key, or a key of another family (use_sliding_window on a Llama), is CLOQ_EINPUT:
+ * Strict accounting: every top-level key of config.json is on the shared list (cloq_config.c) or
+ * the family's, each entry implemented (parsed, and any value cloq cannot compute refused by name:
+ * hidden_act other than silu/swish, rope_scaling other than default/linear/llama3, nonzero
+ * attention_dropout, pretraining_tp > 1 together with biases, a model_type that is not the
+ * architecture's, ...) or harmless (ids, versions, use_cache, ...). Any other key, or a key of
+ * another family (use_sliding_window on a Llama), is CLOQ_EINPUT:
  * "config.json: field 'foo' = 1 is not known to cloq; refusing rather than guessing its effect".
  * Sliding windows are computed per layer (cfg->layer_sliding) for every family that has them; a
  * window on a LlamaForCausalLM (whose class has none) shorter than --seqlen is refused by
@@ -35,8 +38,6 @@ enum cloq_arch {
 #define CLOQ_MAX_LAYERS 1024
 enum cloq_rope_type { CLOQ_ROPE_DEFAULT, CLOQ_ROPE_LINEAR, CLOQ_ROPE_LLAMA3 };
 
-#define CLOQ_SUPPORTED_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, " \
-	"Phi3ForCausalLM"
 
 typedef struct cloq_config {
 	enum cloq_arch arch;

@@ -1,0 +1,191 @@
+#!/bin/bash
+# Build every tiny model, then compare cloq's perplexity with transformers 4.44.2 and 4.51.3.
+# usage: ./run_all.sh [--keep-models] [--cloq PATH]     (from anywhere; works in its own folder)
+# Output: the table on stdout; raw results in out/results.jsonl.
+# Exit status: 0 when every case that both sides computed is within 1e-5, 1 otherwise.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=/usr/bin/python3
+CLOQ="$PWD/bin/cloq"
+MK="$PWD/bin/mkmodel"
+KEEP=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keep-models) KEEP=1 ;;
+    --cloq) CLOQ="$2"; shift ;;
+    *) echo "usage: $0 [--keep-models] [--cloq PATH]" >&2; exit 1 ;;
+  esac
+  shift
+done
+M=models; T=tokens; O=out
+mkdir -p "$M" "$T" "$O"
+
+# ---------------------------------------------------------------- models
+# --keep-models reuses models/ only if it was built by these very scripts and this mkmodel
+STAMP=$(cat run_all.sh gen_hf.py edit_config.py phi3_to_llama.py "$MK" | md5sum | cut -d' ' -f1)
+if [ "$KEEP" = 0 ] || [ "$(cat "$M/.done" 2>/dev/null)" != "$STAMP" ]; then
+  rm -rf "$M"; mkdir -p "$M"
+  mk() { "$MK" --quiet "$@"; }
+  gen() { $PY gen_hf.py "$@" >/dev/null; }
+  ed() { $PY edit_config.py "$@"; }
+  # llama (project's mkmodel)
+  mk --out $M/llama          --family llama --seed 11
+  mk --out $M/llama-tied     --family llama --seed 12 --tied
+  mk --out $M/llama-shards2  --family llama --seed 13 --shards 2
+  mk --out $M/llama-1layer   --family llama --seed 14 --layers 1
+  mk --out $M/llama-hd16     --family llama --seed 15 --head-dim 16
+  mk --out $M/llama-f32      --family llama --seed 16 --dtype f32
+  ed $M/llama $M/llama-rope3 'rope_scaling={"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64}'
+  # qwen3
+  mk --out $M/qwen3          --family qwen3 --seed 21
+  mk --out $M/qwen3-tied     --family qwen3 --seed 22 --tied
+  mk --out $M/qwen3-hd16     --family qwen3 --seed 23 --head-dim 16 --shards 2
+  # gemma2 (sliding_window 4096 from mkmodel: not active at 80 tokens)
+  mk --out $M/gemma2         --family gemma2 --seed 31
+  mk --out $M/gemma2-tied    --family gemma2 --seed 32 --tied
+  mk --out $M/gemma2-hd16    --family gemma2 --seed 33 --head-dim 16
+  ed $M/gemma2 $M/gemma2-sw16 sliding_window=16
+  # gemma3 (sliding window 32, pattern 2: active at 80 tokens)
+  mk --out $M/gemma3         --family gemma3 --seed 41
+  mk --out $M/gemma3-tied    --family gemma3 --seed 42 --tied
+  mk --out $M/gemma3-1layer  --family gemma3 --seed 43 --layers 1
+  mk --out $M/gemma3-3layer  --family gemma3 --seed 44 --layers 3
+  ed $M/gemma3 $M/gemma3-sw128 sliding_window=128
+  # mistral (own generator)
+  gen --family mistral --out $M/mistral       --seed 51
+  gen --family mistral --out $M/mistral-sw16  --seed 51 --sliding-window 16
+  gen --family mistral --out $M/mistral-tied  --seed 52 --tied --layers 3
+  gen --family mistral --out $M/mistral-hd16  --seed 53 --head-dim 16
+  # qwen2 (own generator; q/k/v biases)
+  gen --family qwen2 --out $M/qwen2           --seed 61
+  gen --family qwen2 --out $M/qwen2-tied      --seed 62 --tied --layers 3
+  gen --family qwen2 --out $M/qwen2-sw16      --seed 61 --use-sliding-window --sliding-window 16 --max-window-layers 0
+  gen --family qwen2 --out $M/qwen2-sw16-off  --seed 61 --sliding-window 16
+  # phi3 (own generator; fused qkv_proj / gate_up_proj)
+  gen --family phi3 --out $M/phi3             --seed 71
+  gen --family phi3 --out $M/phi3-sw2047      --seed 72 --sliding-window 2047
+  gen --family phi3 --out $M/phi3-sw16        --seed 71 --sliding-window 16
+  $PY phi3_to_llama.py $M/phi3 $M/phi3-as-llama
+  # negative controls: cloq is handed a slightly different model; the harness must notice
+  ed $M/gemma3 $M/ctl-gemma3-sw31 sliding_window=31
+  ed $M/gemma3 $M/ctl-gemma3-sw33 sliding_window=33
+  ed $M/llama  $M/ctl-llama-theta rope_theta=10100.0
+  ed $M/llama  $M/ctl-llama-eps   rms_norm_eps=1e-4
+  echo "$STAMP" > $M/.done
+fi
+
+# ---------------------------------------------------------------- token windows (seed-fixed)
+tok() { $PY mktokens.py --model "$1" --out "$2" --rows "$3" --cols "$4" --seed "$5"; }
+tok $M/llama   $T/v512_4x80.npy 4 80 1
+tok $M/llama   $T/v512_4x64.npy 4 64 2
+tok $M/llama   $T/v512_4x16.npy 4 16 3
+tok $M/llama   $T/v512_4x17.npy 4 17 4
+tok $M/llama   $T/v512_4x18.npy 4 18 5
+
+# ---------------------------------------------------------------- cases
+# family|variant|model|tokens|releases|note[|model given to cloq instead: a negative control]
+CASES="
+llama|untied|llama|v512_4x80|4.44 4.51|
+llama|tied|llama-tied|v512_4x80|4.44 4.51|
+llama|2 shards|llama-shards2|v512_4x80|4.44 4.51|
+llama|1 layer|llama-1layer|v512_4x80|4.44 4.51|
+llama|head_dim 16|llama-hd16|v512_4x80|4.51|4.44 LlamaConfig has no head_dim
+llama|f32 weights|llama-f32|v512_4x80|4.44 4.51|
+llama|rope_scaling llama3|llama-rope3|v512_4x80|4.44 4.51|
+mistral|sw null|mistral|v512_4x64|4.44 4.51|
+mistral|sw16 T=64 (active)|mistral-sw16|v512_4x64|4.44 4.51|
+mistral|sw16 T=16 (inactive)|mistral-sw16|v512_4x16|4.44 4.51|
+mistral|sw16 T=17 (only unscored last pos)|mistral-sw16|v512_4x17|4.44 4.51|
+mistral|sw null T=17|mistral|v512_4x17|4.44 4.51|same weights as sw16: tf ppl equals the row above
+mistral|sw16 T=18 (active by 1)|mistral-sw16|v512_4x18|4.44 4.51|
+mistral|sw null T=18|mistral|v512_4x18|4.44 4.51|same weights as sw16
+mistral|tied 3 layers|mistral-tied|v512_4x80|4.44 4.51|
+mistral|head_dim 16|mistral-hd16|v512_4x80|4.44 4.51|
+qwen2|no sw|qwen2|v512_4x80|4.44 4.51|
+qwen2|tied 3 layers|qwen2-tied|v512_4x80|4.44 4.51|
+qwen2|use_sw sw16 mwl0 T=64|qwen2-sw16|v512_4x64|4.44 4.51|QUIRK@4.44 reference quirk: 4.44 Qwen2 eager ignores sliding_window
+qwen2|use_sw sw16 mwl0 T=16|qwen2-sw16|v512_4x16|4.44 4.51|
+qwen2|use_sw=false sw=16 T=64|qwen2-sw16-off|v512_4x64|4.44 4.51|QUIRK@4.51 reference quirk: 4.51 eager masks with sliding_window although use_sliding_window=false (transformers#38002)
+qwen3|untied|qwen3|v512_4x80|4.51|
+qwen3|tied|qwen3-tied|v512_4x80|4.51|
+qwen3|head_dim 16, 2 shards|qwen3-hd16|v512_4x80|4.51|
+gemma2|untied|gemma2|v512_4x80|4.44 4.51|
+gemma2|tied|gemma2-tied|v512_4x80|4.44 4.51|
+gemma2|head_dim 16|gemma2-hd16|v512_4x80|4.44 4.51|
+gemma2|sw16 T=80 (active)|gemma2-sw16|v512_4x80|4.44 4.51|
+gemma2|sw16 T=16 (inactive)|gemma2-sw16|v512_4x16|4.44 4.51|
+gemma3|untied sw32 T=80|gemma3|v512_4x80|4.51|
+gemma3|tied sw32 T=80|gemma3-tied|v512_4x80|4.51|
+gemma3|1 layer sw32 T=80|gemma3-1layer|v512_4x80|4.51|
+gemma3|3 layers sw32 T=80|gemma3-3layer|v512_4x80|4.51|
+gemma3|sw128 T=80 (inactive)|gemma3-sw128|v512_4x80|4.51|
+phi3|sw null|phi3|v512_4x80|4.44 4.51|
+phi3|sw2047|phi3-sw2047|v512_4x80|4.44 4.51|
+phi3|sw16 T=64 (active)|phi3-sw16|v512_4x64|4.44 4.51|QUIRK@4.44 reference quirk: 4.44 Phi3 eager ignores sliding_window
+phi3|sw null T=64|phi3|v512_4x64|4.44|same weights as sw16: equals the 4.44 sw16 row
+phi3|unfused as Llama|phi3-as-llama|v512_4x80|4.44 4.51|tf ppl must equal the phi3/sw null row
+control|gemma3 sw32, cloq sw31|gemma3|v512_4x80|4.51||ctl-gemma3-sw31
+control|gemma3 sw32, cloq sw33|gemma3|v512_4x80|4.51||ctl-gemma3-sw33
+control|llama theta 1e4, cloq 1.01e4|llama|v512_4x80|4.51||ctl-llama-theta
+control|llama eps 1e-5, cloq 1e-4|llama|v512_4x80|4.51||ctl-llama-eps
+"
+
+RES=$O/results.jsonl
+: > "$RES"
+while IFS='|' read -r fam var model toks rels note cmodel; do
+  [ -z "$fam" ] && continue
+  extra=()
+  [ -n "$cmodel" ] && extra=(--cloq-model "$M/$cmodel")
+  for r in $rels; do
+    set +e
+    j=$($PY compare.py --json --model "$M/$model" --tokens "$T/$toks.npy" --tf "$r" --cloq "$CLOQ" "${extra[@]}" 2>"$O/last.err")
+    set -e
+    if [ -z "$j" ]; then
+      j=$($PY -c 'import json,sys; print(json.dumps({"tf_ppl":None,"tf_error":"compare.py crashed: "+open(sys.argv[1]).read().strip().splitlines()[-1][:200],"cloq_ppl":None,"cloq_rc":None,"cloq_msg":""}))' "$O/last.err")
+    fi
+    $PY -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(family=sys.argv[2],variant=sys.argv[3],note=sys.argv[4],rel=sys.argv[5]); print(json.dumps(d))' \
+      "$j" "$fam" "$var" "$note" "$r" >> "$RES"
+  done
+done <<< "$CASES"
+
+$PY - "$RES" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+hdr = ("family", "variant", "release", "tf ppl", "cloq ppl", "rel diff / cloq exit")
+out = []
+bad = 0
+for d in rows:
+    tf = f"{d['tf_ppl']:.6f}" if d.get("tf_ppl") is not None else "FAIL " + d.get("tf_error", "")
+    cq = f"{d['cloq_ppl']:.6f}" if d.get("cloq_ppl") is not None else "-"
+    quirk = False
+    if d.get("note", "").startswith("QUIRK@"):
+        qrel, _, text = d["note"][len("QUIRK@"):].partition(" ")
+        quirk = d["rel"] == qrel
+        d["note"] = text + "; not counted" if quirk else ""
+    control = bool(d.get("cloq_model"))
+    if control and d.get("rel_diff") is not None:
+        det = d["rel_diff"] > 1e-5
+        last = f"{d['rel_diff']:.2e}  " + ("detected (expected beyond 1e-5)" if det else "NOT DETECTED")
+        bad += not det
+    elif d.get("rel_diff") is not None:
+        last = f"{d['rel_diff']:.2e}" + ("" if d["rel_diff"] <= 1e-5 else "  BEYOND 1e-5")
+        bad += d["rel_diff"] > 1e-5 and not quirk
+    elif d.get("cloq_ppl") is None:
+        last = f"exit {d.get('cloq_rc')}: {d.get('cloq_msg', '')}"
+    else:
+        last = "-"
+    if d.get("note"):
+        last += f"  [{d['note']}]"
+    out.append((d["family"], d["variant"], d["rel"], tf, cq, last))
+w = [max(len(str(r[i])) for r in out + [hdr]) for i in range(5)]
+fmt = lambda r: "  ".join(str(r[i]).ljust(w[i]) for i in range(5)) + "  " + r[5]
+print(fmt(hdr)); print("-" * (sum(w) + 10 + len(hdr[5])))
+for r in out:
+    print(fmt(r))
+n = sum(1 for d in rows if d.get("rel_diff") is not None and not d.get("cloq_model"))
+nc = sum(1 for d in rows if d.get("cloq_model"))
+print(f"\n{n} compared + {nc} negative controls; {bad} wrong (beyond 1e-5, or a control not detected; "
+      f"known reference quirks not counted), {sum(1 for d in rows if d.get('cloq_ppl') is None)} refused by cloq, "
+      f"{sum(1 for d in rows if d.get('tf_ppl') is None)} failed on the transformers side")
+sys.exit(1 if bad else 0)
+EOF
