@@ -146,7 +146,21 @@ static void test_must_fail_fields(void **state)
 	variant(s, "auto_map", "{\"AutoModel\":\"m.M\"}", CLOQ_EINPUT, "'auto_map'", "not a field of LlamaForCausalLM");
 	variant(s, "hidden_act", "\"gelu\"", CLOQ_EINPUT, "'hidden_act' = \"gelu\"", NULL);
 	variant(s, "hidden_act", "\"swish\"", CLOQ_OK, NULL, NULL);
-	variant(s, "rope_scaling", "{\"type\":\"dynamic\",\"factor\":2.0}", CLOQ_EINPUT, "'rope_scaling'", "dynamic");
+	variant(s, "rope_scaling", "{\"type\":\"dynamic\",\"factor\":2.0}", CLOQ_OK, NULL, NULL); /* = default below max_pos */
+	variant(s, "rope_scaling", "{\"type\":\"linear\",\"rope_type\":\"dynamic\",\"factor\":2.0}", CLOQ_EINPUT,
+		"both 'type' and 'rope_type'", "differ");
+	variant(s, "rope_scaling", "{\"type\":\"linear\",\"rope_type\":\"linear\",\"factor\":2.0}", CLOQ_OK, NULL, NULL);
+	variant(s, "rope_scaling", "{\"rope_type\":\"dynamic\",\"factor\":2.0,\"original_max_position_embeddings\":4096}",
+		CLOQ_EINPUT, "rope_scaling (dynamic) has the key 'original_max_position_embeddings'", NULL);
+	{ /* 4.44's Mistral, Qwen2 and Gemma 2 ignore rope_scaling, 4.51's apply it */
+		char *mi = slurp(CONFIGS "/mistral-7b-v0.1.json");
+		variant(mi, "rope_scaling", "{\"rope_type\":\"linear\",\"factor\":2.0}", CLOQ_EINPUT, "type 'linear'",
+			"MistralForCausalLM does not take");
+		variant(mi, "rope_scaling", "{\"rope_type\":\"default\"}", CLOQ_OK, NULL, NULL);
+		cloq_free(mi);
+	}
+	variant(s, "rope_scaling", "{\"type\":\"longrope\",\"short_factor\":[1],\"long_factor\":[1]}", CLOQ_EINPUT,
+		"type 'longrope'", "LlamaForCausalLM does not take");
 	variant(s, "rope_scaling", "{\"rope_type\":\"yarn\",\"factor\":2.0}", CLOQ_EINPUT, "'rope_scaling'", "yarn");
 	variant(s, "rope_scaling", "{\"type\":\"linear\",\"factor\":2.0}", CLOQ_OK, NULL, NULL);
 	variant(s, "attention_dropout", "0.1", CLOQ_EINPUT, "'attention_dropout' = 0.1", NULL);
@@ -270,11 +284,36 @@ static void test_must_fail_fields(void **state)
 		for (int l = 0; l < c.layers; l++)
 			assert_int_equal(c.layer_sliding[l], 1);
 		variant(p3, "attention_bias", "true", CLOQ_EINPUT, "'attention_bias' = true", "Phi3ForCausalLM");
-		variant(p3, "partial_rotary_factor", "0.75", CLOQ_EINPUT, "'partial_rotary_factor' = 0.75", NULL);
-		variant(p3, "partial_rotary_factor", "1.0", CLOQ_OK, NULL, NULL);
+		assert_int_equal(c.rotary_dim, 96);
+		variant(p3, "partial_rotary_factor", "0.75", CLOQ_OK, NULL, NULL);
+		variant(p3, "partial_rotary_factor", "0.01", CLOQ_EINPUT, "'partial_rotary_factor' = 0.01", "even");
+		variant(p3, "partial_rotary_factor", "1.5", CLOQ_EINPUT, "'partial_rotary_factor' = 1.5", NULL);
 		variant(p3, "head_dim", "128", CLOQ_EINPUT, "'head_dim' = 128", "Phi3ForCausalLM");
 		variant(p3, "rope_scaling", "{\"type\":\"longrope\",\"short_factor\":[1],\"long_factor\":[1]}",
-			CLOQ_EINPUT, "type 'longrope'", NULL);
+			CLOQ_EINPUT, "has 1 short/long factors", "need 48");
+		variant(p3, "rope_scaling", "{\"type\":\"linear\",\"factor\":2}", CLOQ_EINPUT, "type 'linear'",
+			"Phi3ForCausalLM does not take");
+		{ /* Phi-3.5-mini's longrope: 48 factors, original 4096 of 131072 positions */
+			char lr[2048] = "{\"type\":\"longrope\",\"short_factor\":[", *e = lr + strlen(lr);
+			for (int k = 0; k < 48; k++)
+				e += sprintf(e, "%s%g", k ? "," : "", 1.0 + k * 0.01);
+			e += sprintf(e, "],\"long_factor\":[");
+			for (int k = 0; k < 48; k++)
+				e += sprintf(e, "%s%g", k ? "," : "", 1.0 + k * 0.5);
+			sprintf(e, "]}");
+			cJSON *r3 = cJSON_Parse(p3);
+			cJSON_ReplaceItemInObjectCaseSensitive(r3, "rope_scaling", cJSON_Parse(lr));
+			cJSON_ReplaceItemInObjectCaseSensitive(r3, "max_position_embeddings", cJSON_CreateNumber(131072));
+			char *t3 = cJSON_PrintUnformatted(r3);
+			cJSON_Delete(r3);
+			assert_int_equal(cloq_config_parse(t3, "p3", &c, &err), CLOQ_OK);
+			assert_int_equal(c.rope_type, CLOQ_ROPE_LONGROPE);
+			assert_int_equal(c.rope_orig_max_pos, 4096);
+			assert_true(fabs(c.rope_attn_factor - sqrt(1.0 + log(32.0) / log(4096.0))) < 1e-15);
+			assert_true(c.rope_short[47] == 1.47 && c.rope_long[1] == 1.5);
+			variant(t3, "original_max_position_embeddings", "262144", CLOQ_OK, NULL, NULL);
+			cJSON_free(t3);
+		}
 		variant(p3, "rms_norm_eps", NULL, CLOQ_OK, NULL, NULL);
 		variant(p3, "use_sliding_window", "true", CLOQ_EINPUT, "not a field of Phi3ForCausalLM", NULL);
 		variant(p3, "q_lora_rank", "1", CLOQ_EINPUT, "not known", NULL);

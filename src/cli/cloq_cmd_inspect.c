@@ -116,9 +116,20 @@ int cloq_cmd_inspect(int argc, char **argv, cloq_err *err)
 			printf(" %s x%d", cloq_dtype_name(d), dt_count[d]);
 	printf("\n");
 	printf("layers       %d decoder layers, hidden %d, intermediate %d\n", c->layers, c->hidden, c->intermediate);
-	printf("attention    %d query heads, %d key-value heads%s, head dim %d, rope theta %g%s\n", c->heads, c->kv_heads,
-	       c->kv_heads < c->heads ? " (GQA)" : "", c->head_dim, c->rope_theta,
-	       c->rope_type == CLOQ_ROPE_LLAMA3 ? " (llama3 scaling)" : c->rope_type == CLOQ_ROPE_LINEAR ? " (linear scaling)" : "");
+	static const char *const rope_kind[] = {"", " (linear scaling)", " (llama3 scaling)",
+						" (dynamic NTK: unscaled up to max positions)", " (longrope)"};
+	char rot[64] = "";
+	if (c->rotary_dim > 0 && c->rotary_dim != c->head_dim)
+		snprintf(rot, sizeof rot, " on %d of the %d dims", c->rotary_dim, c->head_dim);
+	printf("attention    %d query heads, %d key-value heads%s, head dim %d, rope theta %g%s%s\n", c->heads,
+	       c->kv_heads, c->kv_heads < c->heads ? " (GQA)" : "", c->head_dim, c->rope_theta, rot,
+	       rope_kind[c->rope_type]);
+	if (c->window_attention) {
+		int n = 0;
+		for (int l = 0; l < c->layers; l++)
+			n += c->layer_sliding[l];
+		printf("window       sliding window of %d tokens on %d of %d layers\n", c->sliding_window, n, c->layers);
+	}
 	printf("vocabulary   %d, %s embeddings, max positions %d, rms eps %g\n", c->vocab,
 	       c->tie_embeddings ? "tied" : "separate lm_head", c->max_pos, c->rms_eps);
 	printf("files        %zu safetensors file%s\n", cloq_st_nfiles(m->st), cloq_st_nfiles(m->st) == 1 ? "" : "s");

@@ -15,7 +15,7 @@
 
 static const char help[] =
 	"usage: cloq ppl MODEL_DIR|OUT|EXPORT_DIR (--text FILE | --tokens FILE.npy) [--seqlen N]\n"
-	"                [--no-lora] [--adapter DIR]\n"
+	"                [--no-lora] [--adapter DIR] [--logits-out FILE]\n"
 	"\n"
 	"Perplexity of a Hugging Face model directory, of a converted job OUT (deq(Q) + s B A; with\n"
 	"--no-lora deq(Q) alone), or of an exported checkpoint (GPTQ, unpacked by cloq, or dense) with\n"
@@ -26,6 +26,8 @@ static const char help[] =
 	"                     drop the tail.\n"
 	"  --seqlen N         window length for --text and 1-D --tokens (default: 2048, at most\n"
 	"                     max_position_embeddings)\n"
+	"  --logits-out FILE  also write the first window's logits, float32 little-endian (T, vocab)\n"
+	"                     row-major, after any final soft-capping (to compare with another forward)\n"
 	"Every window is scored as its own sequence: positions 0..T-2 predict 1..T-1, and the figure is\n"
 	"exp(mean negative log-likelihood) over all predictions of all windows.\n"
 	"A job OUT is checked before it is read, as 'cloq verify' checks it: every shard's file hash\n"
@@ -37,7 +39,8 @@ static const char help[] =
 int cloq_cmd_ppl(int argc, char **argv, cloq_err *err)
 {
 	int rc = CLOQ_OK;
-	const char *dir = NULL, *text = NULL, *tokens = NULL, *adapter = NULL;
+	const char *dir = NULL, *text = NULL, *tokens = NULL, *adapter = NULL, *logits_out = NULL;
+	float *logits = NULL;
 	cloq_expmodel *em = NULL;
 	int seqlen = 0, no_lora = 0;
 	cloq_model *m = NULL;
@@ -63,6 +66,8 @@ int cloq_cmd_ppl(int argc, char **argv, cloq_err *err)
 			seqlen = (int)x;
 		} else if (!strcmp(a, "--adapter")) {
 			CLOQ_TRY(cloq_cli_value(argc, argv, &i, &adapter, err));
+		} else if (!strcmp(a, "--logits-out")) {
+			CLOQ_TRY(cloq_cli_value(argc, argv, &i, &logits_out, err));
 		} else if (!strcmp(a, "--no-lora")) {
 			no_lora = 1;
 		} else if (a[0] == '-' && a[1] != '\0') {
@@ -121,7 +126,15 @@ int cloq_cmd_ppl(int argc, char **argv, cloq_err *err)
 	CLOQ_TRY(cloq_eval_ppl(&lm, &w, &res, isatty(2), err));
 	printf("perplexity %.6f  (%lld predictions in %d windows of %d tokens, mean NLL %.6f, %.1fs)\n", res.ppl,
 	       res.count, w.n, w.seqlen, res.nll_sum / res.count, res.seconds);
+	if (logits_out) {
+		size_t n;
+		CLOQ_FAIL_IF(!cloq_mul_ok((size_t)w.seqlen, (size_t)cfg->vocab, &n) || !(logits = cloq_malloc(n * sizeof(float))),
+			     err, CLOQ_EIO, "out of memory for the logits of a %d-token window", w.seqlen);
+		CLOQ_TRY(cloq_eval_logits(&lm, w.ids, w.seqlen, logits, err));
+		CLOQ_TRY(cloq_write_file_atomic(logits_out, logits, n * sizeof(float), err));
+	}
 fail:
+	cloq_free(logits);
 	cloq_windows_free(&w);
 	cloq_free(ids);
 	cloq_model_close(m);

@@ -240,22 +240,88 @@ int cloq_config_check_seqlen(const cloq_config *cfg, int seqlen, const char *dir
 	return CLOQ_OK;
 }
 
-static int parse_rope_scaling(const cJSON *rs, const char *path, cloq_config *cfg, cloq_err *err)
+/* longrope's short_factor / long_factor: lists of positive numbers, their length checked against
+ * rotary_dim / 2 by the family (it knows partial_rotary_factor) */
+static int rope_factor_list(const cJSON *rs, const char *key, double *dst, int *n, const char *path, cloq_err *err)
+{
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(rs, key);
+	if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) < 1 || cJSON_GetArraySize(a) > CLOQ_MAX_ROPE_PAIRS)
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: rope_scaling (longrope) needs '%s', a list of 1..%d numbers", path,
+				    key, CLOQ_MAX_ROPE_PAIRS);
+	int i = 0;
+	for (const cJSON *e = a->child; e; e = e->next, i++) {
+		if (!cJSON_IsNumber(e) || !(e->valuedouble > 0) || !isfinite(e->valuedouble))
+			return cloq_err_set(err, CLOQ_EINPUT, "%s: rope_scaling.%s[%d] must be a positive number", path, key, i);
+		dst[i] = e->valuedouble;
+	}
+	*n = i;
+	return CLOQ_OK;
+}
+
+/*
+ * rope_scaling, by type (transformers' modeling_rope_utils, 4.44 and 4.51 alike):
+ *   default, linear (inv_freq / factor), llama3 (Llama 3.1's smooth ramp): computed;
+ *   dynamic: NTK scaling that grows the base only past max_position_embeddings; --seqlen is at
+ *     most max_position_embeddings, so every window computes the unscaled frequencies: computed;
+ *   longrope / su (Phi-3 128k, Phi-3.5): inv_freq / short_factor on windows of at most
+ *     original_max_position_embeddings tokens, / long_factor beyond, cos and sin times
+ *     sqrt(1 + ln(s) / ln(original)) with s = max_position_embeddings / original (1 when s <= 1):
+ *     computed for Phi-3 (finished by its family hook, which knows original_max_position_embeddings
+ *     and partial_rotary_factor); an explicit attention_factor is refused (4.51 applies it, 4.44's
+ *     Phi-3 ignores it), and factor is unused (both take s);
+ *   yarn: refused. The releases disagree for the configs in use (Qwen2.5 / Qwen3 put
+ *     original_max_position_embeddings in rope_scaling: 4.51 then replaces factor by
+ *     max_position_embeddings / original, 4.44 keeps factor), and mscale is read by 4.51 only.
+ */
+static int parse_rope_scaling(const cJSON *rs, const char *path, const cloq_family *fam, cloq_config *cfg,
+			      cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	if (!rs || cJSON_IsNull(rs))
 		return CLOQ_OK;
 	CLOQ_FAIL_IF(!cJSON_IsObject(rs), err, CLOQ_EINPUT, "%s: 'rope_scaling' must be an object or null", path);
-	const cJSON *t = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
-	if (!cJSON_IsString(t))
-		t = cJSON_GetObjectItemCaseSensitive(rs, "type");
+	/* transformers' configs copy "type" (the older spelling) over "rope_type": both present and
+	 * different is a file two readers may take either way, refused */
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(rs, "type"), *rt = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+	CLOQ_FAIL_IF(t && rt && (!cJSON_IsString(t) || !cJSON_IsString(rt) || strcmp(t->valuestring, rt->valuestring)),
+		     err, CLOQ_EINPUT, "%s: 'rope_scaling' has both 'type' and 'rope_type', and they differ; refusing", path);
+	if (!t)
+		t = rt;
 	CLOQ_FAIL_IF(!cJSON_IsString(t), err, CLOQ_EINPUT, "%s: 'rope_scaling' has no 'rope_type'", path);
-	CLOQ_TRY(cloq_cfg_num(rs, "factor", 0, 1.0, &cfg->rope_factor, path, err));
-	if (!strcmp(t->valuestring, "default")) {
+	const char *type = t->valuestring;
+	/* every key of rope_scaling is one its type reads (or, for longrope, one that has no effect) */
+	static const struct {
+		const char *type, *keys;
+	} allowed[] = {
+		{"default", " type rope_type "},
+		{"linear", " type rope_type factor "},
+		{"dynamic", " type rope_type factor "},
+		{"llama3", " type rope_type factor low_freq_factor high_freq_factor original_max_position_embeddings "},
+		{"longrope", " type rope_type short_factor long_factor factor original_max_position_embeddings "
+			     "attention_factor "},
+		{"su", " type rope_type short_factor long_factor factor original_max_position_embeddings attention_factor "},
+	};
+	for (size_t k = 0; k < sizeof allowed / sizeof allowed[0]; k++) {
+		if (strcmp(type, allowed[k].type))
+			continue;
+		for (const cJSON *it = rs->child; it; it = it->next) {
+			char key[128];
+			snprintf(key, sizeof key, " %s ", it->string);
+			CLOQ_FAIL_IF(!strstr(allowed[k].keys, key), err, CLOQ_EINPUT,
+				     "%s: rope_scaling (%s) has the key '%s', which cloq does not know for this type; "
+				     "refusing rather than guessing its effect", path, type, it->string);
+		}
+	}
+	int longrope = !strcmp(type, "longrope") || !strcmp(type, "su");
+	if (!longrope)
+		CLOQ_TRY(cloq_cfg_num(rs, "factor", 0, 1.0, &cfg->rope_factor, path, err));
+	if (!strcmp(type, "default")) {
 		cfg->rope_type = CLOQ_ROPE_DEFAULT;
-	} else if (!strcmp(t->valuestring, "linear")) {
+	} else if (!strcmp(type, "linear")) {
 		cfg->rope_type = CLOQ_ROPE_LINEAR;
-	} else if (!strcmp(t->valuestring, "llama3")) {
+	} else if (!strcmp(type, "dynamic")) {
+		cfg->rope_type = CLOQ_ROPE_DYNAMIC;
+	} else if (!strcmp(type, "llama3")) {
 		cfg->rope_type = CLOQ_ROPE_LLAMA3;
 		CLOQ_TRY(cloq_cfg_num(rs, "low_freq_factor", 1, 0, &cfg->rope_low_freq, path, err));
 		CLOQ_TRY(cloq_cfg_num(rs, "high_freq_factor", 1, 0, &cfg->rope_high_freq, path, err));
@@ -263,12 +329,36 @@ static int parse_rope_scaling(const cJSON *rs, const char *path, cloq_config *cf
 		CLOQ_FAIL_IF(cfg->rope_high_freq <= cfg->rope_low_freq || cfg->rope_orig_max_pos <= 0, err,
 			     CLOQ_EINPUT, "%s: rope_scaling (llama3): need high_freq_factor > low_freq_factor "
 			     "and original_max_position_embeddings > 0", path);
+	} else if (longrope) {
+		int ns = 0, nl = 0;
+		cfg->rope_type = CLOQ_ROPE_LONGROPE;
+		CLOQ_TRY(rope_factor_list(rs, "short_factor", cfg->rope_short, &ns, path, err));
+		CLOQ_TRY(rope_factor_list(rs, "long_factor", cfg->rope_long, &nl, path, err));
+		CLOQ_FAIL_IF(ns != nl, err, CLOQ_EINPUT, "%s: rope_scaling (longrope): short_factor has %d entries, "
+			     "long_factor %d", path, ns, nl);
+		cfg->rope_nfactors = ns;
+		CLOQ_FAIL_IF(cJSON_GetObjectItemCaseSensitive(rs, "attention_factor"), err, CLOQ_EINPUT,
+			     "%s: rope_scaling (longrope) with 'attention_factor': transformers 4.51 applies it, 4.44's "
+			     "Phi-3 ignores it, so the model is ambiguous; refusing", path);
+	} else if (!strcmp(type, "yarn")) {
+		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT,
+			     "%s: field 'rope_scaling' has type 'yarn', which cloq does not implement: transformers "
+			     "releases compute different models from the configs that use it (4.51 replaces 'factor' by "
+			     "max_position_embeddings / original_max_position_embeddings, 4.44 keeps it); refusing rather "
+			     "than picking one", path);
 	} else {
 		CLOQ_FAIL_IF(1, err, CLOQ_EINPUT,
 			     "%s: field 'rope_scaling' has type '%s', which cloq does not implement (supported: default, "
-			     "linear, llama3); refusing rather than computing a different model",
-			     path, t->valuestring);
+			     "linear, dynamic, llama3; longrope on Phi-3); refusing rather than computing a different model",
+			     path, type);
 	}
+	/* a type the family's class does not take: transformers 4.44's Mistral, Qwen2 and Gemma 2 have
+	 * no rope_scaling at all (the key is ignored) while 4.51's apply it; 4.44's Phi-3 knows only
+	 * longrope; Llama's takes every type but longrope (4.51 only, with other keys) */
+	CLOQ_FAIL_IF(cfg->rope_type != CLOQ_ROPE_DEFAULT && !(fam->rope_types & (1u << cfg->rope_type)), err, CLOQ_EINPUT,
+		     "%s: field 'rope_scaling' has type '%s', which %s does not take in every transformers release "
+		     "(4.44's class ignores or rejects it, 4.51's applies it); refusing rather than picking one",
+		     path, type, fam->arch_name);
 	CLOQ_FAIL_IF(cfg->rope_factor <= 0, err, CLOQ_EINPUT, "%s: rope_scaling.factor must be > 0", path);
 fail:
 	return rc;
@@ -353,7 +443,9 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
 		     "%s: rms_norm_eps must be >= 0 and rope_theta > 0", path);
 	cfg->rope_type = CLOQ_ROPE_DEFAULT;
 	cfg->rope_factor = 1.0;
-	CLOQ_TRY(parse_rope_scaling(cJSON_GetObjectItemCaseSensitive(root, "rope_scaling"), path, cfg, err));
+	cfg->rope_attn_factor = 1.0;
+	cfg->rotary_dim = cfg->head_dim;
+	CLOQ_TRY(parse_rope_scaling(cJSON_GetObjectItemCaseSensitive(root, "rope_scaling"), path, fam, cfg, err));
 	CLOQ_TRY(cloq_cfg_bool(root, "tie_word_embeddings", fam->tie_embeddings, &cfg->tie_embeddings, path, err));
 	double drop;
 	CLOQ_TRY(cloq_cfg_num(root, "attention_dropout", 0, 0.0, &drop, path, err));

@@ -11,7 +11,7 @@
  *
  * Strict accounting: every top-level key of config.json is on the shared list (cloq_config.c) or
  * the family's, each entry implemented (parsed, and any value cloq cannot compute refused by name:
- * hidden_act other than silu/swish, rope_scaling other than default/linear/llama3, nonzero
+ * hidden_act other than silu/swish, rope_scaling yarn (and longrope outside Phi-3), nonzero
  * attention_dropout, pretraining_tp > 1 together with biases, a model_type that is not the
  * architecture's, ...) or harmless (ids, versions, use_cache, ...). Any other key, or a key of
  * another family (use_sliding_window on a Llama), is CLOQ_EINPUT:
@@ -36,7 +36,8 @@ enum cloq_arch {
 };
 
 #define CLOQ_MAX_LAYERS 1024
-enum cloq_rope_type { CLOQ_ROPE_DEFAULT, CLOQ_ROPE_LINEAR, CLOQ_ROPE_LLAMA3 };
+enum cloq_rope_type { CLOQ_ROPE_DEFAULT, CLOQ_ROPE_LINEAR, CLOQ_ROPE_LLAMA3, CLOQ_ROPE_DYNAMIC, CLOQ_ROPE_LONGROPE };
+#define CLOQ_MAX_ROPE_PAIRS 512 /* rotary_dim / 2 at most */
 
 
 typedef struct cloq_config {
@@ -56,7 +57,12 @@ typedef struct cloq_config {
 	double rope_factor;         /* rope_scaling.factor */
 	double rope_low_freq;       /* llama3: low_freq_factor */
 	double rope_high_freq;      /* llama3: high_freq_factor */
-	int rope_orig_max_pos;      /* llama3: original_max_position_embeddings */
+	int rope_orig_max_pos;      /* llama3, longrope: original_max_position_embeddings */
+	int rotary_dim;             /* the leading dims of each head that RoPE rotates: head_dim, or
+	                             * int(head_dim * partial_rotary_factor) (Phi-4-mini) */
+	double rope_attn_factor;    /* cos and sin scaled by it (longrope); 1 */
+	int rope_nfactors;          /* longrope: rotary_dim / 2 entries of short_factor, long_factor */
+	double rope_short[CLOQ_MAX_ROPE_PAIRS], rope_long[CLOQ_MAX_ROPE_PAIRS];
 	int tie_embeddings;         /* tie_word_embeddings (default 0; 1 when lm_head absent) */
 	int qkv_bias;               /* q/k/v projections carry biases (Qwen2; Llama attention_bias) */
 	/* Gemma 2 (0 / 1.0 / none elsewhere): */

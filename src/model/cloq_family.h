@@ -51,6 +51,7 @@ typedef struct cloq_family {
 	int gemma_norms;          /* Gemma: norms applied as 1 + w, four a layer, gelu-tanh MLP */
 	int fused;                /* Phi-3: self_attn.qkv_proj, mlp.gate_up_proj */
 	enum cloq_window_rule window;
+	unsigned rope_types;      /* the rope_scaling types it computes besides default: bits 1 << cloq_rope_type */
 	const cloq_config_key *keys; /* what the class adds to the shared keys; ends with {NULL} */
 	/* the fields only this family has, after the shared ones are parsed; may be NULL */
 	int (*parse)(const cJSON *root, const char *path, cloq_config *cfg, cloq_err *err);

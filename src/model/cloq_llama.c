@@ -78,60 +78,83 @@ void cloq_layer_w_free(cloq_layer_w *w)
 }
 
 /* ---- RoPE ---------------------------------------------------------------------------------- */
+/* One (max_t, half) pair of tables: cos and sin of t * inv(i), times scale, for i < half. */
+static int rope_table(int max_t, int half, float **cos_out, float **sin_out, const double *inv, double scale,
+		      cloq_err *err)
+{
+	size_t n = (size_t)max_t * (size_t)half;
+	*cos_out = cloq_malloc(n * sizeof(float));
+	*sin_out = cloq_malloc(n * sizeof(float));
+	if (!*cos_out || !*sin_out)
+		return cloq_err_set(err, CLOQ_EIO, "out of memory for RoPE tables (%zu entries)", n);
+	for (int i = 0; i < half; i++)
+		for (int t = 0; t < max_t; t++) {
+			double a = t * inv[i];
+			(*cos_out)[(size_t)t * half + i] = (float)(cos(a) * scale);
+			(*sin_out)[(size_t)t * half + i] = (float)(sin(a) * scale);
+		}
+	return CLOQ_OK;
+}
+
+/*
+ * The inverse frequencies of transformers' rope types over the rotary dims d (rotary_dim: head_dim,
+ * or Phi-4-mini's partial share): inv(i) = theta^(-2i/d), then
+ *   linear:   / factor;
+ *   llama3:   long wavelengths / factor, short ones kept, a smooth ramp between;
+ *   dynamic:  unchanged (NTK grows the base only past max_position_embeddings, which --seqlen
+ *             never passes);
+ *   longrope: / short_factor(i) (or long_factor(i) for windows longer than
+ *             original_max_position_embeddings), cos and sin times rope_attn_factor.
+ * Gemma 3's sliding layers use rope_local_theta, unscaled.
+ */
 int cloq_rope_init(cloq_rope *r, const cloq_config *cfg, int max_t, cloq_err *err)
 {
+	int rc = CLOQ_OK;
 	memset(r, 0, sizeof *r);
-	int half = cfg->head_dim / 2;
+	int d = cfg->rotary_dim > 0 ? cfg->rotary_dim : cfg->head_dim, half = d / 2;
+	double inv[CLOQ_MAX_ROPE_PAIRS * 2], inv2[CLOQ_MAX_ROPE_PAIRS * 2];
 	size_t n;
-	if (max_t <= 0 || !cloq_mul_ok((size_t)max_t, (size_t)half, &n))
-		return cloq_err_set(err, CLOQ_EUSAGE, "bad RoPE table size %d", max_t);
-	r->cos = cloq_malloc(n * sizeof(float));
-	r->sin = cloq_malloc(n * sizeof(float));
-	if (!r->cos || !r->sin) {
-		cloq_rope_free(r);
-		return cloq_err_set(err, CLOQ_EIO, "out of memory for RoPE tables (%zu entries)", n);
-	}
+	CLOQ_FAIL_IF(max_t <= 0 || half <= 0 || half > CLOQ_MAX_ROPE_PAIRS * 2 ||
+			     !cloq_mul_ok((size_t)max_t, (size_t)half, &n),
+		     err, CLOQ_EUSAGE, "bad RoPE table size %d x %d", max_t, half);
 	r->max_t = max_t;
 	r->half = half;
 	if (cfg->window_attention && cfg->rope_local_theta > 0) {
-		r->cos_l = cloq_malloc(n * sizeof(float));
-		r->sin_l = cloq_malloc(n * sizeof(float));
-		if (!r->cos_l || !r->sin_l) {
-			cloq_rope_free(r);
-			return cloq_err_set(err, CLOQ_EIO, "out of memory for RoPE tables (%zu entries)", n);
-		}
-		for (int i = 0; i < half; i++) {
-			double inv = 1.0 / pow(cfg->rope_local_theta, (2.0 * i) / cfg->head_dim);
-			for (int t = 0; t < max_t; t++) {
-				r->cos_l[(size_t)t * half + i] = (float)cos(t * inv);
-				r->sin_l[(size_t)t * half + i] = (float)sin(t * inv);
-			}
-		}
+		for (int i = 0; i < half; i++)
+			inv[i] = 1.0 / pow(cfg->rope_local_theta, (2.0 * i) / d);
+		CLOQ_TRY(rope_table(max_t, half, &r->cos_l, &r->sin_l, inv, 1.0, err));
 	}
 	for (int i = 0; i < half; i++) {
-		double inv = 1.0 / pow(cfg->rope_theta, (2.0 * i) / cfg->head_dim);
+		inv[i] = 1.0 / pow(cfg->rope_theta, (2.0 * i) / d);
 		if (cfg->rope_type == CLOQ_ROPE_LINEAR) {
-			inv /= cfg->rope_factor;
+			inv[i] /= cfg->rope_factor;
 		} else if (cfg->rope_type == CLOQ_ROPE_LLAMA3) {
-			/* Llama 3.1: long wavelengths scaled by factor, short kept, a smooth ramp between. */
 			double lo_wl = cfg->rope_orig_max_pos / cfg->rope_low_freq;
 			double hi_wl = cfg->rope_orig_max_pos / cfg->rope_high_freq;
-			double wl = 2.0 * M_PI / inv;
+			double wl = 2.0 * M_PI / inv[i];
 			if (wl > lo_wl) {
-				inv /= cfg->rope_factor;
+				inv[i] /= cfg->rope_factor;
 			} else if (wl >= hi_wl) {
 				double s = (cfg->rope_orig_max_pos / wl - cfg->rope_low_freq) /
 					   (cfg->rope_high_freq - cfg->rope_low_freq);
-				inv = (1.0 - s) * inv / cfg->rope_factor + s * inv;
+				inv[i] = (1.0 - s) * inv[i] / cfg->rope_factor + s * inv[i];
 			}
-		}
-		for (int t = 0; t < max_t; t++) {
-			double a = t * inv;
-			r->cos[(size_t)t * half + i] = (float)cos(a);
-			r->sin[(size_t)t * half + i] = (float)sin(a);
+		} else if (cfg->rope_type == CLOQ_ROPE_LONGROPE) {
+			inv2[i] = inv[i] / cfg->rope_long[i];
+			inv[i] /= cfg->rope_short[i];
 		}
 	}
+	/* a config filled by hand (tests) leaves the factor 0: unscaled */
+	double scale = cfg->rope_attn_factor > 0 ? cfg->rope_attn_factor : 1.0;
+	CLOQ_TRY(rope_table(max_t, half, &r->cos, &r->sin, inv, scale, err));
+	if (cfg->rope_type == CLOQ_ROPE_LONGROPE && max_t > cfg->rope_orig_max_pos) {
+		r->long_from = cfg->rope_orig_max_pos + 1;
+		CLOQ_TRY(rope_table(max_t, half, &r->cos_long, &r->sin_long, inv2, scale, err));
+	}
 	return CLOQ_OK;
+fail:
+	cloq_rope_free(r);
+	return rc;
 }
 
 void cloq_rope_free(cloq_rope *r)
@@ -140,14 +163,23 @@ void cloq_rope_free(cloq_rope *r)
 	cloq_free(r->sin);
 	cloq_free(r->cos_l);
 	cloq_free(r->sin_l);
-	r->cos = r->sin = r->cos_l = r->sin_l = NULL;
+	cloq_free(r->cos_long);
+	cloq_free(r->sin_long);
+	r->cos = r->sin = r->cos_l = r->sin_l = r->cos_long = r->sin_long = NULL;
 }
 
-/* Rotate each head of x (T, nheads*hd) in place, rotate_half layout. */
+/* Rotate each head of x (T, nheads*hd) in place, rotate_half layout, over its first 2 * half dims
+ * (the rest of a head, with partial_rotary_factor, passes unrotated). A window of more tokens
+ * than longrope's original_max_position_embeddings takes the long factors, as transformers
+ * chooses by the sequence's length. */
 static void rope_apply(const cloq_rope *r, float *x, int T, int nheads, int hd, int local)
 {
-	int half = hd / 2, stride = nheads * hd;
+	int half = r->half, stride = nheads * hd;
 	const float *ct = local && r->cos_l ? r->cos_l : r->cos, *st = local && r->sin_l ? r->sin_l : r->sin;
+	if (!local && r->cos_long && T >= r->long_from) {
+		ct = r->cos_long;
+		st = r->sin_long;
+	}
 #pragma omp parallel for schedule(static) if ((size_t)T * nheads * hd > (1u << 18))
 	for (int t = 0; t < T; t++) {
 		const float *c = ct + (size_t)t * half, *s = st + (size_t)t * half;

@@ -62,9 +62,11 @@ void cloq_layer_w_free(cloq_layer_w *w);
 
 /* Precomputed RoPE tables for positions 0..max_t-1. */
 typedef struct cloq_rope {
-	int max_t, half;          /* half = head_dim / 2 */
+	int max_t, half;          /* half = rotary_dim / 2 (head_dim / 2 unless partial_rotary_factor) */
 	float *cos, *sin;         /* (max_t, half) */
 	float *cos_l, *sin_l;     /* Gemma 3's sliding layers (rope_local_theta, unscaled), else NULL */
+	float *cos_long, *sin_long; /* longrope's long factors, for windows of >= long_from tokens */
+	int long_from;
 } cloq_rope;
 
 int cloq_rope_init(cloq_rope *r, const cloq_config *cfg, int max_t, cloq_err *err);

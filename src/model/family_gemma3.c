@@ -48,6 +48,7 @@ const cloq_family cloq_family_gemma3 = {
 	.qk_norm = 1,
 	.gemma_norms = 1,
 	.window = CLOQ_WIN_PATTERN,
+	.rope_types = (1u << CLOQ_ROPE_LINEAR) | (1u << CLOQ_ROPE_DYNAMIC) | (1u << CLOQ_ROPE_LLAMA3),
 	.keys = keys,
 	.parse = parse,
 };

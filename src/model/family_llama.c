@@ -35,6 +35,7 @@ const cloq_family cloq_family_llama = {
 	.rms_eps = 1e-6,
 	.head_dim_free = 1,
 	.window = CLOQ_WIN_NONE_REFUSE,
+	.rope_types = (1u << CLOQ_ROPE_LINEAR) | (1u << CLOQ_ROPE_DYNAMIC) | (1u << CLOQ_ROPE_LLAMA3),
 	.keys = keys,
 	.parse = parse,
 };

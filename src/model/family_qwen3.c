@@ -19,5 +19,6 @@ const cloq_family cloq_family_qwen3 = {
 	.head_dim_free = 1,
 	.qk_norm = 1,
 	.window = CLOQ_WIN_QWEN,
+	.rope_types = (1u << CLOQ_ROPE_LINEAR) | (1u << CLOQ_ROPE_DYNAMIC) | (1u << CLOQ_ROPE_LLAMA3),
 	.keys = keys,
 };

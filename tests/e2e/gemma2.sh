@@ -19,9 +19,10 @@ M="$T/m"
 "$BUILD/tools/mkmodel" --out "$M" --family gemma2 --hidden 64 --intermediate 96 --layers 2 --heads 4 \
 	--kv-heads 2 --head-dim 32 --vocab 512 --tied --dtype f32 --max-pos 1024 --quiet || exit 1
 family_forward "$M" "Gemma 2 forward"
-# bfloat16 weights, untied, hidden 48: the embedding scale is sqrt(48) rounded to bfloat16 (6.9375)
+# bfloat16 weights, untied, two shards with an index, hidden 48: the embedding scale is sqrt(48)
+# rounded to bfloat16 (6.9375)
 "$BUILD/tools/mkmodel" --out "$T/bf" --family gemma2 --hidden 48 --intermediate 80 --layers 2 --heads 4 \
-	--kv-heads 2 --head-dim 16 --vocab 512 --dtype bf16 --max-pos 1024 --quiet || exit 1
+	--kv-heads 2 --head-dim 16 --vocab 512 --dtype bf16 --max-pos 1024 --shards 2 --quiet || exit 1
 family_forward "$T/bf" "Gemma 2 bf16, untied"
 family_count "$M"
 family_convert_export "$M" "Gemma 2" input_layernorm post_attention_layernorm pre_feedforward_layernorm post_feedforward_layernorm

@@ -18,9 +18,10 @@ M="$T/m"
 "$BUILD/tools/mkmodel" --out "$M" --family gemma3 --hidden 64 --intermediate 96 --layers 2 --heads 4 \
 	--kv-heads 2 --head-dim 32 --vocab 512 --tied --dtype f32 --max-pos 1024 --rope-theta 1000000 --quiet || exit 1
 family_forward "$M" "Gemma 3 forward"
-# bfloat16 weights, untied, hidden 48: the embedding scale is sqrt(48) rounded to bfloat16 (6.9375)
+# bfloat16 weights, untied, two shards with an index, hidden 48: the embedding scale is sqrt(48)
+# rounded to bfloat16 (6.9375)
 "$BUILD/tools/mkmodel" --out "$T/bf" --family gemma3 --hidden 48 --intermediate 80 --layers 2 --heads 4 \
-	--kv-heads 2 --head-dim 16 --vocab 512 --dtype bf16 --max-pos 1024 --rope-theta 1000000 --quiet || exit 1
+	--kv-heads 2 --head-dim 16 --vocab 512 --dtype bf16 --max-pos 1024 --rope-theta 1000000 --shards 2 --quiet || exit 1
 family_forward "$T/bf" "Gemma 3 bf16, untied"
 family_count "$M"
 family_convert_export "$M" "Gemma 3" input_layernorm post_attention_layernorm pre_feedforward_layernorm post_feedforward_layernorm self_attn.q_norm self_attn.k_norm

@@ -10,7 +10,9 @@
 #    parameter; convert -> verify -> export (GPTQ, fp32 dequant) -> the export's own forward
 #    (read_export.py) gives the job's ppl;
 #  - refused by name: a Phi-3 checkpoint labelled LlamaForCausalLM (its qkv_proj), one without a
-#    gate_up_proj, partial_rotary_factor 0.75 (Phi-4-mini), rope_scaling longrope.
+#    gate_up_proj, longrope factors of the wrong length or with an attention_factor, yarn;
+#  - Phi-4-mini's partial_rotary_factor and Phi-3.5's longrope (short and long factors) against
+#    the independent forward.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/e2e/convert_common.inc
 . tests/e2e/need_numpy.inc
@@ -66,9 +68,9 @@ fi
 # (b) a tiny random Phi-3 against the independent forward and through export
 GEOM="--hidden 64 --intermediate 96 --layers 2 --heads 4 --kv-heads 2 --vocab 512 --max-pos 1024 --quiet"
 "$BUILD/tools/mkmodel" --out "$T/m" --family phi3 $GEOM || exit 1
-"$BUILD/tools/mkmodel" --out "$T/mw" --family phi3 --sliding-window 16 --dtype f32 $GEOM || exit 1
+"$BUILD/tools/mkmodel" --out "$T/mw" --family phi3 --sliding-window 16 --dtype f32 --tied --shards 2 $GEOM || exit 1
 family_forward "$T/m" "Phi-3 forward"
-family_forward "$T/mw" "Phi-3, sliding window 16"
+family_forward "$T/mw" "Phi-3, sliding window 16, tied, sharded"
 family_count "$T/m"
 family_convert_export "$T/m" "Phi-3" input_layernorm post_attention_layernorm
 family_missing "$T/m" "model.layers.1.mlp.gate_up_proj.weight" "a Phi-3 checkpoint"
@@ -103,8 +105,28 @@ relabel "$T/asl" architectures '["LlamaForCausalLM"]' model_type '"llama"'
 expect_refusal "Phi-3 labelled LlamaForCausalLM" "field 'embd_pdrop' = 0 is not a field of LlamaForCausalLM" "$T/asl"
 relabel "$T/asl2" architectures '["LlamaForCausalLM"]' model_type '"llama"' embd_pdrop DELETE resid_pdrop DELETE
 expect_refusal "Phi-3 labelled LlamaForCausalLM, Phi-3's keys removed" "self_attn.qkv_proj.weight.*Phi-3" "$T/asl2"
+relabel "$T/lr1" rope_scaling '{"type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}'
+expect_refusal "longrope with 1 factor for 8 rotary pairs" "has 1 short/long factors; the 16 rotary dims need 8" "$T/lr1"
+relabel "$T/lra" rope_scaling '{"type": "longrope", "short_factor": [1,1,1,1,1,1,1,1], "long_factor": [1,1,1,1,1,1,1,1], "attention_factor": 1.2}'
+expect_refusal "longrope with attention_factor" "with 'attention_factor'" "$T/lra"
+relabel "$T/yarn" rope_scaling '{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256}'
+expect_refusal "rope_scaling yarn" "type 'yarn'.*releases compute different models" "$T/yarn"
+
+# (d) Phi-4-mini's partial rotary and Phi-3.5's longrope, against the independent forward:
+# RoPE on the first 12 (or 8) of 16 dims of each head; longrope's short factors on windows of at
+# most original_max_position_embeddings (64) tokens and its long factors beyond, cos and sin times
+# sqrt(1 + ln(1024 / 64) / ln 64)
 relabel "$T/prf" partial_rotary_factor 0.75
-expect_refusal "partial_rotary_factor 0.75" "'partial_rotary_factor' = 0.75" "$T/prf"
-relabel "$T/lr" rope_scaling '{"type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}'
-expect_refusal "rope_scaling longrope" "rope_scaling' has type 'longrope'" "$T/lr"
+family_forward "$T/prf" "Phi-3, partial_rotary_factor 0.75"
+LR='{"type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8], "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 8.5, 11.5, 15.0]}'
+relabel "$T/lr" rope_scaling "$LR" original_max_position_embeddings 64
+family_forward "$T/lr" "Phi-3, longrope, 256-token windows (long factors)"
+"$PY" -c "import numpy as np; np.save('$T/w32.npy', np.load('$W')[:, :32])"
+W0=$W
+W="$T/w32.npy"
+family_forward "$T/lr" "Phi-3, longrope, 32-token windows (short factors)"
+W=$W0
+relabel "$T/lrp" rope_scaling '{"type": "longrope", "short_factor": [1.0, 1.2, 1.5, 2.0], "long_factor": [1.0, 2.0, 4.0, 8.0]}' \
+	original_max_position_embeddings 64 partial_rotary_factor 0.5
+family_forward "$T/lrp" "Phi-3, longrope with partial_rotary_factor 0.5"
 finish

@@ -17,6 +17,10 @@ M="$T/m"
 "$BUILD/tools/mkmodel" --out "$M" --family qwen3 --hidden 64 --intermediate 96 --layers 2 --heads 4 \
 	--kv-heads 2 --head-dim 32 --vocab 512 --tied --dtype f32 --max-pos 1024 --quiet || exit 1
 family_forward "$M" "Qwen3 forward"
+# bfloat16, untied, two shards with an index
+"$BUILD/tools/mkmodel" --out "$T/bf" --family qwen3 --hidden 64 --intermediate 96 --layers 2 --heads 4 \
+	--kv-heads 2 --head-dim 32 --vocab 512 --dtype bf16 --max-pos 1024 --shards 2 --quiet || exit 1
+family_forward "$T/bf" "Qwen3 bf16, untied, sharded"
 family_count "$M"
 family_convert_export "$M" "Qwen3" self_attn.q_norm self_attn.k_norm
 family_missing "$M" "model.layers.1.self_attn.k_norm.weight" "a Qwen3 checkpoint"

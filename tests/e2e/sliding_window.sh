@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.." || exit 1
 MK="$BUILD/tools/mkmodel"
 GEOM="--hidden 64 --intermediate 96 --layers 2 --heads 4 --kv-heads 2 --vocab 512 --max-pos 1024 --quiet"
 "$MK" --out "$T/mi" --family mistral --sliding-window 16 $GEOM || exit 1
-"$MK" --out "$T/mi_full" --family mistral $GEOM || exit 1
+"$MK" --out "$T/mi_full" --family mistral --shards 3 $GEOM || exit 1
 family_forward "$T/mi" "Mistral, window 16"
 family_forward "$T/mi_full" "Mistral, no window"
 a=$(ppl_of "$T/p_c")
@@ -27,7 +27,7 @@ b=$(ppl_of "$T/p_w")
 	ok "the window changes the model ($a without, $b with)" || fail "window 16 and none give the same ppl ($a, $b)"
 family_convert_export "$T/mi" "Mistral, window 16"
 
-"$MK" --out "$T/q2" --family qwen2 --sliding-window 16 --max-window-layers 1 $GEOM || exit 1
+"$MK" --out "$T/q2" --family qwen2 --sliding-window 16 --max-window-layers 1 --shards 2 $GEOM || exit 1
 family_forward "$T/q2" "Qwen2 (q/k/v biases), window 16 on layer 1"
 rm -rf "$T/j" "$T/g" "$T/d"
 family_convert_export "$T/q2" "Qwen2, window 16 on layer 1" input_layernorm post_attention_layernorm

@@ -36,6 +36,9 @@ if [ "$KEEP" = 0 ] || [ "$(cat "$M/.done" 2>/dev/null)" != "$STAMP" ]; then
   mk --out $M/llama-hd16     --family llama --seed 15 --head-dim 16
   mk --out $M/llama-f32      --family llama --seed 16 --dtype f32
   ed $M/llama $M/llama-rope3 'rope_scaling={"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64}'
+  # dynamic NTK: transformers grows the base only past max_position_embeddings (512 here; 64 in -dyn64)
+  ed $M/llama $M/llama-dyn   'rope_scaling={"rope_type":"dynamic","factor":4.0}'
+  ed $M/llama $M/llama-dyn64 'rope_scaling={"rope_type":"dynamic","factor":4.0}' max_position_embeddings=64
   # qwen3
   mk --out $M/qwen3          --family qwen3 --seed 21
   mk --out $M/qwen3-tied     --family qwen3 --seed 22 --tied
@@ -56,21 +59,37 @@ if [ "$KEEP" = 0 ] || [ "$(cat "$M/.done" 2>/dev/null)" != "$STAMP" ]; then
   gen --family mistral --out $M/mistral-sw16  --seed 51 --sliding-window 16
   gen --family mistral --out $M/mistral-tied  --seed 52 --tied --layers 3
   gen --family mistral --out $M/mistral-hd16  --seed 53 --head-dim 16
+  ed $M/mistral $M/mistral-linear 'rope_scaling={"type":"linear","factor":2.0}'
   # qwen2 (own generator; q/k/v biases)
   gen --family qwen2 --out $M/qwen2           --seed 61
   gen --family qwen2 --out $M/qwen2-tied      --seed 62 --tied --layers 3
   gen --family qwen2 --out $M/qwen2-sw16      --seed 61 --use-sliding-window --sliding-window 16 --max-window-layers 0
   gen --family qwen2 --out $M/qwen2-sw16-off  --seed 61 --sliding-window 16
+  ed $M/qwen2 $M/qwen2-yarn 'rope_scaling={"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":128}'
   # phi3 (own generator; fused qkv_proj / gate_up_proj)
   gen --family phi3 --out $M/phi3             --seed 71
   gen --family phi3 --out $M/phi3-sw2047      --seed 72 --sliding-window 2047
   gen --family phi3 --out $M/phi3-sw16        --seed 71 --sliding-window 16
   $PY phi3_to_llama.py $M/phi3 $M/phi3-as-llama
+  # RoPE variants on 4 heads of 16: partial rotary (Phi-4-mini: 0.75) and longrope (Phi-3.5: short
+  # factors while T <= original_max_position_embeddings, else long ones; attention factor
+  # sqrt(1 + ln(1024/64) / ln 64) = sqrt(5/3)). Factors are deterministic and far from 1.
+  gen --family phi3 --out $M/phi3-hd16        --seed 73 --heads 4 --kv-heads 2 --max-pos 1024
+  ed $M/phi3-hd16 $M/phi3-prf75 partial_rotary_factor=0.75
+  ed $M/phi3-hd16 $M/phi3-prf50 partial_rotary_factor=0.5
+  LR8='"short_factor":[1.0,1.15,1.3,1.6,2.0,2.5,3.1,3.8],"long_factor":[1.5,3.5,6.5,10.5,15.5,21.5,28.5,36.5]}'
+  LR6='"short_factor":[1.0,1.15,1.3,1.6,2.0,2.5],"long_factor":[1.5,3.5,6.5,10.5,15.5,21.5]}'
+  ed $M/phi3-hd16 $M/phi3-lr       "rope_scaling={\"type\":\"longrope\",$LR8" original_max_position_embeddings=64
+  ed $M/phi3-hd16 $M/phi3-lr-su    "rope_scaling={\"type\":\"su\",$LR8" original_max_position_embeddings=64
+  ed $M/phi3-hd16 $M/phi3-lr-prf75 "rope_scaling={\"type\":\"longrope\",$LR6" original_max_position_embeddings=64 \
+     partial_rotary_factor=0.75
   # negative controls: cloq is handed a slightly different model; the harness must notice
   ed $M/gemma3 $M/ctl-gemma3-sw31 sliding_window=31
   ed $M/gemma3 $M/ctl-gemma3-sw33 sliding_window=33
   ed $M/llama  $M/ctl-llama-theta rope_theta=10100.0
   ed $M/llama  $M/ctl-llama-eps   rms_norm_eps=1e-4
+  LRS='"short_factor":[1.0,1.15,1.3,1.6,2.0,2.5,3.1,3.8],"long_factor":[1.0,1.15,1.3,1.6,2.0,2.5,3.1,3.8]}'
+  ed $M/phi3-hd16 $M/ctl-phi3-lr-short "rope_scaling={\"type\":\"longrope\",$LRS" original_max_position_embeddings=64
   echo "$STAMP" > $M/.done
 fi
 
@@ -81,6 +100,7 @@ tok $M/llama   $T/v512_4x64.npy 4 64 2
 tok $M/llama   $T/v512_4x16.npy 4 16 3
 tok $M/llama   $T/v512_4x17.npy 4 17 4
 tok $M/llama   $T/v512_4x18.npy 4 18 5
+tok $M/llama   $T/v512_4x65.npy 4 65 6
 
 # ---------------------------------------------------------------- cases
 # family|variant|model|tokens|releases|note[|model given to cloq instead: a negative control]
@@ -124,10 +144,27 @@ phi3|sw2047|phi3-sw2047|v512_4x80|4.44 4.51|
 phi3|sw16 T=64 (active)|phi3-sw16|v512_4x64|4.44 4.51|QUIRK@4.44 reference quirk: 4.44 Phi3 eager ignores sliding_window
 phi3|sw null T=64|phi3|v512_4x64|4.44|same weights as sw16: equals the 4.44 sw16 row
 phi3|unfused as Llama|phi3-as-llama|v512_4x80|4.44 4.51|tf ppl must equal the phi3/sw null row
+phi3|4 heads of 16 (plain)|phi3-hd16|v512_4x80|4.44 4.51|
+phi3|partial_rotary 0.75|phi3-prf75|v512_4x80|4.51|4.44's Phi3 ignores partial_rotary_factor
+phi3|partial_rotary 0.5|phi3-prf50|v512_4x80|4.51|4.44's Phi3 ignores partial_rotary_factor
+phi3|longrope T=80 > orig 64 (long)|phi3-lr|v512_4x80|4.44 4.51|
+phi3|longrope T=65 = orig+1 (long)|phi3-lr|v512_4x65|4.44 4.51|
+phi3|longrope T=64 = orig (short)|phi3-lr|v512_4x64|4.44 4.51|
+phi3|longrope T=16 (short)|phi3-lr|v512_4x16|4.44 4.51|
+phi3|longrope type "su" T=80|phi3-lr-su|v512_4x80|4.44 4.51|Phi3Config renames su to longrope: equals the T=80 longrope row
+phi3|longrope + partial 0.75 T=80 (long)|phi3-lr-prf75|v512_4x80|4.51|4.44 ignores partial_rotary_factor (and wants 8 factors)
+phi3|longrope + partial 0.75 T=64 (short)|phi3-lr-prf75|v512_4x64|4.51|
+llama|rope_scaling dynamic T=80 <= max 512|llama-dyn|v512_4x80|4.44 4.51|equals the llama/untied row
+llama|dynamic T=80 > max 64|llama-dyn64|v512_4x80|4.44 4.51|REFUSE transformers grows the base past max_position_embeddings
+mistral|rope_scaling linear|mistral-linear|v512_4x64|4.44 4.51|REFUSE 4.44 ignores rope_scaling (tf = mistral/sw null row), 4.51 applies it
+qwen2|rope_scaling yarn|qwen2-yarn|v512_4x80|4.44 4.51|REFUSE yarn is not implemented; 4.44 Qwen2 ignores it (tf = qwen2/no sw row)
 control|gemma3 sw32, cloq sw31|gemma3|v512_4x80|4.51||ctl-gemma3-sw31
 control|gemma3 sw32, cloq sw33|gemma3|v512_4x80|4.51||ctl-gemma3-sw33
 control|llama theta 1e4, cloq 1.01e4|llama|v512_4x80|4.51||ctl-llama-theta
 control|llama eps 1e-5, cloq 1e-4|llama|v512_4x80|4.51||ctl-llama-eps
+control|phi3 partial 0.75, cloq 0.5|phi3-prf75|v512_4x80|4.51||phi3-prf50
+control|phi3 partial 0.75, cloq 1.0|phi3-prf75|v512_4x80|4.51||phi3-hd16
+control|phi3 longrope T=80, cloq long=short|phi3-lr|v512_4x80|4.51||ctl-phi3-lr-short
 "
 
 RES=$O/results.jsonl
@@ -163,7 +200,15 @@ for d in rows:
         quirk = d["rel"] == qrel
         d["note"] = text + "; not counted" if quirk else ""
     control = bool(d.get("cloq_model"))
-    if control and d.get("rel_diff") is not None:
+    refuse = d["refuse"] = d.get("note", "").startswith("REFUSE ")
+    if refuse:
+        d["note"] = d["note"][len("REFUSE "):]
+    if refuse:  # cloq must refuse (exit 2) whatever transformers computes
+        ok = d.get("cloq_ppl") is None and d.get("cloq_rc") == 2
+        last = (f"exit 2 as expected: {d.get('cloq_msg', '')[:110]}" if ok else
+                f"NOT REFUSED (expected exit 2; rc {d.get('cloq_rc')}, ppl {d.get('cloq_ppl')})")
+        bad += not ok
+    elif control and d.get("rel_diff") is not None:
         det = d["rel_diff"] > 1e-5
         last = f"{d['rel_diff']:.2e}  " + ("detected (expected beyond 1e-5)" if det else "NOT DETECTED")
         bad += not det
@@ -182,10 +227,13 @@ fmt = lambda r: "  ".join(str(r[i]).ljust(w[i]) for i in range(5)) + "  " + r[5]
 print(fmt(hdr)); print("-" * (sum(w) + 10 + len(hdr[5])))
 for r in out:
     print(fmt(r))
-n = sum(1 for d in rows if d.get("rel_diff") is not None and not d.get("cloq_model"))
+n = sum(1 for d in rows if d.get("rel_diff") is not None and not d.get("cloq_model") and not d.get("refuse"))
 nc = sum(1 for d in rows if d.get("cloq_model"))
-print(f"\n{n} compared + {nc} negative controls; {bad} wrong (beyond 1e-5, or a control not detected; "
-      f"known reference quirks not counted), {sum(1 for d in rows if d.get('cloq_ppl') is None)} refused by cloq, "
+nr = sum(1 for d in rows if d.get("refuse"))
+unexp = sum(1 for d in rows if d.get("cloq_ppl") is None and not d.get("refuse"))
+print(f"\n{n} compared + {nc} negative controls + {nr} expected refusals; {bad} wrong (beyond 1e-5, a control "
+      f"not detected, or an expected refusal not refused; known reference quirks not counted), "
+      f"{unexp} other refusals by cloq, "
       f"{sum(1 for d in rows if d.get('tf_ppl') is None)} failed on the transformers side")
 sys.exit(1 if bad else 0)
 EOF

@@ -15,7 +15,8 @@ modeling_qwen3 / modeling_phi3 in float64:
              q,k,v = x Wq^T (+bq), x Wk^T (+bk), x Wv^T (+bv), viewed (T, heads, head_dim)
              Qwen3 only: q = rmsnorm(q) * q_norm, k = rmsnorm(k) * k_norm, per head over
                head_dim (weights (head_dim,), same eps), BEFORE RoPE; v is not normed
-             RoPE rotate_half convention on q, k (inv_freq over head_dim)
+             RoPE rotate_half convention on q, k (inv_freq over head_dim; Phi3 partial rotary,
+               Phi3 longrope and Llama dynamic: "RoPE variants" below)
              grouped-query causal softmax attention, scale head_dim^-0.5 (q head h uses kv head
                h // (Hq/Hkv))
              h += attn Wo^T (+bo)                (attn is heads*head_dim wide)
@@ -42,12 +43,13 @@ Phi3ForCausalLM (model_type "phi3"; modeling_phi3 / Phi3Config, 4.44-4.51) is Ll
   x * rsqrt(mean(x^2) + eps) * w, as Llama's). head_dim = hidden / heads (a config head_dim must
   equal it). Phi3Config defaults: num_key_value_heads = heads, rms_norm_eps 1e-5, rope_theta 10000,
   tie_word_embeddings false, hidden_act silu, sliding_window null (none). embd_pdrop, resid_pdrop,
-  attention_dropout are dropout (nothing at inference): accepted; original_max_position_embeddings
-  (read only by longrope) accepted. Refused: rope_scaling other than null/default ("longrope",
-  "su", "yarn" named), partial_rotary_factor != 1, attention_bias true, mlp_bias true, a head_dim
-  key != hidden/heads, hidden_size not a multiple of the heads, and every config key not in
-  PHI3_KEYS_USED / PHI3_KEYS_IGNORED. Tensors: a q_proj/k_proj/v_proj/gate_proj/up_proj under
-  Phi3 is refused (unused), as is a fused one under any other family.
+  attention_dropout are dropout (nothing at inference): accepted. partial_rotary_factor and
+  rope_scaling longrope (with max_position_embeddings / original_max_position_embeddings): "RoPE
+  variants" below. Refused: rope_scaling other than null/default/longrope/su (yarn named),
+  attention_bias true, mlp_bias true, a head_dim key != hidden/heads, hidden_size not a multiple of
+  the heads, and every config key not in PHI3_KEYS_USED / PHI3_KEYS_IGNORED. Tensors: a
+  q_proj/k_proj/v_proj/gate_proj/up_proj under Phi3 is refused (unused), as is a fused one under
+  any other family.
 
 Gemma2ForCausalLM (modeling_gemma2, eager attention) differs:
   h = embed[ids] * normalizer, normalizer = sqrt(hidden_size) rounded to the stored embedding dtype
@@ -103,10 +105,39 @@ classes go by model_type). Missing config keys take the defaults of transformers
                           Qwen3: attention_bias -> q/k/v/o .bias, the MLP never has one;
                           Qwen2: q/k/v .bias always, nothing else; Mistral, Phi3: none
 Refused (ValueError naming the key or tensor): other architectures, rope_scaling other than
-default, partial_rotary_factor != 1, hidden_act other than silu/swish, and any tensor the model
+default (but the RoPE variants below), partial_rotary_factor != 1 (but Phi3's), hidden_act other
+than silu/swish, and any tensor the model
 does not use (the only ones accepted unread are what transformers' loader drops: the
 rotary_emb.inv_freq buffers, and under tie_word_embeddings an lm_head.weight equal to the
 embedding); a missing or misshapen tensor too; an untied model without lm_head.weight.
+
+RoPE variants (all but Gemma3, whose per-layer-type RoPE is above; rope_scaling's type from
+"rope_type", else "type"; both given must agree; rope_parameters: default only):
+  Phi3 partial_rotary_factor f (0 < f <= 1, default 1; Phi-4-mini 0.75): transformers >= 4.49
+    semantics (Phi3Config / _compute_*_parameters, apply_rotary_pos_emb); 4.44's Phi3 ignores the
+    key. rotary dims r = int(head_dim * f) (even, >= 2, else refused); the first r dims of each
+    q/k head are rotated, pairing i with i + r/2 (rotate_half over them), dims r.. pass unrotated;
+    inv(i) = theta^(-2i/r), i < r/2. Any other family: f != 1 refused.
+  Phi3 rope_scaling longrope ("su" is Phi3Config's old name for it; transformers 4.44 and 4.51
+    Phi3Config also want "type", not "rope_type", and exactly three keys): short_factor and
+    long_factor, lists of r/2 positive numbers. Over T tokens (positions 0..T-1, each forward on its
+    own), ext = short_factor if T <= original_max_position_embeddings else long_factor (top-level
+    Phi3Config keys, both defaults 4096), inv(i) = 1 / (ext(i) theta^(2i/r)), and cos and sin are
+    multiplied by the attention factor sqrt(1 + ln(s) / ln(original)), s = max_position_embeddings /
+    original_max_position_embeddings (1 when s <= 1): _compute_longrope_parameters +
+    longrope_frequency_update (4.51), Phi3LongRoPEScaledRotaryEmbedding (4.44). So on the rotary
+    dims q.k is scaled by the factor squared. rope_scaling "factor" is accepted unused (4.51
+    overrides it with s); a nested original_max_position_embeddings must equal the top-level one.
+    Refused: "attention_factor" (4.51 uses it in place of the formula, 4.44 ignores it), "yarn"
+    (Phi3Config renames it longrope, the old remote code applied YaRN's factor: ambiguous), other
+    keys, factor lists of another length (e.g. head_dim/2 under f < 1, what 4.44 validates).
+  Llama rope_scaling dynamic {"factor": F} (LlamaConfig max_position_embeddings, default 2048):
+    transformers computes the base theta ((F T / max) - (F - 1))^(r/(r-2)) only for T > max, so
+    for T <= max it IS unscaled RoPE; a forward over T > max is refused (not implemented). Keys
+    other than type/rope_type/factor refused.
+  Refused everywhere: yarn; linear/dynamic/llama3 on Mistral, Qwen2, Gemma2 (transformers 4.44's
+    classes ignore rope_scaling, 4.51's apply it: ambiguous); anything but default on Qwen3, on
+    Phi3 (but longrope/su), on Llama (but dynamic).
 
 Sliding windows are computed per layer (window_mask): query i sees key j iff i - W < j <= i
 (masking_utils' sliding_window_overlay AND causal_mask_function; the eager masks of 4.44 Gemma2 and
@@ -140,7 +171,14 @@ Usage (run from the repository root or pass --model):
                                             on the same weights unfused, Qwen2 == Llama with q/k/v
                                             biases (1e-12; fusion order / bias mutations caught),
                                             window masks (i - W < j <= i) and windowed attention
-                                            by scalar loops (Mistral), Phi3/Qwen2 strictness
+                                            by scalar loops (Mistral), Phi3/Qwen2 strictness;
+                                            RoPE variants: Phi3 attention with partial rotary
+                                            (f 0.75) and longrope (short and long, attention
+                                            factor) by scalar loops with mutation checks, f 1 and
+                                            unit-factor longrope (max == original) == plain, the
+                                            attention factor formula, the short/long switch at
+                                            T = original + 1, Llama dynamic == default up to
+                                            max_position_embeddings (refused past it), refusals
 """
 
 import argparse
@@ -252,17 +290,19 @@ GEMMA3_KEYS_IGNORED = {
     "tie_encoder_decoder", "add_cross_attention", "tokenizer_class", "id2label", "label2id",
     "problem_type", "torchscript", "chunk_size_feed_forward", "pruned_heads", "finetuning_task",
     "prefix", "sep_token_id", "decoder_start_token_id", "task_specific_params", "quantization_config"}
-# Phi3Config: likewise strict. Read: the keys below; ignored: the generic ones Gemma3 ignores plus
-# Phi3's dropouts (embd_pdrop, resid_pdrop: nothing at inference) and original_max_position_embeddings
-# (read only by longrope/su scaling, refused here), auto_map (remote-code class names: the in-library
-# Phi3ForCausalLM is what transformers builds for model_type phi3 without trust_remote_code).
+# Phi3Config: likewise strict. Read: the keys below (max_position_embeddings and
+# original_max_position_embeddings only under longrope); ignored: the generic ones Gemma3 ignores
+# plus Phi3's dropouts (embd_pdrop, resid_pdrop: nothing at inference) and auto_map (remote-code
+# class names: the in-library Phi3ForCausalLM is what transformers builds for model_type phi3
+# without trust_remote_code).
 PHI3_KEYS_USED = {
     "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size",
     "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act",
     "rms_norm_eps", "tie_word_embeddings", "attention_bias", "mlp_bias", "rope_theta", "rope_scaling",
-    "rope_parameters", "partial_rotary_factor", "sliding_window"}
-PHI3_KEYS_IGNORED = GEMMA3_KEYS_IGNORED - {"cache_implementation"} | {
-    "embd_pdrop", "resid_pdrop", "original_max_position_embeddings", "auto_map"}
+    "rope_parameters", "partial_rotary_factor", "sliding_window", "max_position_embeddings",
+    "original_max_position_embeddings"}
+PHI3_KEYS_IGNORED = GEMMA3_KEYS_IGNORED - {"cache_implementation", "max_position_embeddings"} | {
+    "embd_pdrop", "resid_pdrop", "auto_map"}
 LAYER_TYPES = ("full_attention", "sliding_attention")
 # stored embedding dtype -> the rounding of Gemma2's sqrt(hidden_size) normalizer
 EMBED_DTYPES = ("F32", "BF16", "F16")
@@ -430,15 +470,16 @@ class Llama:
         # per layer: the sliding window (None: full causal) and RoPE's inverse frequencies
         self.windows = [None] * self.n_layers
         hd = self.head_dim
+        self.rope_type, self.rotary_dim = "default", hd
         if not self.gemma3:
-            self.theta = self._rope_theta(cfg)
+            self._rope_setup(cfg)
         self._windows(cfg)
         if self.gemma3:  # per layer type (after _windows: it needs layer_types)
             self.rope_by_type = self._gemma3_rope(cfg)
             self.layer_inv_freq = [self.rope_by_type[t][2] for t in self.layer_types]
             self.theta = self.rope_by_type["full_attention"][0]
-        else:
-            self.inv_freq = 1.0 / (self.theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+        else:  # longrope: the short-factor table (rope_tables picks per T)
+            self.inv_freq = self.inv_freq_for(self.short_factor if self.rope_type == "longrope" else None)
             self.layer_inv_freq = [self.inv_freq] * self.n_layers
         self._take_weights(weights)
 
@@ -488,28 +529,121 @@ class Llama:
         self.embed_dtype = embed_dtype
         self.normalizer = gemma_normalizer(self.dim, embed_dtype)
 
-    @staticmethod
-    def _rope_theta(cfg):
+    def _rope_setup(self, cfg):
+        """RoPE of every family but Gemma3 (that one: _gemma3_rope). Sets self.theta,
+        self.rotary_dim, self.rope_type ("default"; "longrope", Phi3 only; "dynamic", Llama only)
+        and the type's parameters. Semantics and refusals: the module docstring, "RoPE variants"."""
+        fam, hd = self.family, self.head_dim
         theta = cfg.get("rope_theta")
+        self.rope_type, scaling = "default", None
         for key in ("rope_scaling", "rope_parameters"):
             d = cfg.get(key)
             if d is None:
                 continue
             if not isinstance(d, dict):
                 raise ValueError("config.json: %s %r not supported" % (key, d))
+            if "rope_type" in d and "type" in d and d["type"] != d["rope_type"]:
+                raise ValueError("config.json: %s type %r != rope_type %r" % (key, d["type"], d["rope_type"]))
             t = d.get("rope_type", d.get("type", "default"))
             if t != "default":
-                raise ValueError("config.json: %s type %r not supported (default RoPE only)" % (key, t))
+                if key != "rope_scaling":
+                    raise ValueError("config.json: %s type %r not supported (default only there)" % (key, t))
+                if fam == "phi3" and t in ("longrope", "su"):  # "su": Phi3Config's old name for it
+                    self.rope_type, scaling = "longrope", d
+                elif fam == "llama" and t == "dynamic":
+                    self.rope_type, scaling = "dynamic", d
+                elif t == "yarn":
+                    raise ValueError("config.json: rope_scaling type 'yarn' not supported%s" % (
+                        " (Phi3Config renames it to longrope, the old remote Phi3 code applied YaRN's "
+                        "attention factor: ambiguous)" if fam == "phi3" else " (YaRN is not implemented)"))
+                elif fam in ("mistral", "qwen2", "gemma2"):
+                    raise ValueError("config.json: rope_scaling type %r on %s: transformers 4.44's class "
+                                     "ignores rope_scaling, 4.51's applies it (ambiguous); default only"
+                                     % (t, self.arch))
+                else:
+                    raise ValueError("config.json: rope_scaling type %r not supported for %s (%s)" % (
+                        t, self.arch, {"phi3": "default or longrope", "llama": "default or dynamic"}.get(
+                            fam, "default RoPE only")))
             if "rope_theta" in d:
                 if theta is not None and float(theta) != float(d["rope_theta"]):
                     raise ValueError("config.json: rope_theta %r != %s.rope_theta %r"
                                      % (theta, key, d["rope_theta"]))
                 theta = d["rope_theta"]
-            if float(d.get("partial_rotary_factor", 1.0)) != 1.0:
+            if "partial_rotary_factor" in d and d["partial_rotary_factor"] != 1.0:
                 raise ValueError("config.json: %s.partial_rotary_factor not supported" % key)
-        if float(cfg.get("partial_rotary_factor", 1.0)) != 1.0:
-            raise ValueError("config.json: partial_rotary_factor not supported")
-        return float(10000.0 if theta is None else theta)
+        self.theta = float(10000.0 if theta is None else theta)
+        # partial_rotary_factor (Phi3, transformers >= 4.49 semantics; 4.44's Phi3 ignores the key)
+        f = cfg.get("partial_rotary_factor", 1.0)
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
+            raise ValueError("config.json: partial_rotary_factor %r is not a number in (0, 1]" % (f,))
+        if fam != "phi3" and f != 1.0:
+            raise ValueError("config.json: partial_rotary_factor %r not supported for %s (Phi3 only)"
+                             % (f, self.arch))
+        rd = self.rotary_dim = int(hd * f)  # Phi3Config / _compute_*_parameters: int(head_dim * f)
+        if rd < 2 or rd % 2:
+            raise ValueError("config.json: rotary dims int(head_dim %d * partial_rotary_factor %r) = %d: want "
+                             "an even number >= 2" % (hd, f, rd))
+        if self.rope_type == "longrope":
+            d = scaling
+            if "attention_factor" in d:
+                raise ValueError("config.json: rope_scaling.attention_factor: transformers 4.51 uses it in "
+                                 "place of sqrt(1 + ln s / ln original), 4.44 ignores it (releases disagree)")
+            extra = sorted(set(d) - {"type", "rope_type", "short_factor", "long_factor", "factor",
+                                     "original_max_position_embeddings"})
+            if extra:
+                raise ValueError("config.json: rope_scaling (longrope) keys %s not supported" % extra)
+            if "factor" in d:  # unused: Phi3 takes the scale from max / original max positions
+                _num(d, "factor")
+            self.max_pos = _int(cfg, "max_position_embeddings", 4096)  # Phi3Config defaults
+            self.orig_max = _int(cfg, "original_max_position_embeddings", 4096)
+            if "original_max_position_embeddings" in d and d["original_max_position_embeddings"] != self.orig_max:
+                raise ValueError("config.json: rope_scaling.original_max_position_embeddings %r != the "
+                                 "top-level %d (transformers <= 4.51 reads the top-level key: ambiguous)"
+                                 % (d["original_max_position_embeddings"], self.orig_max))
+            for name in ("short_factor", "long_factor"):
+                v = d.get(name)
+                if not isinstance(v, list) or len(v) != rd // 2 or any(
+                        isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < float("inf")
+                        for x in v):
+                    raise ValueError("config.json: rope_scaling.%s %s: want a list of %d (rotary dims / 2) "
+                                     "positive numbers" % (name, repr(v) if not isinstance(v, list) or len(v) < 8
+                                                           else "[%d values]" % len(v), rd // 2))
+                setattr(self, name, np.array(v, dtype=np.float64))
+            s = self.max_pos / self.orig_max
+            if s <= 1.0:
+                self.attn_factor = 1.0
+            elif self.orig_max < 2:
+                raise ValueError("config.json: original_max_position_embeddings %d: ln(it) = 0 divides "
+                                 "the attention factor" % self.orig_max)
+            else:
+                self.attn_factor = float(np.sqrt(1.0 + np.log(s) / np.log(self.orig_max)))
+        elif self.rope_type == "dynamic":
+            extra = sorted(set(scaling) - {"type", "rope_type", "factor"})
+            if extra:
+                raise ValueError("config.json: rope_scaling (dynamic) keys %s not supported (transformers "
+                                 "<= 4.51 grows the base past max_position_embeddings, whatever they say)"
+                                 % extra)
+            self.dyn_factor = _num(scaling, "factor")
+            self.max_pos = _int(cfg, "max_position_embeddings", 2048)  # LlamaConfig's default
+
+    def inv_freq_for(self, ext=None):
+        """theta^(-2i/rotary_dim), i < rotary_dim/2, divided by ext (longrope's factors) when given."""
+        rd = self.rotary_dim
+        base = self.theta ** (np.arange(0, rd, 2, dtype=np.float64) / rd)
+        return 1.0 / (base if ext is None else ext * base)
+
+    def rope_tables(self, T):
+        """Per layer (inv_freq, cos/sin multiplier) for a forward over T tokens (positions 0..T-1).
+        longrope: short factors when T <= original_max_position_embeddings, else long ones, and the
+        attention factor; dynamic: the unscaled table while T <= max_position_embeddings (refused
+        beyond: transformers grows the base there)."""
+        if self.rope_type == "longrope":
+            inv = self.inv_freq_for(self.long_factor if T > self.orig_max else self.short_factor)
+            return [(inv, self.attn_factor)] * self.n_layers
+        if self.rope_type == "dynamic" and T > self.max_pos:
+            raise ValueError("%d tokens > max_position_embeddings %d with dynamic NTK RoPE: transformers "
+                             "grows the base there, not implemented" % (T, self.max_pos))
+        return [(inv, 1.0) for inv in self.layer_inv_freq]
 
     def _gemma3_rope(self, cfg):
         """{layer type: (theta, linear factor, inv_freq)} as Gemma3RotaryEmbedding builds them.
@@ -690,9 +824,9 @@ class Llama:
                 want[p + "self_attn.k_norm.weight"] = (hd,)
         # accepted unread, as transformers' loader drops them: RoPE's non-persistent inv_freq
         # buffers, and under tie_word_embeddings an lm_head.weight equal to the embedding
-        ignore = {"model.rotary_emb.inv_freq": (hd // 2,)}
+        ignore = {"model.rotary_emb.inv_freq": (self.rotary_dim // 2,)}
         for l in range(self.n_layers):
-            ignore["model.layers.%d.self_attn.rotary_emb.inv_freq" % l] = (hd // 2,)
+            ignore["model.layers.%d.self_attn.rotary_emb.inv_freq" % l] = (self.rotary_dim // 2,)
         if self.gemma3:  # Gemma3RotaryEmbedding's per-type buffers (5.x), rotary_emb_local (4.50)
             ignore["model.rotary_emb_local.inv_freq"] = (hd // 2,)
             for t in LAYER_TYPES:
@@ -741,16 +875,22 @@ class Llama:
             return (x / np.sqrt(var + self.eps)) * (1.0 + w)
         return (x / np.sqrt(var + self.eps)) * w
 
-    def rope(self, x, T, inv_freq=None):
+    def rope(self, x, T, inv_freq=None, mscale=1.0):
         # x: (B, H, T, hd). HF: emb = cat(freqs, freqs); x*cos + rotate_half(x)*sin,
-        # rotate_half(x) = cat(-x[..., hd/2:], x[..., :hd/2]). inv_freq: the layer's (Gemma3: per type)
+        # rotate_half(x) = cat(-x[..., r/2:r], x[..., :r/2]) over the first r = 2 len(inv_freq) dims
+        # (r = head_dim but for Phi3's partial_rotary_factor; the rest pass unrotated, 4.49+
+        # apply_rotary_pos_emb); cos and sin times mscale (longrope's attention factor).
+        # inv_freq: the layer's (Gemma3: per type)
+        inv = self.inv_freq if inv_freq is None else inv_freq
         pos = np.arange(T, dtype=np.float64)
-        freqs = np.outer(pos, self.inv_freq if inv_freq is None else inv_freq)
+        freqs = np.outer(pos, inv)
         emb = np.concatenate([freqs, freqs], axis=-1)
-        cos, sin = np.cos(emb), np.sin(emb)
-        half = self.head_dim // 2
-        rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-        return x * cos + rot * sin
+        cos, sin = np.cos(emb) * mscale, np.sin(emb) * mscale
+        r = 2 * len(inv)
+        half = r // 2
+        xr = x[..., :r]
+        rot = np.concatenate([-xr[..., half:], xr[..., :half]], axis=-1)
+        return np.concatenate([xr * cos + rot * sin, x[..., r:]], axis=-1)
 
     def linear(self, x, name):
         y = x @ self.w[name + ".weight"].T
@@ -777,6 +917,7 @@ class Llama:
         # (masking_utils: sliding_window_overlay kv_idx > q_idx - W AND causal kv_idx <= q_idx;
         # Gemma3 4.50: torch.tril(ones, diagonal=-W) masked)
         masks = {W: window_mask(T, W) for W in set(self.windows)}
+        ropes = self.rope_tables(T)
         I = self.inter
         scale = self.scaling if gemma else 1.0 / np.sqrt(hd)
         for l in range(self.n_layers):
@@ -800,8 +941,8 @@ class Llama:
             q = q.transpose(0, 2, 1, 3)
             k = k.transpose(0, 2, 1, 3)
             v = v.reshape(B, T, Hkv, hd).transpose(0, 2, 1, 3)
-            q = self.rope(q, T, self.layer_inv_freq[l])
-            k = self.rope(k, T, self.layer_inv_freq[l])
+            q = self.rope(q, T, *ropes[l])
+            k = self.rope(k, T, *ropes[l])
             # repeat_kv: kv head j serves q heads j*rep .. j*rep+rep-1
             k = np.repeat(k, rep, axis=1)
             v = np.repeat(v, rep, axis=1)
@@ -1364,8 +1505,9 @@ def gemma2_selftest(expect_raise):
     expect_raise("hidden % heads", lambda: G(dict(cfg, num_attention_heads=5, num_key_value_heads=5), w),
                  "multiple")
     expect_raise("bad softcap", lambda: G(dict(cfg, attn_logit_softcapping=0), w), "attn_logit_softcapping")
-    expect_raise("rope linear", lambda: G(dict(cfg, rope_scaling={"rope_type": "linear", "factor": 2.0}), w),
-                 "linear")
+    for t in ("linear", "dynamic", "llama3"):
+        expect_raise("gemma2 rope " + t, lambda: G(dict(cfg, rope_scaling={"rope_type": t, "factor": 2.0}), w),
+                     "ambiguous")
     lw = {k: v for k, v in w.items() if "feedforward" not in k}
     lcfg = dict(cfg, architectures=["LlamaForCausalLM"], model_type="llama", hidden_act="silu")
     expect_raise("gemma2 labelled llama", lambda: G(dict(cfg, architectures=["LlamaForCausalLM"]), w),
@@ -1883,12 +2025,8 @@ def phi3_qwen2_selftest(expect_raise):
     expect_raise("phi3 mlp_bias", lambda: M(dict(pcfg, mlp_bias=True), pw), "mlp_bias")
     expect_raise("phi3 head_dim", lambda: M(dict(pcfg, head_dim=32), pw), "head_dim")
     M(dict(pcfg, head_dim=16), pw)
-    expect_raise("phi3 partial_rotary_factor", lambda: M(dict(pcfg, partial_rotary_factor=0.75), pw),
-                 "partial_rotary_factor")
-    M(dict(pcfg, partial_rotary_factor=1.0), pw)
-    for t in ("longrope", "su", "yarn"):
-        rs = {"type": t, "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}
-        expect_raise("phi3 rope " + t, lambda: M(dict(pcfg, rope_scaling=rs), pw), t)
+    expect_raise("phi3 rope yarn", lambda: M(dict(pcfg, rope_scaling={
+        "type": "yarn", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}), pw), "yarn")
     if diff(M(dict(pcfg, rope_scaling={"rope_type": "default"}), pw).forward(ids[:9])[0], lp[:9]) > 1e-12:
         bad.append("phi3 rope_scaling default != null")
     expect_raise("phi3 unknown key", lambda: M(dict(pcfg, foo_scale=2.0), pw), "foo_scale")
@@ -1902,6 +2040,245 @@ def phi3_qwen2_selftest(expect_raise):
     M(pcfg, dict(pw, **{"model.layers.0.self_attn.rotary_emb.inv_freq": np.zeros(8, np.float32)}))
     expect_raise("phi3 solver fixture", lambda: dump_solver_fixture(mp, "/nonexistent", "/nonexistent"),
                  "fused")
+    return bad
+
+
+def _phi3_attn_by_hand(m, ids, t, rot="first", pair="rotary", inv_over="rotary", att=True, ext="auto"):
+    """Layer 0's attention output (before o_proj) at position t of a Phi3 model over the whole
+    sequence ids (longrope picks its factors by len(ids)), by scalar loops (math only), reading the
+    config itself: rotary dims int(head_dim * partial_rotary_factor), rope_scaling longrope/su
+    short/long factors, original_max_position_embeddings / max_position_embeddings (Phi3Config
+    defaults 4096) and the attention factor. The flags break one rule each, for the blindness
+    checks: rot "last" rotates the last dims, pair "head" pairs i with i + head_dim/2, inv_over
+    "head" spreads the frequencies over head_dim, att False drops the attention factor, ext
+    "short"/"long"/"none" forces a factor list (or none)."""
+    import math
+    cfg = m.cfg
+    w = {k: v.tolist() for k, v in m.w.items() if k.startswith("model.layers.0.") or "embed" in k}
+    p = "model.layers.0."
+    H, Hkv, eps = m.n_heads, m.n_kv, m.eps
+    hd = cfg["hidden_size"] // cfg["num_attention_heads"]
+    rd = int(hd * cfg.get("partial_rotary_factor", 1.0))
+    theta = cfg.get("rope_theta", 10000.0)
+    T = len(ids)
+    rs = cfg.get("rope_scaling") or {}
+    orig = cfg.get("original_max_position_embeddings", 4096)
+    mp = cfg.get("max_position_embeddings", 4096)
+    fac = [1.0] * (rd // 2)
+    af = 1.0
+    if rs.get("type", rs.get("rope_type")) in ("longrope", "su"):
+        fac = rs["long_factor"] if T > orig else rs["short_factor"]
+        if mp / orig > 1:
+            af = math.sqrt(1 + math.log(mp / orig) / math.log(orig))
+        if ext == "short":
+            fac = rs["short_factor"]
+        elif ext == "long":
+            fac = rs["long_factor"]
+    if ext == "none":
+        fac = [1.0] * (rd // 2)
+    if not att:
+        af = 1.0
+    off = hd - rd if rot == "last" else 0
+    step = hd // 2 if pair == "head" else rd // 2
+    span = hd if inv_over == "head" else rd
+
+    def rms(v, g):
+        r = 1.0 / math.sqrt(sum(a * a for a in v) / len(v) + eps)
+        return [a * r * b for a, b in zip(v, g)]
+
+    def rope(v, pos):
+        out = list(v)
+        for i in range(rd // 2):
+            a = pos / (fac[i] * theta ** (2.0 * i / span))
+            c, s_ = math.cos(a) * af, math.sin(a) * af
+            i0, i1 = off + i, off + i + step
+            out[i0] = v[i0] * c - v[i1] * s_
+            out[i1] = v[i1] * c + v[i0] * s_
+        return out
+
+    Wqkv = w[p + "self_attn.qkv_proj.weight"]
+    xs = [rms(w["model.embed_tokens.weight"][ids[s_]], w[p + "input_layernorm.weight"]) for s_ in range(t + 1)]
+    qkv = [[sum(a * b for a, b in zip(row, x)) for row in Wqkv] for x in xs]
+    out = []
+    for h in range(H):
+        j = h // (H // Hkv)
+        q = rope(qkv[t][h * hd:(h + 1) * hd], t)
+        sc, vs = [], []
+        for s_ in range(t + 1):
+            k = rope(qkv[s_][(H + j) * hd:(H + j + 1) * hd], s_)
+            sc.append(sum(a * b for a, b in zip(q, k)) / math.sqrt(hd))
+            vs.append(qkv[s_][(H + Hkv + j) * hd:(H + Hkv + j + 1) * hd])
+        mx = max(sc)
+        e = [math.exp(z - mx) for z in sc]
+        out += [sum(e[s_] / sum(e) * vs[s_][i] for s_ in range(t + 1)) for i in range(hd)]
+    return np.array(out)
+
+
+def rope_selftest(expect_raise):
+    """RoPE variants: Phi3 partial_rotary_factor and longrope (attention against scalar loops, with
+    mutation checks; identities with plain RoPE; the attention factor; the short/long switch at
+    T = original + 1), Llama dynamic (== default up to max_position_embeddings, refused past it),
+    and the refusals (yarn, attention_factor, rope_scaling on Mistral/Qwen2/Gemma2, ...)."""
+    import math
+    bad = []
+    M = Llama.from_weights
+    ids = np.random.RandomState(11).randint(0, 256, size=40)  # T 40
+
+    def diff(a, b):
+        return float(np.max(np.abs(a - b)))
+
+    lcfg, lw = tiny_llama()  # head_dim 16, rope_theta 500
+    ll = M(lcfg, lw).forward(ids)[0]
+    pcfg, pw = phi3_config(lcfg), fuse_phi3(lw)
+    # partial rotary: f = 1 is the plain model; f = 0.75 (12 of 16 dims) against scalar loops
+    if diff(M(dict(pcfg, partial_rotary_factor=1.0), pw).forward(ids)[0], ll) > 1e-12:
+        bad.append("phi3 partial_rotary_factor 1.0 != plain")
+    mpart = M(dict(pcfg, partial_rotary_factor=0.75), pw)
+    if mpart.rotary_dim != 12 or len(mpart.inv_freq) != 6 or \
+            diff(mpart.inv_freq, 500.0 ** (-np.arange(0, 12, 2) / 12.0)) > 1e-15:
+        bad.append("phi3 f 0.75: rotary_dim %d inv_freq %r" % (mpart.rotary_dim, mpart.inv_freq))
+    if diff(mpart.forward(ids)[0], ll) < 1e-6:
+        bad.append("phi3 f 0.75 == plain: partial rotary did nothing")
+    # longrope: non-trivial factors; original 16 < T 40 < max 64 (long), attention factor sqrt(1.5)
+    sf = [1.0 + 0.25 * i for i in range(6)]
+    lf = [2.0 + 1.5 * i * i for i in range(6)]
+    lr = {"type": "longrope", "short_factor": sf, "long_factor": lf}
+    lcf = dict(pcfg, partial_rotary_factor=0.75, rope_scaling=lr, original_max_position_embeddings=16,
+               max_position_embeddings=64)
+    mlr = M(lcf, pw)
+    if abs(mlr.attn_factor - math.sqrt(1.5)) > 1e-15 or mlr.rope_type != "longrope":
+        bad.append("phi3 longrope: attention factor %r type %r" % (mlr.attn_factor, mlr.rope_type))
+    hooks = []
+    for m_, n_ in ((mpart, 40), (mlr, 40), (mlr, 12)):
+        o = {}
+        m_.forward(ids[:n_], hook=lambda l, g, X: o.setdefault((l, g), X))
+        hooks.append(o[(0, "o")])
+        for t in (3, n_ - 1):
+            d_ = diff(o[(0, "o")][t], _phi3_attn_by_hand(m_, ids[:n_], t))
+            if d_ > 1e-12:
+                bad.append("phi3 %s T %d: attention at %d differs from scalar loops by %.3g"
+                           % (m_.rope_type, n_, t, d_))
+    for i_, (m_, n_, kws) in enumerate((
+            (mpart, 40, ({"rot": "last"}, {"pair": "head"}, {"inv_over": "head"})),
+            (mlr, 40, ({"rot": "last"}, {"pair": "head"}, {"inv_over": "head"}, {"att": False},
+                       {"ext": "short"}, {"ext": "none"})),
+            (mlr, 12, ({"att": False}, {"ext": "long"}, {"ext": "none"})))):
+        for kw in kws:
+            alt = diff(hooks[i_][n_ - 1], _phi3_attn_by_hand(m_, ids[:n_], n_ - 1, **kw))
+            if alt < 1e-6:
+                bad.append("phi3 %s T %d: %r gives the same attention (%.3g): check is blind"
+                           % (m_.rope_type, n_, kw, alt))
+    # longrope with all factors 1 and max == original (no attention factor) is plain RoPE, short or long
+    ones = {"type": "longrope", "short_factor": [1.0] * 8, "long_factor": [1.0] * 8}
+    m1 = M(dict(pcfg, rope_scaling=ones, original_max_position_embeddings=16, max_position_embeddings=16), pw)
+    if m1.attn_factor != 1.0 or diff(m1.forward(ids)[0], ll) > 1e-12 or \
+            diff(m1.forward(ids[:12])[0], M(lcfg, lw).forward(ids[:12])[0]) > 1e-12:
+        bad.append("phi3 longrope with unit factors, max == original != plain")
+    # ... and partial too: == f 0.75 without scaling
+    m1p = M(dict(pcfg, partial_rotary_factor=0.75, rope_scaling=dict(ones, short_factor=[1.0] * 6,
+            long_factor=[1.0] * 6), original_max_position_embeddings=16, max_position_embeddings=8), pw)
+    if m1p.attn_factor != 1.0 or diff(m1p.forward(ids)[0], mpart.forward(ids)[0]) > 1e-12:
+        bad.append("phi3 longrope unit factors, max < original, f 0.75 != f 0.75 plain")
+    # the attention factor: sqrt(1 + ln(max / original) / ln(original)), 1 when max <= original
+    for mp, orig, want in ((1024, 64, math.sqrt(5.0 / 3.0)), (131072, 4096, math.sqrt(1 + 5.0 / 12.0)),
+                           (4096, 4096, 1.0), (2048, 4096, 1.0), (1024, 256, math.sqrt(1.25))):
+        got = M(dict(pcfg, rope_scaling=ones, original_max_position_embeddings=orig,
+                     max_position_embeddings=mp), pw).attn_factor
+        if abs(got - want) > 1e-15:
+            bad.append("phi3 attention factor max %d original %d: %r, want %r" % (mp, orig, got, want))
+    dflt = {k: v for k, v in pcfg.items() if k not in ("original_max_position_embeddings", "max_position_embeddings")}
+    md = M(dict(dflt, rope_scaling=ones), pw)
+    if (md.orig_max, md.max_pos, md.attn_factor) != (4096, 4096, 1.0):
+        bad.append("phi3 longrope defaults: original %r max %r factor %r" % (md.orig_max, md.max_pos, md.attn_factor))
+    # the switch: T <= original 8 uses short factors, T = 9 long ones
+    sw = dict(pcfg, original_max_position_embeddings=8, max_position_embeddings=64)
+    sfa, lfa = [1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0], [4.0, 6.0, 9.0, 14.0, 22.0, 35.0, 56.0, 90.0]
+    A = M(dict(sw, rope_scaling={"type": "longrope", "short_factor": sfa, "long_factor": lfa}), pw)
+    S = M(dict(sw, rope_scaling={"type": "longrope", "short_factor": sfa, "long_factor": sfa}), pw)
+    L_ = M(dict(sw, rope_scaling={"type": "longrope", "short_factor": lfa, "long_factor": lfa}), pw)
+    if diff(A.forward(ids[:8])[0], S.forward(ids[:8])[0]) > 1e-12 or \
+            diff(A.forward(ids[:9])[0], L_.forward(ids[:9])[0]) > 1e-12 or \
+            diff(S.forward(ids[:9])[0], L_.forward(ids[:9])[0]) < 1e-6 or \
+            diff(A.forward(ids[:8])[0], A.forward(ids[:9])[0][:8]) < 1e-6:
+        bad.append("phi3 longrope switch: T 8 must use short factors, T 9 long ones")
+    # spellings: rope_type, su, both keys agreeing, an unused factor, an equal nested original
+    ref = mlr.forward(ids)[0]
+    for rs_ in ({"rope_type": "longrope", "short_factor": sf, "long_factor": lf},
+                {"type": "su", "short_factor": sf, "long_factor": lf},
+                dict(lr, rope_type="longrope"), dict(lr, factor=4.0),
+                dict(lr, original_max_position_embeddings=16)):
+        if diff(M(dict(lcf, rope_scaling=rs_), pw).forward(ids)[0], ref) > 1e-12:
+            bad.append("phi3 longrope spelling %r differs" % sorted(rs_))
+    # integers count as numbers
+    if diff(M(dict(lcf, rope_scaling=dict(lr, short_factor=[1, 1, 2, 2, 3, 3])), pw).forward(ids[:12])[0],
+            M(dict(lcf, rope_scaling=dict(lr, short_factor=[1.0, 1.0, 2.0, 2.0, 3.0, 3.0])), pw).forward(
+                ids[:12])[0]) > 1e-12:
+        bad.append("phi3 longrope integer factors")
+    # refusals (Phi3)
+    for what, c_, needle in (
+            ("yarn", dict(lcf, rope_scaling=dict(lr, type="yarn")), "yarn"),
+            ("attention_factor", dict(lcf, rope_scaling=dict(lr, attention_factor=1.0)), "attention_factor"),
+            ("unknown longrope key", dict(lcf, rope_scaling=dict(lr, beta_fast=32)), "beta_fast"),
+            ("short length head_dim/2", dict(lcf, rope_scaling=dict(lr, short_factor=[1.0] * 8)), "short_factor"),
+            ("long length", dict(lcf, rope_scaling=dict(lr, long_factor=lf[:5])), "long_factor"),
+            ("zero factor", dict(lcf, rope_scaling=dict(lr, long_factor=[0.0] + lf[1:])), "long_factor"),
+            ("bool factor", dict(lcf, rope_scaling=dict(lr, short_factor=[True] + sf[1:])), "short_factor"),
+            ("missing long", dict(lcf, rope_scaling={"type": "longrope", "short_factor": sf}), "long_factor"),
+            ("type != rope_type", dict(lcf, rope_scaling=dict(lr, rope_type="su")), "rope_type"),
+            ("nested original differs", dict(lcf, rope_scaling=dict(lr, original_max_position_embeddings=32)),
+             "original_max_position_embeddings"),
+            ("factor 0", dict(lcf, rope_scaling=dict(lr, factor=0)), "factor"),
+            ("original 0", dict(lcf, original_max_position_embeddings=0), "original_max_position_embeddings"),
+            ("linear", dict(pcfg, rope_scaling={"type": "linear", "factor": 2.0}), "linear"),
+            ("dynamic", dict(pcfg, rope_scaling={"type": "dynamic", "factor": 2.0}), "dynamic"),
+            ("longrope in rope_parameters", dict(pcfg, rope_parameters=lr), "rope_parameters"),
+            ("partial 0", dict(pcfg, partial_rotary_factor=0.0), "partial_rotary_factor"),
+            ("partial 1.5", dict(pcfg, partial_rotary_factor=1.5), "partial_rotary_factor"),
+            ("partial null", dict(pcfg, partial_rotary_factor=None), "partial_rotary_factor"),
+            ("partial odd dims", dict(pcfg, partial_rotary_factor=0.5625), "= 9"),
+            ("partial 1 dim", dict(pcfg, partial_rotary_factor=0.0625), "= 1"),
+            ("partial in rope_scaling", dict(pcfg, rope_scaling={"rope_type": "default",
+                                                                 "partial_rotary_factor": 0.5}), "partial")):
+        expect_raise("phi3 rope: " + what, lambda: M(c_, pw), needle)
+    # f 0.5 (8 dims), unit factors of length 4 accepted; 0.6 -> int(9.6) = 9 refused above as odd
+    M(dict(pcfg, partial_rotary_factor=0.5, rope_scaling={"type": "longrope", "short_factor": [1.0] * 4,
+                                                          "long_factor": [1.0] * 4}), pw)
+    # Llama dynamic: == default for T <= max_position_embeddings; refused beyond
+    for rs_ in ({"rope_type": "dynamic", "factor": 4.0}, {"type": "dynamic", "factor": 2.0}):
+        mdy = M(dict(lcfg, rope_scaling=rs_, max_position_embeddings=40), lw)
+        if diff(mdy.forward(ids)[0], ll) > 1e-12:
+            bad.append("llama dynamic %r at T == max != default" % rs_)
+        expect_raise("llama dynamic T > max", lambda: mdy.forward(np.append(ids, 5)), "max_position_embeddings 40")
+    mdd = M(dict(lcfg, rope_scaling={"rope_type": "dynamic", "factor": 4.0}), lw)  # LlamaConfig: 2048
+    if mdd.max_pos != 2048 or diff(mdd.forward(ids)[0], ll) > 1e-12:
+        bad.append("llama dynamic, default max_position_embeddings %r" % mdd.max_pos)
+    for what, rs_, needle in (
+            ("no factor", {"rope_type": "dynamic"}, "factor"),
+            ("nested original", {"rope_type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 64},
+             "original_max_position_embeddings"),
+            ("yarn", {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}, "yarn"),
+            ("longrope", lr, "longrope"), ("linear", {"rope_type": "linear", "factor": 2.0}, "linear")):
+        expect_raise("llama rope: " + what, lambda: M(dict(lcfg, rope_scaling=rs_), lw), needle)
+    expect_raise("llama partial_rotary_factor", lambda: M(dict(lcfg, partial_rotary_factor=0.5), lw),
+                 "partial_rotary_factor")
+    expect_raise("llama dynamic in rope_parameters",
+                 lambda: M(dict(lcfg, rope_parameters={"rope_type": "dynamic", "factor": 2.0}), lw), "rope_parameters")
+    # Mistral, Qwen2 (and Gemma2, in gemma2_selftest): any rope_scaling type but default is refused
+    mcfg = {k: v for k, v in dict(lcfg, architectures=["MistralForCausalLM"], model_type="mistral").items()
+            if k != "attention_bias"}
+    z = dict(lw)
+    for l in range(2):
+        for c, n in (("q", 64), ("k", 32), ("v", 32)):
+            z["model.layers.%d.self_attn.%s_proj.bias" % (l, c)] = np.zeros(n, np.float32)
+    qcfg = qwen2_config(lcfg)
+    for fam_, c_, w_ in (("mistral", mcfg, lw), ("qwen2", qcfg, z)):
+        for t in ("linear", "dynamic", "llama3"):
+            rs_ = {"rope_type": t, "factor": 2.0}
+            expect_raise("%s rope %s" % (fam_, t), lambda: M(dict(c_, rope_scaling=rs_), w_), "ambiguous")
+        expect_raise("%s rope yarn" % fam_, lambda: M(dict(c_, rope_scaling={"type": "yarn", "factor": 2.0}), w_),
+                     "yarn")
+        if diff(M(dict(c_, rope_scaling={"type": "default"}), w_).forward(ids)[0], ll) > 1e-12:
+            bad.append("%s rope_scaling default != llama" % fam_)
     return bad
 
 
@@ -2019,6 +2396,7 @@ def selftest():
     bad += gemma2_selftest(expect_raise)
     bad += gemma3_selftest(expect_raise)
     bad += phi3_qwen2_selftest(expect_raise)
+    bad += rope_selftest(expect_raise)
     return bad
 
 
