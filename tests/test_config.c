@@ -560,12 +560,25 @@ static void test_family_table(void **state)
 			assert_non_null(k->why);
 		}
 		/* the smallest config of the family: its required keys only */
-		char json[512];
+		char json[768], more[256] = "";
+		for (const cloq_config_key *k = (*f)->keys; k && k->name; k++) {
+			static const struct {
+				const char *key, *text;
+			} req[] = {{"query_pre_attn_scalar", ", \"query_pre_attn_scalar\": 16"},
+				   {"num_local_experts", ", \"num_local_experts\": 4"},
+				   {"num_experts", ", \"num_experts\": 4"},
+				   {"num_experts_per_tok", ", \"num_experts_per_tok\": 2"},
+				   {"moe_intermediate_size", ", \"moe_intermediate_size\": 32"},
+				   {"shared_expert_intermediate_size", ", \"shared_expert_intermediate_size\": 48"}};
+			for (size_t i = 0; i < sizeof req / sizeof req[0]; i++)
+				if (!strcmp(k->name, req[i].key))
+					strcat(more, req[i].text);
+		}
 		snprintf(json, sizeof json,
 			 "{\"architectures\": [\"%s\"], \"hidden_size\": 64, \"intermediate_size\": 96, "
 			 "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
 			 "\"vocab_size\": 512%s}",
-			 (*f)->arch_name, (*f)->gemma_norms ? ", \"query_pre_attn_scalar\": 16" : "");
+			 (*f)->arch_name, more);
 		cloq_config c;
 		cloq_err err;
 		cloq_err_clear(&err);
@@ -576,7 +589,21 @@ static void test_family_table(void **state)
 		assert_int_equal(c.tie_embeddings, (*f)->tie_embeddings);
 		assert_int_equal(c.fused, (*f)->fused);
 	}
-	assert_int_equal(n, 7);
+	assert_int_equal(n, 10);
+	{ /* a published mixture of experts: its sizes; use_sliding_window refused (releases disagree) */
+		char *mq = slurp(CONFIGS "/qwen3-30b-a3b.json");
+		cloq_config c3;
+		cloq_err e3;
+		assert_int_equal(cloq_config_parse(mq, "mq", &c3, &e3), CLOQ_OK);
+		assert_true(c3.moe == 128 && c3.moe_topk == 8 && c3.moe_inter == 768 && c3.moe_norm_topk && c3.qk_norm);
+		assert_true(cloq_layer_is_moe(&c3, 0) && cloq_layer_is_moe(&c3, 47) && !c3.moe_shared_inter);
+		variant(mq, "use_sliding_window", "true", CLOQ_EINPUT, "'use_sliding_window' = true", "ambiguous");
+		variant(mq, "num_experts_per_tok", "129", CLOQ_EINPUT, "top-129", NULL);
+		variant(mq, "mlp_only_layers", "[0, 47]", CLOQ_OK, NULL, NULL);
+		variant(mq, "mlp_only_layers", "[48]", CLOQ_EINPUT, "'mlp_only_layers' holds 48", NULL);
+		variant(mq, "num_experts", NULL, CLOQ_EINPUT, "required field 'num_experts'", NULL);
+		cloq_free(mq);
+	}
 	cloq_config c;
 	cloq_err err;
 	/* num_key_value_heads absent: MistralConfig's 8, LlamaConfig's num_attention_heads, Gemma refused */

@@ -1068,6 +1068,11 @@ static int run(job *J, cloq_err *err)
 	snprintf(J->out, sizeof J->out, "%s", o->out_dir);
 	CLOQ_TRY(cloq_model_open(o->model_dir, &J->m, err));
 	J->cfg = &J->m->cfg;
+	CLOQ_FAIL_IF(J->cfg->moe, err, CLOQ_EINPUT,
+		     "%s: %s is a mixture of experts (%d experts, top-%d): `cloq ppl` and `cloq inspect` read it, but "
+		     "converting it (each expert calibrated on the tokens routed to it) is not implemented yet; "
+		     "refusing rather than treating its experts as something they are not",
+		     o->model_dir, J->cfg->arch_name, J->cfg->moe, J->cfg->moe_topk);
 	CLOQ_TRY(cloq_inputs_files_json(J->m->st, &J->files_at_start, err));
 	CLOQ_TRY(nf_dtype_of_model(J, err));
 	CLOQ_TRY(load_windows(J, err));

@@ -508,16 +508,28 @@ int cloq_config_load(const char *dir, cloq_config *cfg, cloq_err *err)
 	return rc;
 }
 
-long long cloq_config_layer_params(const cloq_config *c)
+int cloq_layer_is_moe(const cloq_config *c, int l)
+{
+	return c->moe > 0 && l >= 0 && l < CLOQ_MAX_LAYERS && !c->layer_dense[l];
+}
+
+long long cloq_config_layer_params_at(const cloq_config *c, int l)
 {
 	long long h = c->hidden, qd = (long long)c->heads * c->head_dim, kvd = (long long)c->kv_heads * c->head_dim;
-	long long n = h * qd + 2 * h * kvd + qd * h + 3 * h * (long long)c->intermediate + 2 * h;
+	long long n = h * qd + 2 * h * kvd + qd * h + 2 * h;
+	if (cloq_layer_is_moe(c, l)) {
+		n += (long long)c->moe * h + (long long)c->moe * 3 * h * c->moe_inter;
+		if (c->moe_shared_inter)
+			n += 3 * h * (long long)c->moe_shared_inter + h;
+	} else {
+		n += 3 * h * (long long)c->intermediate;
+		if (c->mlp_bias)
+			n += 2LL * c->intermediate + h;
+	}
 	if (c->qkv_bias)
 		n += qd + 2 * kvd;
 	if (c->o_bias)
 		n += h;
-	if (c->mlp_bias)
-		n += 2LL * c->intermediate + h;
 	if (c->qk_norm)
 		n += 2LL * c->head_dim;
 	if (c->post_norms)
@@ -525,8 +537,15 @@ long long cloq_config_layer_params(const cloq_config *c)
 	return n;
 }
 
+long long cloq_config_layer_params(const cloq_config *c)
+{
+	return cloq_config_layer_params_at(c, 0);
+}
+
 long long cloq_config_total_params(const cloq_config *c)
 {
-	long long emb = (long long)c->vocab * c->hidden;
-	return emb * (c->tie_embeddings ? 1 : 2) + c->layers * cloq_config_layer_params(c) + c->hidden;
+	long long emb = (long long)c->vocab * c->hidden, n = emb * (c->tie_embeddings ? 1 : 2) + c->hidden;
+	for (int l = 0; l < c->layers; l++)
+		n += cloq_config_layer_params_at(c, l);
+	return n;
 }

@@ -32,7 +32,10 @@ enum cloq_arch {
 	CLOQ_ARCH_QWEN3,
 	CLOQ_ARCH_GEMMA2,
 	CLOQ_ARCH_GEMMA3,
-	CLOQ_ARCH_PHI3
+	CLOQ_ARCH_PHI3,
+	CLOQ_ARCH_MIXTRAL,
+	CLOQ_ARCH_QWEN2_MOE,
+	CLOQ_ARCH_QWEN3_MOE
 };
 
 #define CLOQ_MAX_LAYERS 1024
@@ -91,6 +94,18 @@ typedef struct cloq_config {
 	double rope_local_theta;    /* Gemma 3: RoPE base of the sliding layers (rope_local_base_freq), unscaled */
 	unsigned char layer_sliding[CLOQ_MAX_LAYERS]; /* 1: layer l is a sliding-window layer */
 	int quantized;              /* quantization_config present (an export; cloq_model_open refuses it) */
+	/* Mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE; 0 elsewhere). A sparse layer's MLP is a
+	 * router (E, hidden) and E experts of width moe_inter; each token goes to the moe_topk experts
+	 * of highest softmax probability, weighted by those probabilities (renormalised to sum 1 when
+	 * moe_norm_topk), plus Qwen2-MoE's shared expert scaled by sigmoid(its gate). A dense layer
+	 * (layer_dense) has the family's plain MLP of intermediate_size. */
+	int moe;                    /* experts per sparse layer */
+	int moe_topk;
+	int moe_inter;
+	int moe_norm_topk;
+	int moe_shared_inter;       /* Qwen2-MoE's shared expert width, 0: none */
+	int moe_mixtral_names;      /* block_sparse_moe.gate, experts.E.w1/w3/w2; else mlp.gate, mlp.experts.E.*_proj */
+	unsigned char layer_dense[CLOQ_MAX_LAYERS];
 } cloq_config;
 
 /* Parse DIR/config.json. */
@@ -103,8 +118,13 @@ int cloq_config_parse(const char *json, const char *path, cloq_config *cfg, cloq
  * (probably a relabelled Mistral). `dir` is the directory of the config.json, named in the message. */
 int cloq_config_check_seqlen(const cloq_config *cfg, int seqlen, const char *dir, cloq_err *err);
 
-/* Parameters of one decoder layer, of the whole model (embedding and lm_head included). */
+/* Parameters of one decoder layer (layer 0's; cloq_config_layer_params_at for layer l, which
+ * differ in a mixture of experts with dense layers), of the whole model (embedding and lm_head
+ * included). */
 long long cloq_config_layer_params(const cloq_config *cfg);
+long long cloq_config_layer_params_at(const cloq_config *cfg, int l);
+/* 1 when layer l's MLP is a mixture of experts. */
+int cloq_layer_is_moe(const cloq_config *cfg, int l);
 long long cloq_config_total_params(const cloq_config *cfg);
 
 #endif

@@ -78,4 +78,9 @@ int cloq_cfg_bool(const cJSON *root, const char *key, int dflt, int *out, const 
 int cloq_gemma_parse_common(const cJSON *root, const char *path, cloq_config *cfg, double cap_attn, double cap_final,
 			    cloq_err *err);
 
+/* Mixture of experts (family_qwen2_moe.c): the sparse-layer rule and sizes Qwen2-MoE and Qwen3-MoE
+ * share; cloq_moe_check the sizes every MoE family must have (1 <= top-k <= experts, widths > 0). */
+int cloq_qwen_moe_parse(const cJSON *root, const char *path, cloq_config *cfg, cloq_err *err);
+int cloq_moe_check(const char *path, const cloq_config *cfg, cloq_err *err);
+
 #endif

@@ -74,6 +74,13 @@ void cloq_layer_w_free(cloq_layer_w *w)
 		cloq_free(w->w[i]);
 		cloq_free(w->b[i]);
 	}
+	for (int i = 0; w->experts && i < 3 * w->n_experts; i++)
+		cloq_free(w->experts[i]);
+	cloq_free(w->experts);
+	cloq_free(w->router);
+	for (int i = 0; i < 3; i++)
+		cloq_free(w->shared[i]);
+	cloq_free(w->shared_gate);
 	memset(w, 0, sizeof *w);
 }
 
@@ -248,18 +255,38 @@ struct cloq_block_ws {
 	float *v;     /* (T, kv*hd) */
 	float *att;   /* (T, heads*hd) attention output */
 	float *s;     /* (T, T) scores of one head */
-	float *g;     /* (T, inter) gate, then silu(gate)*up */
+	float *g;     /* (T, inter) gate, then silu(gate)*up (inter: the widest MLP or expert) */
 	float *u;     /* (T, inter) up */
 	float *y;     /* (T, hidden) projection output */
+	/* mixture of experts (cfg->moe), else empty */
+	float *mo;    /* (T, hidden) the experts' weighted sum */
+	float *xe;    /* (T, hidden) the rows routed to one expert */
+	float *pr;    /* (T, experts) router probabilities */
+	float *sw;    /* (T, topk) routing weights */
+	float *sel;   /* (T, topk) selected experts, as floats (exact up to 2^24) */
 };
+
+#define WS_PARTS 14
+
+/* the widest MLP a layer of cfg computes: dense, expert or shared expert */
+static size_t ws_inter(const cloq_config *c)
+{
+	size_t w = (size_t)c->intermediate;
+	if ((size_t)c->moe_inter > w)
+		w = (size_t)c->moe_inter;
+	if ((size_t)c->moe_shared_inter > w)
+		w = (size_t)c->moe_shared_inter;
+	return w;
+}
 
 static size_t ws_floats(const cloq_config *c, int T, size_t *parts)
 {
 	size_t t = (size_t)T, qd = (size_t)c->heads * c->head_dim, kvd = (size_t)c->kv_heads * c->head_dim;
-	size_t p[9] = {t * c->hidden, t * qd, t * kvd, t * kvd, t * qd, t * t, t * c->intermediate,
-		       t * c->intermediate, t * c->hidden};
+	size_t wi = ws_inter(c), moe = c->moe > 0, ne = (size_t)c->moe, nk = (size_t)c->moe_topk;
+	size_t p[WS_PARTS] = {t * c->hidden, t * qd, t * kvd, t * kvd, t * qd, t * t, t * wi, t * wi, t * c->hidden,
+			      moe * t * c->hidden, moe * t * c->hidden, t * ne, t * nk, t * nk};
 	size_t sum = 0;
-	for (int i = 0; i < 9; i++) {
+	for (int i = 0; i < WS_PARTS; i++) {
 		if (parts)
 			parts[i] = p[i];
 		sum += p[i];
@@ -274,7 +301,7 @@ size_t cloq_block_ws_bytes(const cloq_config *cfg, int max_t)
 
 int cloq_block_ws_create(const cloq_config *cfg, int max_t, cloq_block_ws **out, cloq_err *err)
 {
-	size_t parts[9];
+	size_t parts[WS_PARTS];
 	size_t total = ws_floats(cfg, max_t, parts);
 	cloq_block_ws *ws = cloq_calloc(1, sizeof *ws);
 	float *mem = cloq_aligned_alloc(64, total * sizeof(float));
@@ -284,9 +311,10 @@ int cloq_block_ws_create(const cloq_config *cfg, int max_t, cloq_block_ws **out,
 		return cloq_err_set(err, CLOQ_EIO, "out of memory for a %d-token forward workspace (%zu MiB)", max_t,
 				    total * sizeof(float) >> 20);
 	}
-	float **slots[9] = {&ws->xn, &ws->q, &ws->k, &ws->v, &ws->att, &ws->s, &ws->g, &ws->u, &ws->y};
+	float **slots[WS_PARTS] = {&ws->xn, &ws->q, &ws->k,  &ws->v,  &ws->att, &ws->s,  &ws->g,
+				   &ws->u,  &ws->y, &ws->mo, &ws->xe, &ws->pr,  &ws->sw, &ws->sel};
 	float *p = mem;
-	for (int i = 0; i < 9; i++) {
+	for (int i = 0; i < WS_PARTS; i++) {
 		*slots[i] = p;
 		p += parts[i];
 	}
@@ -375,6 +403,114 @@ float *cloq_block_ws_state(cloq_block_ws *ws, int state)
 	return state == CLOQ_STATE_ATT ? ws->att : state == CLOQ_STATE_H ? ws->y : state == CLOQ_STATE_ACT ? ws->g : NULL;
 }
 
+/* g = act(g) * u elementwise: silu, or Gemma's gelu_pytorch_tanh */
+static void act_mul(const cloq_config *c, float *g, const float *u, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > (1u << 20))
+	for (size_t i = 0; i < n; i++) {
+		float gv = g[i];
+		if (c->gelu_tanh) /* gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) */
+			g[i] = 0.5f * gv * (1.0f + tanhf(0.7978845608028654f * (gv + 0.044715f * gv * gv * gv))) * u[i];
+		else
+			g[i] = gv / (1.0f + expf(-gv)) * u[i];
+	}
+}
+
+/* One expert (or the shared one) on n rows: out (n, hidden) = down(act(gate x) * up x); x and out
+ * may be the same buffer (x is read before out is written). */
+static void expert_fwd(const cloq_config *c, cloq_block_ws *ws, const float *wg, const float *wu, const float *wd,
+		       int width, const float *x, int n, float *out)
+{
+	cloq_linear_fwd(x, wg, NULL, ws->g, n, c->hidden, width);
+	cloq_linear_fwd(x, wu, NULL, ws->u, n, c->hidden, width);
+	act_mul(c, ws->g, ws->u, (size_t)n * width);
+	cloq_linear_fwd(ws->g, wd, NULL, out, n, width, c->hidden);
+}
+
+/*
+ * A mixture-of-experts MLP on ws->xn (T, hidden) -> ws->mo, as transformers' sparse MoE blocks:
+ * probabilities = softmax(xn router^T) per token (float), the top-k experts by probability (ties:
+ * the lower index), their weights renormalised to sum 1 with moe_norm_topk; each expert runs on the
+ * rows routed to it, in expert order, its output added to those rows times their weights; then
+ * Qwen2-MoE's shared expert, times sigmoid(xn . shared_gate), is added.
+ */
+static int moe_mlp(const cloq_config *c, const cloq_layer_w *w, cloq_block_ws *ws, int T, cloq_err *err)
+{
+	int rc = CLOQ_OK, D = c->hidden, E = c->moe, K = c->moe_topk;
+	int *rows = cloq_malloc((size_t)T * sizeof(int));
+	float *wts = cloq_malloc((size_t)T * sizeof(float));
+	CLOQ_FAIL_IF(!rows || !wts, err, CLOQ_EIO, "out of memory routing %d tokens", T);
+	CLOQ_FAIL_IF(!w->router || !w->experts || w->n_experts != E, err, CLOQ_EUSAGE,
+		     "a mixture-of-experts layer without its router or %d experts", E);
+	cloq_linear_fwd(ws->xn, w->router, NULL, ws->pr, T, D, E);
+	for (int t = 0; t < T; t++) {
+		float *p = ws->pr + (size_t)t * E, mx = p[0], sum = 0.0f;
+		for (int e = 1; e < E; e++)
+			mx = p[e] > mx ? p[e] : mx;
+		for (int e = 0; e < E; e++) {
+			p[e] = expf(p[e] - mx);
+			sum += p[e];
+		}
+		for (int e = 0; e < E; e++)
+			p[e] /= sum;
+		float *sw = ws->sw + (size_t)t * K, *sel = ws->sel + (size_t)t * K, tot = 0.0f;
+		for (int j = 0; j < K; j++) { /* the j-th largest, not taken yet */
+			int best = -1;
+			for (int e = 0; e < E; e++) {
+				int taken = 0;
+				for (int i = 0; i < j; i++)
+					taken |= (int)sel[i] == e;
+				if (!taken && (best < 0 || p[e] > p[best]))
+					best = e;
+			}
+			sel[j] = (float)best;
+			sw[j] = p[best];
+			tot += sw[j];
+		}
+		if (c->moe_norm_topk)
+			for (int j = 0; j < K; j++)
+				sw[j] /= tot;
+	}
+	memset(ws->mo, 0, (size_t)T * D * sizeof(float));
+	for (int e = 0; e < E; e++) {
+		int n = 0;
+		for (int t = 0; t < T; t++)
+			for (int j = 0; j < K; j++)
+				if ((int)ws->sel[(size_t)t * K + j] == e) {
+					rows[n] = t;
+					wts[n++] = ws->sw[(size_t)t * K + j];
+				}
+		if (!n)
+			continue;
+		for (int i = 0; i < n; i++)
+			memcpy(ws->xe + (size_t)i * D, ws->xn + (size_t)rows[i] * D, (size_t)D * sizeof(float));
+		expert_fwd(c, ws, w->experts[3 * e], w->experts[3 * e + 1], w->experts[3 * e + 2], c->moe_inter, ws->xe,
+			   n, ws->xe);
+		for (int i = 0; i < n; i++) {
+			float *dst = ws->mo + (size_t)rows[i] * D;
+			const float *src = ws->xe + (size_t)i * D;
+			for (int d = 0; d < D; d++)
+				dst[d] += wts[i] * src[d];
+		}
+	}
+	if (c->moe_shared_inter) {
+		CLOQ_FAIL_IF(!w->shared[0] || !w->shared_gate, err, CLOQ_EUSAGE, "a Qwen2-MoE layer without its shared expert");
+		cloq_linear_fwd(ws->xn, w->shared_gate, NULL, wts, T, D, 1);
+		expert_fwd(c, ws, w->shared[0], w->shared[1], w->shared[2], c->moe_shared_inter, ws->xn, T, ws->xe);
+		for (int t = 0; t < T; t++) {
+			float gate = 1.0f / (1.0f + expf(-wts[t]));
+			float *dst = ws->mo + (size_t)t * D;
+			const float *src = ws->xe + (size_t)t * D;
+			for (int d = 0; d < D; d++)
+				dst[d] += gate * src[d];
+		}
+	}
+fail:
+	cloq_free(rows);
+	cloq_free(wts);
+	return rc;
+}
+
 int cloq_block_forward(const cloq_config *c, int layer, const cloq_layer_w *w, const cloq_rope *rope,
 		       cloq_block_ws *ws, float *x, int T, cloq_block_hook hook, void *hook_ctx, int stop_after,
 		       cloq_err *err)
@@ -449,6 +585,14 @@ from_att:
 	/* MLP */
 from_h:
 	cloq_rmsnorm_cfg(c, ws->y, w->ffn_norm, ws->xn, T, D);
+	if (cloq_layer_is_moe(c, layer)) { /* x = h + the experts' weighted sum */
+		CLOQ_FAIL_IF(hook || stop_after >= 0, err, CLOQ_EUSAGE,
+			     "layer %d is a mixture of experts, which cloq does not calibrate yet", layer);
+		CLOQ_TRY(moe_mlp(c, w, ws, T, err));
+		for (size_t i = 0; i < (size_t)T * D; i++)
+			x[i] = ws->y[i] + ws->mo[i];
+		return CLOQ_OK;
+	}
 	if (hook)
 		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_GATEUP, ws->xn, T, D, err));
 	if (stop_after == CLOQ_GROUP_GATEUP)
@@ -460,14 +604,7 @@ from_h:
 		cloq_linear_fwd(ws->xn, wg, bg, ws->g, T, D, NI);
 		cloq_linear_fwd(ws->xn, wu, bu, ws->u, T, D, NI);
 	}
-#pragma omp parallel for schedule(static) if ((size_t)T * NI > (1u << 20))
-	for (size_t i = 0; i < (size_t)T * NI; i++) {
-		float gv = ws->g[i];
-		if (c->gelu_tanh) /* gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) */
-			ws->g[i] = 0.5f * gv * (1.0f + tanhf(0.7978845608028654f * (gv + 0.044715f * gv * gv * gv))) * ws->u[i];
-		else
-			ws->g[i] = gv / (1.0f + expf(-gv)) * ws->u[i];
-	}
+	act_mul(c, ws->g, ws->u, (size_t)T * NI);
 from_act:
 	if (hook)
 		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_DOWN, ws->g, T, NI, err));

@@ -55,6 +55,12 @@ typedef struct cloq_layer_w {
 	float *q_norm, *k_norm;   /* (head_dim) Qwen3's per-head RMSNorm of q and k (cfg->qk_norm), else NULL */
 	float *post_attn_norm;    /* (hidden) Gemma 2's norms of the attention and MLP outputs */
 	float *post_ffn_norm;     /*   (cfg->post_norms), else NULL */
+	/* a mixture-of-experts layer (cloq_layer_is_moe), else NULL / 0 */
+	int n_experts;
+	float *router;            /* (experts, hidden) */
+	float **experts;          /* 3 per expert: gate (inter, hidden), up (inter, hidden), down (hidden, inter) */
+	float *shared[3];         /* Qwen2-MoE's shared expert, gate / up / down */
+	float *shared_gate;       /* (1, hidden) */
 } cloq_layer_w;
 
 /* Free every array of w (weights allocated one by one with cloq_malloc) and zero it. */

@@ -36,6 +36,31 @@ const cloq_st_tensor *cloq_model_qk_norm(const cloq_model *m, int l, int k)
 	return find(m, "model.layers.%d.self_attn.%s%s.weight", l, k ? "k_norm" : "q_norm", "");
 }
 
+/* A mixture-of-experts tensor of layer l: role 0 the router, 1..3 expert e's gate, up, down,
+ * 4..6 the shared expert's gate, up, down, 7 the shared expert's gate (Qwen2-MoE). Its shape in
+ * *d0, *d1. */
+static void moe_name(const cloq_config *c, int l, int role, int e, char *buf, size_t cap, int64_t *d0, int64_t *d1)
+{
+	static const char *const mix[] = {"w1", "w3", "w2"}, *const qw[] = {"gate_proj", "up_proj", "down_proj"};
+	int64_t h = c->hidden, I = c->moe_inter, S = c->moe_shared_inter;
+	if (role == 0) {
+		snprintf(buf, cap, "model.layers.%d.%s.gate.weight", l, c->moe_mixtral_names ? "block_sparse_moe" : "mlp");
+		*d0 = c->moe, *d1 = h;
+	} else if (role <= 3) {
+		if (c->moe_mixtral_names)
+			snprintf(buf, cap, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", l, e, mix[role - 1]);
+		else
+			snprintf(buf, cap, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, qw[role - 1]);
+		*d0 = role == 3 ? h : I, *d1 = role == 3 ? I : h;
+	} else if (role <= 6) {
+		snprintf(buf, cap, "model.layers.%d.mlp.shared_expert.%s.weight", l, qw[role - 4]);
+		*d0 = role == 6 ? h : S, *d1 = role == 6 ? S : h;
+	} else {
+		snprintf(buf, cap, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+		*d0 = 1, *d1 = h;
+	}
+}
+
 static int has_bias(const cloq_config *c, int lin)
 {
 	if (lin <= CLOQ_LIN_V)
@@ -177,9 +202,19 @@ static int check_tensors(cloq_model *m, cloq_err *err)
 			CLOQ_TRY(expect(m, cloq_model_qk_norm(m, l, k), name, c->head_dim, -1, err));
 			consume(m, used, cloq_model_qk_norm(m, l, k));
 		}
+		if (cloq_layer_is_moe(c, l)) /* the router, every expert, Qwen2-MoE's shared expert */
+			for (int role = 0; role < (c->moe_shared_inter ? 8 : 4); role++)
+				for (int e = 0; e < (role >= 1 && role <= 3 ? c->moe : 1); e++) {
+					int64_t d0, d1;
+					moe_name(c, l, role, e, name, sizeof name, &d0, &d1);
+					const cloq_st_tensor *t = cloq_st_find(m->st, name);
+					CLOQ_TRY(expect(m, t, name, d0, d1, err));
+					consume(m, used, t);
+				}
 		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 			int out, in;
-			if (!cloq_linear_present(c, lin))
+			if (!cloq_linear_present(c, lin) ||
+			    (cloq_layer_is_moe(c, l) && cloq_linear_group(lin) >= CLOQ_GROUP_GATEUP))
 				continue;
 			cloq_linear_shape(c, lin, &out, &in);
 			snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", l, cloq_linear_parent(lin),
@@ -309,9 +344,27 @@ int cloq_model_load_layer(const cloq_model *m, int l, cloq_layer_w *w, cloq_err 
 		CLOQ_TRY(load_f32(m, cloq_model_qk_norm(m, l, 0), &w->q_norm, err));
 		CLOQ_TRY(load_f32(m, cloq_model_qk_norm(m, l, 1), &w->k_norm, err));
 	}
+	int moe = cloq_layer_is_moe(&m->cfg, l);
 	for (int i = 0; i < CLOQ_LINEARS; i++) {
+		if (moe && cloq_linear_group(i) >= CLOQ_GROUP_GATEUP)
+			continue;
 		CLOQ_TRY(load_f32(m, cloq_model_linear(m, l, i, 0), &w->w[i], err));
 		CLOQ_TRY(load_f32(m, cloq_model_linear(m, l, i, 1), &w->b[i], err));
+	}
+	if (moe) {
+		const cloq_config *c = &m->cfg;
+		char name[192];
+		int64_t d0, d1;
+		w->experts = cloq_calloc((size_t)3 * c->moe, sizeof *w->experts);
+		CLOQ_FAIL_IF(!w->experts, err, CLOQ_EIO, "out of memory for %d experts", c->moe);
+		w->n_experts = c->moe;
+		float **dst[8] = {&w->router, NULL, NULL, NULL, &w->shared[0], &w->shared[1], &w->shared[2], &w->shared_gate};
+		for (int role = 0; role < (c->moe_shared_inter ? 8 : 4); role++)
+			for (int e = 0; e < (role >= 1 && role <= 3 ? c->moe : 1); e++) {
+				moe_name(c, l, role, e, name, sizeof name, &d0, &d1);
+				CLOQ_TRY(load_f32(m, cloq_st_find(m->st, name), role >= 1 && role <= 3 ? &w->experts[3 * e + role - 1]
+										       : dst[role], err));
+			}
 	}
 	return CLOQ_OK;
 fail:

@@ -2,7 +2,8 @@
 """Compare cloq's perplexity with the real Hugging Face transformers forward.
 
 usage: /usr/bin/python3 compare.py --model DIR --tokens FILE.npy --tf 4.44|4.51
-                                   [--cloq PATH] [--json] [--tol 1e-5]
+                                   [--cloq PATH] [--json] [--tol 1e-5] [--ref REF_LLAMA_PY]
+                                   [--ref-tol 1e-6]
 
 * transformers comes from the release sources extracted under tf/v4.44.2 and tf/v4.51.3
   (see README.md); the pure-Python stand-ins for huggingface_hub / safetensors / tokenizers
@@ -13,9 +14,13 @@ usage: /usr/bin/python3 compare.py --model DIR --tokens FILE.npy --tf 4.44|4.51
   positions 0..T-2 predict 1..T-1; ppl = exp(mean NLL over all predictions of all rows);
   the NLL is computed in float64 from transformers' float32 logits.
 * cloq's figure is parsed from `cloq ppl DIR --tokens FILE` ("perplexity X ...").
+* --ref: also run the project's float64 numpy oracle (tests/tools/ref_llama.py --model DIR
+  --ppl-npy FILE; same windows, same definition of ppl) and compare it with transformers to
+  --ref-tol (default 1e-6). Its "min top-k routing margin" line (MoE models) is recorded too.
 
 Exit status: 0 compared and within --tol, 1 compared and beyond --tol, 2 cloq refused
-(its exit code and first stderr line are printed), 3 the transformers side failed.
+(its exit code and first stderr line are printed), 3 the transformers side failed, 4 cloq within
+--tol but the --ref oracle failed or is beyond --ref-tol.
 """
 import argparse
 import json
@@ -145,6 +150,20 @@ def cloq_ppl(cloq, model_dir, tokens_file):
     return float(m.group(1)), 0, p.stdout.strip()
 
 
+def ref_ppl(ref, model_dir, tokens_file):
+    """The float64 oracle's perplexity: (ppl, min routing margin or None, error or None)."""
+    p = subprocess.run(["/usr/bin/python3", ref, "--model", model_dir, "--ppl-npy", tokens_file],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        last = (p.stderr.strip() or p.stdout.strip()).splitlines()
+        return None, None, (last[-1] if last else f"exit {p.returncode}")[:300]
+    m = re.search(r"perplexity\s+([0-9.eE+-]+|inf|nan)", p.stdout)
+    if not m:
+        return None, None, "could not parse: " + p.stdout.strip()[:200]
+    mg = re.search(r"min top-k routing margin\s+([0-9.eE+-]+)", p.stdout)
+    return float(m.group(1)), float(mg.group(1)) if mg else None, None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -156,6 +175,8 @@ def main():
                     help="give cloq this directory instead of --model (negative controls: a deliberately "
                          "different model must come out beyond --tol)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    ap.add_argument("--ref", default=None, help="path of ref_llama.py: compare its float64 ppl with transformers")
+    ap.add_argument("--ref-tol", type=float, default=1e-6)
     a = ap.parse_args()
 
     import numpy as np
@@ -174,6 +195,13 @@ def main():
     if a.cloq_model:
         res["cloq_model"] = a.cloq_model
     res.update(cloq_ppl=c, cloq_rc=rc, cloq_msg=msg)
+    if a.ref:
+        rp, rm, rerr = ref_ppl(a.ref, a.model, a.tokens)
+        res.update(ref_ppl=rp, ref_margin=rm)
+        if rerr:
+            res["ref_error"] = rerr
+        if rp is not None and res["tf_ppl"] is not None:
+            res["ref_rel_diff"] = abs(rp - res["tf_ppl"]) / res["tf_ppl"]
     status = 0
     if res["tf_ppl"] is None:
         status = 3
@@ -182,6 +210,8 @@ def main():
     else:
         res["rel_diff"] = abs(c - res["tf_ppl"]) / res["tf_ppl"]
         status = 0 if res["rel_diff"] <= a.tol else 1
+    if status == 0 and a.ref and not (res.get("ref_rel_diff") is not None and res["ref_rel_diff"] <= a.ref_tol):
+        status = 4
     res["status"] = status
     if a.json:
         print(json.dumps(res))
@@ -191,7 +221,19 @@ def main():
                if res["tf_ppl"] is not None else "FAILED " + res["tf_error"]))
         print("cloq: " + (f"ppl {c:.9g}" if c is not None else f"exit {rc}: {msg}"))
         if "rel_diff" in res:
-            print(f"rel diff: {res['rel_diff']:.3e}  ({'OK' if status == 0 else 'BEYOND'} tol {a.tol:g})")
+            ok = res["rel_diff"] <= a.tol
+            print(f"rel diff: {res['rel_diff']:.3e}  ({'OK' if ok else 'BEYOND'} tol {a.tol:g})")
+        if a.ref:
+            if res.get("ref_ppl") is None:
+                print("ref_llama.py: FAILED " + res.get("ref_error", ""))
+            else:
+                line = f"ref_llama.py (float64): ppl {res['ref_ppl']:.9g}"
+                if "ref_rel_diff" in res:
+                    line += (f", rel diff to transformers {res['ref_rel_diff']:.3e} "
+                             f"({'OK' if res['ref_rel_diff'] <= a.ref_tol else 'BEYOND'} tol {a.ref_tol:g})")
+                if res.get("ref_margin") is not None:
+                    line += f"; min top-k routing margin {res['ref_margin']:.3g}"
+                print(line)
     sys.exit(status)
 
 

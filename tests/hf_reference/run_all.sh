@@ -1,19 +1,27 @@
 #!/bin/bash
 # Build every tiny model, then compare cloq's perplexity with transformers 4.44.2 and 4.51.3.
-# usage: ./run_all.sh [--keep-models] [--cloq PATH]     (from anywhere; works in its own folder)
+# usage: ./run_all.sh [--keep-models] [--cloq PATH] [--ref PATH]   (from anywhere; works in its own folder)
 # Output: the table on stdout; raw results in out/results.jsonl.
-# Exit status: 0 when every case that both sides computed is within 1e-5, 1 otherwise.
+# Exit status: 0 when every case that both sides computed is within 1e-5 (and every MoE case's
+# float64 oracle, ref_llama.py, within 1e-6 of transformers), 1 otherwise.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=/usr/bin/python3
 CLOQ="$PWD/bin/cloq"
 MK="$PWD/bin/mkmodel"
+# the mixture-of-experts models come from a later mkmodel (--family mixtral|qwen2_moe|qwen3_moe);
+# the older families keep bin/mkmodel, so their models (and figures) stay what they were
+MKMOE="$PWD/bin/mkmodel-moe"
+# the project's float64 oracle: tests/tools/ref_llama.py (next to this folder in the repo copy)
+REF="$PWD/../tools/ref_llama.py"
+[ -f "$REF" ] || REF=/work/main/tests/tools/ref_llama.py
 KEEP=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep-models) KEEP=1 ;;
     --cloq) CLOQ="$2"; shift ;;
-    *) echo "usage: $0 [--keep-models] [--cloq PATH]" >&2; exit 1 ;;
+    --ref) REF="$2"; shift ;;
+    *) echo "usage: $0 [--keep-models] [--cloq PATH] [--ref PATH]" >&2; exit 1 ;;
   esac
   shift
 done
@@ -22,7 +30,7 @@ mkdir -p "$M" "$T" "$O"
 
 # ---------------------------------------------------------------- models
 # --keep-models reuses models/ only if it was built by these very scripts and this mkmodel
-STAMP=$(cat run_all.sh gen_hf.py edit_config.py phi3_to_llama.py "$MK" | md5sum | cut -d' ' -f1)
+STAMP=$(cat run_all.sh gen_hf.py edit_config.py phi3_to_llama.py "$MK" "$MKMOE" | md5sum | cut -d' ' -f1)
 if [ "$KEEP" = 0 ] || [ "$(cat "$M/.done" 2>/dev/null)" != "$STAMP" ]; then
   rm -rf "$M"; mkdir -p "$M"
   mk() { "$MK" --quiet "$@"; }
@@ -83,6 +91,34 @@ if [ "$KEEP" = 0 ] || [ "$(cat "$M/.done" 2>/dev/null)" != "$STAMP" ]; then
   ed $M/phi3-hd16 $M/phi3-lr-su    "rope_scaling={\"type\":\"su\",$LR8" original_max_position_embeddings=64
   ed $M/phi3-hd16 $M/phi3-lr-prf75 "rope_scaling={\"type\":\"longrope\",$LR6" original_max_position_embeddings=64 \
      partial_rotary_factor=0.75
+  # mixtures of experts (own generator: hidden 64, 4 heads of 16, 2 kv heads, vocab 512)
+  moe() { gen --heads 4 --kv-heads 2 "$@"; }
+  mkm() { "$MKMOE" --quiet "$@"; }
+  moe --family mixtral --out $M/mixtral        --seed 81 --experts 4 --moe-intermediate 48
+  moe --family mixtral --out $M/mixtral-sw16   --seed 81 --experts 4 --moe-intermediate 48 --sliding-window 16
+  moe --family mixtral --out $M/mixtral-tied   --seed 82 --experts 8 --moe-intermediate 32 --tied --layers 3
+  ed $M/mixtral $M/mixtral-top1 num_experts_per_tok=1
+  ed $M/mixtral $M/mixtral-top4 num_experts_per_tok=4
+  ed $M/mixtral $M/mixtral-linear 'rope_scaling={"type":"linear","factor":2.0}'
+  # qwen2_moe: layers 0 and 2 dense (intermediate 96), layer 1 sparse (4 x 48 + shared 64)
+  moe --family qwen2_moe --out $M/qwen2_moe      --seed 91 --layers 3 --decoder-sparse-step 2 --intermediate 96 \
+      --experts 4 --moe-intermediate 48 --shared-intermediate 64
+  moe --family qwen2_moe --out $M/qwen2_moe-tied --seed 92 --tied --mlp-only-layers 0 --intermediate 96 \
+      --experts 8 --moe-intermediate 32 --shared-intermediate 48
+  moe --family qwen2_moe --out $M/qwen2_moe-all  --seed 93 --experts 6 --moe-intermediate 40 --shared-intermediate 48
+  ed $M/qwen2_moe $M/qwen2_moe-norm norm_topk_prob=true
+  ed $M/qwen2_moe $M/qwen2_moe-usw  use_sliding_window=true sliding_window=16 max_window_layers=1
+  # qwen3_moe: 8 x 32 on both layers; tied: 3 layers, layer 1 dense, head_dim 32 (!= 64/4)
+  moe --family qwen3_moe --out $M/qwen3_moe      --seed 101 --experts 8 --moe-intermediate 32
+  moe --family qwen3_moe --out $M/qwen3_moe-tied --seed 102 --tied --layers 3 --mlp-only-layers 1 --intermediate 96 \
+      --experts 4 --moe-intermediate 48 --head-dim 32
+  ed $M/qwen3_moe $M/qwen3_moe-norm norm_topk_prob=true
+  ed $M/qwen3_moe $M/qwen3_moe-top8 num_experts_per_tok=8
+  ed $M/qwen3_moe $M/qwen3_moe-usw  use_sliding_window=true sliding_window=16 max_window_layers=1
+  # the project's generator too (8 heads, 4 kv heads; 4 experts of 48, top-2)
+  mkm --out $M/mk-mixtral   --family mixtral   --seed 111
+  mkm --out $M/mk-qwen2_moe --family qwen2_moe --seed 112 --layers 3 --decoder-sparse-step 2
+  mkm --out $M/mk-qwen3_moe --family qwen3_moe --seed 113 --tied
   # negative controls: cloq is handed a slightly different model; the harness must notice
   ed $M/gemma3 $M/ctl-gemma3-sw31 sliding_window=31
   ed $M/gemma3 $M/ctl-gemma3-sw33 sliding_window=33
@@ -158,6 +194,31 @@ llama|rope_scaling dynamic T=80 <= max 512|llama-dyn|v512_4x80|4.44 4.51|equals 
 llama|dynamic T=80 > max 64|llama-dyn64|v512_4x80|4.44 4.51|REFUSE transformers grows the base past max_position_embeddings
 mistral|rope_scaling linear|mistral-linear|v512_4x64|4.44 4.51|REFUSE 4.44 ignores rope_scaling (tf = mistral/sw null row), 4.51 applies it
 qwen2|rope_scaling yarn|qwen2-yarn|v512_4x80|4.44 4.51|REFUSE yarn is not implemented; 4.44 Qwen2 ignores it (tf = qwen2/no sw row)
+mixtral|untied, 4 experts of 48, top-2|mixtral|v512_4x80|4.44 4.51|
+mixtral|tied, 3 layers, 8 experts of 32|mixtral-tied|v512_4x80|4.44 4.51|
+mixtral|top-1|mixtral-top1|v512_4x80|4.44 4.51|same weights as untied
+mixtral|top-4 = all experts|mixtral-top4|v512_4x80|4.44 4.51|same weights as untied
+mixtral|sw16 T=64 (active)|mixtral-sw16|v512_4x64|4.44 4.51|QUIRK@4.44 reference quirk: 4.44 Mixtral eager ignores sliding_window (its causal mask is Llama's)
+mixtral|sw null T=64|mixtral|v512_4x64|4.44 4.51|same weights as sw16: equals the 4.44 sw16 row
+mixtral|sw16 T=16 (inactive)|mixtral-sw16|v512_4x16|4.44 4.51|
+mixtral|mkmodel|mk-mixtral|v512_4x80|4.44 4.51|
+qwen2_moe|3 layers: dense, sparse+shared, dense|qwen2_moe|v512_4x80|4.44 4.51|
+qwen2_moe|tied, mlp_only_layers [0], 8 experts|qwen2_moe-tied|v512_4x80|4.44 4.51|
+qwen2_moe|all sparse, 6 experts of 40|qwen2_moe-all|v512_4x80|4.44 4.51|
+qwen2_moe|norm_topk_prob true|qwen2_moe-norm|v512_4x80|4.44 4.51|same weights as the 3-layer row
+qwen2_moe|mkmodel, decoder_sparse_step 2|mk-qwen2_moe|v512_4x80|4.44 4.51|
+qwen3_moe|untied, 8 experts of 32|qwen3_moe|v512_4x80|4.51|
+qwen3_moe|tied, 3 layers, layer 1 dense, head_dim 32|qwen3_moe-tied|v512_4x80|4.51|
+qwen3_moe|norm_topk_prob true|qwen3_moe-norm|v512_4x80|4.51|same weights as untied
+qwen3_moe|top-8 = all experts|qwen3_moe-top8|v512_4x80|4.51|same weights as untied
+qwen3_moe|mkmodel, tied|mk-qwen3_moe|v512_4x80|4.51|
+mixtral|rope_scaling linear|mixtral-linear|v512_4x80|4.44 4.51|REFUSE 4.44 ignores rope_scaling (tf = mixtral/untied row), 4.51 applies it
+qwen2_moe|use_sw sw16 mwl1 T=64|qwen2_moe-usw|v512_4x64|4.44 4.51|REFUSE 4.44 eager: no window; 4.51 eager: every layer; 4.51 flash: layers >= 1; 5.x: even layers < 1
+qwen3_moe|use_sw sw16 mwl1 T=64|qwen3_moe-usw|v512_4x64|4.51|REFUSE 4.51 eager: every layer; 4.51 flash: layers >= 1
+control|mixtral top-2, cloq top-1|mixtral|v512_4x80|4.51||mixtral-top1
+control|mixtral sw16 T=64, cloq sw null|mixtral-sw16|v512_4x64|4.51||mixtral
+control|qwen2_moe norm false, cloq true|qwen2_moe|v512_4x80|4.51||qwen2_moe-norm
+control|qwen3_moe norm false, cloq true|qwen3_moe|v512_4x80|4.51||qwen3_moe-norm
 control|gemma3 sw32, cloq sw31|gemma3|v512_4x80|4.51||ctl-gemma3-sw31
 control|gemma3 sw32, cloq sw33|gemma3|v512_4x80|4.51||ctl-gemma3-sw33
 control|llama theta 1e4, cloq 1.01e4|llama|v512_4x80|4.51||ctl-llama-theta
@@ -173,6 +234,8 @@ while IFS='|' read -r fam var model toks rels note cmodel; do
   [ -z "$fam" ] && continue
   extra=()
   [ -n "$cmodel" ] && extra=(--cloq-model "$M/$cmodel")
+  # the MoE rows (not the controls) also check the float64 oracle against transformers
+  case "$fam" in mixtral|qwen2_moe|qwen3_moe) extra+=(--ref "$REF") ;; esac
   for r in $rels; do
     set +e
     j=$($PY compare.py --json --model "$M/$model" --tokens "$T/$toks.npy" --tf "$r" --cloq "$CLOQ" "${extra[@]}" 2>"$O/last.err")
@@ -219,6 +282,16 @@ for d in rows:
         last = f"exit {d.get('cloq_rc')}: {d.get('cloq_msg', '')}"
     else:
         last = "-"
+    if "ref_ppl" in d:  # the float64 oracle vs transformers (MoE rows): 1e-6
+        if d.get("ref_rel_diff") is not None:
+            rbad = d["ref_rel_diff"] > 1e-6 and not quirk and not refuse
+            last += f"  ref {d['ref_rel_diff']:.1e}" + ("  REF BEYOND 1e-6" if rbad else "")
+            bad += rbad
+        elif refuse:
+            last += "  ref refuses too"
+        elif d.get("tf_ppl") is not None:
+            last += "  REF FAILED: " + d.get("ref_error", "")[:100]
+            bad += 1
     if d.get("note"):
         last += f"  [{d['note']}]"
     out.append((d["family"], d["variant"], d["rel"], tf, cq, last))
@@ -231,8 +304,13 @@ n = sum(1 for d in rows if d.get("rel_diff") is not None and not d.get("cloq_mod
 nc = sum(1 for d in rows if d.get("cloq_model"))
 nr = sum(1 for d in rows if d.get("refuse"))
 unexp = sum(1 for d in rows if d.get("cloq_ppl") is None and not d.get("refuse"))
+refd = [d["ref_rel_diff"] for d in rows if d.get("ref_rel_diff") is not None and not d.get("refuse")
+        and not (d.get("note", "").endswith("; not counted"))]
+if refd:
+    print(f"\nref_llama.py (float64) vs transformers on {len(refd)} MoE rows: max rel diff {max(refd):.2e} (tol 1e-6)")
 print(f"\n{n} compared + {nc} negative controls + {nr} expected refusals; {bad} wrong (beyond 1e-5, a control "
-      f"not detected, or an expected refusal not refused; known reference quirks not counted), "
+      f"not detected, an expected refusal not refused, or ref_llama.py beyond 1e-6; known reference quirks "
+      f"not counted), "
       f"{unexp} other refusals by cloq, "
       f"{sum(1 for d in rows if d.get('tf_ppl') is None)} failed on the transformers side")
 sys.exit(1 if bad else 0)

@@ -31,26 +31,31 @@ struct family {
 	int qkv_bias;    /* q/k/v biases (Qwen2) */
 	int fused;       /* Phi-3: self_attn.qkv_proj = [q; k; v], mlp.gate_up_proj = [gate; up] */
 	const char *extra; /* config.json lines of its own */
+	int moe;         /* 1: Mixtral's block_sparse_moe (w1/w3/w2); 2: Qwen's mlp.gate, mlp.experts.E.*_proj */
+	int shared;      /* Qwen2-MoE's shared expert */
 };
 
 static const struct family families[] = {
-	{"llama", "LlamaForCausalLM", "llama", 0, 0, 0, 0, ""},
-	{"mistral", "MistralForCausalLM", "mistral", 0, 0, 0, 0, ""},
-	{"qwen2", "Qwen2ForCausalLM", "qwen2", 0, 0, 1, 0, ""},
-	{"qwen3", "Qwen3ForCausalLM", "qwen3", 1, 0, 0, 0, "  \"attention_bias\": false,\n"},
+	{"llama", "LlamaForCausalLM", "llama", 0, 0, 0, 0, "", 0, 0},
+	{"mistral", "MistralForCausalLM", "mistral", 0, 0, 0, 0, "", 0, 0},
+	{"qwen2", "Qwen2ForCausalLM", "qwen2", 0, 0, 1, 0, "", 0, 0},
+	{"qwen3", "Qwen3ForCausalLM", "qwen3", 1, 0, 0, 0, "  \"attention_bias\": false,\n", 0, 0},
 	{"gemma2", "Gemma2ForCausalLM", "gemma2", 0, 1, 0, 0,
 	 "  \"attention_bias\": false,\n  \"hidden_activation\": \"gelu_pytorch_tanh\",\n"
 	 "  \"query_pre_attn_scalar\": 24,\n  \"attn_logit_softcapping\": 50.0,\n"
-	 "  \"final_logit_softcapping\": 30.0,\n"},
+	 "  \"final_logit_softcapping\": 30.0,\n", 0, 0},
 	{"gemma3", "Gemma3ForCausalLM", "gemma3_text", 1, 1, 0, 0,
 	 "  \"attention_bias\": false,\n  \"hidden_activation\": \"gelu_pytorch_tanh\",\n"
 	 "  \"query_pre_attn_scalar\": 24,\n  \"attn_logit_softcapping\": null,\n"
 	 "  \"final_logit_softcapping\": null,\n"
 	 "  \"sliding_window_pattern\": 2,\n  \"rope_local_base_freq\": 10000.0,\n"
-	 "  \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 8.0},\n"},
+	 "  \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 8.0},\n", 0, 0},
 	{"phi3", "Phi3ForCausalLM", "phi3", 0, 0, 0, 1,
 	 "  \"attention_bias\": false,\n  \"embd_pdrop\": 0.0,\n  \"resid_pdrop\": 0.0,\n"
-	 "  \"rope_scaling\": null,\n"},
+	 "  \"rope_scaling\": null,\n", 0, 0},
+	{"mixtral", "MixtralForCausalLM", "mixtral", 0, 0, 0, 0, "", 1, 0},
+	{"qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe", 0, 0, 1, 0, "", 2, 1},
+	{"qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe", 1, 0, 0, 0, "  \"attention_bias\": false,\n", 2, 0},
 };
 #define N_FAMILIES (sizeof families / sizeof families[0])
 
@@ -61,6 +66,7 @@ struct geom {
 	const struct family *fam; /* --family (default llama) */
 	long window;              /* --sliding-window N: the config's sliding_window (0: the family's) */
 	long max_window_layers;   /* --max-window-layers N (Qwen2/3; with --sliding-window) */
+	long experts, topk, moe_inter, shared_inter, sparse_step; /* mixture of experts */
 	enum cloq_dtype dtype;
 	unsigned long long seed;
 	int shards;
@@ -95,6 +101,10 @@ static void usage(FILE *f)
 		"                      gemma3 (text: gemma2's layer, q/k norms, no caps, sliding window 32 on\n"
 		"                      every other layer, local RoPE base 1e4, global linear scaling 8),\n"
 		"                      phi3 (fused self_attn.qkv_proj and mlp.gate_up_proj)\n"
+		"                      mixtral, qwen2_moe (shared expert), qwen3_moe (q/k norms): mixtures of\n"
+		"                      experts, with --experts N (default 4) --topk K (2) --moe-intermediate N\n"
+		"                      (48) --shared-intermediate N (qwen2_moe, 64) --decoder-sparse-step S (1:\n"
+		"                      every layer sparse; 2: layers 1, 3, ... sparse, the others dense)\n"
 		"  --sliding-window N  the config's sliding_window (mistral, phi3: every layer; qwen2/3: with\n"
 		"                      use_sliding_window, layers >= --max-window-layers (default 0);\n"
 		"                      gemma2: even layers, default 4096; gemma3: default 32)\n"
@@ -186,6 +196,7 @@ static int parse_args(int argc, char **argv, struct geom *g)
 	preset(g, "tiny");
 	g->fam = &families[0];
 	g->dtype = CLOQ_DT_BF16;
+	g->experts = 4, g->topk = 2, g->moe_inter = 48, g->shared_inter = 64, g->sparse_step = 1;
 	g->shards = 1;
 	/* the preset first, so that explicit sizes override it wherever they appear */
 	for (int i = 1; i + 1 < argc; i++)
@@ -270,6 +281,16 @@ static int parse_args(int argc, char **argv, struct geom *g)
 				g->max_pos = n;
 			else if (strcmp(a, "--sliding-window") == 0)
 				g->window = n;
+			else if (strcmp(a, "--experts") == 0)
+				g->experts = n;
+			else if (strcmp(a, "--topk") == 0)
+				g->topk = n;
+			else if (strcmp(a, "--moe-intermediate") == 0)
+				g->moe_inter = n;
+			else if (strcmp(a, "--shared-intermediate") == 0)
+				g->shared_inter = n;
+			else if (strcmp(a, "--decoder-sparse-step") == 0)
+				g->sparse_step = n;
 			else if (strcmp(a, "--max-window-layers") == 0)
 				g->max_window_layers = n;
 			else {
@@ -313,8 +334,33 @@ static size_t list_tensors(const struct geom *g, struct tdesc *t)
 	ADD(1, 2, g->vocab, g->hidden, "model.embed_tokens.weight");
 	for (long l = 0; l < g->layers; l++) {
 		ADD(nk, 1, g->hidden, 0, "model.layers.%ld.input_layernorm.weight", l);
-		ADD(0, 2, g->hidden, g->inter, "model.layers.%ld.mlp.down_proj.weight", l);
-		if (f->fused) {
+		int sparse = f->moe && (l + 1) % g->sparse_step == 0;
+		if (sparse) {
+			const char *blk = f->moe == 1 ? "block_sparse_moe" : "mlp";
+			long I = f->moe == 1 ? g->inter : g->moe_inter;
+			ADD(0, 2, g->experts, g->hidden, "model.layers.%ld.%s.gate.weight", l, blk);
+			for (long e = 0; e < g->experts; e++) {
+				if (f->moe == 1) {
+					ADD(0, 2, I, g->hidden, "model.layers.%ld.block_sparse_moe.experts.%ld.w1.weight", l, e);
+					ADD(0, 2, g->hidden, I, "model.layers.%ld.block_sparse_moe.experts.%ld.w2.weight", l, e);
+					ADD(0, 2, I, g->hidden, "model.layers.%ld.block_sparse_moe.experts.%ld.w3.weight", l, e);
+				} else {
+					ADD(0, 2, g->hidden, I, "model.layers.%ld.mlp.experts.%ld.down_proj.weight", l, e);
+					ADD(0, 2, I, g->hidden, "model.layers.%ld.mlp.experts.%ld.gate_proj.weight", l, e);
+					ADD(0, 2, I, g->hidden, "model.layers.%ld.mlp.experts.%ld.up_proj.weight", l, e);
+				}
+			}
+			if (f->shared) {
+				ADD(0, 2, g->hidden, g->shared_inter, "model.layers.%ld.mlp.shared_expert.down_proj.weight", l);
+				ADD(0, 2, g->shared_inter, g->hidden, "model.layers.%ld.mlp.shared_expert.gate_proj.weight", l);
+				ADD(0, 2, g->shared_inter, g->hidden, "model.layers.%ld.mlp.shared_expert.up_proj.weight", l);
+				ADD(0, 2, 1, g->hidden, "model.layers.%ld.mlp.shared_expert_gate.weight", l);
+			}
+		} else {
+			ADD(0, 2, g->hidden, g->inter, "model.layers.%ld.mlp.down_proj.weight", l);
+		}
+		if (sparse) {
+		} else if (f->fused) {
 			ADD(0, 2, 2 * g->inter, g->hidden, "model.layers.%ld.mlp.gate_up_proj.weight", l);
 		} else {
 			ADD(0, 2, g->inter, g->hidden, "model.layers.%ld.mlp.gate_proj.weight", l);
@@ -388,17 +434,29 @@ static int write_config(const struct geom *g, cloq_err *err)
 	snprintf(path, sizeof path, "%s/config.json", g->out);
 	const char *td = g->dtype == CLOQ_DT_F32 ? "float32" : g->dtype == CLOQ_DT_F16 ? "float16" : "bfloat16";
 	long w = g->window ? g->window : !strcmp(f->name, "gemma3") ? 32 : !strcmp(f->name, "gemma2") ? 4096 : 0;
-	if (!strcmp(f->name, "qwen2") || !strcmp(f->name, "qwen3"))
+	if (!strcmp(f->name, "qwen2") || !strcmp(f->name, "qwen3") || f->moe == 2)
 		snprintf(win, sizeof win, "  \"use_sliding_window\": %s,\n  \"sliding_window\": %ld,\n"
 			 "  \"max_window_layers\": %ld,\n", w ? "true" : "false", w ? w : 4096, g->max_window_layers);
 	else if (w)
 		snprintf(win, sizeof win, "  \"sliding_window\": %ld,\n", w);
-	else if (!strcmp(f->name, "mistral") || !strcmp(f->name, "phi3"))
+	else if (!strcmp(f->name, "mistral") || !strcmp(f->name, "phi3") || f->moe == 1)
 		snprintf(win, sizeof win, "  \"sliding_window\": null,\n");
+	char moe[512] = "";
+	if (f->moe == 1)
+		snprintf(moe, sizeof moe, "  \"num_local_experts\": %ld,\n  \"num_experts_per_tok\": %ld,\n", g->experts,
+			 g->topk);
+	else if (f->moe == 2)
+		snprintf(moe, sizeof moe,
+			 "  \"num_experts\": %ld,\n  \"num_experts_per_tok\": %ld,\n  \"moe_intermediate_size\": %ld,\n"
+			 "  \"norm_topk_prob\": %s,\n  \"decoder_sparse_step\": %ld,\n  \"mlp_only_layers\": [],\n",
+			 g->experts, g->topk, g->moe_inter, f->shared ? "false" : "true", g->sparse_step);
+	if (f->shared)
+		snprintf(moe + strlen(moe), sizeof moe - strlen(moe), "  \"shared_expert_intermediate_size\": %ld,\n",
+			 g->shared_inter);
 	int n = snprintf(buf, sizeof buf,
 			 "{\n"
 			 "  \"architectures\": [\"%s\"],\n"
-			 "  \"model_type\": \"%s\",\n%s%s"
+			 "  \"model_type\": \"%s\",\n%s%s%s"
 			 "  \"hidden_size\": %ld,\n"
 			 "  \"intermediate_size\": %ld,\n"
 			 "  \"num_hidden_layers\": %ld,\n"
@@ -415,7 +473,7 @@ static int write_config(const struct geom *g, cloq_err *err)
 			 "  \"eos_token_id\": 2,\n"
 			 "  \"torch_dtype\": \"%s\"\n"
 			 "}\n",
-			 f->arch, f->model_type, f->extra, win, g->hidden, g->inter, g->layers, g->heads, g->kv_heads,
+			 f->arch, f->model_type, f->extra, win, moe, g->hidden, g->inter, g->layers, g->heads, g->kv_heads,
 			 g->head_dim, g->vocab, g->max_pos, g->rope_theta, f->gemma ? "gelu_pytorch_tanh" : "silu",
 			 g->tied ? "true" : "false", td);
 	if (n < 0 || (size_t)n >= sizeof buf)
@@ -469,7 +527,7 @@ int main(int argc, char **argv)
 	cloq_err err;
 	cloq_err_clear(&err);
 	int rc = CLOQ_OK;
-	size_t nmax = 3 + (size_t)g.layers * 15;
+	size_t nmax = 3 + (size_t)g.layers * (16 + 3 * (size_t)g.experts);
 	struct tdesc *t = cloq_calloc(nmax, sizeof *t);
 	const size_t piece = (size_t)1 << 20;
 	float *fbuf = cloq_aligned_alloc(64, piece * sizeof(float));

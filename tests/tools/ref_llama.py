@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """ref_llama.py - independent float64 numpy reference of Hugging Face LlamaForCausalLM,
-MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM and
-Gemma3ForCausalLM (text-only).
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, Gemma2ForCausalLM,
+Gemma3ForCausalLM (text-only) and the mixture-of-experts MixtralForCausalLM, Qwen2MoeForCausalLM
+and Qwen3MoeForCausalLM.
 
 An oracle for cloq's C forward pass and the source of the solver fixtures. numpy only (no torch,
 no transformers): the safetensors file is read by hand (8-byte LE header length, JSON header, raw
@@ -93,17 +94,85 @@ query_pre_attn_scalar^-0.5 scaling) plus:
   Refused: rope types other than default/linear, use_bidirectional_attention, sliding_window null
   with a sliding layer, and every config key not in GEMMA3_KEYS_USED / GEMMA3_KEYS_IGNORED.
 
+Mixture of experts (modeling_mixtral / modeling_qwen2_moe, transformers 4.44 and 4.51;
+modeling_qwen3_moe, 4.51). The attention is the dense sibling's (Mixtral: Mistral's, no biases;
+Qwen2-MoE: Qwen2's, q/k/v biases; Qwen3-MoE: Qwen3's, q/k norms before RoPE, attention_bias ->
+q/k/v/o biases); the MLP of a "sparse" layer is replaced by a routed block. For the MLP input x
+(post_attention_layernorm(h), one row per token):
+  probs = softmax(x Wr^T) over the E experts (Wr = the router, (E, hidden), no bias; transformers:
+          float32 softmax of the float32 logits, here float64)
+  sel   = the k most probable experts (k = num_experts_per_tok). Ties go to the LOWER expert index
+          (a stable sort; torch.topk does not document its order; random weights have no ties)
+  wts   = probs[sel], divided by their sum when renormalised (Mixtral: always; Qwen2-MoE/Qwen3-MoE:
+          only under norm_topk_prob), so with renormalisation wts = softmax over the selected logits
+  moe(x) = sum over sel of wts_e * expert_e(x),   expert_e(x) = down_e(silu(gate_e x) * up_e x)
+  Qwen2-MoE adds a shared expert, always on:  + sigmoid(x . Wsg) * shared(x), with Wsg =
+          mlp.shared_expert_gate.weight (1, hidden) and shared(x) a SwiGLU MLP of width
+          shared_expert_intermediate_size
+Every selected expert is computed on the token (no capacity, no dropped tokens: what the
+transformers loop over experts does). The float32 rounding of transformers' probabilities is not
+mirrored: a token whose k-th and (k+1)-th probabilities are within ~1e-7 may route differently
+there (model.min_route_margin, the smallest such gap seen, tells; --ppl-npy prints it).
+  MixtralForCausalLM (model_type "mixtral"; MixtralConfig): every layer sparse; tensors
+    model.layers.L.block_sparse_moe.gate.weight (E, hidden), block_sparse_moe.experts.e.w1.weight
+    (I, hidden) = gate, .w3.weight (I, hidden) = up, .w2.weight (hidden, I) = down, I =
+    intermediate_size; E = num_local_experts. MixtralConfig defaults: num_local_experts 8,
+    num_experts_per_tok 2, intermediate_size 14336, num_key_value_heads 8 (null: the heads),
+    rms_norm_eps 1e-5 (not Mistral's 1e-6), rope_theta 1e6 (not 1e4), sliding_window null (not
+    Mistral's 4096), tie_word_embeddings false; router_aux_loss_coef 0.001, output_router_logits
+    false, router_jitter_noise 0.0 (training only: the jitter multiplies the input only under
+    self.training; accepted unread). head_dim = hidden / heads (4.44 always; 4.51 reads a head_dim
+    key: one present must equal it). sliding_window: every layer, computed (i - W < j <= i), as
+    4.51's eager mask does; 4.44's eager Mixtral ignores it (its causal mask is Llama's).
+  Qwen2MoeForCausalLM (model_type "qwen2_moe"; Qwen2MoeConfig): layer i is sparse iff i is not in
+    mlp_only_layers and num_experts > 0 and (i + 1) % decoder_sparse_step == 0, else a dense Qwen2
+    MLP (mlp.gate_proj/up_proj/down_proj, intermediate_size). Sparse tensors: mlp.gate.weight (E,
+    hidden), mlp.experts.e.{gate,up,down}_proj.weight (moe_intermediate_size),
+    mlp.shared_expert.{gate,up,down}_proj.weight (shared_expert_intermediate_size),
+    mlp.shared_expert_gate.weight (1, hidden). Qwen2MoeConfig defaults (4.44 = 4.51): num_experts 60,
+    num_experts_per_tok 4, norm_topk_prob false, decoder_sparse_step 1, mlp_only_layers [] (null:
+    []), moe_intermediate_size 1408, shared_expert_intermediate_size 5632, intermediate_size 5632,
+    num_key_value_heads 16 (not Qwen2's 32), rms_norm_eps 1e-6, rope_theta 1e4, tie false,
+    use_sliding_window false, sliding_window 4096, max_window_layers 28, router_aux_loss_coef 0.001,
+    output_router_logits false; 4.51 adds qkv_bias true (false drops the q/k/v biases there, 4.44
+    always has them: refused). head_dim = hidden / heads in both releases (a head_dim key must
+    equal it). num_experts 0 makes every layer dense.
+  Qwen3MoeForCausalLM (model_type "qwen3_moe"; Qwen3MoeConfig, 4.51): the sparse rule and routing
+    of Qwen2-MoE, no shared expert; tensors mlp.gate.weight, mlp.experts.e.{gate,up,down}_proj.
+    Qwen3MoeConfig defaults: num_experts 128, num_experts_per_tok 8, norm_topk_prob false,
+    decoder_sparse_step 1, mlp_only_layers [], moe_intermediate_size 768, intermediate_size 6144,
+    num_key_value_heads 4, rms_norm_eps 1e-6, rope_theta 1e4, attention_bias false, tie false,
+    use_sliding_window false, sliding_window 4096, max_window_layers 28, router_aux_loss_coef 0.001.
+    head_dim: the key, else hidden / heads (Qwen3MoeConfig has no head_dim parameter and
+    Qwen3MoeAttention falls back to the quotient; NOT Qwen3's 128).
+  The MoE configs are read strictly (MOE_KEYS_USED / MOE_KEYS_IGNORED): any other key is refused by
+  name. Also refused: num_experts_per_tok > the experts (torch.topk raises), decoder_sparse_step < 1,
+  mlp_only_layers entries that are not layer indices, use_sliding_window true on Qwen2-MoE/Qwen3-MoE
+  (4.44's eager Qwen2-MoE ignores it, 4.51's eager mask applies sliding_window to EVERY layer, the
+  4.51 flash path only to layers >= max_window_layers, 5.x's Qwen2MoeConfig layer_types default to
+  the even layers < max_window_layers: ambiguous; false makes every config class null the window),
+  layer_types naming a sliding layer there, rope_scaling other than default (Mixtral,
+  Qwen2-MoE: 4.44's classes ignore it, 4.51's apply it; Qwen3-MoE as Qwen3), attention_bias or
+  mlp_bias true on Mixtral (no biases, whatever the key says), attention_bias false or mlp_bias true
+  on Qwen2-MoE, and the tensors of a layout the layer does not have (a dense mlp.*_proj on a sparse
+  layer, a router on a dense one, an expert index >= E, a shared expert outside Qwen2-MoE). The
+  solver fixture refuses MoE models; the forward hook reports "gateup" (the block's input) on a
+  sparse layer and no "down".
+
 Which model: config.json "architectures"[0] (one of ARCHS; without "architectures", the one of
 "model_type"), and "model_type", when present, must be that architecture's (transformers' Auto
 classes go by model_type). Missing config keys take the defaults of transformers' config class
-(LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config, Phi3Config):
-  head_dim                Llama/Mistral: hidden/heads; Qwen3: 128 (not hidden/heads);
-                          Qwen2/Phi3: hidden/heads, always
-  num_key_value_heads     Llama, Phi3: heads; Mistral: 8; Qwen2, Qwen3: 32
-  rms_norm_eps 1e-6 (Phi3: 1e-5), rope_theta 10000, tie_word_embeddings false
+(LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config, Phi3Config; the MoE ones above):
+  head_dim                Llama/Mistral/Qwen3-MoE: hidden/heads; Qwen3: 128 (not hidden/heads);
+                          Qwen2/Phi3/Mixtral/Qwen2-MoE: hidden/heads, always
+  num_key_value_heads     Llama, Phi3: heads; Mistral, Mixtral: 8; Qwen2, Qwen3: 32; Qwen2-MoE:
+                          16; Qwen3-MoE: 4
+  rms_norm_eps 1e-6 (Phi3, Mixtral: 1e-5), rope_theta 10000 (Mixtral: 1e6), tie_word_embeddings
+  false
   biases                  Llama: attention_bias -> q/k/v/o .bias, mlp_bias -> gate/up/down .bias;
-                          Qwen3: attention_bias -> q/k/v/o .bias, the MLP never has one;
-                          Qwen2: q/k/v .bias always, nothing else; Mistral, Phi3: none
+                          Qwen3, Qwen3-MoE: attention_bias -> q/k/v/o .bias, the MLP never has one;
+                          Qwen2, Qwen2-MoE: q/k/v .bias always, nothing else; Mistral, Phi3,
+                          Mixtral: none
 Refused (ValueError naming the key or tensor): other architectures, rope_scaling other than
 default (but the RoPE variants below), partial_rotary_factor != 1 (but Phi3's), hidden_act other
 than silu/swish, and any tensor the model
@@ -178,11 +247,22 @@ Usage (run from the repository root or pass --model):
                                             unit-factor longrope (max == original) == plain, the
                                             attention factor formula, the short/long switch at
                                             T = original + 1, Llama dynamic == default up to
-                                            max_position_embeddings (refused past it), refusals
+                                            max_position_embeddings (refused past it), refusals;
+                                            MoE: Mixtral/Qwen3-MoE with E identical experts ==
+                                            Mistral/Qwen3 dense (any routing), Qwen2-MoE likewise
+                                            with the shared expert gated off (gate weights -50 on a
+                                            positive input), at sigmoid 1/2 (gate 0) and 1 (+50);
+                                            top-k = E == the softmax-weighted sum; one block by
+                                            scalar loops (top-1/2, E 2/4, norm on/off, shared
+                                            gate) with mutation checks; ties to the lower index;
+                                            the sparse-layer rule; config defaults; key and
+                                            tensor strictness (missing/extra expert, dense MLP on
+                                            a sparse layer, shared expert outside Qwen2-MoE)
 """
 
 import argparse
 import json
+import math
 import os
 import struct
 import sys
@@ -262,11 +342,13 @@ def read_weights(model_dir, dtypes=None):
 # architecture -> model_type; the per-family defaults of transformers' config classes
 ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
          "Qwen3ForCausalLM": "qwen3", "Phi3ForCausalLM": "phi3", "Gemma2ForCausalLM": "gemma2",
-         "Gemma3ForCausalLM": "gemma3_text"}
+         "Gemma3ForCausalLM": "gemma3_text", "MixtralForCausalLM": "mixtral",
+         "Qwen2MoeForCausalLM": "qwen2_moe", "Qwen3MoeForCausalLM": "qwen3_moe"}
 # None: num_attention_heads; Gemma2/Gemma3: required (Gemma2Config's default changed between
 # releases; Gemma3TextConfig's 4 is a 4B-ish guess no real checkpoint should rely on)
 DEFAULT_KV = {"llama": None, "mistral": 8, "qwen2": 32, "qwen3": 32, "phi3": None,
-              "gemma2": "required", "gemma3_text": "required"}
+              "gemma2": "required", "gemma3_text": "required", "mixtral": 8, "qwen2_moe": 16,
+              "qwen3_moe": 4}
 # the decoder-layer linears of a family (Llama.linears); Phi3 fuses q/k/v and gate/up
 UNFUSED_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -304,6 +386,34 @@ PHI3_KEYS_USED = {
 PHI3_KEYS_IGNORED = GEMMA3_KEYS_IGNORED - {"cache_implementation", "max_position_embeddings"} | {
     "embd_pdrop", "resid_pdrop", "auto_map"}
 LAYER_TYPES = ("full_attention", "sliding_attention")
+# Mixture of experts: MixtralConfig, Qwen2MoeConfig (4.44 = 4.51 but qkv_bias, 4.51 only),
+# Qwen3MoeConfig (4.51). The defaults the reference applies to a missing key (see the docstring).
+MOE_FAMILIES = ("mixtral", "qwen2_moe", "qwen3_moe")
+MOE_NAME = {"mixtral": "Mixtral", "qwen2_moe": "Qwen2-MoE", "qwen3_moe": "Qwen3-MoE"}
+MOE_DEFAULTS = {
+    "mixtral": {"intermediate_size": 14336, "num_local_experts": 8, "num_experts_per_tok": 2},
+    "qwen2_moe": {"intermediate_size": 5632, "num_experts": 60, "num_experts_per_tok": 4,
+                  "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632,
+                  "decoder_sparse_step": 1, "norm_topk_prob": False},
+    "qwen3_moe": {"intermediate_size": 6144, "num_experts": 128, "num_experts_per_tok": 8,
+                  "moe_intermediate_size": 768, "decoder_sparse_step": 1, "norm_topk_prob": False}}
+# strict, as Phi3 and Gemma3: the keys read (or checked) and the keys known not to change the
+# forward (GEMMA3_KEYS_IGNORED's generic ones plus the routers' training-only knobs: the auxiliary
+# load-balancing loss, returning router logits, Mixtral's input jitter under self.training)
+_MOE_KEYS_BASE = {
+    "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size",
+    "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act",
+    "rms_norm_eps", "tie_word_embeddings", "rope_theta", "rope_scaling", "rope_parameters",
+    "attention_bias", "mlp_bias", "num_experts_per_tok"}
+_QWEN_MOE_KEYS = {"num_experts", "moe_intermediate_size", "norm_topk_prob", "decoder_sparse_step",
+                  "mlp_only_layers", "use_sliding_window", "sliding_window", "max_window_layers",
+                  "layer_types"}
+MOE_KEYS_USED = {
+    "mixtral": _MOE_KEYS_BASE | {"num_local_experts", "sliding_window"},
+    "qwen2_moe": _MOE_KEYS_BASE | _QWEN_MOE_KEYS | {"shared_expert_intermediate_size", "qkv_bias"},
+    "qwen3_moe": _MOE_KEYS_BASE | _QWEN_MOE_KEYS}
+MOE_KEYS_IGNORED = GEMMA3_KEYS_IGNORED - {"cache_implementation"} | {
+    "router_aux_loss_coef", "output_router_logits", "router_jitter_noise"}
 # stored embedding dtype -> the rounding of Gemma2's sqrt(hidden_size) normalizer
 EMBED_DTYPES = ("F32", "BF16", "F16")
 
@@ -397,8 +507,15 @@ class Llama:
             if unknown:
                 raise ValueError("config.json: key(s) %s not known to this Phi3 reference "
                                  "(Phi3Config): refused rather than ignored" % ", ".join(unknown))
+        self.moe = fam in MOE_FAMILIES
+        if self.moe:
+            unknown = sorted(set(cfg) - MOE_KEYS_USED[fam] - MOE_KEYS_IGNORED)
+            if unknown:
+                raise ValueError("config.json: key(s) %s not known to this %s reference (%s): refused "
+                                 "rather than ignored" % (", ".join(unknown), MOE_NAME[fam], self.arch))
         self.dim = _int(cfg, "hidden_size")
-        self.inter = _int(cfg, "intermediate_size")
+        # MoE: the dense layers' width (Mixtral: the experts'); the config class's default if absent
+        self.inter = _int(cfg, "intermediate_size", MOE_DEFAULTS[fam]["intermediate_size"] if self.moe else None)
         self.n_layers = _int(cfg, "num_hidden_layers")
         self.n_heads = _int(cfg, "num_attention_heads")
         if DEFAULT_KV[fam] == "required" and "num_key_value_heads" not in cfg:
@@ -415,39 +532,62 @@ class Llama:
             if self.dim % self.n_heads:  # Gemma2Attention / Gemma2Config validation raise too
                 raise ValueError("config.json: hidden_size %d is not a multiple of num_attention_heads "
                                  "%d (transformers' Gemma2 refuses it)" % (self.dim, self.n_heads))
-        elif fam in ("qwen2", "phi3"):
-            # Qwen2Attention / Phi3Attention (4.44): head_dim = hidden_size // num_heads, and a
-            # hidden size that is not a multiple raises; later releases read a config head_dim
-            # when present (getattr(config, "head_dim", hidden // heads)): one given must agree
+        elif fam in ("qwen2", "phi3", "mixtral", "qwen2_moe"):
+            # Qwen2Attention / Phi3Attention / MixtralAttention (4.44): head_dim = hidden_size //
+            # num_heads, and a hidden size that is not a multiple raises; later releases read a
+            # config head_dim when present (getattr(config, "head_dim", hidden // heads); Mixtral
+            # 4.51, MixtralConfig head_dim); Qwen2MoeAttention (4.44, 4.51) always takes the
+            # quotient but other loaders read the key: one given must agree
             if self.dim % self.n_heads:
                 raise ValueError("config.json: hidden_size %d is not a multiple of num_attention_heads "
                                  "%d (transformers' %s refuses it)" % (self.dim, self.n_heads, self.arch))
             self.head_dim = self.dim // self.n_heads
             if "head_dim" in cfg and (isinstance(cfg["head_dim"], bool) or cfg["head_dim"] != self.head_dim):
                 raise ValueError("config.json: head_dim %r != hidden_size / num_attention_heads = %d: %s "
-                                 "4.44 uses the quotient, later releases the key (ambiguous)"
-                                 % (cfg["head_dim"], self.head_dim, self.arch))
+                                 "%s (ambiguous)" % (cfg["head_dim"], self.head_dim, self.arch, {
+                                     "qwen2_moe": "transformers uses the quotient, other loaders the key"}.get(
+                                     fam, "4.44 uses the quotient, later releases the key")))
+        elif fam == "qwen3_moe":
+            # Qwen3MoeConfig (4.51, 4.52) has no head_dim parameter: Qwen3MoeAttention takes
+            # getattr(config, "head_dim", hidden // heads), a config.json key or the quotient
+            if "head_dim" not in cfg and self.dim % self.n_heads:
+                raise ValueError("config.json: Qwen3-MoE without head_dim and hidden_size %d not a "
+                                 "multiple of num_attention_heads %d" % (self.dim, self.n_heads))
+            self.head_dim = _int(cfg, "head_dim", self.dim // self.n_heads)
         else:
             self.head_dim = _int(cfg, "head_dim", None, allow_none=True) or self.dim // self.n_heads
         if self.n_heads % self.n_kv or self.head_dim % 2:
             raise ValueError("config.json: %d heads, %d kv heads, head_dim %d"
                              % (self.n_heads, self.n_kv, self.head_dim))
         self.vocab = _int(cfg, "vocab_size")
-        self.eps = float(cfg.get("rms_norm_eps", 1e-5 if fam == "phi3" else 1e-6))  # Phi3Config: 1e-5
+        # Phi3Config, MixtralConfig: 1e-5
+        self.eps = float(cfg.get("rms_norm_eps", 1e-5 if fam in ("phi3", "mixtral") else 1e-6))
         self.gemma = fam in ("gemma2", "gemma3_text")  # Gemma2 and Gemma3: 1 + w norms, sandwich
         self.gemma3 = fam == "gemma3_text"
         if self.gemma:
             self._gemma_setup(cfg, weights, embed_dtype)
         elif cfg.get("hidden_act", "silu") not in ("silu", "swish"):  # ACT2FN: both nn.SiLU
             raise ValueError("config.json: hidden_act %r, only silu supported" % cfg.get("hidden_act"))
-        self.qk_norm = fam in ("qwen3", "gemma3_text")
+        self.qk_norm = fam in ("qwen3", "gemma3_text", "qwen3_moe")
         # Phi3: fused self_attn.qkv_proj ([q; k; v] rows) and mlp.gate_up_proj ([gate; up] rows)
         self.fused = fam == "phi3"
         self.linears = PHI3_LINEARS if self.fused else UNFUSED_LINEARS
         # which linears carry a .bias
-        if fam == "qwen2":
-            # Qwen2Attention: q/k/v nn.Linear(bias=True), o_proj bias=False; Qwen2MLP: no bias.
-            # Qwen2Config has neither key: a config saying otherwise is ambiguous
+        if fam == "mixtral":
+            # MixtralAttention, MixtralBlockSparseTop2MLP, the router: bias=False; MixtralConfig has
+            # neither key: a config saying true is ambiguous
+            for key in ("attention_bias", "mlp_bias"):
+                if cfg.get(key, False) is not False:
+                    raise ValueError("config.json: %s %r: Mixtral's linears have no biases (transformers "
+                                     "ignores the key; ambiguous)" % (key, cfg[key]))
+            self.biased = set()
+        elif fam in ("qwen2", "qwen2_moe"):
+            # Qwen2Attention / Qwen2MoeAttention: q/k/v nn.Linear(bias=True), o_proj bias=False; the
+            # MLPs, experts and router: no bias. Neither config has these keys: a config saying
+            # otherwise is ambiguous. Qwen2MoeConfig 4.51: qkv_bias (default true)
+            if fam == "qwen2_moe" and cfg.get("qkv_bias", True) is not True:
+                raise ValueError("config.json: qkv_bias %r: transformers 4.51 then drops the q/k/v biases, "
+                                 "4.44 always has them (ambiguous)" % (cfg["qkv_bias"],))
             if cfg.get("attention_bias", True) is not True:
                 raise ValueError("config.json: attention_bias %r but Qwen2's q/k/v projections always "
                                  "have biases (transformers ignores the key; ambiguous)" % (cfg["attention_bias"],))
@@ -467,6 +607,10 @@ class Llama:
             mlp_bias = fam == "llama" and bool(cfg.get("mlp_bias", False))
             self.biased = {m for m in self.linears if (attn_bias if m.startswith("self_attn") else mlp_bias)}
         self.tied = bool(cfg.get("tie_word_embeddings", self.gemma))  # Gemma2/Gemma3 configs: True
+        # which layers are sparse (MoE) and how they route; all dense outside MOE_FAMILIES
+        self.sparse = [False] * self.n_layers
+        if self.moe:
+            self._moe_setup(cfg)
         # per layer: the sliding window (None: full causal) and RoPE's inverse frequencies
         self.windows = [None] * self.n_layers
         hd = self.head_dim
@@ -482,6 +626,80 @@ class Llama:
             self.inv_freq = self.inv_freq_for(self.short_factor if self.rope_type == "longrope" else None)
             self.layer_inv_freq = [self.inv_freq] * self.n_layers
         self._take_weights(weights)
+
+    def _moe_setup(self, cfg):
+        """The routed MLP of MixtralForCausalLM / Qwen2MoeForCausalLM / Qwen3MoeForCausalLM (the
+        docstring's "Mixture of experts"): self.sparse (per layer), n_experts, top_k, norm_topk,
+        moe_inter (expert width), shared_inter (Qwen2-MoE's shared expert; else None),
+        moe_prefix and expert_names (gate, up, down)."""
+        fam, L, d = self.family, self.n_layers, MOE_DEFAULTS[self.family]
+        name = MOE_NAME[fam]
+        if fam == "mixtral":
+            # MixtralDecoderLayer: block_sparse_moe on every layer; the experts are
+            # MixtralBlockSparseTop2MLP(intermediate_size): w2(silu(w1 x) * w3 x); always renormalised
+            self.n_experts = _int(cfg, "num_local_experts", d["num_local_experts"])
+            self.sparse = [True] * L
+            self.norm_topk = True
+            self.moe_inter, self.shared_inter = self.inter, None
+            self.moe_prefix, self.expert_names = "block_sparse_moe.", ("w1", "w3", "w2")
+        else:
+            E = cfg.get("num_experts", d["num_experts"])
+            if isinstance(E, bool) or not isinstance(E, int) or E < 0:
+                raise ValueError("config.json: num_experts %r is not a non-negative integer" % (E,))
+            self.n_experts = E
+            step = _int(cfg, "decoder_sparse_step", d["decoder_sparse_step"])
+            mol = cfg.get("mlp_only_layers")
+            mol = [] if mol is None else mol  # Qwen2MoeConfig / Qwen3MoeConfig: None -> []
+            if not isinstance(mol, list) or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < L
+                                                for i in mol):
+                raise ValueError("config.json: mlp_only_layers %r: want a list of layer indices in [0, %d) "
+                                 "(transformers only tests membership; refused as a likely mistake)" % (mol, L))
+            # Qwen2MoeDecoderLayer / Qwen3MoeDecoderLayer
+            self.sparse = [i not in mol and E > 0 and (i + 1) % step == 0 for i in range(L)]
+            norm = cfg.get("norm_topk_prob", d["norm_topk_prob"])
+            if not isinstance(norm, bool):
+                raise ValueError("config.json: norm_topk_prob %r is not a boolean" % (norm,))
+            self.norm_topk = norm
+            self.moe_inter = _int(cfg, "moe_intermediate_size", d["moe_intermediate_size"])
+            self.shared_inter = None
+            if fam == "qwen2_moe":  # Qwen2MoeSparseMoeBlock: shared_expert + shared_expert_gate, always
+                self.shared_inter = _int(cfg, "shared_expert_intermediate_size",
+                                         d["shared_expert_intermediate_size"])
+            self.moe_prefix, self.expert_names = "mlp.", ("gate_proj", "up_proj", "down_proj")
+        self.top_k = _int(cfg, "num_experts_per_tok", d["num_experts_per_tok"])
+        if any(self.sparse) and self.top_k > self.n_experts:
+            raise ValueError("config.json: num_experts_per_tok %d > %d experts (torch.topk raises)"
+                             % (self.top_k, self.n_experts))
+        # the smallest gap between the k-th and (k+1)-th routing probability seen by a forward
+        # (float32 rounding in transformers could swap experts closer than ~1e-7); None: none yet
+        self.min_route_margin = None
+        self.moe_name = name
+
+    def moe_block(self, X, l):
+        """The routed MLP of layer l on X (N, hidden) float64 -> (N, hidden)."""
+        w = self.w
+        pre = "model.layers.%d.%s" % (l, self.moe_prefix)
+        logits = X @ w[pre + "gate.weight"].T
+        sel, wts, margin = moe_route(logits, self.top_k, self.norm_topk)
+        if margin is not None and (self.min_route_margin is None or margin < self.min_route_margin):
+            self.min_route_margin = margin
+        out = np.zeros_like(X)
+        for e in range(self.n_experts):
+            rows, slot = np.nonzero(sel == e)  # each token picks an expert at most once
+            if rows.size:
+                out[rows] += wts[rows, slot, None] * self.swiglu(X[rows], pre + "experts.%d." % e,
+                                                                  self.expert_names)
+        if self.shared_inter is not None:
+            g = X @ w[pre + "shared_expert_gate.weight"].T  # (N, 1)
+            sig = np.exp(-np.logaddexp(0.0, -g))  # sigmoid, no overflow at large |g|
+            out += sig * self.swiglu(X, pre + "shared_expert.", ("gate_proj", "up_proj", "down_proj"))
+        return out
+
+    def swiglu(self, X, p, names):
+        """down(silu(gate X) * up X) with the weights p + names[i] + ".weight"."""
+        g = X @ self.w[p + names[0] + ".weight"].T
+        u = X @ self.w[p + names[1] + ".weight"].T
+        return ((g / (1.0 + np.exp(-g))) * u) @ self.w[p + names[2] + ".weight"].T
 
     def _gemma_setup(self, cfg, weights, embed_dtype):
         """Gemma2ForCausalLM's / Gemma3ForCausalLM's extras (modeling_gemma2 / configuration_gemma2,
@@ -556,7 +774,7 @@ class Llama:
                     raise ValueError("config.json: rope_scaling type 'yarn' not supported%s" % (
                         " (Phi3Config renames it to longrope, the old remote Phi3 code applied YaRN's "
                         "attention factor: ambiguous)" if fam == "phi3" else " (YaRN is not implemented)"))
-                elif fam in ("mistral", "qwen2", "gemma2"):
+                elif fam in ("mistral", "qwen2", "gemma2", "mixtral", "qwen2_moe"):
                     raise ValueError("config.json: rope_scaling type %r on %s: transformers 4.44's class "
                                      "ignores rope_scaling, 4.51's applies it (ambiguous); default only"
                                      % (t, self.arch))
@@ -571,7 +789,8 @@ class Llama:
                 theta = d["rope_theta"]
             if "partial_rotary_factor" in d and d["partial_rotary_factor"] != 1.0:
                 raise ValueError("config.json: %s.partial_rotary_factor not supported" % key)
-        self.theta = float(10000.0 if theta is None else theta)
+        # MixtralConfig: rope_theta 1e6; every other config class here: 1e4
+        self.theta = float((1000000.0 if fam == "mixtral" else 10000.0) if theta is None else theta)
         # partial_rotary_factor (Phi3, transformers >= 4.49 semantics; 4.44's Phi3 ignores the key)
         f = cfg.get("partial_rotary_factor", 1.0)
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
@@ -763,11 +982,39 @@ class Llama:
             if lt != even:
                 limit(w, "Gemma2 layer_types %r differ from the even layers that transformers before "
                       "4.54 slides" % lt)
-        elif self.family in ("mistral", "phi3"):
-            # MistralConfig sliding_window (default 4096; null = none), Phi3Config sliding_window
-            # (default null = none): every layer, computed
+        elif self.family in ("mistral", "phi3", "mixtral"):
+            # MistralConfig sliding_window (default 4096; null = none), Phi3Config and MixtralConfig
+            # sliding_window (default null = none): every layer, computed (Mixtral: 4.51's eager
+            # mask; 4.44's eager Mixtral uses Llama's causal mask and ignores it)
             w = _int(cfg, "sliding_window", 4096 if self.family == "mistral" else None, allow_none=True)
             self.windows = [w] * L
+        elif self.family in ("qwen2_moe", "qwen3_moe"):
+            # Qwen2MoeConfig / Qwen3MoeConfig: sliding_window = sliding_window if use_sliding_window
+            # else None (5.x Qwen2MoeConfig: 0), so with use_sliding_window false no release windows
+            # anything. True is refused: 4.44's eager Qwen2-MoE ignores the window, 4.51's eager mask
+            # applies it to every layer, the flash path to layers >= max_window_layers, 5.x's
+            # Qwen2MoeConfig layer_types default slides the even layers i < max_window_layers
+            name = MOE_NAME[self.family]
+            use = cfg.get("use_sliding_window", False)
+            if not isinstance(use, bool):
+                raise ValueError("config.json: use_sliding_window %r is not a boolean" % (use,))
+            _int(cfg, "sliding_window", 4096, allow_none=True)
+            mwl = cfg.get("max_window_layers", 28)
+            if isinstance(mwl, bool) or not isinstance(mwl, int):
+                raise ValueError("config.json: max_window_layers %r is not an integer" % (mwl,))
+            if use:
+                raise ValueError("config.json: %s use_sliding_window true not supported: %s4.51's eager mask "
+                                 "applies sliding_window to every layer, its flash path only to layers >= "
+                                 "max_window_layers%s (ambiguous)" % (name, {
+                                     "qwen2_moe": "transformers 4.44's eager attention ignores it, "}.get(
+                                     self.family, "transformers "), {
+                                     "qwen2_moe": ", 5.x's layer_types default to the even layers < "
+                                     "max_window_layers"}.get(self.family, "")))
+            lt = cfg.get("layer_types")
+            if lt is not None and (not isinstance(lt, list) or lt != ["full_attention"] * L):
+                raise ValueError("config.json: %s layer_types %r: want null or %d x full_attention (no "
+                                 "sliding layers: use_sliding_window is false)" % (name, lt, L))
+            self.layer_types = ["full_attention"] * L
         elif self.family in ("qwen2", "qwen3"):
             # Qwen2Config and Qwen3Config: the same keys, the same defaults, the same rule
             name = {"qwen2": "Qwen2", "qwen3": "Qwen3"}[self.family]
@@ -816,9 +1063,26 @@ class Llama:
                 want[p + "pre_feedforward_layernorm.weight"] = (D,)
                 want[p + "post_feedforward_layernorm.weight"] = (D,)
             for m, shape in lin.items():
+                if self.sparse[l] and m.startswith("mlp."):  # a sparse layer has no dense MLP
+                    continue
                 want[p + m + ".weight"] = shape
                 if m in self.biased:
                     want[p + m + ".bias"] = shape[:1]
+            if self.sparse[l]:  # the router, E experts, Qwen2-MoE's shared expert and its gate
+                pre, Im = p + self.moe_prefix, self.moe_inter
+                want[pre + "gate.weight"] = (self.n_experts, D)
+                g, u, dn = self.expert_names
+                for e in range(self.n_experts):
+                    q = pre + "experts.%d." % e
+                    want[q + g + ".weight"] = (Im, D)
+                    want[q + u + ".weight"] = (Im, D)
+                    want[q + dn + ".weight"] = (D, Im)
+                if self.shared_inter is not None:
+                    Is = self.shared_inter
+                    want[pre + "shared_expert.gate_proj.weight"] = (Is, D)
+                    want[pre + "shared_expert.up_proj.weight"] = (Is, D)
+                    want[pre + "shared_expert.down_proj.weight"] = (D, Is)
+                    want[pre + "shared_expert_gate.weight"] = (1, D)
             if self.qk_norm:
                 want[p + "self_attn.q_norm.weight"] = (hd,)
                 want[p + "self_attn.k_norm.weight"] = (hd,)
@@ -836,8 +1100,10 @@ class Llama:
             ignore["lm_head.weight"] = (V, D)
         for name in sorted(weights):
             if name not in want and name not in ignore:
-                hint = ""
-                if name.endswith(("q_norm.weight", "k_norm.weight")):
+                hint = self._moe_hint(name)
+                if hint:
+                    pass
+                elif name.endswith(("q_norm.weight", "k_norm.weight")):
                     hint = " (q/k norms are Qwen3's and Gemma3's; architecture is %s)" % self.arch
                 elif name.endswith(("pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight")):
                     hint = " (feed-forward norms are Gemma2's and Gemma3's; architecture is %s)" % self.arch
@@ -868,6 +1134,30 @@ class Llama:
         self.w32 = {k: weights[k] for k in want}
         self.w = {k: np.asarray(v, dtype=np.float64) for k, v in self.w32.items()}
         self.lm_head = self.w["model.embed_tokens.weight"] if self.tied else self.w["lm_head.weight"]
+
+    def _moe_hint(self, name):
+        """Why an unused tensor is unused, when it is about a (dense or routed) MLP; else ""."""
+        parts = name.split(".")
+        if len(parts) < 4 or parts[:2] != ["model", "layers"] or not parts[2].isdigit():
+            return ""
+        l, rest = int(parts[2]), ".".join(parts[3:])
+        routed = rest.startswith(("block_sparse_moe.", "mlp.gate.", "mlp.experts.", "mlp.shared_expert"))
+        dense = rest.startswith(("mlp.gate_proj.", "mlp.up_proj.", "mlp.down_proj."))
+        if not self.moe:
+            return (" (routed experts are Mixtral's, Qwen2-MoE's and Qwen3-MoE's; architecture is %s)"
+                    % self.arch) if routed else ""
+        if l >= self.n_layers or not (routed or dense):
+            return ""
+        if not self.sparse[l]:
+            return (" (layer %d is dense under %s: mlp.gate_proj/up_proj/down_proj; sparse iff not in "
+                    "mlp_only_layers %r, num_experts %d > 0 and (layer + 1) %% decoder_sparse_step %r == 0)"
+                    % (l, self.arch, self.cfg.get("mlp_only_layers"), self.n_experts,
+                       self.cfg.get("decoder_sparse_step", 1))) if routed else ""
+        return (" (layer %d of %s is sparse: %sgate.weight, %sexperts.0..%d.{%s}.weight%s)"
+                % (l, self.arch, self.moe_prefix, self.moe_prefix, self.n_experts - 1,
+                   ",".join(self.expert_names),
+                   ", mlp.shared_expert.{gate,up,down}_proj.weight, mlp.shared_expert_gate.weight"
+                   if self.shared_inter is not None else ""))
 
     def rmsnorm(self, x, w):
         var = np.mean(x * x, axis=-1, keepdims=True)
@@ -965,6 +1255,9 @@ class Llama:
                 x = self.rmsnorm(h, w[p + "post_attention_layernorm.weight"])
             if hook:
                 hook(l, "gateup", x.reshape(B * T, -1))
+            if self.sparse[l]:  # routed experts (MoE): per token, on the flattened rows
+                h = h + self.moe_block(x.reshape(B * T, -1), l).reshape(B, T, -1)
+                continue
             if self.fused:  # Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1)
                 gu = self.linear(x, p + "mlp.gate_up_proj")
                 g, u = gu[..., :I], gu[..., I:]
@@ -996,6 +1289,26 @@ def window_mask(T, W):
     if W is not None:
         m |= np.tril(np.ones((T, T), dtype=bool), k=-W)
     return m
+
+
+def moe_route(logits, k, renorm):
+    """Router logits (N, E) -> (sel (N, k) expert indices, most probable first; wts (N, k); margin).
+    probs = softmax(logits); sel = the k most probable, ties to the lower index (a stable sort);
+    wts = probs[sel], over their sum when renorm. margin: min over tokens of probs' k-th minus
+    (k+1)-th largest (None when k == E: nothing was left out)."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)
+    order = np.argsort(-p, axis=-1, kind="stable")
+    sel = order[:, :k]
+    wts = np.take_along_axis(p, sel, axis=-1)
+    if renorm:
+        wts = wts / wts.sum(axis=-1, keepdims=True)
+    margin = None
+    if k < p.shape[1] and p.shape[0]:
+        ps = np.take_along_axis(p, order[:, k - 1:k + 1], axis=-1)
+        margin = float(np.min(ps[:, 0] - ps[:, 1]))
+    return sel, wts, margin
 
 
 def log_softmax(z):
@@ -1068,6 +1381,9 @@ GROUPS = [("qkv", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
 
 
 def _unfused_only(model):
+    if model.moe:
+        raise ValueError("solver fixture: %s is a mixture of experts; the fixture names dense "
+                         "q/k/v/gate/up/down linears" % model.arch)
     if model.fused:
         raise ValueError("solver fixture: %s has fused linears; the fixture names q/k/v/gate/up"
                          % model.arch)
@@ -2282,6 +2598,454 @@ def rope_selftest(expect_raise):
     return bad
 
 
+# ---- mixture of experts: tiny models, dense equivalences, scalar loops, strictness ---------------
+def tiny_moe(family, seed=0, **over):
+    """config dict and float32 weights of a small random MoE model: hidden 64, 4 heads of 16, 2 kv
+    heads, vocab 256, two layers, 4 experts of width 24, top-2, untied; Qwen2-MoE: a shared expert of
+    width 40 and dense layers of width 56 (where the config makes a layer dense). `over` edits the
+    config before the weights are drawn (so its geometry is the model's)."""
+    cfg = {"vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 500.0, "hidden_act": "silu",
+           "tie_word_embeddings": False, "num_experts_per_tok": 2, "torch_dtype": "float32"}
+    if family == "mixtral":
+        cfg.update(architectures=["MixtralForCausalLM"], model_type="mixtral", intermediate_size=24,
+                   num_local_experts=4, sliding_window=None, router_aux_loss_coef=0.02,
+                   output_router_logits=False)
+    else:
+        cfg.update(intermediate_size=56, num_experts=4, moe_intermediate_size=24, norm_topk_prob=False,
+                   decoder_sparse_step=1, mlp_only_layers=[], use_sliding_window=False,
+                   sliding_window=None, max_window_layers=28, router_aux_loss_coef=0.001)
+        if family == "qwen2_moe":
+            cfg.update(architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe",
+                       shared_expert_intermediate_size=40)
+        else:
+            cfg.update(architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe", head_dim=16,
+                       attention_bias=False)
+    cfg.update(over)
+    rng = np.random.RandomState(seed)
+    D, V, L = cfg["hidden_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    H, Hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = cfg.get("head_dim", D // H)
+    E = cfg.get("num_local_experts", cfg.get("num_experts"))
+    if family == "mixtral":
+        sparse, Im, names, pre = [True] * L, cfg["intermediate_size"], ("w1", "w3", "w2"), "block_sparse_moe."
+    else:  # written out here again (not Llama._moe_setup's): layer i sparse iff ...
+        step, mol = cfg["decoder_sparse_step"], cfg["mlp_only_layers"] or []
+        sparse = [i not in mol and E > 0 and (i + 1) % step == 0 for i in range(L)]
+        Im, names, pre = cfg["moe_intermediate_size"], ("gate_proj", "up_proj", "down_proj"), "mlp."
+
+    def lin(o, i, gain=1.5):
+        return gain * rng.standard_normal((o, i)) / np.sqrt(i)
+
+    w = {"model.embed_tokens.weight": rng.standard_normal((V, D)),
+         "model.norm.weight": 1 + 0.1 * rng.standard_normal(D)}
+    if not cfg["tie_word_embeddings"]:
+        w["lm_head.weight"] = lin(V, D, 1.0)
+    for l in range(L):
+        p = "model.layers.%d." % l
+        w[p + "input_layernorm.weight"] = 1 + 0.1 * rng.standard_normal(D)
+        w[p + "post_attention_layernorm.weight"] = 1 + 0.1 * rng.standard_normal(D)
+        w[p + "self_attn.q_proj.weight"] = lin(H * hd, D)
+        w[p + "self_attn.k_proj.weight"] = lin(Hkv * hd, D)
+        w[p + "self_attn.v_proj.weight"] = lin(Hkv * hd, D)
+        w[p + "self_attn.o_proj.weight"] = lin(D, H * hd)
+        if family == "qwen2_moe":
+            for m, n in (("q_proj", H * hd), ("k_proj", Hkv * hd), ("v_proj", Hkv * hd)):
+                w[p + "self_attn.%s.bias" % m] = 0.5 * rng.standard_normal(n)
+        if family == "qwen3_moe":
+            w[p + "self_attn.q_norm.weight"] = 0.2 + 1.6 * rng.rand(hd)
+            w[p + "self_attn.k_norm.weight"] = 0.2 + 1.6 * rng.rand(hd)
+        if not sparse[l]:
+            I = cfg["intermediate_size"]
+            w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"] = lin(I, D), lin(I, D)
+            w[p + "mlp.down_proj.weight"] = lin(D, I)
+            continue
+        w[p + pre + "gate.weight"] = lin(E, D, 3.0)  # a router with some conviction
+        for e in range(E):
+            q = p + pre + "experts.%d." % e
+            w[q + names[0] + ".weight"], w[q + names[1] + ".weight"] = lin(Im, D), lin(Im, D)
+            w[q + names[2] + ".weight"] = lin(D, Im)
+        if family == "qwen2_moe":
+            Is = cfg["shared_expert_intermediate_size"]
+            q = p + "mlp.shared_expert."
+            w[q + "gate_proj.weight"], w[q + "up_proj.weight"] = lin(Is, D), lin(Is, D)
+            w[q + "down_proj.weight"] = lin(D, Is)
+            w[p + "mlp.shared_expert_gate.weight"] = lin(1, D, 2.0)
+    return cfg, {k: np.asarray(v, dtype=np.float32) for k, v in w.items()}
+
+
+def same_experts(cfg, w, src=0):
+    """w with every expert of every sparse layer a copy of expert src."""
+    out = dict(w)
+    for k in w:
+        if ".experts.%d." % src in k:
+            head, _, tail = k.partition(".experts.%d." % src)
+            for e in range(cfg.get("num_local_experts", cfg.get("num_experts"))):
+                out["%s.experts.%d.%s" % (head, e, tail)] = w[k]
+    return out
+
+
+def moe_as_dense(family, cfg, w, down_scale=1.0):
+    """The dense sibling (Mistral / Qwen2 / Qwen3) whose MLP on each sparse layer is expert 0
+    (down_proj times down_scale): equal to the MoE model when all experts are identical and the
+    routed weights sum to one (and Qwen2-MoE's shared expert is off, or folded into down_scale)."""
+    dense_arch = {"mixtral": ("MistralForCausalLM", "mistral"), "qwen2_moe": ("Qwen2ForCausalLM", "qwen2"),
+                  "qwen3_moe": ("Qwen3ForCausalLM", "qwen3")}[family]
+    keep = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "rms_norm_eps", "rope_theta", "hidden_act", "tie_word_embeddings", "head_dim", "attention_bias"}
+    dc = {k: v for k, v in cfg.items() if k in keep}
+    dc.update(architectures=[dense_arch[0]], model_type=dense_arch[1], sliding_window=cfg.get("sliding_window"))
+    names = ("w1", "w3", "w2") if family == "mixtral" else ("gate_proj", "up_proj", "down_proj")
+    pre = "block_sparse_moe." if family == "mixtral" else "mlp."
+    dw = {}
+    for k, v in w.items():
+        if ".experts.0." in k:
+            l = k.split(".")[2]
+            for n, dn in zip(names, ("gate_proj", "up_proj", "down_proj")):
+                if k.endswith(".experts.0.%s.weight" % n):
+                    dw["model.layers.%s.mlp.%s.weight" % (l, dn)] = np.asarray(v, np.float64) * (
+                        down_scale if dn == "down_proj" else 1.0)
+        elif not any(t in k for t in (pre + "gate.weight", ".experts.", ".shared_expert")):
+            dw[k] = v
+    widths = {dw[k].shape[0] for k in dw if k.endswith("mlp.gate_proj.weight")}
+    if len(widths) != 1:
+        raise ValueError("moe_as_dense: dense layers of widths %s" % sorted(widths))
+    dc["intermediate_size"] = widths.pop()
+    return dc, dw
+
+
+def _moe_block_by_hand(m, l, x, renorm=None, shared_gate=True):
+    """Layer l's MoE block on one token x (hidden,) by scalar loops: softmax, pick the top k by
+    repeated argmax (lowest index on ties), weights, SwiGLU experts, Qwen2-MoE's gated shared expert.
+    renorm: None = the model's rule; True/False force it (mutation checks)."""
+    w = m.w
+    pre = "model.layers.%d.%s" % (l, m.moe_prefix)
+    D, E = len(x), m.n_experts
+
+    def mv(W, v):
+        return [sum(W[r][c] * v[c] for c in range(len(v))) for r in range(len(W))]
+
+    def silu(z):
+        return z / (1.0 + math.exp(-z))
+
+    def expert(p, names):
+        g, u = mv(w[p + names[0] + ".weight"], x), mv(w[p + names[1] + ".weight"], x)
+        return mv(w[p + names[2] + ".weight"], [silu(a) * b for a, b in zip(g, u)])
+
+    logits = mv(w[pre + "gate.weight"], x)
+    mx = max(logits)
+    ex = [math.exp(z - mx) for z in logits]
+    probs = [v / sum(ex) for v in ex]
+    chosen = []
+    for _ in range(m.top_k):
+        best = None
+        for e in range(E):
+            if e not in chosen and (best is None or probs[e] > probs[best]):
+                best = e
+        chosen.append(best)
+    wts = [probs[e] for e in chosen]
+    if (m.norm_topk if renorm is None else renorm):
+        tot = sum(wts)
+        wts = [v / tot for v in wts]
+    out = [0.0] * D
+    for e, a in zip(chosen, wts):
+        y = expert(pre + "experts.%d." % e, m.expert_names)
+        out = [o + a * v for o, v in zip(out, y)]
+    if m.shared_inter is not None and shared_gate is not None:
+        y = expert(pre + "shared_expert.", ("gate_proj", "up_proj", "down_proj"))
+        gl = sum(a * b for a, b in zip(w[pre + "shared_expert_gate.weight"][0], x))
+        s = 1.0 / (1.0 + math.exp(-gl)) if shared_gate else 1.0
+        out = [o + s * v for o, v in zip(out, y)]
+    return np.array(out)
+
+
+def moe_selftest(expect_raise):
+    """Mixtral / Qwen2-MoE / Qwen3-MoE: see the module docstring's --selftest."""
+    import tempfile
+    bad = []
+    M = Llama.from_weights
+    rng = np.random.RandomState(9)
+    ids = rng.randint(0, 256, size=24)
+
+    def diff(a, b):
+        return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+
+    # routing: ties to the lower index, renormalisation, the margin
+    sel, wts, mg = moe_route(np.array([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [0.0, 0.0, 5.0, 5.0]]), 2, True)
+    if sel.tolist() != [[1, 2], [0, 1], [2, 3]] or diff(wts, 0.5) > 1e-15 or mg != 0.0:
+        bad.append("moe_route ties: sel %r wts %r margin %r" % (sel.tolist(), wts.tolist(), mg))
+    sel, wts, mg = moe_route(np.array([[0.0, np.log(3.0), np.log(2.0)]]), 1, False)
+    if sel.tolist() != [[1]] or abs(wts[0, 0] - 0.5) > 1e-15 or abs(mg - (0.5 - 1 / 3)) > 1e-15:
+        bad.append("moe_route top-1: sel %r wts %r margin %r" % (sel.tolist(), wts.tolist(), mg))
+    sel, wts, mg = moe_route(np.array([[0.0, np.log(3.0), np.log(2.0)]]), 3, False)
+    if sel.tolist() != [[1, 2, 0]] or diff(wts, [[0.5, 1 / 3, 1 / 6]]) > 1e-15 or mg is not None:
+        bad.append("moe_route top-3: sel %r wts %r" % (sel.tolist(), wts.tolist()))
+
+    for fam in MOE_FAMILIES:
+        cfg, w = tiny_moe(fam)
+        m = M(cfg, w)
+        L = m.n_layers
+        # through the directory reader, batched == single
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump(cfg, f)
+            write_safetensors(os.path.join(d, "model.safetensors"), w)
+            md = Llama(d)
+        lg = md.forward(ids)[0]
+        if (md.arch, md.moe, md.sparse, md.n_experts, md.top_k) != (cfg["architectures"][0], True, [True] * L, 4, 2) \
+                or not np.all(np.isfinite(lg)):
+            bad.append("%s: arch %s moe %s sparse %r E %d k %d" % (fam, md.arch, md.moe, md.sparse, md.n_experts, md.top_k))
+        if diff(md.forward(np.stack([ids[::-1], ids]))[1], lg) > 1e-12:
+            bad.append("%s: batch row 1 != single forward" % fam)
+        if md.min_route_margin is None or not 0 < md.min_route_margin < 1:
+            bad.append("%s: min_route_margin %r" % (fam, md.min_route_margin))
+        # one block by scalar loops, each layer, a few tokens, with mutations that must show
+        X = rng.standard_normal((3, 64))
+        for l in range(L):
+            got = m.moe_block(X, l)
+            for t in range(3):
+                want = _moe_block_by_hand(m, l, list(X[t]))
+                if diff(got[t], want) > 1e-12:
+                    bad.append("%s layer %d token %d: block differs from scalar loops by %.3g"
+                               % (fam, l, t, diff(got[t], want)))
+        muts = [{"renorm": not m.norm_topk}] + ([{"shared_gate": False}, {"shared_gate": None}]
+                                                if fam == "qwen2_moe" else [])
+        for kw in muts:
+            if diff(m.moe_block(X[:1], 0)[0], _moe_block_by_hand(m, 0, list(X[0]), **kw)) < 1e-3:
+                bad.append("%s: scalar loops with %r agree: the check is blind" % (fam, kw))
+        # top-1 of 2 experts, and norm_topk_prob true (Qwen) / false by scalar loops
+        over = {"num_local_experts" if fam == "mixtral" else "num_experts": 2, "num_experts_per_tok": 1}
+        for extra in ([{}] if fam == "mixtral" else [{}, {"norm_topk_prob": True}]):
+            c1, w1 = tiny_moe(fam, seed=3, **dict(over, **extra))
+            m1 = M(c1, w1)
+            got = m1.moe_block(X, 1)
+            for t in range(3):
+                if diff(got[t], _moe_block_by_hand(m1, 1, list(X[t]))) > 1e-12:
+                    bad.append("%s top-1 of 2 %r: token %d differs from scalar loops" % (fam, extra, t))
+        # identical experts: any routing, weights summing to one -> the dense sibling
+        renorm = {} if fam == "mixtral" else {"norm_topk_prob": True}
+        for k in (1, 2, 3):
+            ck, wk = tiny_moe(fam, seed=4, num_experts_per_tok=k, **renorm)
+            ws = same_experts(ck, wk)
+            if fam == "qwen2_moe":  # the shared expert off: its down_proj zero
+                ws = {n: (np.zeros_like(v) if n.endswith("shared_expert.down_proj.weight") else v)
+                      for n, v in ws.items()}
+            dc, dw = moe_as_dense(fam, ck, ws)
+            dd = diff(M(ck, ws).forward(ids), M(dc, dw).forward(ids))
+            if dd > 1e-12:
+                bad.append("%s k=%d: identical experts differ from %s dense by %.3g" % (fam, k, dc["model_type"], dd))
+            if k == 2 and diff(M(ck, wk).forward(ids), M(dc, dw).forward(ids)) < 1e-3:
+                bad.append("%s: random experts == dense: the equivalence check is blind" % fam)
+        # top-k = E: the softmax-weighted sum of every expert (renormalised or not: same)
+        for extra in ([{}] if fam == "mixtral" else [{"norm_topk_prob": False}, {"norm_topk_prob": True}]):
+            ce, we = tiny_moe(fam, seed=5, num_experts_per_tok=4, **extra)
+            me = M(ce, we)
+            got = me.moe_block(X, 0)
+            pre = "model.layers.0." + me.moe_prefix
+            lo = X @ me.w[pre + "gate.weight"].T
+            pr = np.exp(lo - lo.max(axis=1, keepdims=True))
+            pr /= pr.sum(axis=1, keepdims=True)
+            want = sum(pr[:, e:e + 1] * me.swiglu(X, pre + "experts.%d." % e, me.expert_names) for e in range(4))
+            if fam == "qwen2_moe":
+                g = X @ me.w[pre + "shared_expert_gate.weight"].T
+                want = want + me.swiglu(X, pre + "shared_expert.", ("gate_proj", "up_proj", "down_proj")) / (1 + np.exp(-g))
+            if diff(got, want) > 1e-12:
+                bad.append("%s top-k = E %r: differs from the softmax-weighted sum by %.3g" % (fam, extra, diff(got, want)))
+    # Qwen2-MoE's shared-expert gate: -50s on an all-positive input -> sigmoid 0 (no shared
+    # contribution); 0 -> 1/2; +50s -> 1. One layer, identical experts (renormalised) and the shared
+    # expert equal to them (same width): 1, 1.5 and 2 times the dense MLP
+    cq, wq = tiny_moe("qwen2_moe", seed=6, num_hidden_layers=1, norm_topk_prob=True,
+                      shared_expert_intermediate_size=24)
+    wq = same_experts(cq, wq)
+    wq["model.embed_tokens.weight"] = (3.0 + 0.1 * rng.standard_normal((256, 64))).astype(np.float32)
+    wq["model.layers.0.self_attn.o_proj.weight"] *= np.float32(0.01)
+    for n in ("gate_proj", "up_proj", "down_proj"):
+        wq["model.layers.0.mlp.shared_expert.%s.weight" % n] = wq["model.layers.0.mlp.experts.0.%s.weight" % n]
+    seen = {}
+    for gate, scale in ((-50.0, 1.0), (0.0, 1.5), (50.0, 2.0)):
+        wg = dict(wq, **{"model.layers.0.mlp.shared_expert_gate.weight": np.full((1, 64), gate, np.float32)})
+        mg_ = M(cq, wg)
+        lg = mg_.forward(ids, hook=lambda l, g, X: seen.setdefault(g, X))
+        dc, dw = moe_as_dense("qwen2_moe", cq, wg, down_scale=scale)
+        dd = diff(lg, M(dc, dw).forward(ids))
+        if dd > 1e-10:
+            bad.append("qwen2_moe shared gate %g: differs from dense x %g by %.3g" % (gate, scale, dd))
+    if not np.min(seen["gateup"]) > 0:
+        bad.append("qwen2_moe shared gate check: the MLP input is not all positive (min %.3g)" % np.min(seen["gateup"]))
+    # the sparse-layer rule, the tensors it wants, and num_experts 0
+    for over, want in (({"num_hidden_layers": 4, "decoder_sparse_step": 2}, [False, True, False, True]),
+                       ({"num_hidden_layers": 4, "mlp_only_layers": [1]}, [True, False, True, True]),
+                       ({"num_hidden_layers": 3, "decoder_sparse_step": 3, "mlp_only_layers": [2]}, [False] * 3),
+                       ({"num_hidden_layers": 3, "num_experts": 0}, [False] * 3),
+                       ({"num_hidden_layers": 3, "decoder_sparse_step": 2, "mlp_only_layers": None},
+                        [False, True, False])):
+        for fam in ("qwen2_moe", "qwen3_moe"):
+            c, w = tiny_moe(fam, seed=7, **over)
+            try:
+                got = M(c, w).sparse
+            except ValueError as e:
+                got = str(e)
+            if got != want:
+                bad.append("%s %r: sparse layers %r, want %r" % (fam, over, got, want))
+    c, w = tiny_moe("qwen2_moe", seed=7, num_hidden_layers=3, decoder_sparse_step=2)
+    md = M(c, w)
+    if diff(md.forward(ids), M(c, dict(w)).forward(ids)) != 0.0 or md.moe_inter != 24 or md.inter != 56:
+        bad.append("qwen2_moe mixed layers: widths %d/%d" % (md.moe_inter, md.inter))
+    # defaults (the config classes'): a value equal to the default may be dropped; tensors name others
+    cm, wm = tiny_moe("mixtral", rms_norm_eps=1e-5, rope_theta=1e6)
+    ref = M(cm, wm)
+    drop = {k: v for k, v in cm.items() if k not in ("rms_norm_eps", "rope_theta", "num_experts_per_tok",
+                                                     "sliding_window")}
+    md = M(drop, wm)
+    if (md.eps, md.theta, md.top_k, md.windows, md.tied) != (1e-5, 1e6, 2, [None, None], False) or \
+            diff(md.forward(ids), ref.forward(ids)) != 0.0:
+        bad.append("mixtral defaults: eps %r theta %r k %r windows %r" % (md.eps, md.theta, md.top_k, md.windows))
+    Mx = lambda c, w=wm: M(c, w)  # noqa: E731
+    expect_raise("mixtral kv default 8", lambda: Mx({k: v for k, v in cm.items() if k != "num_key_value_heads"}),
+                 "4 heads, 8 kv heads")
+    expect_raise("mixtral experts default 8", lambda: Mx({k: v for k, v in cm.items() if k != "num_local_experts"}),
+                 "want [8, 64]")
+    expect_raise("mixtral width default 14336", lambda: Mx({k: v for k, v in cm.items() if k != "intermediate_size"}),
+                 "want [14336, 64]")
+    c2, w2 = tiny_moe("qwen2_moe")
+    md = M({k: v for k, v in c2.items() if k not in ("norm_topk_prob", "decoder_sparse_step", "mlp_only_layers",
+                                                     "num_experts_per_tok", "sliding_window",
+                                                     "max_window_layers")}, w2)
+    if (md.norm_topk, md.top_k, md.sparse, md.eps) != (False, 4, [True, True], 1e-5):
+        bad.append("qwen2_moe defaults: norm %r k %r sparse %r" % (md.norm_topk, md.top_k, md.sparse))
+    Q2 = lambda drop: M({k: v for k, v in c2.items() if k != drop}, w2)  # noqa: E731
+    expect_raise("qwen2_moe kv default 16", lambda: Q2("num_key_value_heads"), "4 heads, 16 kv heads")
+    expect_raise("qwen2_moe experts default 60", lambda: Q2("num_experts"), "want [60, 64]")
+    expect_raise("qwen2_moe moe width 1408", lambda: Q2("moe_intermediate_size"), "want [64, 1408]")
+    expect_raise("qwen2_moe shared width 5632", lambda: Q2("shared_expert_intermediate_size"), "want [64, 5632]")
+    c3, w3 = tiny_moe("qwen3_moe")
+    md = M({k: v for k, v in c3.items() if k not in ("norm_topk_prob", "decoder_sparse_step", "head_dim",
+                                                     "attention_bias")}, w3)
+    if (md.norm_topk, md.head_dim, md.sparse, md.biased) != (False, 16, [True, True], set()):
+        bad.append("qwen3_moe defaults: norm %r head_dim %r" % (md.norm_topk, md.head_dim))
+    Q3 = lambda drop, c=c3, w=w3: M({k: v for k, v in c.items() if k != drop}, w)  # noqa: E731
+    expect_raise("qwen3_moe kv default 4", lambda: Q3("num_key_value_heads"), "want [64, 64]")
+    expect_raise("qwen3_moe experts default 128", lambda: Q3("num_experts"), "want [128, 64]")
+    expect_raise("qwen3_moe moe width 768", lambda: Q3("moe_intermediate_size"), "want [64, 768]")
+    expect_raise("qwen3_moe top-k default 8", lambda: Q3("num_experts_per_tok"), "num_experts_per_tok 8 > 4")
+    c3b, w3b = tiny_moe("qwen3_moe", head_dim=32)
+    expect_raise("qwen3_moe head_dim default hidden/heads", lambda: Q3("head_dim", c3b, w3b), "want [16]")
+    # qwen3_moe attention_bias: q/k/v/o biases
+    cb, wb = tiny_moe("qwen3_moe", attention_bias=True)
+    expect_raise("qwen3_moe attention_bias without biases", lambda: M(cb, wb), "q_proj.bias")
+    # the published configs' keys are all known (geometry shrunk to tiny_moe's)
+    pub = os.path.join(ROOT, "fixtures", "configs")
+    qwen15 = {"architectures": ["Qwen2MoeForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+              "eos_token_id": 151643, "decoder_sparse_step": 1, "hidden_act": "silu", "hidden_size": 2048,
+              "initializer_range": 0.02, "intermediate_size": 5632, "max_position_embeddings": 8192,
+              "max_window_layers": 21, "model_type": "qwen2_moe", "moe_intermediate_size": 1408,
+              "norm_topk_prob": False, "num_attention_heads": 16, "num_experts": 60,
+              "num_experts_per_tok": 4, "num_hidden_layers": 24, "num_key_value_heads": 16,
+              "output_router_logits": False, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+              "router_aux_loss_coef": 0.001, "shared_expert_intermediate_size": 5632,
+              "sliding_window": 32768, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+              "transformers_version": "4.40.0.dev0", "use_cache": True, "use_sliding_window": False,
+              "vocab_size": 151936}  # Qwen1.5-MoE-A2.7B's config.json (its keys and values)
+    pubs = [("Qwen1.5-MoE-A2.7B", qwen15)]
+    for fn in ("mixtral-8x7b.json", "mixtral-8x22b.json", "qwen3-30b-a3b.json", "qwen3-235b-a22b.json"):
+        if os.path.exists(os.path.join(pub, fn)):
+            with open(os.path.join(pub, fn)) as f:
+                pubs.append((fn, json.load(f)))
+    for name, pc in pubs:
+        fam = ARCHS[pc["architectures"][0]]
+        tc, tw = tiny_moe(fam)
+        c = dict(pc, **{k: tc[k] for k in tc if k in ("vocab_size", "hidden_size", "intermediate_size",
+                                                      "num_hidden_layers", "num_attention_heads",
+                                                      "num_key_value_heads", "num_local_experts",
+                                                      "num_experts", "moe_intermediate_size",
+                                                      "shared_expert_intermediate_size", "head_dim",
+                                                      "num_experts_per_tok")})
+        try:
+            M(c, tw).forward(ids[:4])
+        except ValueError as e:
+            bad.append("published %s (shrunk) refused: %s" % (name, e))
+    # strictness: config keys
+    for fam in MOE_FAMILIES:
+        c, w = tiny_moe(fam)
+        expect_raise("%s unknown key" % fam, lambda: M(dict(c, moe_layer_freq=1), w), "moe_layer_freq")
+        expect_raise("%s rope linear" % fam,
+                     lambda: M(dict(c, rope_scaling={"rope_type": "linear", "factor": 2.0}), w), "linear")
+        expect_raise("%s top-k > E" % fam, lambda: M(dict(c, num_experts_per_tok=5), w), "num_experts_per_tok 5 > 4")
+        expect_raise("%s labelled mistral" % fam, lambda: M(dict(c, model_type="mistral"), w), "model_type")
+        if fam == "mixtral":
+            expect_raise("mixtral norm_topk_prob", lambda: M(dict(c, norm_topk_prob=False), w), "norm_topk_prob")
+            expect_raise("mixtral head_dim", lambda: M(dict(c, head_dim=32), w), "head_dim 32")
+            expect_raise("mixtral attention_bias", lambda: M(dict(c, attention_bias=True), w), "attention_bias")
+            M(dict(c, head_dim=16, attention_bias=False, router_jitter_noise=0.1), w)
+            continue
+        expect_raise("%s use_sliding_window" % fam,
+                     lambda: M(dict(c, use_sliding_window=True, sliding_window=8), w), "use_sliding_window")
+        expect_raise("%s sliding layer_types" % fam,
+                     lambda: M(dict(c, layer_types=["sliding_attention", "full_attention"]), w), "layer_types")
+        M(dict(c, layer_types=["full_attention"] * 2, sliding_window=4), w).forward(ids)  # null'd window
+        expect_raise("%s mlp_only_layers out of range" % fam, lambda: M(dict(c, mlp_only_layers=[2]), w),
+                     "mlp_only_layers")
+        expect_raise("%s decoder_sparse_step 0" % fam, lambda: M(dict(c, decoder_sparse_step=0), w),
+                     "decoder_sparse_step")
+        expect_raise("%s norm_topk_prob 1" % fam, lambda: M(dict(c, norm_topk_prob=1), w), "norm_topk_prob")
+        expect_raise("%s num_experts -1" % fam, lambda: M(dict(c, num_experts=-1), w), "num_experts")
+        if fam == "qwen2_moe":
+            expect_raise("qwen2_moe qkv_bias false", lambda: M(dict(c, qkv_bias=False), w), "qkv_bias")
+            expect_raise("qwen2_moe attention_bias false", lambda: M(dict(c, attention_bias=False), w),
+                         "attention_bias")
+            expect_raise("qwen2_moe head_dim", lambda: M(dict(c, head_dim=32), w), "head_dim 32")
+            M(dict(c, qkv_bias=True), w)
+        else:
+            expect_raise("qwen3_moe shared_expert_intermediate_size",
+                         lambda: M(dict(c, shared_expert_intermediate_size=40), w), "shared_expert_intermediate_size")
+    # strictness: tensors
+    cm, wm = tiny_moe("mixtral")
+    e3 = "model.layers.1.block_sparse_moe.experts.3.w2.weight"
+    expect_raise("mixtral missing expert tensor", lambda: M(cm, {k: v for k, v in wm.items() if k != e3}), e3)
+    expect_raise("mixtral missing router", lambda: M(cm, {k: v for k, v in wm.items()
+                                                           if k != "model.layers.0.block_sparse_moe.gate.weight"}),
+                 "block_sparse_moe.gate.weight")
+    extra = "model.layers.0.block_sparse_moe.experts.4.w1.weight"
+    expect_raise("mixtral extra expert", lambda: M(cm, dict(wm, **{extra: wm[extra.replace(".4.", ".0.")]})),
+                 "experts.0..3")
+    expect_raise("mixtral 5 experts of 4", lambda: M(dict(cm, num_local_experts=5), wm), "want [5, 64]")
+    expect_raise("mixtral dense mlp", lambda: M(cm, dict(wm, **{"model.layers.0.mlp.gate_proj.weight":
+                                                             np.zeros((24, 64), np.float32)})), "is sparse")
+    expect_raise("mixtral w1/w3 swapped shape", lambda: M(cm, dict(wm, **{
+        "model.layers.0.block_sparse_moe.experts.0.w2.weight": np.zeros((24, 64), np.float32)})), "want [64, 24]")
+    c2, w2 = tiny_moe("qwen2_moe", num_hidden_layers=3, decoder_sparse_step=2)
+    expect_raise("qwen2_moe router on a dense layer", lambda: M(c2, dict(w2, **{
+        "model.layers.0.mlp.gate.weight": np.zeros((4, 64), np.float32)})), "layer 0 is dense")
+    expect_raise("qwen2_moe missing shared gate", lambda: M(c2, {
+        k: v for k, v in w2.items() if k != "model.layers.1.mlp.shared_expert_gate.weight"}), "shared_expert_gate")
+    expect_raise("qwen2_moe missing dense layer", lambda: M(c2, {
+        k: v for k, v in w2.items() if k != "model.layers.2.mlp.up_proj.weight"}), "model.layers.2.mlp.up_proj.weight")
+    expect_raise("qwen2_moe as mixtral", lambda: M(dict(cm), dict(wm, **{
+        "model.layers.0.mlp.experts.0.gate_proj.weight": np.zeros((24, 64), np.float32)})), "is sparse")
+    c3, w3 = tiny_moe("qwen3_moe")
+    expect_raise("qwen3_moe shared expert tensor", lambda: M(c3, dict(w3, **{
+        "model.layers.0.mlp.shared_expert_gate.weight": np.zeros((1, 64), np.float32)})), "shared_expert_gate")
+    expect_raise("qwen3_moe missing expert", lambda: M(c3, {
+        k: v for k, v in w3.items() if k != "model.layers.0.mlp.experts.2.up_proj.weight"}), "experts.2.up_proj")
+    lcfg, lw = tiny_llama()
+    expect_raise("experts under llama", lambda: M(lcfg, dict(lw, **{
+        "model.layers.0.mlp.experts.0.gate_proj.weight": np.zeros((96, 64), np.float32)})), "routed experts")
+    # the solver fixture refuses a mixture of experts
+    try:
+        _unfused_only(M(cm, wm))
+        bad.append("solver fixture accepted a MoE model")
+    except ValueError:
+        pass
+    # windows: Mixtral on every layer (computed), like Mistral on the same dense weights
+    cs, ws = tiny_moe("mixtral", seed=8, sliding_window=4, num_local_experts=1, num_experts_per_tok=1)
+    dc, dw = moe_as_dense("mixtral", cs, ws)
+    mm = M(cs, ws)
+    if mm.windows != [4, 4] or diff(mm.forward(ids), M(dc, dw).forward(ids)) > 1e-12 or \
+            diff(mm.forward(ids), M(dict(cs, sliding_window=None), ws).forward(ids)) < 1e-6:
+        bad.append("mixtral sliding window 4: windows %r, must equal Mistral's and differ from none" % (mm.windows,))
+    return bad
+
+
 def selftest():
     """Returns a list of failure strings."""
     import tempfile
@@ -2397,6 +3161,7 @@ def selftest():
     bad += gemma3_selftest(expect_raise)
     bad += phi3_qwen2_selftest(expect_raise)
     bad += rope_selftest(expect_raise)
+    bad += moe_selftest(expect_raise)
     return bad
 
 
@@ -2437,6 +3202,9 @@ def main(argv):
     if a.ppl_npy:
         ppl_cache[os.path.realpath(a.ppl_npy)] = perplexity(model, np.load(a.ppl_npy))
         print("perplexity %.6f" % ppl_cache[os.path.realpath(a.ppl_npy)])
+        if model.moe and model.min_route_margin is not None:
+            print("min top-k routing margin %.3g (probability gap between the k-th and next expert)"
+                  % model.min_route_margin)
     if a.check:
         ids = read_ids(os.path.join(REF, "ref_story1_ids64.txt"))
         ref = np.fromfile(os.path.join(REF, "ref_story1_logits64.f32"), dtype="<f4")
