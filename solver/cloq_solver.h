@@ -73,6 +73,25 @@ int cloq_gram_init(cloq_gram *g, int n, cloq_err *err);
  * gives row and column) and leaves H unchanged. May be called after cloq_gram_finish (the upper
  * triangle stays the accumulator; call finish again). Uses OpenBLAS threads. */
 int cloq_gram_add(cloq_gram *g, const float *X, int t, cloq_err *err);
+/* C (n, n) float64 row-major += A^T B, A and B (t, n) row-major float32, as cloq_gram_add sums
+ * float32 panel products into float64; work: (n, CLOQ_GRAM_PANEL) floats. Asymmetric calibration
+ * accumulates D = (Xo - Xq)^T Xq with it (cloq_asym.c). */
+void cloq_cross_add(double *C, float *work, const float *A, const float *B, int t, int n);
+
+/*
+ * The asymmetric target of one linear (--asym-calib). The layer's inputs Xq are the quantized
+ * model's, Xo the original model's; the linear should compute from Xq what the original computes
+ * from Xo. The minimiser over M of ||Xq M^T - Xo W^T||^2 + lambda ||M - W||^2 is
+ *   Weff = W + (W D) (H + lambda I)^-1,  H = Xq^T Xq,  D = (Xo - Xq)^T Xq,
+ * lambda = lambda_rel x mean diag H (times 10 until the Cholesky succeeds): the quantizer and the
+ * CLoQ solve then fit Weff in the metric H, which is the same objective up to a constant. Weff = W
+ * exactly when Xo = Xq. H full symmetric, D (n, n) row-major float64; W, Weff (out, n) float32
+ * row-major, may alias. CLOQ_EINPUT on bad sizes or a non-finite result, CLOQ_EIO out of memory.
+ */
+int cloq_solver_asym_target(const double *H, const double *D, int n, const float *W, int out, double lambda_rel,
+			    float *Weff, cloq_err *err);
+#define CLOQ_ASYM_LAMBDA_REL 0.01 /* GPTQ's damping */
+
 /* Mirror the upper triangle into the lower: H becomes full symmetric. */
 void cloq_gram_finish(cloq_gram *g);
 /* Free H and the scratch; safe on a zeroed or already freed struct. */

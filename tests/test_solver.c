@@ -1424,10 +1424,83 @@ static void test_nf4_bnb_real(void **state)
 	       "linears: zero %.4f, LoftQ(1) %.4f, CLoQ %.4f\n", sum_z / 35, sum_l / 35, sum_c / 35);
 }
 
+/* Asymmetric calibration (cloq_solver_asym_target): the closed form against a brute-force damped
+ * least squares, [Xq; sqrt(lambda) I] M^T = [Xo W^T; sqrt(lambda) W^T] by LAPACK's dgels; the cross
+ * statistics of cloq_cross_add against float64 products; and Weff = W bit for bit when Xo = Xq. */
+static void test_asym_target(void **state)
+{
+	(void)state;
+	const int t = 300, n = 24, out = 7;
+	float *Xq = malloc(sizeof(float) * t * n), *Xo = malloc(sizeof(float) * t * n), *Df = malloc(sizeof(float) * t * n);
+	float *W = malloc(sizeof(float) * out * n), *Weff = malloc(sizeof(float) * out * n);
+	float *work = malloc(sizeof(float) * n * CLOQ_GRAM_PANEL);
+	double *H = calloc((size_t)n * n, sizeof(double)), *D = calloc((size_t)n * n, sizeof(double));
+	double *Dref = calloc((size_t)n * n, sizeof(double));
+	double *A = malloc(sizeof(double) * (t + n) * n), *B = malloc(sizeof(double) * (t + n) * out);
+	assert_true(Xq && Xo && Df && W && Weff && work && H && D && Dref && A && B);
+	trng_seed(12345);
+	for (int i = 0; i < t * n; i++) {
+		Xq[i] = (float)(trng_g() * (1.0 + (i % n) * 0.2)); /* columns of different scales */
+		Xo[i] = Xq[i] + 0.3f * (float)trng_g();
+		Df[i] = Xo[i] - Xq[i];
+	}
+	for (int i = 0; i < out * n; i++)
+		W[i] = (float)trng_g();
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < n; j++)
+			for (int r = 0; r < t; r++) {
+				H[(size_t)i * n + j] += (double)Xq[(size_t)r * n + i] * Xq[(size_t)r * n + j];
+				Dref[(size_t)i * n + j] += (double)Df[(size_t)r * n + i] * Xq[(size_t)r * n + j];
+			}
+	cloq_cross_add(D, work, Df, Xq, t, n);
+	double dmax = 0, dscale = 0;
+	for (int i = 0; i < n * n; i++) {
+		dmax = fmax(dmax, fabs(D[i] - Dref[i]));
+		dscale = fmax(dscale, fabs(Dref[i]));
+	}
+	assert_true(dmax <= 1e-5 * dscale);
+	double lr = 0.01, mean = 0;
+	for (int i = 0; i < n; i++)
+		mean += H[(size_t)i * n + i] / n;
+	double lam = lr * mean;
+	cloq_err err;
+	assert_int_equal(cloq_solver_asym_target(H, Dref, n, W, out, lr, Weff, &err), CLOQ_OK);
+	/* brute force: rows 0..t-1 are Xq and Xo W^T, rows t..t+n-1 sqrt(lambda) I and sqrt(lambda) W^T */
+	for (int r = 0; r < t + n; r++)
+		for (int j = 0; j < n; j++)
+			A[(size_t)r * n + j] = r < t ? Xq[(size_t)r * n + j] : (r - t == j ? sqrt(lam) : 0.0);
+	for (int r = 0; r < t + n; r++)
+		for (int o = 0; o < out; o++) {
+			double v = 0;
+			if (r < t)
+				for (int j = 0; j < n; j++)
+					v += (double)Xo[(size_t)r * n + j] * W[(size_t)o * n + j];
+			else
+				v = sqrt(lam) * W[(size_t)o * n + (r - t)];
+			B[(size_t)r * out + o] = v;
+		}
+	assert_int_equal(LAPACKE_dgels(LAPACK_ROW_MAJOR, 'N', t + n, n, out, A, n, B, out), 0);
+	double emax = 0, escale = 0;
+	for (int o = 0; o < out; o++)
+		for (int j = 0; j < n; j++) {
+			double m = B[(size_t)j * out + o]; /* M^T (n, out) in B's first n rows */
+			emax = fmax(emax, fabs(Weff[(size_t)o * n + j] - m));
+			escale = fmax(escale, fabs(m));
+		}
+	print_message("asym target vs damped least squares: max |diff| %.3g of %.3g\n", emax, escale);
+	assert_true(emax <= 1e-5 * escale);
+	/* Xo = Xq: D = 0 and the target is W itself, bit for bit */
+	memset(D, 0, sizeof(double) * n * n);
+	assert_int_equal(cloq_solver_asym_target(H, D, n, W, out, lr, Weff, &err), CLOQ_OK);
+	assert_memory_equal(Weff, W, sizeof(float) * out * n);
+	free(Xq), free(Xo), free(Df), free(W), free(Weff), free(work), free(H), free(D), free(Dref), free(A), free(B);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_gram_accuracy),
+		cmocka_unit_test(test_asym_target),
 		cmocka_unit_test(test_objective_identity_random),
 		cmocka_unit_test(test_optimality_and_perturbations),
 		cmocka_unit_test(test_chol_vs_eig_random),

@@ -35,6 +35,12 @@ const char cloq_convert_help[] =
 	"  --bnb-double-quant        nf4-bnb: 8-bit absmax, as bnb_4bit_use_double_quant=True\n"
 	"                            (default off, as transformers' BitsAndBytesConfig)\n"
 	"  --sym                     symmetric groups (default asymmetric)\n"
+	"  --asym-calib              asymmetric calibration: with propagation through Q, layer l's\n"
+	"                            inputs are the quantized model's, but each linear is fitted to what\n"
+	"                            the original layer computes from the original model's inputs: its\n"
+	"                            target becomes W + W (Xo - Xq)^T Xq (Xq^T Xq + lambda I)^-1, for the\n"
+	"                            quantizer and the LoRA solve alike. Costs a second activation stream\n"
+	"                            (cache on disk, a forward of the original layer) and full passes\n"
 	"  --magr                    MagR before quantizing (the CLoQ paper's quantizer: MagR + OPTQ):\n"
 	"                            each linear's weights are replaced by ones of smaller magnitude that\n"
 	"                            give nearly the same outputs on the calibration data (proximal\n"
@@ -277,6 +283,7 @@ int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_er
 		}
 		if (!strcmp(a, "--sym")) { o->sym = 1; grid_given = a; continue; }
 		if (!strcmp(a, "--magr")) { o->magr = 1; grid_given = a; continue; }
+		if (!strcmp(a, "--asym-calib")) { o->asym = 1; continue; }
 		if (!strcmp(a, "--act-order")) { o->act_order = 1; grid_given = a; continue; }
 		if (!strcmp(a, "--one-pass")) { o->one_pass = 1; continue; }
 		if (!strcmp(a, "--full-passes")) { o->full_passes = 1; continue; }
@@ -287,6 +294,12 @@ int cloq_convert_parse_opts(int argc, char **argv, cloq_convert_opts *o, cloq_er
 #undef NEED
 #undef LONGOPT
 	}
+	if (o->asym && o->propagate == CLOQ_PROP_FP)
+		return cloq_err_set(err, CLOQ_EUSAGE, "--asym-calib with --propagate fp: each layer's inputs are the "
+				    "original model's already, there is nothing to correct");
+	if (o->asym && o->one_pass)
+		return cloq_err_set(err, CLOQ_EUSAGE, "--asym-calib with --one-pass: the asymmetric statistics need "
+				    "the true-sequential passes");
 	int nf = o->quantizer == CLOQ_Q_NF || o->quantizer == CLOQ_Q_NF4_BNB;
 	const char *qn = o->quantizer == CLOQ_Q_NF ? "nf" : o->quantizer == CLOQ_Q_NF4_BNB ? "nf4-bnb"
 			 : o->quantizer == CLOQ_Q_RTN ? "rtn" : "gptq";

@@ -106,6 +106,13 @@ typedef struct job {
 	double layer_s_sum;
 	double layer_t0;        /* when the current layer started */
 	double est_layer_s;     /* the time model's seconds per layer (until one is measured), -1 none */
+	/* --asym-calib: the original model's stream (cache/fp_*.cloqact) through the original layer */
+	cloq_block_ws *ws_fp;
+	float *xbuf_fp;         /* (seqlen, hidden) the window's original-model input */
+	float *cap;             /* (seqlen, widest group input) the original layer's input of the group */
+	int cap_group;          /* which group cap holds, -1 none */
+	float *diff;            /* (seqlen, widest group input) Xo - Xq */
+	float *cross_work;      /* (widest group input, CLOQ_GRAM_PANEL) */
 } job;
 
 enum { ST_READ, ST_STATS, ST_QUANT, ST_SOLVE, ST_PROP, ST_WRITE, ST_NSTAGES };
@@ -135,6 +142,12 @@ static void progress(job *J, int l, const char *stage, double frac, double tok_s
 static void cache_path(const job *J, int l, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "%s/cache/act_%05d.cloqact", J->out, l);
+}
+
+/* --asym-calib: the original model's activations at layer l */
+static void cache_fp_path(const job *J, int l, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/cache/fp_%05d.cloqact", J->out, l);
 }
 
 /* ---- settings and fingerprint -------------------------------------------------------------- */
@@ -170,6 +183,8 @@ static cJSON *settings_json(const cloq_convert_opts *o)
 	cJSON_AddBoolToObject(s, "act_order", o->act_order);
 	if (o->magr) /* only then: older jobs keep their settings */
 		cJSON_AddBoolToObject(s, "magr", 1);
+	if (o->asym)
+		cJSON_AddBoolToObject(s, "asym_calib", 1);
 	cJSON_AddStringToObject(s, "gptq_zeros", o->gptq_zeros == 2 ? "v2" : "v1");
 	cJSON_AddStringToObject(s, "init", init_name(o->init));
 	cJSON_AddNumberToObject(s, "rank", o->rank);
@@ -286,6 +301,7 @@ static int settings_from_json(const cJSON *s, const char *out_dir, cloq_convert_
 	o->sym = BOOL("sym");
 	o->act_order = BOOL("act_order");
 	o->magr = BOOL("magr");
+	o->asym = BOOL("asym_calib");
 	const char *gz = STR("gptq_zeros"); /* absent: a job from before the option, unconstrained */
 	o->gptq_zeros = gz && !strcmp(gz, "v1") ? 1 : 2;
 	o->rank = (int)NUM("rank");
@@ -377,6 +393,8 @@ fail:
 /* ---- statistics ---------------------------------------------------------------------------- */
 typedef struct gram_hook {
 	cloq_gram *g[CLOQ_GROUPS];
+	double *D[CLOQ_GROUPS]; /* --asym-calib: (Xo - Xq)^T Xq of the group, Xo from job->cap */
+	job *J;
 } gram_hook;
 
 static int gram_hook_fn(void *ctx, int group, const float *X, int t, int n, cloq_err *err)
@@ -384,7 +402,23 @@ static int gram_hook_fn(void *ctx, int group, const float *X, int t, int n, cloq
 	gram_hook *gh = ctx;
 	if (!gh->g[group])
 		return CLOQ_OK;
+	if (gh->D[group]) {
+		job *J = gh->J;
+		if (J->cap_group != group)
+			return cloq_err_set(err, CLOQ_EUSAGE, "asymmetric statistics without the original layer's input");
+		for (size_t i = 0; i < (size_t)t * n; i++)
+			J->diff[i] = J->cap[i] - X[i];
+		cloq_cross_add(gh->D[group], J->cross_work, J->diff, X, t, n);
+	}
 	return cloq_gram_add(gh->g[group], X, t, err);
+}
+
+/* --asym-calib: the original layer's group inputs, appended to their stashes */
+static int fp_stash_hook_fn(void *ctx, int group, const float *X, int t, int n, cloq_err *err)
+{
+	cloq_cache_writer **w = ctx;
+	(void)n;
+	return w[group] ? cloq_cache_append(w[group], X, t, err) : CLOQ_OK;
 }
 
 /* Scratch of the resumable passes (cloq_block_forward_from): per window, the state where the next
@@ -405,11 +439,25 @@ static size_t state_cols(const cloq_config *c, int state)
 					 : (size_t)c->hidden;
 }
 
+/* --asym-calib: the original layer's input of group g, one frame per window */
+static void fp_stash_path(const job *J, int g, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/cache/fpin_%s.cloqact", J->out, cloq_group_names[g]);
+}
+static size_t group_cols(const cloq_config *c, int g)
+{
+	return g == CLOQ_GROUP_O ? (size_t)c->heads * c->head_dim : g == CLOQ_GROUP_DOWN ? (size_t)c->intermediate
+											 : (size_t)c->hidden;
+}
 static void remove_stashes(const job *J)
 {
 	char path[4096];
 	for (size_t i = 0; i < sizeof stash_cols_state / sizeof stash_cols_state[0]; i++) {
 		stash_path(J, stash_cols_state[i], path, sizeof path);
+		unlink(path);
+	}
+	for (int g = 0; g < CLOQ_GROUPS; g++) {
+		fp_stash_path(J, g, path, sizeof path);
 		unlink(path);
 	}
 }
@@ -447,11 +495,19 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 {
 	int rc = CLOQ_OK;
 	const cloq_config *c = J->cfg;
-	char path[4096], p_att[4096], p_h[4096], p_act[4096], p_out[4096];
-	cloq_cache_reader *r = NULL, *r_att = NULL, *r_h = NULL, *r_act = NULL;
+	char path[4096], p_att[4096], p_h[4096], p_act[4096], p_out[4096], p_fp[4096];
+	cloq_cache_reader *r = NULL, *r_att = NULL, *r_h = NULL, *r_act = NULL, *r_fp = NULL;
 	cloq_cache_writer *sw = NULL;
 	int out_state = stash && stop_after > CLOQ_GROUP_QKV ? stop_after : -1; /* group g's input is state g */
+	int asym_g = -1; /* --asym-calib: the group whose original inputs (fp_pass) pair with these */
+	for (int g = 0; g < CLOQ_GROUPS && gh && J->o.asym; g++)
+		if (gh->D[g])
+			asym_g = g;
 	cache_path(J, l, path, sizeof path);
+	if (asym_g >= 0) {
+		fp_stash_path(J, asym_g, p_fp, sizeof p_fp);
+		CLOQ_TRY(open_checked(J, p_fp, group_cols(c, asym_g), &r_fp, err));
+	}
 	stash_path(J, CLOQ_STATE_ATT, p_att, sizeof p_att);
 	stash_path(J, CLOQ_STATE_H, p_h, sizeof p_h);
 	stash_path(J, CLOQ_STATE_ACT, p_act, sizeof p_act);
@@ -480,6 +536,10 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 			CLOQ_TRY(read_checked(J, r_h, i, cloq_block_ws_state(J->ws, CLOQ_STATE_H), p_h, err));
 		if (r_act)
 			CLOQ_TRY(read_checked(J, r_act, i, cloq_block_ws_state(J->ws, CLOQ_STATE_ACT), p_act, err));
+		if (r_fp) {
+			CLOQ_TRY(read_checked(J, r_fp, i, J->cap, p_fp, err));
+			J->cap_group = asym_g;
+		}
 		CLOQ_TRY(cloq_block_forward_from(c, l, w, &J->rope, J->ws, J->xbuf, rows, start, gh ? gram_hook_fn : NULL,
 						 gh, stop_after, err));
 		double tw = now();
@@ -505,6 +565,7 @@ fail:
 	cloq_cache_close(r_att);
 	cloq_cache_close(r_h);
 	cloq_cache_close(r_act);
+	cloq_cache_close(r_fp);
 	return rc;
 }
 
@@ -513,19 +574,29 @@ static int build_cache0(job *J, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	char path[4096];
-	cloq_cache_writer *w = NULL;
+	cloq_cache_writer *w = NULL, *wf = NULL;
 	cloq_lm lm;
 	cloq_model_lm(J->m, &lm);
 	cache_path(J, 0, path, sizeof path);
 	CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 1,
 				   &w, err));
+	if (J->o.asym) { /* both streams start from the same embeddings */
+		cache_fp_path(J, 0, path, sizeof path);
+		CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden,
+					   J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 1, &wf, err));
+	}
 	for (int i = 0; i < J->win.n; i++) {
 		CLOQ_TRY(cloq_lm_embed(&lm, J->win.ids + (size_t)i * J->win.seqlen, J->win.seqlen, J->xbuf, err));
 		CLOQ_TRY(cloq_cache_append(w, J->xbuf, J->win.seqlen, err));
+		if (wf)
+			CLOQ_TRY(cloq_cache_append(wf, J->xbuf, J->win.seqlen, err));
 	}
 	CLOQ_TRY(cloq_cache_commit(w, err));
+	if (wf)
+		CLOQ_TRY(cloq_cache_commit(wf, err));
 fail:
 	cloq_cache_writer_free(w);
+	cloq_cache_writer_free(wf);
 	return rc;
 }
 
@@ -550,6 +621,47 @@ fail:
 	return rc;
 }
 
+/* --asym-calib: the original stream through the original layer, once per layer: cache_fp[l+1],
+ * and (with stash) each group's input on the way, for the statistics passes to pair with the
+ * quantized stream's (their cross Gram D). */
+static int fp_pass(job *J, int l, const cloq_layer_w *orig, int stash, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_config *c = J->cfg;
+	char path[4096];
+	cloq_cache_reader *r = NULL;
+	cloq_cache_writer *next = NULL, *sw[CLOQ_GROUPS] = {0};
+	double t0 = now();
+	cache_fp_path(J, l, path, sizeof path);
+	CLOQ_TRY(open_checked(J, path, (size_t)c->hidden, &r, err));
+	cache_fp_path(J, l + 1, path, sizeof path);
+	CLOQ_TRY(cloq_cache_create(path, (size_t)c->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 1, &next,
+				   err));
+	for (int g = 0; g < CLOQ_GROUPS && stash; g++) {
+		fp_stash_path(J, g, path, sizeof path);
+		CLOQ_TRY(cloq_cache_create(path, group_cols(c, g), CLOQ_CACHE_F32, 1, &sw[g], err));
+		cloq_cache_writer_set_scratch(sw[g]);
+	}
+	cache_fp_path(J, l, path, sizeof path);
+	for (int i = 0; i < J->win.n; i++) {
+		CLOQ_TRY(cloq_interrupt_check("original stream", err));
+		CLOQ_TRY(read_checked(J, r, i, J->xbuf_fp, path, err));
+		CLOQ_TRY(cloq_block_forward_from(c, l, orig, &J->rope, J->ws_fp, J->xbuf_fp, J->win.seqlen, CLOQ_STATE_INPUT,
+						 stash ? fp_stash_hook_fn : NULL, sw, -1, err));
+		CLOQ_TRY(cloq_cache_append(next, J->xbuf_fp, J->win.seqlen, err));
+	}
+	for (int g = 0; g < CLOQ_GROUPS && stash; g++)
+		CLOQ_TRY(cloq_cache_commit(sw[g], err));
+	CLOQ_TRY(cloq_cache_commit(next, err));
+fail:
+	cloq_cache_close(r);
+	cloq_cache_writer_free(next);
+	for (int g = 0; g < CLOQ_GROUPS; g++)
+		cloq_cache_writer_free(sw[g]);
+	J->stage_s[ST_PROP] += now() - t0;
+	return rc;
+}
+
 /* ---- one layer ----------------------------------------------------------------------------- */
 static int process_layer(job *J, int l, cloq_err *err)
 {
@@ -557,10 +669,12 @@ static int process_layer(job *J, int l, cloq_err *err)
 	const cloq_config *c = J->cfg;
 	double t_layer = now(), t;
 	J->layer_t0 = t_layer;
-	cloq_layer_w w = {0}, wp = {0};
+	cloq_layer_w w = {0}, wp = {0}, orig = {0};
 	cloq_layer_result res[CLOQ_LINEARS];
 	cloq_gram grams[CLOQ_GROUPS];
-	gram_hook gh = {{0}};
+	gram_hook gh;
+	memset(&gh, 0, sizeof gh);
+	double *D = NULL; /* --asym-calib: (Xo - Xq)^T Xq of the group being collected */
 	memset(res, 0, sizeof res);
 	memset(grams, 0, sizeof grams);
 
@@ -577,6 +691,13 @@ static int process_layer(job *J, int l, cloq_err *err)
 			CLOQ_TRY(cloq_prefetch_start(J->pf, n, err));
 			break;
 		}
+	if (J->o.asym) { /* the original layer on the original stream, first: its group inputs and
+			  * cache_fp[l+1] (its own copy of the weights: w's linears become their targets) */
+		CLOQ_TRY(cloq_model_load_layer(J->m, l, &orig, err));
+		J->stage_s[ST_READ] += now() - t;
+		CLOQ_TRY(fp_pass(J, l, &orig, 1, err));
+		t = now();
+	}
 	J->stage_s[ST_READ] += now() - t;
 	/* wp: the weights that feed what comes after each processed group (propagate setting). */
 	wp = w;
@@ -601,19 +722,44 @@ static int process_layer(job *J, int l, cloq_err *err)
 			CLOQ_TRY(cloq_gram_init(&grams[g], gram_n[g], err));
 			memset(&gh, 0, sizeof gh);
 			gh.g[g] = &grams[g];
+			gh.J = J;
+			if (J->o.asym) {
+				D = cloq_calloc((size_t)gram_n[g] * gram_n[g], sizeof(double));
+				CLOQ_FAIL_IF(!D, err, CLOQ_EIO, "out of memory for a %d x %d cross Gram", gram_n[g], gram_n[g]);
+				gh.D[g] = D;
+			}
 			t = now();
 			char stage[32];
 			snprintf(stage, sizeof stage, "stats %s", cloq_group_names[g]);
 			/* each pass resumes where the previous one stopped: O's from the input (q, k, v
 			 * changed), GATEUP's from the attention output, DOWN's from h */
-			int start = J->o.full_passes		? CLOQ_STATE_INPUT
+			int full = J->o.full_passes;
+			int start = full		     ? CLOQ_STATE_INPUT
 				    : g == CLOQ_GROUP_GATEUP ? CLOQ_STATE_ATT
 				    : g == CLOQ_GROUP_DOWN   ? CLOQ_STATE_H
 							     : CLOQ_STATE_INPUT;
-			CLOQ_TRY(pass(J, l, &wp, &gh, start, g, !J->o.full_passes, NULL, stage, err));
+			CLOQ_TRY(pass(J, l, &wp, &gh, start, g, !full, NULL, stage, err));
 			J->stage_s[ST_STATS] += now() - t;
 		}
 		cloq_gram_finish(&grams[g]);
+		if (D) { /* each linear of the group now fits its asymmetric target (cloq_solver.h) */
+			t = now();
+			for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+				int out, in;
+				if (cloq_linear_group(lin) != g || !cloq_linear_present(c, lin))
+					continue;
+				cloq_linear_shape(c, lin, &out, &in);
+				rc = cloq_solver_asym_target(grams[g].H, D, in, w.w[lin], out, CLOQ_ASYM_LAMBDA_REL, w.w[lin], err);
+				if (rc) {
+					cloq_err_wrap(err, rc, "model.layers.%d.%s.%s: asymmetric target", l, cloq_linear_parent(lin),
+						      cloq_linear_name(c, lin));
+					goto fail;
+				}
+			}
+			cloq_free(D);
+			D = NULL;
+			J->stage_s[ST_SOLVE] += now() - t;
+		}
 		CLOQ_TRY(cloq_interrupt_check("before a solve", err));
 		progress(J, l, "solve", 0.25 * (g + 1), 0);
 		/* deq(Q) of the groups already done fed this group's statistics; while this group is
@@ -697,23 +843,28 @@ fail:
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
 		cloq_layer_result_free(&res[lin]);
 	cloq_layer_w_free(&w);
+	cloq_layer_w_free(&orig);
+	cloq_free(D);
 	return rc;
 }
 
 /* Layer l is done and its shard still checks out: push cache[l] to cache[l+1] through the
- * stored weights instead of recomputing them. */
+ * stored weights instead of recomputing them (--asym-calib: and the original stream through the
+ * original layer). */
 static int replay_layer(job *J, int l, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	cloq_layer_w w = {0}, orig = {0};
 	char shard[4096];
 	snprintf(shard, sizeof shard, "%s/shards/layer_%05d.cloqshard", J->out, l);
-	if (J->sp.propagate == CLOQ_PROP_FP)
+	if (J->sp.propagate == CLOQ_PROP_FP || J->o.asym)
 		CLOQ_TRY(cloq_model_load_layer(J->m, l, &orig, err));
 	cloq_qform qf = {J->sp.bits, J->sp.group_size, J->sp.quantizer, J->sp.nf_block, J->sp.nf_double, J->sp.nf_dtype};
 	CLOQ_TRY(cloq_layer_load_shard(shard, J->cfg, l, &qf, J->sp.propagate, J->sp.scaling,
 				       &orig, &w, err));
 	CLOQ_TRY(propagate(J, l, &w, CLOQ_STATE_INPUT, err));
+	if (J->o.asym)
+		CLOQ_TRY(fp_pass(J, l, &orig, 0, err));
 fail:
 	cloq_layer_w_free(&w);
 	cloq_layer_w_free(&orig);
@@ -919,6 +1070,8 @@ static void remove_stale_caches(job *J, int keep)
 		if (l == keep)
 			continue;
 		cache_path(J, l, path, sizeof path);
+		unlink(path);
+		cache_fp_path(J, l, path, sizeof path);
 		unlink(path);
 	}
 }
@@ -1224,6 +1377,20 @@ static int run(job *J, cloq_err *err)
 	choose_passes(J);
 	J->xbuf = cloq_malloc((size_t)J->win.seqlen * J->cfg->hidden * sizeof(float));
 	CLOQ_FAIL_IF(!J->xbuf, err, CLOQ_EIO, "out of memory");
+	if (o->asym) { /* the original stream's window, its group input, Xo - Xq, the cross panel */
+		const cloq_config *c = J->cfg;
+		size_t wide = (size_t)c->hidden;
+		if ((size_t)c->heads * c->head_dim > wide)
+			wide = (size_t)c->heads * c->head_dim;
+		if ((size_t)c->intermediate > wide)
+			wide = (size_t)c->intermediate;
+		CLOQ_TRY(cloq_block_ws_create(J->cfg, J->win.seqlen, &J->ws_fp, err));
+		J->xbuf_fp = cloq_malloc((size_t)J->win.seqlen * c->hidden * sizeof(float));
+		J->cap = cloq_malloc((size_t)J->win.seqlen * wide * sizeof(float));
+		J->diff = cloq_malloc((size_t)J->win.seqlen * wide * sizeof(float));
+		J->cross_work = cloq_malloc(wide * CLOQ_GRAM_PANEL * sizeof(float));
+		CLOQ_FAIL_IF(!J->xbuf_fp || !J->cap || !J->diff || !J->cross_work, err, CLOQ_EIO, "out of memory");
+	}
 
 	if (first >= 0) {
 		if (!o->quiet && first > 0)
@@ -1236,6 +1403,11 @@ static int run(job *J, cloq_err *err)
 		if (cloq_cache_open(path, &cr, NULL) != CLOQ_OK || cloq_cache_frames(cr) != (size_t)J->win.n) {
 			start = 0;
 		}
+		cloq_cache_close(cr);
+		cr = NULL;
+		cache_fp_path(J, first, path, sizeof path);
+		if (o->asym && (cloq_cache_open(path, &cr, NULL) != CLOQ_OK || cloq_cache_frames(cr) != (size_t)J->win.n))
+			start = 0;
 		cloq_cache_close(cr);
 		remove_stale_caches(J, start);
 		J->last_todo = last;
@@ -1251,8 +1423,12 @@ static int run(job *J, cloq_err *err)
 				CLOQ_TRY(process_layer(J, l, err));
 			cache_path(J, l, path, sizeof path);
 			unlink(path);
+			cache_fp_path(J, l, path, sizeof path);
+			unlink(path);
 		}
 		cache_path(J, last + 1, path, sizeof path);
+		unlink(path);
+		cache_fp_path(J, last + 1, path, sizeof path);
 		unlink(path);
 	}
 	/* A run killed after its last journal save but before those unlinks left caches that no
@@ -1288,6 +1464,11 @@ static void job_free(job *J)
 	cloq_prefetch_free(J->pf);
 	cloq_free(J->xbuf);
 	cloq_block_ws_free(J->ws);
+	cloq_block_ws_free(J->ws_fp);
+	cloq_free(J->xbuf_fp);
+	cloq_free(J->cap);
+	cloq_free(J->diff);
+	cloq_free(J->cross_work);
 	cloq_rope_free(&J->rope);
 	cloq_journal_free(&J->j);
 	cloq_windows_free(&J->win);

@@ -50,6 +50,8 @@ typedef struct cloq_convert_opts {
 	                             * the job from the checkpoint's linear weights (nf4-bnb) */
 	int sym, act_order;
 	int magr;                   /* MagR weight magnitude reduction before GPTQ/RTN (quant/cloq_quant.h) */
+	int asym;                   /* --asym-calib: each linear fits what the original layer computes from
+	                             * the original model's input (a second activation stream) */
 	int gptq_zeros;             /* 1: every zero point GPTQ v1 can store (default), 2: any (v2) */
 	int init;                   /* enum cloq_init_kind */
 	int rank;                   /* 64 */

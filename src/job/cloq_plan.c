@@ -81,7 +81,10 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 		int64_t d = nn * 12 + (gptq && !early ? nn * 4 : 0) + grp + big * 4 * 2 + (o->baselines ? big * 4 : 0) +
 			    (!early ? big * 4 * 3 : 0) + n * (3 * 128 + 2 * 256) * 8 + n * 1024 * 4;
 		int64_t solve = w_orig + w_prev_codes + (a > b ? (a > d ? a : d) : (b > d ? b : d)) +
-				(o->magr ? nn * 4 + big * 4 * 2 : 0); /* --magr: H / lambda_max, W', its step */
+				(o->magr ? nn * 4 + big * 4 * 2 : 0) + /* --magr: H / lambda_max, W', its step */
+				(o->asym ? nn * 8 * 2 : 0);          /* --asym-calib: D, and its solve's H + lambda I */
+		if (o->asym) /* D is summed beside H */
+			stats += nn * 8;
 		int64_t mine = stats > solve ? stats : solve;
 		if (mine > best) {
 			best = mine;
@@ -94,11 +97,19 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	 * resumable passes' stashes (attention output, h, the SwiGLU product: read and written) */
 	p->forward_bytes = (int64_t)cloq_block_ws_bytes(c, seqlen) + (int64_t)seqlen * c->hidden * 4 * 3 +
 			   (int64_t)seqlen * (c->intermediate + c->heads * c->head_dim + c->hidden) * 4 * 2;
+	if (o->asym) { /* the original layer's copy, its forward, the paired window buffers */
+		p->weights_bytes += lin * 4;
+		p->forward_bytes += (int64_t)cloq_block_ws_bytes(c, seqlen) +
+				    (int64_t)seqlen * (c->hidden + 2 * (c->intermediate > c->hidden ? c->intermediate : c->hidden)) * 4;
+	}
 	p->peak_bytes = p->weights_bytes + p->solver_bytes + p->forward_bytes + (64 << 20) /* libs, zstd */;
 	int64_t act = (int64_t)nsamples * seqlen * c->hidden * (o->cache_bf16 ? 2 : 4);
 	p->scratch_disk = 2 * act;
 	if (!o->one_pass && !o->full_passes) /* the resumable passes' stashes, fp32 */
 		p->scratch_disk += (int64_t)nsamples * seqlen * (c->intermediate + c->hidden) * 4;
+	if (o->asym) /* the original stream's two caches and its four group inputs */
+		p->scratch_disk += 2 * act + (int64_t)nsamples * seqlen *
+						     (2 * c->hidden + (int64_t)c->heads * c->head_dim + c->intermediate) * 4;
 	{
 		int nf = o->quantizer == CLOQ_Q_NF || o->quantizer == CLOQ_Q_NF4_BNB;
 		int gs = nf ? o->nf_block : o->group_size, bits = o->bits;
