@@ -28,12 +28,17 @@ for b in 2 4; do
     wait $p1
     wait $p2
     $CLOQ convert fixtures/stories260K -o "$OUT/int$b-altcloq" --bits $b $COMMON --threads 2 --cloq-iters 5
+    # the recommended init: alternating CLoQ with asymmetric calibration, the next layer fed through
+    # Q + LoRA (docs/PERFORMANCE.md section 13: under 2x one-shot CLoQ's time here)
+    $CLOQ convert fixtures/stories260K -o "$OUT/int$b-asym" --bits $b $COMMON --threads 2 --cloq-iters 5 \
+        --asym-calib --propagate lora
     $CLOQ verify "$OUT/int$b-cloq" >/dev/null
     $CLOQ export "$OUT/int$b-cloq" --to "$OUT/int$b-cloq-export" >/dev/null
     eval "q$b=\$(ppl $OUT/int$b-cloq --no-lora)"
     eval "c$b=\$(ppl $OUT/int$b-cloq)"
     eval "l$b=\$(ppl $OUT/int$b-loftq)"
     eval "a$b=\$(ppl $OUT/int$b-altcloq)"
+    eval "s$b=\$(ppl $OUT/int$b-asym)"
 done
 # the QLoRA base: bitsandbytes NF4 of the original checkpoint (what load_in_4bit, nf4, double
 # quantization computes), with a CLoQ or LoftQ adapter; export: the adapter alone
@@ -57,6 +62,7 @@ printf '%-40s %10s %10s\n' "GPTQ alone" "$q2" "$q4"
 printf '%-40s %10s %10s\n' "GPTQ + LoftQ (T=1), rank 8" "$l2" "$l4"
 printf '%-40s %10s %10s\n' "GPTQ + CLoQ, rank 8" "$c2" "$c4"
 printf '%-40s %10s %10s\n' "GPTQ + alternating CLoQ (T=5), rank 8" "$a2" "$a4"
+printf '%-40s %10s %10s\n' "  + asymmetric calib., through LoRA" "$s2" "$s4"
 echo
 printf '%-40s %10s\n' "QLoRA base: bitsandbytes NF4, dq" "NF4 b64"
 printf '%-40s %10s\n' "NF4 alone (QLoRA's usual start, B = 0)" "$nq"
