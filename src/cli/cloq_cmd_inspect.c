@@ -135,7 +135,12 @@ int cloq_cmd_inspect(int argc, char **argv, cloq_err *err)
 	printf("files        %zu safetensors file%s\n", cloq_st_nfiles(m->st), cloq_st_nfiles(m->st) == 1 ? "" : "s");
 	for (size_t f = 0; f < cloq_st_nfiles(m->st); f++)
 		printf("    %s (%s)\n", cloq_st_file_path(m->st, f), (human((double)cloq_st_file_size(m->st, f), b1, sizeof b1), b1));
-	printf("layer 0 tensors (every layer has the same):\n");
+	int same = 1; /* a mixture of experts may mix dense and sparse layers */
+	for (int l = 1; l < c->layers; l++)
+		same &= cloq_layer_is_moe(c, l) == cloq_layer_is_moe(c, 0);
+	printf("layer 0 tensors (%s):\n", same ? "every layer has the same"
+					: cloq_layer_is_moe(c, 0) ? "its MLP has experts; the dense layers have a plain MLP"
+								  : "its MLP is dense; the sparse layers have experts");
 	size_t idx[64];
 	size_t k = cloq_st_layer_tensors(m->st, 0, idx, 64);
 	for (size_t i = 0; i < k && i < 64; i++)

@@ -1079,6 +1079,28 @@ static void remove_stale_caches(job *J, int keep)
 /* The resumable passes keep three per-window states of a layer on disk (fp32 attention output,
  * h, SwiGLU product) next to the activation caches. When the output's file system cannot hold
  * them with room to spare, recompute from the layer input instead: same bytes, more arithmetic. */
+/* --asym-calib's original stream needs its caches and the four group inputs of a layer on disk;
+ * refused up front (exit 3) when OUT/cache's file system cannot hold them. */
+static int check_asym_disk(job *J, cloq_err *err)
+{
+	const cloq_config *c = J->cfg;
+	char dir[4096];
+	struct statfs v;
+	snprintf(dir, sizeof dir, "%s/cache", J->out);
+	if (!J->o.asym || statfs(dir, &v) != 0)
+		return CLOQ_OK;
+	double tok = (double)J->win.n * J->win.seqlen;
+	double need = tok * c->hidden * (J->o.cache_bf16 ? 2 : 4) * 2 +
+		      tok * (2.0 * c->hidden + (double)c->heads * c->head_dim + c->intermediate) * 4;
+	double avail = (double)v.f_bavail * v.f_bsize;
+	if (avail >= 1.1 * need)
+		return CLOQ_OK;
+	return cloq_err_set(err, CLOQ_EIO,
+			    "%s: --asym-calib keeps the original model's activations there too, about %.2f GiB more, "
+			    "and %.2f GiB are free; free space, or convert without --asym-calib", dir, need / 1073741824.0,
+			    avail / 1073741824.0);
+}
+
 static void choose_passes(job *J)
 {
 	if (J->o.one_pass || J->o.full_passes)
@@ -1374,6 +1396,7 @@ static int run(job *J, cloq_err *err)
 	}
 	CLOQ_TRY(cloq_rope_init(&J->rope, J->cfg, J->win.seqlen, err));
 	CLOQ_TRY(cloq_block_ws_create(J->cfg, J->win.seqlen, &J->ws, err));
+	CLOQ_TRY(check_asym_disk(J, err));
 	choose_passes(J);
 	J->xbuf = cloq_malloc((size_t)J->win.seqlen * J->cfg->hidden * sizeof(float));
 	CLOQ_FAIL_IF(!J->xbuf, err, CLOQ_EIO, "out of memory");
