@@ -8,6 +8,7 @@
 #  - Qwen2 (q/k/v biases) and Qwen3 with use_sliding_window and max_window_layers 1 (only layer 1
 #    slides); the Qwen2 one also through convert -> export -> the export's own forward;
 #  - Gemma 2 with sliding_window 24 (the even layers);
+#  - 600-token windows, a window of 100 inside them, against the reference;
 #  - a LlamaForCausalLM carrying a window is refused by name (its class has none).
 cd "$(dirname "$0")/../.." || exit 1
 . tests/e2e/convert_common.inc
@@ -35,6 +36,15 @@ family_convert_export "$T/q2" "Qwen2, window 16 on layer 1" input_layernorm post
 family_forward "$T/q3" "Qwen3, window 16 on layer 1"
 "$MK" --out "$T/g2" --family gemma2 --sliding-window 24 $GEOM --tied || exit 1
 family_forward "$T/g2" "Gemma 2, window 24 on layer 0"
+
+# 600-token windows, a window of 100 in them: still the reference's figures
+"$PY" -c "import numpy as np; np.save('$T/w600.npy', np.random.default_rng(1).integers(0, 512, (2, 600)).astype(np.int32))"
+W0=$W
+W="$T/w600.npy"
+"$MK" --out "$T/mi100" --family mistral --sliding-window 100 $GEOM || exit 1
+family_forward "$T/mi100" "Mistral, window 100, 600-token windows"
+family_forward "$T/mi_full" "Mistral, no window, 600-token windows"
+W=$W0
 
 "$MK" --out "$T/ll" $GEOM || exit 1
 "$PY" - "$T/ll/config.json" <<'PYEOF'
