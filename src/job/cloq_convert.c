@@ -113,6 +113,11 @@ typedef struct job {
 	int cap_group;          /* which group cap holds, -1 none */
 	float *diff;            /* (seqlen, widest group input) Xo - Xq */
 	float *cross_work;      /* (widest group input, CLOQ_GRAM_PANEL) */
+	/* the resumable passes' per-window states (attention output, h, the SwiGLU product), held in
+	 * RAM when they fit (choose_stashes), else in OUT/cache/stash_*.cloqact: the same floats */
+	float *stash_mem[3];
+	int stash_ram;
+	int64_t plan_peak;      /* the memory plan's peak, for the choice */
 } job;
 
 enum { ST_READ, ST_STATS, ST_QUANT, ST_SOLVE, ST_PROP, ST_WRITE, ST_NSTAGES };
@@ -513,13 +518,13 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 	stash_path(J, CLOQ_STATE_ACT, p_act, sizeof p_act);
 	if (start <= CLOQ_STATE_ATT)
 		CLOQ_TRY(open_checked(J, path, (size_t)c->hidden, &r, err));
-	if (start == CLOQ_STATE_ATT)
+	if (start == CLOQ_STATE_ATT && !J->stash_ram)
 		CLOQ_TRY(open_checked(J, p_att, state_cols(c, CLOQ_STATE_ATT), &r_att, err));
-	if (start >= CLOQ_STATE_H)
+	if (start >= CLOQ_STATE_H && !J->stash_ram)
 		CLOQ_TRY(open_checked(J, p_h, state_cols(c, CLOQ_STATE_H), &r_h, err));
-	if (start == CLOQ_STATE_ACT)
+	if (start == CLOQ_STATE_ACT && !J->stash_ram)
 		CLOQ_TRY(open_checked(J, p_act, state_cols(c, CLOQ_STATE_ACT), &r_act, err));
-	if (out_state >= 0) {
+	if (out_state >= 0 && !J->stash_ram) {
 		stash_path(J, out_state, p_out, sizeof p_out);
 		CLOQ_TRY(cloq_cache_create(p_out, state_cols(c, out_state), CLOQ_CACHE_F32, 1, &sw, err));
 		cloq_cache_writer_set_scratch(sw);
@@ -536,6 +541,12 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 			CLOQ_TRY(read_checked(J, r_h, i, cloq_block_ws_state(J->ws, CLOQ_STATE_H), p_h, err));
 		if (r_act)
 			CLOQ_TRY(read_checked(J, r_act, i, cloq_block_ws_state(J->ws, CLOQ_STATE_ACT), p_act, err));
+		for (int st = CLOQ_STATE_ATT; J->stash_ram && st <= CLOQ_STATE_ACT; st++) /* the states a start needs */
+			if (start == st || (st == CLOQ_STATE_H && start == CLOQ_STATE_ACT)) {
+				size_t n = (size_t)rows * state_cols(c, st);
+				memcpy(cloq_block_ws_state(J->ws, st), J->stash_mem[st - CLOQ_STATE_ATT] + (size_t)i * n,
+				       n * sizeof(float));
+			}
 		if (r_fp) {
 			CLOQ_TRY(read_checked(J, r_fp, i, J->cap, p_fp, err));
 			J->cap_group = asym_g;
@@ -545,6 +556,11 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 		double tw = now();
 		if (sw)
 			CLOQ_TRY(cloq_cache_append(sw, cloq_block_ws_state(J->ws, out_state), rows, err));
+		if (out_state >= 0 && J->stash_ram) {
+			size_t n = (size_t)rows * state_cols(c, out_state);
+			memcpy(J->stash_mem[out_state - CLOQ_STATE_ATT] + (size_t)i * n, cloq_block_ws_state(J->ws, out_state),
+			       n * sizeof(float));
+		}
 		if (next)
 			CLOQ_TRY(cloq_cache_append(next, J->xbuf, rows, err));
 		J->stage_s[ST_WRITE] += now() - tw;
@@ -949,6 +965,7 @@ static int write_report(job *J, int final, cloq_err *err)
 	cJSON_AddNumberToObject(st, "weight_read_wait", J->io_wait_s);
 	if (J->pf)
 		cJSON_AddStringToObject(r, "reader", cloq_prefetch_backend(J->pf));
+	cJSON_AddStringToObject(r, "stashes", J->stash_ram ? "ram" : J->o.one_pass || J->o.full_passes ? "none" : "disk");
 	cJSON_AddNumberToObject(r, "peak_rss_gib", cloq_peak_rss_gib());
 	{ /* the calibration passes' arithmetic (the time model's, src/job/cloq_plan.h): a benchmark divides
 	   * it by the statistics + propagate seconds */
@@ -1101,9 +1118,50 @@ static int check_asym_disk(job *J, cloq_err *err)
 			    avail / 1073741824.0);
 }
 
+/* MemAvailable of /proc/meminfo in bytes, 0 when unknown */
+static double mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[256];
+	double kb = 0;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb * 1024.0;
+}
+
+/* The resumable passes' states in RAM when they fit: at most a quarter of the memory available
+ * now, and within --mem-budget on top of the plan. They are per-layer scratch (a killed job redoes
+ * the layer), so RAM loses nothing a resume needs; the floats are the disk path's (its stashes are
+ * lossless fp32), so the output is the same bytes. CLOQ_STASH=disk forces the files. */
+static int choose_stashes(job *J, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_config *c = J->cfg;
+	if (J->o.one_pass || J->o.full_passes)
+		return CLOQ_OK;
+	const char *env = getenv("CLOQ_STASH");
+	if (env && !strcmp(env, "disk"))
+		return CLOQ_OK;
+	double tok = (double)J->win.n * J->win.seqlen;
+	double bytes = tok * ((double)c->heads * c->head_dim + c->hidden + c->intermediate) * 4;
+	if (bytes > 0.25 * mem_available() || (J->o.mem_budget > 0 && J->plan_peak + bytes > (double)J->o.mem_budget))
+		return CLOQ_OK;
+	for (int st = CLOQ_STATE_ATT; st <= CLOQ_STATE_ACT; st++) {
+		size_t n = (size_t)tok * state_cols(c, st);
+		J->stash_mem[st - CLOQ_STATE_ATT] = cloq_malloc(n * sizeof(float));
+		CLOQ_FAIL_IF(!J->stash_mem[st - CLOQ_STATE_ATT], err, CLOQ_EIO, "out of memory for %zu stashed floats", n);
+	}
+	J->stash_ram = 1;
+fail:
+	return rc;
+}
+
 static void choose_passes(job *J)
 {
-	if (J->o.one_pass || J->o.full_passes)
+	if (J->o.one_pass || J->o.full_passes || J->stash_ram)
 		return;
 	const cloq_config *c = J->cfg;
 	double per_tok = 4.0 * ((double)c->heads * c->head_dim + c->hidden + c->intermediate);
@@ -1255,6 +1313,7 @@ static int run(job *J, cloq_err *err)
 	/* the memory plan: refuse early rather than fail at layer 40 */
 	cloq_plan plan;
 	cloq_plan_compute(J->cfg, o, J->win.n, J->win.seqlen, &plan);
+	J->plan_peak = plan.peak_bytes;
 	J->est_layer_s = -1;
 	if (!o->quiet) { /* the ETA before a layer is done: the time model at the rate probed now
 			  * (a third of a second; a small job, mostly fixed costs, takes a nominal rate) */
@@ -1397,6 +1456,7 @@ static int run(job *J, cloq_err *err)
 	CLOQ_TRY(cloq_rope_init(&J->rope, J->cfg, J->win.seqlen, err));
 	CLOQ_TRY(cloq_block_ws_create(J->cfg, J->win.seqlen, &J->ws, err));
 	CLOQ_TRY(check_asym_disk(J, err));
+	CLOQ_TRY(choose_stashes(J, err));
 	choose_passes(J);
 	J->xbuf = cloq_malloc((size_t)J->win.seqlen * J->cfg->hidden * sizeof(float));
 	CLOQ_FAIL_IF(!J->xbuf, err, CLOQ_EIO, "out of memory");
@@ -1492,6 +1552,8 @@ static void job_free(job *J)
 	cloq_free(J->cap);
 	cloq_free(J->diff);
 	cloq_free(J->cross_work);
+	for (int i = 0; i < 3; i++)
+		cloq_free(J->stash_mem[i]);
 	cloq_rope_free(&J->rope);
 	cloq_journal_free(&J->j);
 	cloq_windows_free(&J->win);

@@ -1,6 +1,7 @@
 /* family_qwen2.c - Qwen2ForCausalLM (Qwen2, Qwen2.5): Llama's layer with q/k/v biases (never o),
  * head_dim = hidden / heads; a sliding window only with use_sliding_window, on the layers >=
- * max_window_layers. */
+ * max_window_layers: the original flash-attention path's and transformers >= 4.53's layer_types
+ * rule (4.51's eager mask windows every layer; published Qwen2/2.5 configs have it off). */
 #include "cloq_family.h"
 
 static const cloq_config_key keys[] = {

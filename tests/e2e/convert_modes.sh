@@ -9,7 +9,8 @@
 #   --propagate lora|fp, --one-pass: layer 0's q/k/v (whose statistics precede any processed
 #                   group) identical to the default job's; final <= quantized everywhere
 #   --full-passes   statistics recomputed from each layer's input instead of resumed from the
-#                   stashes: shards byte-identical to the default job's
+#                   stashes: shards byte-identical to the default job's; so are the stashes kept
+#                   as files (CLOQ_STASH=disk) instead of in RAM
 # These exercise the solver paths where GPTQ's factor stays alive beside R (LoftQ, alternating
 # CLoQ) and the shed/restore of earlier groups' deq(Q) under --propagate lora.
 . tests/e2e/convert_common.inc
@@ -36,6 +37,13 @@ job onepass --one-pass
 job full --full-passes
 for f in "$T/default/shards/"*; do
 	cmp -s "$f" "$T/full/shards/$(basename "$f")" || fail "--full-passes: $(basename "$f") differs from the default job's"
+done
+# the default job keeps its stashes in RAM (small); as files they give the same bytes
+grep -q '"stashes":[[:space:]]*"ram"' "$T/default/report.json" || fail "default job: stashes not in RAM"
+CLOQ_STASH=disk job diskstash
+grep -q '"stashes":[[:space:]]*"disk"' "$T/diskstash/report.json" || fail "CLOQ_STASH=disk: stashes not on disk"
+for f in "$T/default/shards/"*; do
+	cmp -s "$f" "$T/diskstash/shards/$(basename "$f")" || fail "stashes on disk: $(basename "$f") differs from RAM's"
 done
 
 "$PY" - "$T" <<'PYEOF' || fails=$((fails + 1))
@@ -75,5 +83,5 @@ for b in bad[:20]:
 print("means of final: " + ", ".join("%s %.4f" % (n, sum(e["final"] for l, e in rows) / len(rows)) for n, rows in rep.items()))
 sys.exit(1 if bad else 0)
 PYEOF
-[ "$fails" -eq 0 ] && ok "9 modes: verified jobs, report invariants hold, --full-passes byte-identical"
+[ "$fails" -eq 0 ] && ok "9 modes: verified jobs, report invariants hold, --full-passes and disk stashes byte-identical"
 finish
