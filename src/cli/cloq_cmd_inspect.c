@@ -205,6 +205,13 @@ plan:;
 	}
 	human((double)p.export_bytes, b3, sizeof b3);
 	printf("    disk scratch   %s (activation caches, before compression)\n", b1);
+	if (!o.one_pass && !o.full_passes) { /* convert's choose_stashes */
+		char b4[32];
+		human((double)o.nsamples * seqlen * ((double)c->heads * c->head_dim + c->hidden + c->intermediate) * 4, b4,
+		      sizeof b4);
+		printf("    stashes        %s of per-window states: in RAM on top of the peak when that is under a quarter "
+		       "of the free memory (and within --mem-budget), else on disk\n", b4);
+	}
 	printf("    output         about %s of shards in OUT; 'cloq export' (%s) about %s\n", b2,
 	       o.quantizer == CLOQ_Q_NF4_BNB ? "the adapter" : o.quantizer == CLOQ_Q_NF ? "dense fp16" : "GPTQ", b3);
 	if (o.mem_budget > 0) {
