@@ -62,7 +62,7 @@ printf '%-40s %10s %10s\n' "GPTQ alone" "$q2" "$q4"
 printf '%-40s %10s %10s\n' "GPTQ + LoftQ (T=1), rank 8" "$l2" "$l4"
 printf '%-40s %10s %10s\n' "GPTQ + CLoQ, rank 8" "$c2" "$c4"
 printf '%-40s %10s %10s\n' "GPTQ + alternating CLoQ (T=5), rank 8" "$a2" "$a4"
-printf '%-40s %10s %10s\n' "  + asymmetric calib., through LoRA" "$s2" "$s4"
+printf '%-40s %10s %10s\n' "  + asymmetric, via LoRA (recommended)" "$s2" "$s4"
 echo
 printf '%-40s %10s\n' "QLoRA base: bitsandbytes NF4, dq" "NF4 b64"
 printf '%-40s %10s\n' "NF4 alone (QLoRA's usual start, B = 0)" "$nq"
