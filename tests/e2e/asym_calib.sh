@@ -8,6 +8,8 @@
 #    plain job's), the claim docs/PERFORMANCE.md section 13 measures;
 #  - a job killed after its first layer and resumed gives the same bytes as one run straight, and
 #    both caches (cache/act_*, cache/fp_*) are gone when it finishes;
+#  - on a disk too small for the original stream (a 1 MiB tmpfs, where root may mount one) the job
+#    is refused up front with exit 3 naming the room it needs, and resumes once there is room;
 #  - --asym-calib with --propagate fp or --one-pass is a usage error (exit 1).
 cd "$(dirname "$0")/../.." || exit 1
 . tests/e2e/convert_common.inc
@@ -49,6 +51,28 @@ if run_rc 0 "$T/log" "$CLOQ" resume "$T/kill"; then
 		fail "resumed asymmetric job differs"
 else
 	fail "resume of the killed asymmetric job"
+fi
+
+# a disk too small for the original stream: refused up front (exit 3), resumable once there is room
+M=$T/mnt
+mkdir -p "$M"
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=1m cloq_asym "$M" 2>/dev/null; then
+	trap 'umount "$M" 2>/dev/null; rm -rf "$T"' EXIT
+	if run_rc 3 "$T/log" "$CLOQ" convert "$MODEL" -o "$M/o" $AO --asym-calib &&
+		grep -q "asym-calib keeps the original model's activations there too" "$T/log"; then
+		ok "--asym-calib on a 1 MiB disk: refused up front, naming the room it needs"
+		if mount -o remount,size=64m "$M" && run_rc 0 "$T/log" "$CLOQ" resume "$M/o"; then
+			same_output "$T/asym" "$M/o" "resumed with room" && ok "resumed with room: the same bytes" ||
+				fail "resumed with room: differs"
+		else
+			fail "resume after growing the disk"
+		fi
+	else
+		fail "--asym-calib on a 1 MiB disk: not refused with exit 3 naming the room"
+	fi
+	umount "$M" 2>/dev/null
+else
+	echo "skip: tmpfs (needs root and mount)"
 fi
 
 if run_rc 1 "$T/log" "$CLOQ" convert "$MODEL" -o "$T/u1" $AO --asym-calib --propagate fp && grep -q "asym-calib with --propagate fp" "$T/log"; then
