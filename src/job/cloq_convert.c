@@ -722,7 +722,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 	 * --one-pass): the widest, down_proj's, dominates a layer's memory. */
 	int gram_n[CLOQ_GROUPS];
 	for (int g = 0; g < CLOQ_GROUPS; g++) {
-		gram_n[g] = g == CLOQ_GROUP_O ? c->heads * c->head_dim : g == CLOQ_GROUP_DOWN ? c->intermediate : c->hidden;
+		gram_n[g] = (int)group_cols(c, g);
 		if (J->o.one_pass)
 			CLOQ_TRY(cloq_gram_init(&grams[g], gram_n[g], err));
 	}
@@ -1096,25 +1096,31 @@ static void remove_stale_caches(job *J, int keep)
 /* The resumable passes keep three per-window states of a layer on disk (fp32 attention output,
  * h, SwiGLU product) next to the activation caches. When the output's file system cannot hold
  * them with room to spare, recompute from the layer input instead: same bytes, more arithmetic. */
+/* Free bytes under OUT/cache, -1 when unknown. */
+static double cache_free_bytes(const job *J)
+{
+	char dir[4096];
+	struct statfs v;
+	snprintf(dir, sizeof dir, "%s/cache", J->out);
+	return statfs(dir, &v) == 0 ? (double)v.f_bavail * v.f_bsize : -1.0;
+}
+
 /* --asym-calib's original stream needs its caches and the four group inputs of a layer on disk;
  * refused up front (exit 3) when OUT/cache's file system cannot hold them. */
 static int check_asym_disk(job *J, cloq_err *err)
 {
 	const cloq_config *c = J->cfg;
-	char dir[4096];
-	struct statfs v;
-	snprintf(dir, sizeof dir, "%s/cache", J->out);
-	if (!J->o.asym || statfs(dir, &v) != 0)
+	double avail = cache_free_bytes(J);
+	if (!J->o.asym || avail < 0)
 		return CLOQ_OK;
 	double tok = (double)J->win.n * J->win.seqlen;
 	double need = tok * c->hidden * (J->o.cache_bf16 ? 2 : 4) * 2 +
 		      tok * (2.0 * c->hidden + (double)c->heads * c->head_dim + c->intermediate) * 4;
-	double avail = (double)v.f_bavail * v.f_bsize;
 	if (avail >= 1.1 * need)
 		return CLOQ_OK;
 	return cloq_err_set(err, CLOQ_EIO,
-			    "%s: --asym-calib keeps the original model's activations there too, about %.2f GiB more, "
-			    "and %.2f GiB are free; free space, or convert without --asym-calib", dir, need / 1073741824.0,
+			    "%s/cache: --asym-calib keeps the original model's activations there too, about %.2f GiB more, "
+			    "and %.2f GiB are free; free space, or convert without --asym-calib", J->out, need / 1073741824.0,
 			    avail / 1073741824.0);
 }
 
@@ -1167,21 +1173,16 @@ static void choose_passes(job *J)
 	double per_tok = 4.0 * ((double)c->heads * c->head_dim + c->hidden + c->intermediate);
 	double need = (double)J->win.n * J->win.seqlen * per_tok;
 	double caches = 2.0 * J->win.n * J->win.seqlen * c->hidden * (J->o.cache_bf16 ? 2 : 4);
-	char dir[4096];
-	struct statfs v;
-	snprintf(dir, sizeof dir, "%s/cache", J->out);
-	if (statfs(dir, &v) != 0)
-		return;
-	double avail = (double)v.f_bavail * v.f_bsize;
-	if (avail >= 1.25 * (need + caches) + (256.0 * (1 << 20)))
+	double avail = cache_free_bytes(J);
+	if (avail < 0 || avail >= 1.25 * (need + caches) + (256.0 * (1 << 20)))
 		return;
 	J->o.full_passes = 1;
 	if (!J->o.quiet)
 		fprintf(stderr,
-			"cloq: %.1f GiB free under %s; resumable passes would keep %.1f GiB of per-window states "
+			"cloq: %.1f GiB free under %s/cache; resumable passes would keep %.1f GiB of per-window states "
 			"there: recomputing each statistics pass from the layer input instead (same output, about "
 			"2.5 forward passes per layer instead of 1; --full-passes says so explicitly)\n",
-			avail / 1073741824.0, dir, need / 1073741824.0);
+			avail / 1073741824.0, J->out, need / 1073741824.0);
 }
 
 /* A job resumed: the tensors its finished layers and base shard were made from must be the
@@ -1462,11 +1463,9 @@ static int run(job *J, cloq_err *err)
 	CLOQ_FAIL_IF(!J->xbuf, err, CLOQ_EIO, "out of memory");
 	if (o->asym) { /* the original stream's window, its group input, Xo - Xq, the cross panel */
 		const cloq_config *c = J->cfg;
-		size_t wide = (size_t)c->hidden;
-		if ((size_t)c->heads * c->head_dim > wide)
-			wide = (size_t)c->heads * c->head_dim;
-		if ((size_t)c->intermediate > wide)
-			wide = (size_t)c->intermediate;
+		size_t wide = 0;
+		for (int g = 0; g < CLOQ_GROUPS; g++)
+			wide = group_cols(c, g) > wide ? group_cols(c, g) : wide;
 		CLOQ_TRY(cloq_block_ws_create(J->cfg, J->win.seqlen, &J->ws_fp, err));
 		J->xbuf_fp = cloq_malloc((size_t)J->win.seqlen * c->hidden * sizeof(float));
 		J->cap = cloq_malloc((size_t)J->win.seqlen * wide * sizeof(float));

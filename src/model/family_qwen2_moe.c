@@ -40,9 +40,7 @@ int cloq_qwen_moe_parse(const cJSON *root, const char *path, cloq_config *cfg, c
 	CLOQ_TRY(cloq_cfg_bool(root, "norm_topk_prob", 0, &cfg->moe_norm_topk, path, err));
 	CLOQ_TRY(cloq_cfg_int(root, "decoder_sparse_step", 0, 1, &step, path, err));
 	CLOQ_FAIL_IF(step < 1, err, CLOQ_EINPUT, "%s: field 'decoder_sparse_step' = %d must be >= 1", path, step);
-	CLOQ_FAIL_IF(cfg->layers > CLOQ_MAX_LAYERS, err, CLOQ_EINPUT, "%s: %d layers, more than cloq's %d", path,
-		     cfg->layers, CLOQ_MAX_LAYERS);
-	for (int l = 0; l < cfg->layers; l++)
+	for (int l = 0; l < cfg->layers; l++) /* layers <= CLOQ_MAX_LAYERS: checked with the window rule */
 		cfg->layer_dense[l] = (l + 1) % step != 0;
 	const cJSON *only = cJSON_GetObjectItemCaseSensitive(root, "mlp_only_layers");
 	if (only && !cJSON_IsNull(only)) {
