@@ -637,3 +637,16 @@ int cloq_cpus_available(void)
 		n = q;
 	return n < 1 ? 1 : n;
 }
+
+double cloq_mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[256];
+	double kb = 0;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb * 1024.0;
+}

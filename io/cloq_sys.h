@@ -72,6 +72,10 @@ int cloq_file_exists(const char *path);
  * for each other at every barrier. */
 int cloq_cpus_available(void);
 
+/* MemAvailable of /proc/meminfo in bytes (what can be allocated without swapping), 0 when
+ * unknown. */
+double cloq_mem_available(void);
+
 /* Durable, atomic creation of one file. */
 typedef struct cloq_atomic_file {
 	int fd;

@@ -3,6 +3,7 @@
  * See cloq_solver.h for the scheme and its measured error.
  */
 #include <cblas.h>
+#include <omp.h>
 #include <math.h>
 #include <string.h>
 
@@ -15,8 +16,11 @@ int cloq_gram_init(cloq_gram *g, int n, cloq_err *err)
 
 	memset(g, 0, sizeof *g);
 	CLOQ_FAIL_IF(n < 1, err, CLOQ_EINPUT, "gram: width %d must be >= 1", n);
+	int panels = (n + CLOQ_GRAM_PANEL - 1) / CLOQ_GRAM_PANEL;
+	g->slots = omp_get_max_threads();
+	g->slots = g->slots < 1 ? 1 : g->slots > panels ? panels : g->slots;
 	hb = cloq_bytes3((size_t)n, (size_t)n, sizeof(double));
-	wb = cloq_bytes3((size_t)n, CLOQ_GRAM_PANEL, sizeof(float));
+	wb = cloq_bytes3((size_t)n * g->slots, CLOQ_GRAM_PANEL, sizeof(float));
 	CLOQ_FAIL_IF(!hb || !wb, err, CLOQ_EINPUT, "gram: width %d too large", n);
 	g->H = cloq_aligned_alloc(64, hb);
 	g->work = cloq_aligned_alloc(64, wb);
@@ -34,15 +38,14 @@ fail:
  * 0..j0+jb of X^T X restricted to those columns: C (m, jb) = X[:, 0:m]^T X[:, j0:j0+jb]. */
 static void gram_chunk(cloq_gram *g, const float *X, int t)
 {
-	const int n = g->n;
-	float *C = g->work;
+	const int n = g->n, np = (n + CLOQ_GRAM_PANEL - 1) / CLOQ_GRAM_PANEL;
 
-	for (int j0 = 0; j0 < n; j0 += CLOQ_GRAM_PANEL) {
-		int jb = n - j0 < CLOQ_GRAM_PANEL ? n - j0 : CLOQ_GRAM_PANEL;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(g->slots) if (g->slots > 1)
+	for (int p = np - 1; p >= 0; p--) { /* the widest panels (most rows) first */
+		int j0 = p * CLOQ_GRAM_PANEL, jb = n - j0 < CLOQ_GRAM_PANEL ? n - j0 : CLOQ_GRAM_PANEL;
 		int m = j0 + jb;
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, jb, t, 1.0f, X, n,
-			    X + j0, n, 0.0f, C, jb);
-#pragma omp parallel for schedule(static) if ((long long)m * jb > 65536)
+		float *C = g->work + (size_t)(g->slots > 1 ? omp_get_thread_num() : 0) * n * CLOQ_GRAM_PANEL;
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, jb, t, 1.0f, X, n, X + j0, n, 0.0f, C, jb);
 		for (int i = 0; i < m; i++) {
 			double *h = g->H + (size_t)i * n + j0;
 			const float *c = C + (size_t)i * jb;

@@ -64,14 +64,18 @@ typedef struct cloq_gram {
 	long long ntokens;  /* rows accumulated so far */
 	double *H;          /* (n, n) row-major; upper triangle while accumulating, full symmetric
 	                     * after cloq_gram_finish. Owned; freed by cloq_gram_free. */
-	float *work;        /* private scratch (n, CLOQ_GRAM_PANEL) */
+	float *work;        /* private scratch: slots x (n, CLOQ_GRAM_PANEL) */
+	int slots;          /* panels computed at once, one a thread (the thread count at init,
+	                     * at most the number of panels) */
 } cloq_gram;
 
 /* Zeroed H of (n, n). n >= 1. CLOQ_EINPUT for n < 1 or too large, CLOQ_EIO out of memory. */
 int cloq_gram_init(cloq_gram *g, int n, cloq_err *err);
 /* H += X^T X, X (t, n) row-major float32, t >= 0. A non-finite X entry is CLOQ_EINPUT (message
  * gives row and column) and leaves H unchanged. May be called after cloq_gram_finish (the upper
- * triangle stays the accumulator; call finish again). Uses OpenBLAS threads. */
+ * triangle stays the accumulator; call finish again). The column panels are the work items of one
+ * parallel region, each computed by one thread with a single-threaded sgemm (largest first): one
+ * region per call, not two per panel, so a thread that loses its core delays one panel. */
 int cloq_gram_add(cloq_gram *g, const float *X, int t, cloq_err *err);
 /* C (n, n) float64 row-major += A^T B, A and B (t, n) row-major float32, as cloq_gram_add sums
  * float32 panel products into float64; work: (n, CLOQ_GRAM_PANEL) floats. Asymmetric calibration

@@ -118,6 +118,18 @@ typedef struct job {
 	float *stash_mem[3];
 	int stash_ram;
 	int64_t plan_peak;      /* the memory plan's peak, for the choice */
+	/* windows forwarded at once (cloq_plan's window_slots), slot 0 being ws/xbuf above; each
+	 * slot's group inputs are kept for the Gram updates, which run in window order after */
+	int slots;
+	struct win_slot {
+		cloq_block_ws *ws;
+		float *xbuf;
+		float *capbuf;            /* the captured group inputs (one group a pass, or all four) */
+		float *cap[CLOQ_GROUPS];
+		int cap_t[CLOQ_GROUPS], cap_n[CLOQ_GROUPS];
+		int rc;
+		cloq_err err;
+	} *slot;
 } job;
 
 enum { ST_READ, ST_STATS, ST_QUANT, ST_SOLVE, ST_PROP, ST_WRITE, ST_NSTAGES };
@@ -203,6 +215,8 @@ static cJSON *settings_json(const cloq_convert_opts *o)
 	/* OpenBLAS's sums depend on its thread count, so the bytes of a job do too: the count is
 	 * part of what a job is, and resume reuses it (see run()). */
 	cJSON_AddNumberToObject(s, "threads", o->threads);
+	/* so are the forward's, on the number of windows forwarded at once (cloq_plan.h) */
+	cJSON_AddNumberToObject(s, "window_slots", o->window_slots > 0 ? o->window_slots : 1);
 	return s;
 }
 
@@ -216,6 +230,10 @@ int cloq_convert_check_settings(const cJSON *s, const char *path, cloq_err *err)
 		{"group_size", 1, 1 << 20}, {"rank", 1, 1 << 16}, {"cloq_iters", 1, 100}, {"loftq_iters", 1, 100},
 		{"threads", 0, 1024},
 	};
+	const cJSON *ws = cJSON_GetObjectItemCaseSensitive(s, "window_slots");
+	if (ws && (!cJSON_IsNumber(ws) || ws->valuedouble < 1 || ws->valuedouble > 1024 ||
+		   ws->valuedouble != floor(ws->valuedouble)))
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.window_slots: expected an integer in [1, 1024]", path);
 	if (!cJSON_IsObject(s))
 		return cloq_err_set(err, CLOQ_EINPUT, "%s: 'settings' is not an object", path);
 	for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
@@ -316,6 +334,7 @@ static int settings_from_json(const cJSON *s, const char *out_dir, cloq_convert_
 	o->one_pass = BOOL("one_pass");
 	o->baselines = BOOL("baselines");
 	o->threads = (int)NUM("threads");
+	o->window_slots = NUM("window_slots") > 0 ? (int)NUM("window_slots") : 1;
 #undef STR
 #undef NUM
 #undef BOOL
@@ -490,11 +509,29 @@ fail:
 	return rc;
 }
 
+/* Window slots (J->slots > 1): the forward of a slot runs on one thread, and the group inputs the
+ * Gram hook would see are copied aside, to be handed to it in window order once the batch is done
+ * (the Gram matrices are sums in a fixed order: the same bytes as one window at a time). */
+static int capture_hook_fn(void *ctx, int group, const float *X, int t, int n, cloq_err *err)
+{
+	struct win_slot *s = ctx;
+	(void)err;
+	memcpy(s->cap[group], X, (size_t)t * n * sizeof(float));
+	s->cap_t[group] = t;
+	s->cap_n[group] = n;
+	return CLOQ_OK;
+}
+
 /* One pass over the windows of layer l: each window through the block with weights w from state
  * `start` (INPUT: cache[l]; later states: the stashes of the previous pass) up to stop_after, the
  * requested Gram matrices collected on the way. With `stash` the state formed right before the
  * hook of group stop_after (O: ATT, GATEUP: H, DOWN: ACT) is kept for the next pass; with `next`
- * set, the block's outputs go there. */
+ * set, the block's outputs go there.
+ *
+ * Windows go in batches of J->slots: read (in order), forwarded in parallel, one window a thread,
+ * then their Gram updates and writes in order. With one slot the forward's GEMMs are threaded
+ * instead. On a machine shared with other work the slots keep the threads apart: a thread that
+ * loses its core delays one window, not every GEMM (docs/PERFORMANCE.md section 8). */
 static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, int stop_after, int stash,
 		cloq_cache_writer *next, const char *stage, cloq_err *err)
 {
@@ -530,43 +567,79 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 		cloq_cache_writer_set_scratch(sw);
 	}
 	double t0 = now(), last = t0;
-	for (int i = 0; i < J->win.n; i++) {
-		int rows = J->win.seqlen;
+	int P = J->slots, rows = J->win.seqlen;
+	for (int i0 = 0; i0 < J->win.n; i0 += P) {
+		int nb = J->win.n - i0 < P ? J->win.n - i0 : P;
 		CLOQ_TRY(cloq_interrupt_check(stage, err));
-		if (r)
-			CLOQ_TRY(read_checked(J, r, i, J->xbuf, path, err));
-		if (r_att)
-			CLOQ_TRY(read_checked(J, r_att, i, cloq_block_ws_state(J->ws, CLOQ_STATE_ATT), p_att, err));
-		if (r_h)
-			CLOQ_TRY(read_checked(J, r_h, i, cloq_block_ws_state(J->ws, CLOQ_STATE_H), p_h, err));
-		if (r_act)
-			CLOQ_TRY(read_checked(J, r_act, i, cloq_block_ws_state(J->ws, CLOQ_STATE_ACT), p_act, err));
-		for (int st = CLOQ_STATE_ATT; J->stash_ram && st <= CLOQ_STATE_ACT; st++) /* the states a start needs */
-			if (start == st || (st == CLOQ_STATE_H && start == CLOQ_STATE_ACT)) {
-				size_t n = (size_t)rows * state_cols(c, st);
-				memcpy(cloq_block_ws_state(J->ws, st), J->stash_mem[st - CLOQ_STATE_ATT] + (size_t)i * n,
-				       n * sizeof(float));
+		for (int k = 0; k < nb; k++) { /* the batch's inputs, in window order */
+			struct win_slot *s = &J->slot[k];
+			int i = i0 + k;
+			if (r)
+				CLOQ_TRY(read_checked(J, r, i, s->xbuf, path, err));
+			if (r_att)
+				CLOQ_TRY(read_checked(J, r_att, i, cloq_block_ws_state(s->ws, CLOQ_STATE_ATT), p_att, err));
+			if (r_h)
+				CLOQ_TRY(read_checked(J, r_h, i, cloq_block_ws_state(s->ws, CLOQ_STATE_H), p_h, err));
+			if (r_act)
+				CLOQ_TRY(read_checked(J, r_act, i, cloq_block_ws_state(s->ws, CLOQ_STATE_ACT), p_act, err));
+			for (int st = CLOQ_STATE_ATT; J->stash_ram && st <= CLOQ_STATE_ACT; st++) /* the states a start needs */
+				if (start == st || (st == CLOQ_STATE_H && start == CLOQ_STATE_ACT)) {
+					size_t n = (size_t)rows * state_cols(c, st);
+					memcpy(cloq_block_ws_state(s->ws, st), J->stash_mem[st - CLOQ_STATE_ATT] + (size_t)i * n,
+					       n * sizeof(float));
+				}
+		}
+		if (P == 1) {
+			if (r_fp) {
+				CLOQ_TRY(read_checked(J, r_fp, i0, J->cap, p_fp, err));
+				J->cap_group = asym_g;
 			}
-		if (r_fp) {
-			CLOQ_TRY(read_checked(J, r_fp, i, J->cap, p_fp, err));
-			J->cap_group = asym_g;
+			CLOQ_TRY(cloq_block_forward_from(c, l, w, &J->rope, J->ws, J->xbuf, rows, start,
+							 gh ? gram_hook_fn : NULL, gh, stop_after, err));
+		} else {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nb)
+			for (int k = 0; k < nb; k++) {
+				struct win_slot *s = &J->slot[k];
+				for (int g = 0; g < CLOQ_GROUPS; g++)
+					s->cap_t[g] = 0;
+				s->rc = cloq_block_forward_from(c, l, w, &J->rope, s->ws, s->xbuf, rows, start,
+								gh ? capture_hook_fn : NULL, s, stop_after, &s->err);
+			}
+			for (int k = 0; k < nb; k++)
+				if (J->slot[k].rc) {
+					if (err)
+						*err = J->slot[k].err;
+					rc = J->slot[k].rc;
+					goto fail;
+				}
 		}
-		CLOQ_TRY(cloq_block_forward_from(c, l, w, &J->rope, J->ws, J->xbuf, rows, start, gh ? gram_hook_fn : NULL,
-						 gh, stop_after, err));
-		double tw = now();
-		if (sw)
-			CLOQ_TRY(cloq_cache_append(sw, cloq_block_ws_state(J->ws, out_state), rows, err));
-		if (out_state >= 0 && J->stash_ram) {
-			size_t n = (size_t)rows * state_cols(c, out_state);
-			memcpy(J->stash_mem[out_state - CLOQ_STATE_ATT] + (size_t)i * n, cloq_block_ws_state(J->ws, out_state),
-			       n * sizeof(float));
+		for (int k = 0; k < nb; k++) { /* Gram updates and writes, in window order */
+			struct win_slot *s = &J->slot[k];
+			int i = i0 + k;
+			if (P > 1 && gh) {
+				if (r_fp) {
+					CLOQ_TRY(read_checked(J, r_fp, i, J->cap, p_fp, err));
+					J->cap_group = asym_g;
+				}
+				for (int g = 0; g < CLOQ_GROUPS; g++)
+					if (s->cap_t[g])
+						CLOQ_TRY(gram_hook_fn(gh, g, s->cap[g], s->cap_t[g], s->cap_n[g], err));
+			}
+			double tw = now();
+			if (sw)
+				CLOQ_TRY(cloq_cache_append(sw, cloq_block_ws_state(s->ws, out_state), rows, err));
+			if (out_state >= 0 && J->stash_ram) {
+				size_t n = (size_t)rows * state_cols(c, out_state);
+				memcpy(J->stash_mem[out_state - CLOQ_STATE_ATT] + (size_t)i * n,
+				       cloq_block_ws_state(s->ws, out_state), n * sizeof(float));
+			}
+			if (next)
+				CLOQ_TRY(cloq_cache_append(next, s->xbuf, rows, err));
+			J->stage_s[ST_WRITE] += now() - tw;
 		}
-		if (next)
-			CLOQ_TRY(cloq_cache_append(next, J->xbuf, rows, err));
-		J->stage_s[ST_WRITE] += now() - tw;
 		double t = now();
-		if (t - last > 0.5 || i + 1 == J->win.n) {
-			progress(J, l, stage, (i + 1.0) / J->win.n, (i + 1.0) * J->win.seqlen / (t - t0 + 1e-9));
+		if (t - last > 0.5 || i0 + nb == J->win.n) {
+			progress(J, l, stage, (i0 + nb + 0.0) / J->win.n, (i0 + nb + 0.0) * J->win.seqlen / (t - t0 + 1e-9));
 			last = t;
 		}
 	}
@@ -1124,20 +1197,6 @@ static int check_asym_disk(job *J, cloq_err *err)
 			    avail / 1073741824.0);
 }
 
-/* MemAvailable of /proc/meminfo in bytes, 0 when unknown */
-static double mem_available(void)
-{
-	FILE *f = fopen("/proc/meminfo", "r");
-	char line[256];
-	double kb = 0;
-	while (f && fgets(line, sizeof line, f))
-		if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return kb * 1024.0;
-}
-
 /* The resumable passes' states in RAM when they fit: at most a quarter of the memory available
  * now, and within --mem-budget on top of the plan. They are per-layer scratch (a killed job redoes
  * the layer), so RAM loses nothing a resume needs; the floats are the disk path's (its stashes are
@@ -1153,7 +1212,7 @@ static int choose_stashes(job *J, cloq_err *err)
 		return CLOQ_OK;
 	double tok = (double)J->win.n * J->win.seqlen;
 	double bytes = tok * ((double)c->heads * c->head_dim + c->hidden + c->intermediate) * 4;
-	if (bytes > 0.25 * mem_available() || (J->o.mem_budget > 0 && J->plan_peak + bytes > (double)J->o.mem_budget))
+	if (bytes > 0.25 * cloq_mem_available() || (J->o.mem_budget > 0 && J->plan_peak + bytes > (double)J->o.mem_budget))
 		return CLOQ_OK;
 	for (int st = CLOQ_STATE_ATT; st <= CLOQ_STATE_ACT; st++) {
 		size_t n = (size_t)tok * state_cols(c, st);
@@ -1227,8 +1286,12 @@ static int setup_threads(cloq_convert_opts *o)
 		cloq_journal j;
 		if (cloq_journal_load(o->out_dir, &j, NULL) == CLOQ_OK) {
 			const cJSON *t = cJSON_GetObjectItemCaseSensitive(j.settings, "threads");
+			const cJSON *ws = cJSON_GetObjectItemCaseSensitive(j.settings, "window_slots");
 			if (cJSON_IsNumber(t) && t->valueint > 0)
 				o->threads = t->valueint;
+			if (cJSON_IsNumber(t) && t->valueint == o->threads && cJSON_IsNumber(ws) && ws->valueint > 0 &&
+			    o->window_slots <= 0)
+				o->window_slots = ws->valueint;
 			cloq_journal_free(&j);
 		}
 	}
@@ -1314,6 +1377,7 @@ static int run(job *J, cloq_err *err)
 	/* the memory plan: refuse early rather than fail at layer 40 */
 	cloq_plan plan;
 	cloq_plan_compute(J->cfg, o, J->win.n, J->win.seqlen, &plan);
+	o->window_slots = plan.window_slots;
 	J->plan_peak = plan.peak_bytes;
 	J->est_layer_s = -1;
 	if (!o->quiet) { /* the ETA before a layer is done: the time model at the rate probed now
@@ -1461,6 +1525,29 @@ static int run(job *J, cloq_err *err)
 	choose_passes(J);
 	J->xbuf = cloq_malloc((size_t)J->win.seqlen * J->cfg->hidden * sizeof(float));
 	CLOQ_FAIL_IF(!J->xbuf, err, CLOQ_EIO, "out of memory");
+	J->slots = o->window_slots > 1 ? o->window_slots : 1;
+	J->slot = cloq_calloc((size_t)J->slots, sizeof *J->slot);
+	CLOQ_FAIL_IF(!J->slot, err, CLOQ_EIO, "out of memory");
+	J->slot[0].ws = J->ws;
+	J->slot[0].xbuf = J->xbuf;
+	if (J->slots > 1) { /* cloq_plan.c: a workspace, a window and the captured group inputs a slot */
+		size_t capw = 0, off[CLOQ_GROUPS];
+		for (int g = 0; g < CLOQ_GROUPS; g++) {
+			off[g] = o->one_pass ? capw : 0;
+			capw = o->one_pass ? capw + group_cols(J->cfg, g) : (group_cols(J->cfg, g) > capw ? group_cols(J->cfg, g) : capw);
+		}
+		for (int k = 0; k < J->slots; k++) {
+			struct win_slot *sl = &J->slot[k];
+			if (k > 0) {
+				CLOQ_TRY(cloq_block_ws_create(J->cfg, J->win.seqlen, &sl->ws, err));
+				sl->xbuf = cloq_malloc((size_t)J->win.seqlen * J->cfg->hidden * sizeof(float));
+			}
+			sl->capbuf = cloq_malloc((size_t)J->win.seqlen * capw * sizeof(float));
+			CLOQ_FAIL_IF(!sl->xbuf || !sl->capbuf, err, CLOQ_EIO, "out of memory for %d window slots", J->slots);
+			for (int g = 0; g < CLOQ_GROUPS; g++)
+				sl->cap[g] = sl->capbuf + off[g] * J->win.seqlen;
+		}
+	}
 	if (o->asym) { /* the original stream's window, its group input, Xo - Xq, the cross panel */
 		const cloq_config *c = J->cfg;
 		size_t wide = 0;
@@ -1544,6 +1631,14 @@ fail:
 static void job_free(job *J)
 {
 	cloq_prefetch_free(J->pf);
+	for (int k = 0; J->slot && k < J->slots; k++) { /* slot 0 is ws/xbuf */
+		if (k > 0) {
+			cloq_block_ws_free(J->slot[k].ws);
+			cloq_free(J->slot[k].xbuf);
+		}
+		cloq_free(J->slot[k].capbuf);
+	}
+	cloq_free(J->slot);
 	cloq_free(J->xbuf);
 	cloq_block_ws_free(J->ws);
 	cloq_block_ws_free(J->ws_fp);

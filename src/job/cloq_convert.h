@@ -67,6 +67,9 @@ typedef struct cloq_convert_opts {
 	int baselines;              /* also compute zero/LoftQ(T=1) objectives for the report (1) */
 	int64_t mem_budget;         /* bytes, 0 = none */
 	int threads;                /* 0 = all cores */
+	int window_slots;           /* calibration windows forwarded at once (cloq_plan's
+	                             * window_slots); 0 = the plan chooses. A job records it: the
+	                             * forward's sums depend on it */
 	int force;                  /* start over when settings or inputs differ */
 	int quiet;
 } cloq_convert_opts;

@@ -26,6 +26,8 @@ typedef struct cloq_plan {
 	int64_t export_bytes;      /* `cloq export` with the job's default format (GPTQ, fp16 tensors,
 	                            * fp32 adapter; nf4-bnb: the adapter alone; nf: dense fp16): exact
 	                            * but for headers and the copied tokenizer files */
+	int window_slots;          /* calibration windows forwarded at once, one a thread (1: one
+	                            * window at a time, threaded GEMMs); counted in forward_bytes */
 	char largest_item[96];     /* what dominates, for messages */
 	double flops;              /* arithmetic of the whole conversion (forward passes, GPTQ,
 	                            * factorisations, CLoQ solves), for time estimates */

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <cblas.h>
+#include <omp.h>
 
 #include "cloq_sys.h"
 
@@ -19,28 +20,75 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Windows in parallel, each on one thread with its own workspace and single-threaded BLAS,
+ * when there are enough of them to keep every thread busy (at least two per thread) and the
+ * extra workspaces take at most an eighth of the memory available. A layer is then one parallel
+ * region instead of dozens per window: on a machine shared with other work, a thread that loses
+ * its core holds the others for one window at the end of a layer, not at every GEMM's barrier
+ * (docs/PERFORMANCE.md section 8). 0 otherwise: one window at a time, threaded GEMMs. */
+static int window_threads(const cloq_config *c, int n, int T)
+{
+	int nth = omp_get_max_threads();
+	if (nth < 2 || n < 2 * nth)
+		return 0;
+	double extra = (double)(nth - 1) * (cloq_block_ws_bytes(c, T) + (double)T * HEAD_CHUNK * sizeof(float));
+	return extra <= cloq_mem_available() / 8 ? nth : 0;
+}
+
 /* Run every layer over every window of x (n*T, hidden), layer-major so each layer is loaded once. */
 static int run_layers(const cloq_lm *lm, float *x, int n, int T, int progress, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	const cloq_config *c = lm->cfg;
 	cloq_rope rope = {0};
-	cloq_block_ws *ws = NULL;
+	int nth = window_threads(c, n, T), nws = nth > 0 ? nth : 1;
+	cloq_block_ws *ws[nws];
+	memset(ws, 0, sizeof ws);
 	CLOQ_TRY(cloq_rope_init(&rope, c, T, err));
-	CLOQ_TRY(cloq_block_ws_create(c, T, &ws, err));
+	for (int i = 0; i < nws; i++)
+		CLOQ_TRY(cloq_block_ws_create(c, T, &ws[i], err));
 	for (int l = 0; l < c->layers; l++) {
 		cloq_layer_w w;
 		CLOQ_TRY(lm->layer(lm->ctx, l, &w, err));
-		for (int i = 0; i < n; i++)
-			CLOQ_TRY(cloq_block_forward(c, l, &w, &rope, ws, x + (size_t)i * T * c->hidden, T, NULL, NULL, -1,
-						    err));
+		if (nth > 0) {
+			int bad = CLOQ_OK;
+			cloq_err e1;
+			memset(&e1, 0, sizeof e1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
+			for (int i = 0; i < n; i++) {
+				cloq_err ei = {0};
+				int r;
+				if (bad)
+					continue;
+				r = cloq_block_forward(c, l, &w, &rope, ws[omp_get_thread_num()], x + (size_t)i * T * c->hidden, T,
+						       NULL, NULL, -1, &ei);
+				if (r) {
+#pragma omp critical(cloq_eval_err)
+					if (!bad) {
+						bad = r;
+						e1 = ei;
+					}
+				}
+			}
+			if (bad) {
+				if (err)
+					*err = e1;
+				rc = bad;
+				goto fail;
+			}
+		} else {
+			for (int i = 0; i < n; i++)
+				CLOQ_TRY(cloq_block_forward(c, l, &w, &rope, ws[0], x + (size_t)i * T * c->hidden, T, NULL, NULL,
+							    -1, err));
+		}
 		if (progress)
 			fprintf(stderr, "\r  layer %d/%d", l + 1, c->layers);
 	}
 	if (progress)
 		fprintf(stderr, "\n");
 fail:
-	cloq_block_ws_free(ws);
+	for (int i = 0; i < nws; i++)
+		cloq_block_ws_free(ws[i]);
 	cloq_rope_free(&rope);
 	return rc;
 }
@@ -100,26 +148,30 @@ int cloq_eval_ppl(const cloq_lm *lm, const cloq_windows *w, cloq_eval_result *re
 		cloq_rmsnorm_cfg(c, x + r * D, lm->final_norm, x + r * D, 1, D);
 
 	int chunk = V < HEAD_CHUNK ? V : HEAD_CHUNK;
+	int nth = window_threads(c, n, T), nlog = nth > 0 ? nth : 1;
 	head = cloq_malloc((size_t)chunk * D * sizeof(float));
-	logits = cloq_malloc((size_t)T * chunk * sizeof(float));
+	logits = cloq_malloc((size_t)nlog * T * chunk * sizeof(float));
 	mx = cloq_malloc(rows * sizeof(double));
 	sum = cloq_calloc(rows, sizeof(double));
 	tgt = cloq_malloc(rows * sizeof(double));
 	CLOQ_FAIL_IF(!head || !logits || !mx || !sum || !tgt, err, CLOQ_EIO, "out of memory for the lm_head pass");
 	for (size_t r = 0; r < rows; r++)
 		mx[r] = -INFINITY;
-	/* Online log-sum-exp over vocab chunks: lm_head is read once whatever the number of windows. */
+	/* Online log-sum-exp over vocab chunks: lm_head is read once whatever the number of windows.
+	 * Each window's rows are its own: windows in parallel (window_threads) give the same sums. */
 	for (int v0 = 0; v0 < V; v0 += chunk) {
 		int nv = V - v0 < chunk ? V - v0 : chunk;
 		CLOQ_TRY(lm->head_rows(lm->ctx, v0, nv, head, err));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nlog) if (nth > 0)
 		for (int i = 0; i < n; i++) {
+			float *lg = logits + (size_t)(nth > 0 ? omp_get_thread_num() : 0) * T * chunk;
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nv, D, 1.0f, x + (size_t)i * T * D, D, head,
-				    D, 0.0f, logits, nv);
-			cloq_lm_softcap(c, logits, (size_t)T * nv);
-#pragma omp parallel for schedule(static) if ((size_t)T * nv > (1u << 20))
+				    D, 0.0f, lg, nv);
+			cloq_lm_softcap(c, lg, (size_t)T * nv);
+#pragma omp parallel for schedule(static) if (nth == 0 && (size_t)T * nv > (1u << 20))
 			for (int t = 0; t < T - 1; t++) {
 				size_t r = (size_t)i * T + t;
-				const float *lr = logits + (size_t)t * nv;
+				const float *lr = lg + (size_t)t * nv;
 				double m = mx[r];
 				for (int j = 0; j < nv; j++)
 					m = lr[j] > m ? lr[j] : m;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <omp.h>
 
 #include "cloq_sys.h"
 
@@ -254,7 +255,8 @@ struct cloq_block_ws {
 	float *k;     /* (T, kv*hd) */
 	float *v;     /* (T, kv*hd) */
 	float *att;   /* (T, heads*hd) attention output */
-	float *s;     /* (T, T) scores of one head */
+	float *s;     /* (s_slots x ATT_ROWS, T): each attention thread's scores of one item */
+	int s_slots;  /* threads that may run attention items at once */
 	float *g;     /* (T, inter) gate, then silu(gate)*up (inter: the widest MLP or expert) */
 	float *u;     /* (T, inter) up */
 	float *y;     /* (T, hidden) projection output */
@@ -267,6 +269,14 @@ struct cloq_block_ws {
 };
 
 #define WS_PARTS 14
+#define ATT_ROWS 64 /* query rows of one attention work item */
+
+/* threads that may run attention items at once (the ws's score slots) */
+static int ws_slots(void)
+{
+	int n = omp_get_max_threads();
+	return n < 1 ? 1 : n;
+}
 
 /* the widest MLP a layer of cfg computes: dense, expert or shared expert */
 static size_t ws_inter(const cloq_config *c)
@@ -283,7 +293,7 @@ static size_t ws_floats(const cloq_config *c, int T, size_t *parts)
 {
 	size_t t = (size_t)T, qd = (size_t)c->heads * c->head_dim, kvd = (size_t)c->kv_heads * c->head_dim;
 	size_t wi = ws_inter(c), moe = c->moe > 0, ne = (size_t)c->moe, nk = (size_t)c->moe_topk;
-	size_t p[WS_PARTS] = {t * c->hidden, t * qd, t * kvd, t * kvd, t * qd, t * t, t * wi, t * wi, t * c->hidden,
+	size_t p[WS_PARTS] = {t * c->hidden, t * qd, t * kvd, t * kvd, t * qd, (size_t)ws_slots() * ATT_ROWS * t, t * wi, t * wi, t * c->hidden,
 			      moe * t * c->hidden, moe * t * c->hidden, t * ne, t * nk, t * nk};
 	size_t sum = 0;
 	for (int i = 0; i < WS_PARTS; i++) {
@@ -319,6 +329,7 @@ int cloq_block_ws_create(const cloq_config *cfg, int max_t, cloq_block_ws **out,
 		p += parts[i];
 	}
 	ws->max_t = max_t;
+	ws->s_slots = ws_slots();
 	*out = ws;
 	return CLOQ_OK;
 }
@@ -353,47 +364,67 @@ static inline float exp_nonpos(float x)
 	return p * s.f;
 }
 
-/* Causal GQA attention of one window: q (T, H*hd), k, v (T, KV*hd) -> att (T, H*hd). */
-/* window > 0: query i attends to keys j with i - window < j <= i (Gemma 3's sliding layers) */
-static void attention(const cloq_config *c, cloq_block_ws *ws, int T, int window)
+/* Causal GQA attention of one window: q (T, H*hd), k, v (T, KV*hd) -> att (T, H*hd).
+ * window > 0: query i attends to keys j with i - window < j <= i (sliding layers).
+ *
+ * The work is cut into items of one head x ATT_ROWS query rows, taken dynamically by the threads
+ * of one parallel region; each item is computed by one thread with single-threaded GEMMs over
+ * the keys its rows can see (j < i1, and j > i0 - window), so the masked upper half (and, with a
+ * window, what lies before it) is never computed. The cut depends on T alone: the bytes are the
+ * same for any thread count, and a thread that loses its core holds the others for one item at
+ * most, not for a statically split half of every GEMM (one parallel region per layer instead of
+ * two BLAS regions per head). */
+static void attention_item(const cloq_config *c, const cloq_block_ws *ws, int T, int window, int h, int i0, float *S)
 {
-	int hd = c->head_dim, H = c->heads, KV = c->kv_heads, rep = H / KV;
-	int qs = H * hd, ks = KV * hd;
+	int hd = c->head_dim, H = c->heads, rep = H / c->kv_heads;
+	int qs = H * hd, ks = c->kv_heads * hd, g = h / rep;
+	int i1 = i0 + ATT_ROWS < T ? i0 + ATT_ROWS : T, rows = i1 - i0;
+	int jlo = window > 0 && i0 - window + 1 > 0 ? i0 - window + 1 : 0, n = i1 - jlo;
 	/* a config not made by cloq_config_parse (tests) has 0: Llama's 1 / sqrt(head_dim) */
 	float scale = (float)(c->attn_scale > 0 ? c->attn_scale : 1.0 / sqrt((double)hd)), cap = (float)c->attn_softcap;
-	float *S = ws->s;
-	for (int h = 0; h < H; h++) {
-		int g = h / rep;
-		/* S (T, T) = q_h k_g^T * scale; the masked upper triangle is computed and discarded,
-		 * which keeps this one GEMM instead of T small ones. */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, ws->q + (size_t)h * hd, qs,
-			    ws->k + (size_t)g * hd, ks, 0.0f, S, T);
-#pragma omp parallel for schedule(dynamic, 16) if ((size_t)T * T > (1u << 20))
-		for (int i = 0; i < T; i++) {
-			float *row = S + (size_t)i * T;
-			int j0 = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
-			for (int j = 0; j < j0; j++)
-				row[j] = 0.0f;
-			if (cap > 0.0f) /* Gemma 2: soft-capped scores, cap tanh(s / cap), before the mask */
-				for (int j = j0; j <= i; j++)
-					row[j] = cap * tanhf(row[j] / cap);
-			float mx = row[j0];
-			for (int j = j0 + 1; j <= i; j++)
-				mx = row[j] > mx ? row[j] : mx;
-			float sum = 0;
+	/* S (rows, n) = q[i0:i1]_h k[jlo:i1]_g^T * scale */
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, hd, scale, ws->q + (size_t)i0 * qs + (size_t)h * hd,
+		    qs, ws->k + (size_t)jlo * ks + (size_t)g * hd, ks, 0.0f, S, n);
+	for (int r = 0; r < rows; r++) {
+		int i = i0 + r;
+		float *row = S + (size_t)r * n;
+		int j0 = (window > 0 && i - window + 1 > 0 ? i - window + 1 : 0) - jlo, je = i - jlo; /* valid: j0..je */
+		for (int j = 0; j < j0; j++)
+			row[j] = 0.0f;
+		if (cap > 0.0f) /* Gemma 2: soft-capped scores, cap tanh(s / cap), before the mask */
+			for (int j = j0; j <= je; j++)
+				row[j] = cap * tanhf(row[j] / cap);
+		float mx = row[j0];
+		for (int j = j0 + 1; j <= je; j++)
+			mx = row[j] > mx ? row[j] : mx;
+		float sum = 0;
 #pragma omp simd reduction(+ : sum)
-			for (int j = j0; j <= i; j++) {
-				row[j] = exp_nonpos(row[j] - mx);
-				sum += row[j];
-			}
-			float inv = 1.0f / sum;
-			for (int j = j0; j <= i; j++)
-				row[j] *= inv;
-			for (int j = i + 1; j < T; j++)
-				row[j] = 0.0f;
+		for (int j = j0; j <= je; j++) {
+			row[j] = exp_nonpos(row[j] - mx);
+			sum += row[j];
 		}
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, S, T, ws->v + (size_t)g * hd, ks,
-			    0.0f, ws->att + (size_t)h * hd, qs);
+		float inv = 1.0f / sum;
+		for (int j = j0; j <= je; j++)
+			row[j] *= inv;
+		for (int j = je + 1; j < n; j++)
+			row[j] = 0.0f;
+	}
+	/* att[i0:i1]_h = P v[jlo:i1]_g */
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, n, 1.0f, S, n, ws->v + (size_t)jlo * ks + (size_t)g * hd,
+		    ks, 0.0f, ws->att + (size_t)i0 * qs + (size_t)h * hd, qs);
+}
+
+static void attention(const cloq_config *c, cloq_block_ws *ws, int T, int window)
+{
+	int nb = (T + ATT_ROWS - 1) / ATT_ROWS, items = c->heads * nb;
+	int nth = omp_in_parallel() ? 1 : ws->s_slots; /* nested (windows in parallel): this thread alone */
+	if (nth > items)
+		nth = items;
+	/* the last row blocks see the most keys: hand them out first */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
+	for (int it = 0; it < items; it++) {
+		int b = nb - 1 - it / c->heads, h = it % c->heads;
+		attention_item(c, ws, T, window, h, b * ATT_ROWS, ws->s + (size_t)omp_get_thread_num() * ATT_ROWS * T);
 	}
 }
 
