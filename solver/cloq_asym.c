@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cloq_chol.h"
 #include "cloq_solver_internal.h"
 
 void cloq_cross_add(double *C, float *work, const float *A, const float *B, int t, int n)
@@ -58,7 +59,7 @@ int cloq_solver_asym_target(const double *H, const double *D, int n, const float
 		memcpy(F, H, nn);
 		for (int i = 0; i < n; i++)
 			F[(size_t)i * n + i] += lr * mean;
-		info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', n, F, n);
+		info = cloq_d_potrf_upper(n, F, n);
 	}
 	for (size_t i = 0; i < (size_t)out * n; i++)
 		Wd[i] = W[i];

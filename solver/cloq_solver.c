@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cloq_chol.h"
 #include "cloq_solver_internal.h"
 
 struct cloq_factor {
@@ -127,7 +128,7 @@ int cloq_solver_factor_inplace(double *H, int n, double lambda_rel, cloq_factor 
 		double lam = md > 0.0 ? rel * md : 1.0;
 		for (int i = 0; i < n; i++)
 			H[(size_t)i * n + i] = d0[i] + lam;
-		info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', n, H, n);
+		info = cloq_d_potrf_upper(n, H, n);
 		CLOQ_FAIL_IF(info < 0, err, CLOQ_EIO, "factor: dpotrf argument error %d", info);
 		if (info == 0) {
 			f->lambda = lam;
@@ -396,7 +397,11 @@ static int rsvd_factored(const cloq_factor *f, const float *dW, int in, int out,
 		    0.0f, B32, l);
 	for (size_t i = 0; i < (size_t)l * out; i++)
 		Bs[i] = B32[i];
-	info = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', l, out, Bs, l, s, Ub, l, VT, l);
+	{
+		int nth = cloq_blas_serial_begin(); /* the l x out projection: small (cloq_solver_internal.h) */
+		info = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', l, out, Bs, l, s, Ub, l, VT, l);
+		cloq_blas_serial_end(nth);
+	}
 	CLOQ_FAIL_IF(info != 0, err, CLOQ_EIO, "cloq: dgesdd failed (info %d) on the %d x %d "
 		     "projection", info, l, out);
 	cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, in, k, l, 1.0, Q, in, Ub, l, 0.0, U,
@@ -444,24 +449,46 @@ static double resid2(const double *Xd, const float *Xf, const double *Uc, const 
 }
 
 /* The same for a float32 X with the product in float32 (Uc32 (in, k), Z32 (out, k) column-major,
- * blk32 (in, BLK_COLS)): the randomized path's residuals, whose X is float32 anyway. Each entry
- * of the residual carries ~1e-7 of the fit's size; its square is summed in float64. */
+ * blk32 (in, 2 BLK_COLS) floats): the randomized path's residuals, whose X is float32 anyway. Each
+ * entry of the residual carries ~1e-7 of the fit's size; its square is summed in float64. The
+ * column blocks are the items of one parallel region (single-threaded sgemm each, one region
+ * instead of two a block: cloq_chol.c says why), summed in block order: the same sum whatever
+ * the thread count. */
 static double resid2_f32(const float *X, const float *Uc32, const float *Z32, double s, int in,
 			 int out, int k, float *blk32)
 {
-	double acc = 0.0;
-	for (int o0 = 0; o0 < out; o0 += BLK_COLS) {
-		int b = out - o0 < BLK_COLS ? out - o0 : BLK_COLS;
-		size_t nb = (size_t)in * b, off = (size_t)o0 * in;
-		memcpy(blk32, X + off, nb * sizeof *blk32);
-		cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, in, b, k, (float)-s, Uc32, in,
-			    Z32 + o0, out, 1.0f, blk32, in);
-		double a = 0.0;
-#pragma omp parallel for reduction(+ : a) schedule(static) if (nb > 65536)
-		for (size_t i = 0; i < nb; i++)
-			a += (double)blk32[i] * blk32[i];
-		acc += a;
+	int nblk = (out + BLK_COLS - 1) / BLK_COLS, nth = omp_get_max_threads();
+	nth = nth > nblk ? nblk : nth < 1 ? 1 : nth;
+	double *part = cloq_malloc((size_t)nblk * sizeof *part);
+	float *scratch = nth > 2 ? cloq_malloc((size_t)nth * in * BLK_COLS * sizeof(float)) : NULL;
+	if (!scratch) { /* blk32 holds two blocks */
+		nth = nth > 2 ? 2 : nth;
+		scratch = blk32;
 	}
+	if (!part) /* no room for the partial sums: one block at a time, in order */
+		nth = 1;
+	double acc = 0.0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
+	for (int j = 0; j < nblk; j++) {
+		int o0 = j * BLK_COLS, b = out - o0 < BLK_COLS ? out - o0 : BLK_COLS;
+		size_t nb = (size_t)in * b, off = (size_t)o0 * in;
+		float *w = scratch + (size_t)(nth > 1 ? omp_get_thread_num() : 0) * in * BLK_COLS;
+		memcpy(w, X + off, nb * sizeof *w);
+		cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, in, b, k, (float)-s, Uc32, in, Z32 + o0, out, 1.0f,
+			    w, in);
+		double a = 0.0;
+		for (size_t i = 0; i < nb; i++)
+			a += (double)w[i] * w[i];
+		if (part)
+			part[j] = a;
+		else
+			acc += a;
+	}
+	for (int j = 0; part && j < nblk; j++)
+		acc += part[j];
+	if (scratch != blk32)
+		cloq_free(scratch);
+	cloq_free(part);
 	return acc;
 }
 

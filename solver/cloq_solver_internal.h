@@ -12,6 +12,31 @@
 #include "cloq_solver.h"
 #include "cloq_sys.h"
 
+#include <omp.h>
+
+/* Small LAPACK factorisations (the sketch's QR, the projection's SVD: a few hundred columns)
+ * are sequences of many small BLAS calls; threaded, each is a parallel region whose barrier
+ * waits for a thread that may have lost its core to other work. Their flops are a few percent
+ * of a solve's, so they run on the calling thread (same sums whatever the job's thread count).
+ * OpenBLAS's count is global: only touched outside parallel regions (inside one, OpenBLAS runs
+ * single-threaded anyway). */
+extern void openblas_set_num_threads(int);
+extern int openblas_get_num_threads(void);
+static inline int cloq_blas_serial_begin(void)
+{
+	if (omp_in_parallel())
+		return 0;
+	int n = openblas_get_num_threads();
+	if (n > 1)
+		openblas_set_num_threads(1);
+	return n;
+}
+static inline void cloq_blas_serial_end(int n)
+{
+	if (n > 1)
+		openblas_set_num_threads(n);
+}
+
 /* xoshiro256** seeded through splitmix64: a small, fast generator whose stream is fixed by the
  * seed alone (no hidden global state), so sketches and zero-init are reproducible. */
 typedef struct cloq_rng {

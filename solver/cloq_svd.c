@@ -80,9 +80,11 @@ fail:
 /* Q <- orthonormal basis of the columns of Y (m, l), m >= l, in place (Householder QR). */
 static int orthonormalize(double *Y, int m, int l, double *tau, cloq_err *err)
 {
+	int nth = cloq_blas_serial_begin();
 	int info = LAPACKE_dgeqrf(LAPACK_COL_MAJOR, m, l, Y, m, tau);
 	if (info == 0)
 		info = LAPACKE_dorgqr(LAPACK_COL_MAJOR, m, l, l, Y, m, tau);
+	cloq_blas_serial_end(nth);
 	if (info != 0)
 		return cloq_err_set(err, CLOQ_EIO, "svd: QR failed (info %d) on %d x %d", info, m,
 				    l);
@@ -126,7 +128,11 @@ static int svd_randomized(const double *M, int m, int n, int k, int l, int q, ui
 	}
 	/* Bs (l, n) = Q^T M; its SVD Ub S VT; U = Q Ub */
 	cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, l, n, m, 1.0, Y, m, M, m, 0.0, Bs, l);
-	info = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', l, n, Bs, l, s, Ub, l, VT, l);
+	{
+		int nth = cloq_blas_serial_begin();
+		info = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', l, n, Bs, l, s, Ub, l, VT, l);
+		cloq_blas_serial_end(nth);
+	}
 	CLOQ_FAIL_IF(info != 0, err, CLOQ_EIO, "svd: dgesdd failed (info %d) on the %d x %d "
 		     "projection", info, l, n);
 	cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, k, l, 1.0, Y, m, Ub, l, 0.0, U,
@@ -189,9 +195,11 @@ fail:
  * ============================================================================================= */
 static int orthonormalize_f32(float *Y, int m, int l, float *tau, cloq_err *err)
 {
+	int nth = cloq_blas_serial_begin();
 	int info = LAPACKE_sgeqrf(LAPACK_COL_MAJOR, m, l, Y, m, tau);
 	if (info == 0)
 		info = LAPACKE_sorgqr(LAPACK_COL_MAJOR, m, l, l, Y, m, tau);
+	cloq_blas_serial_end(nth);
 	if (info != 0)
 		return cloq_err_set(err, CLOQ_EIO, "svd: QR failed (info %d) on %d x %d", info, m,
 				    l);
