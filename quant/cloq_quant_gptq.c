@@ -37,6 +37,7 @@
 #include <cblas.h>
 #include <lapacke.h>
 
+#include "cloq_chol.h"
 #include "cloq_sys.h"
 
 /* ======== H^-1 factor ============================================================================ */
@@ -56,10 +57,10 @@ int cloq_quant__hinv_upper_fast(float *H, int n)
 	 * K = V^T V; with L = V^T lower, H = (J L J)(J L J)^T = R R^T and U = R^-1 = J L^-1 J, which
 	 * read back row-major is the reversed buffer of V^-1 (strtri 'U'). */
 	reverse_floats(H, N * N);
-	int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', n, H, n);
+	int info = cloq_s_potrf_upper(n, H, n);
 	if (info != 0)
 		return info > 0 ? info : n + 1;
-	info = LAPACKE_strtri(LAPACK_COL_MAJOR, 'U', 'N', n, H, n);
+	info = cloq_s_trtri_upper(n, H, n);
 	if (info != 0)
 		return info > 0 ? info : n + 1;
 	reverse_floats(H, N * N);
@@ -76,7 +77,7 @@ int cloq_quant__hfactor_blocked(float *H, int n, const int *bstart, int nb)
 {
 	size_t N = (size_t)n;
 	reverse_floats(H, N * N);
-	int info = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', n, H, n);
+	int info = cloq_s_potrf_upper(n, H, n);
 	if (info != 0)
 		return info > 0 ? info : n + 1;
 	reverse_floats(H, N * N); /* R, row-major upper; below the diagonal: what H left there */

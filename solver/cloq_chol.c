@@ -40,6 +40,8 @@ static void serial_end(int n)
 #define CHOL_IMPL(NAME, T, POTRF, TRTRI, TRSM, SYRK, TRMM)                                                    \
 	int NAME##_potrf_upper(int n, T *A, int lda)                                                           \
 	{                                                                                                      \
+		if (n <= NB) /* one block: LAPACK's own call, as before this file */                          \
+			return POTRF(LAPACK_COL_MAJOR, 'U', n, A, lda);                                        \
 		for (int k = 0; k < n; k += NB) {                                                              \
 			int kb = n - k < NB ? n - k : NB, r = n - k - kb;                                      \
 			T *A11 = A + (size_t)k * lda + k;                                                      \
@@ -60,6 +62,8 @@ static void serial_end(int n)
 	}                                                                                                      \
 	int NAME##_trtri_upper(int n, T *A, int lda)                                                           \
 	{                                                                                                      \
+		if (n <= NB)                                                                                   \
+			return TRTRI(LAPACK_COL_MAJOR, 'U', 'N', n, A, lda);                                   \
 		for (int j = 0; j < n; j += NB) {                                                              \
 			int jb = n - j < NB ? n - j : NB;                                                      \
 			T *Ajj = A + (size_t)j * lda + j, *A0j = A + (size_t)j * lda;                          \

@@ -7,9 +7,8 @@
  * of order i is not positive definite (potrf) or U(i, i) is zero (trtri), or < 0 for an argument
  * error. Below the diagonal A is not touched.
  *
- * The solver's float64 factor of H uses cloq_d_potrf_upper. The float32 forms are tested
- * (tests/test_solver.c) but GPTQ keeps LAPACK's spotrf/strtri: its column loop amplifies a
- * factor's last bits (docs/DESIGN.md, "Parallel regions on a shared machine").
+ * n <= 256: LAPACK's own call (one block). The solver factors H with the float64 forms, GPTQ
+ * H^-1 with the float32 ones (docs/DESIGN.md, "Parallel regions on a shared machine").
  */
 #ifndef CLOQ_CHOL_H
 #define CLOQ_CHOL_H
