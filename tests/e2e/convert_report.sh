@@ -120,4 +120,19 @@ if run_rc 0 "$T/t1.log" "$CLOQ" convert $MODEL -o "$T/t1ref" $T1 --threads 1 &&
 else
 	fail "--threads 1 runs (the second must fail at its 200th I/O call with exit 3)"
 fi
+
+# Calibration windows forwarded at once (window_slots, cloq_plan.h): the thread count when there
+# are at least two windows a thread, else one; recorded in the job, since the forward's sums
+# depend on it. --threads 2 with 8 windows: 2; with 3 windows: 1; --threads 1: 1.
+slots() { sed -n 's/.*"window_slots":[[:space:]]*\([0-9]*\).*/\1/p' "$1/journal.json"; }
+if run_rc 0 "$T/w2.log" "$CLOQ" convert $MODEL -o "$T/w2" $T1 --threads 2 &&
+	run_rc 0 "$T/w3.log" "$CLOQ" convert $MODEL -o "$T/w3" $T1 --threads 2 --nsamples 3; then
+	if [ "$(slots "$T/w2")" = 2 ] && [ "$(slots "$T/w3")" = 1 ] && [ "$(slots "$T/t1ref")" = 1 ]; then
+		ok "window_slots recorded: 2 for 8 windows on 2 threads, 1 for 3 windows, 1 on 1 thread"
+	else
+		fail "window_slots: $(slots "$T/w2") / $(slots "$T/w3") / $(slots "$T/t1ref"), expected 2 / 1 / 1"
+	fi
+else
+	fail "--threads 2 runs for window_slots: $(tail -n 1 "$T/w2.log" "$T/w3.log")"
+fi
 finish
