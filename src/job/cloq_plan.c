@@ -228,7 +228,7 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	p->read_bytes = c->layers * (double)lp * dtype_bytes(c);
 	p->cache_bytes = c->layers * (2.0 * actb + stash);
 	p->shard_bytes = c->layers * ((double)lin + (double)r * 4.0 * (7.0 * c->hidden + 2.0 * qd + 3.0 * c->intermediate));
-	p->windows = (double)c->layers * nsamples;
+	p->windows = (double)c->layers * nsamples / p->window_slots; /* window slots run at once */
 	if (p->solver_bytes >= p->weights_bytes && p->solver_bytes >= p->forward_bytes)
 		snprintf(p->largest_item, sizeof p->largest_item, "Gram/factor matrices of width %lld", (long long)nmax);
 	else if (p->weights_bytes >= p->forward_bytes)
@@ -275,7 +275,7 @@ double cloq_plan_measure_gflops(void)
 #define CACHE_BYTES_PER_S 1e9
 #define SHARD_BYTES_PER_S 100e6
 #define WINDOW_S 0.003
-#define LAYER_S 0.03
+#define LAYER_S 0.005
 #define START_S 0.03
 
 double cloq_plan_seconds(const cloq_plan *p, double gflops, double parts[5])
