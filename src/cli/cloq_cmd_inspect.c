@@ -212,6 +212,11 @@ plan:;
 		printf("    stashes        %s of per-window states: in RAM on top of the peak when that is under a quarter "
 		       "of the free memory (and within --mem-budget), else on disk\n", b4);
 	}
+	if (p.window_slots > 1)
+		printf("    windows        %d at once, one a thread (their workspaces are in the peak)\n", p.window_slots);
+	else
+		printf("    windows        one at a time, threaded GEMMs (window slots need two windows a thread and "
+		       "room: cloq_plan.h)\n");
 	printf("    output         about %s of shards in OUT; 'cloq export' (%s) about %s\n", b2,
 	       o.quantizer == CLOQ_Q_NF4_BNB ? "the adapter" : o.quantizer == CLOQ_Q_NF ? "dense fp16" : "GPTQ", b3);
 	if (o.mem_budget > 0) {
