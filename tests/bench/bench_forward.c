@@ -271,7 +271,7 @@ static int part_block(const int *seqlens, int nseq, int reps, double *peak, int 
 	}
 	printf("\none Llama-2-7B-geometry block (4096/11008, 32 heads, 32 kv heads), random weights std 1/sqrt(in), "
 	       "fp32, best of %d (weights made in %.1fs)\n", reps, now() - t);
-	printf("FLOPs: linears 2*T*202.4M params; attention 4*T^2*heads*head_dim (full square, as computed)\n");
+	printf("FLOPs: linears 2*T*202.4M params; attention 4*T^2*heads*head_dim (the full square; cloq computes the causal half in 64-row blocks)\n");
 	/* warm-up, untimed: OpenBLAS's thread pool, first touches of the weights by the GEMMs */
 	{
 		struct passes dummy;
