@@ -135,4 +135,28 @@ if run_rc 0 "$T/w2.log" "$CLOQ" convert $MODEL -o "$T/w2" $T1 --threads 2 &&
 else
 	fail "--threads 2 runs for window_slots: $(tail -n 1 "$T/w2.log" "$T/w3.log")"
 fi
+
+# The same job beside one busy process per CPU: the threads take windows, attention items and
+# Gram panels in another order, the bytes must not change (the cut into work items depends on
+# the sizes alone), and neither may cloq ppl's figure.
+busy=""
+for _ in 1 2; do
+	sh -c 'while :; do :; done' &
+	busy="$busy $!"
+done
+if run_rc 0 "$T/w2b.log" "$CLOQ" convert $MODEL -o "$T/w2b" $T1 --threads 2 &&
+	same_output "$T/w2" "$T/w2b" "beside busy processes"; then
+	ok "a --threads 2 job beside two busy processes gives the same bytes as alone"
+else
+	fail "a --threads 2 job beside two busy processes differs from the same job alone"
+fi
+ppl_busy=$("$CLOQ" ppl "$T/w2" --text fixtures/text/tinystories_public.txt 2>&1 | grep '^perplexity' | cut -d'(' -f1)
+kill $busy 2>/dev/null
+wait 2>/dev/null
+ppl_alone=$("$CLOQ" ppl "$T/w2" --text fixtures/text/tinystories_public.txt 2>&1 | grep '^perplexity' | cut -d'(' -f1)
+if [ -n "$ppl_alone" ] && [ "$ppl_alone" = "$ppl_busy" ]; then
+	ok "cloq ppl beside busy processes prints the same figure as alone ($ppl_alone)"
+else
+	fail "cloq ppl: '$ppl_busy' beside busy processes, '$ppl_alone' alone"
+fi
 finish
