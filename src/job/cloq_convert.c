@@ -1282,23 +1282,25 @@ fail:
  * process may use (affinity mask, cgroup quota: cloq_cpus_available). */
 static int setup_threads(cloq_convert_opts *o)
 {
-	if (o->threads <= 0) {
-		cloq_journal j;
-		if (cloq_journal_load(o->out_dir, &j, NULL) == CLOQ_OK) {
-			const cJSON *t = cJSON_GetObjectItemCaseSensitive(j.settings, "threads");
-			const cJSON *ws = cJSON_GetObjectItemCaseSensitive(j.settings, "window_slots");
-			if (cJSON_IsNumber(t) && t->valueint > 0)
-				o->threads = t->valueint;
-			if (cJSON_IsNumber(t) && t->valueint == o->threads && cJSON_IsNumber(ws) && ws->valueint > 0 &&
-			    o->window_slots <= 0)
-				o->window_slots = ws->valueint;
-			cloq_journal_free(&j);
-		}
+	cloq_journal j;
+	int have = cloq_journal_load(o->out_dir, &j, NULL) == CLOQ_OK, jt = 0, jws = 0;
+	if (have) {
+		const cJSON *t = cJSON_GetObjectItemCaseSensitive(j.settings, "threads");
+		const cJSON *ws = cJSON_GetObjectItemCaseSensitive(j.settings, "window_slots");
+		jt = cJSON_IsNumber(t) && t->valueint > 0 ? t->valueint : 0;
+		jws = cJSON_IsNumber(ws) && ws->valueint > 0 ? ws->valueint : 0;
+		cloq_journal_free(&j);
 	}
+	if (o->threads <= 0 && jt > 0)
+		o->threads = jt;
 	if (o->threads <= 0)
 		o->threads = cloq_cpus_available();
 	if (o->threads < 1)
 		o->threads = 1;
+	/* a job's window slots go with its thread count (both set its sums), whatever --mem-budget
+	 * says this time; --force starts a new job, which the planner sizes afresh */
+	if (jt == o->threads && jws > 0 && o->window_slots <= 0 && !o->force)
+		o->window_slots = jws;
 	openblas_set_num_threads(o->threads);
 	omp_set_num_threads(o->threads);
 	return o->threads;
