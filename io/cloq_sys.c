@@ -650,3 +650,20 @@ double cloq_mem_available(void)
 		fclose(f);
 	return kb * 1024.0;
 }
+
+static _Atomic int team_cap; /* 0: no cap yet */
+
+void cloq_team_update(void)
+{
+	const char *e = getenv("CLOQ_TEAM");
+	int n = e && *e ? atoi(e) : cloq_cpus_available();
+	atomic_store(&team_cap, n < 1 ? 1 : n);
+}
+
+int cloq_team_cap(int n)
+{
+	int cap = atomic_load(&team_cap);
+	if (cap > 0 && n > cap)
+		n = cap;
+	return n < 1 ? 1 : n;
+}

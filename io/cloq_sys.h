@@ -72,6 +72,17 @@ int cloq_file_exists(const char *path);
  * for each other at every barrier. */
 int cloq_cpus_available(void);
 
+/* The team cap of cloq's own parallel regions: the ones whose work is cut into items by size
+ * alone (attention items, window slots, Gram panels, residual blocks), so that their sums do not
+ * depend on how many threads run them. cloq_team_update() sets the cap to the CPUs this process
+ * may use now (cloq_cpus_available: an affinity mask or a cgroup quota can change while a job
+ * runs), or to CLOQ_TEAM from the environment when that is set (tests: the bytes must not
+ * change); convert and ppl call it at each layer. OpenBLAS's own threads stay the job's count:
+ * its sums depend on it. cloq_team_cap(n) = min(n, the cap), at least 1; no cap before the first
+ * update. */
+void cloq_team_update(void);
+int cloq_team_cap(int n);
+
 /* MemAvailable of /proc/meminfo in bytes (what can be allocated without swapping), 0 when
  * unknown. */
 double cloq_mem_available(void);

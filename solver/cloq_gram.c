@@ -38,13 +38,13 @@ fail:
  * 0..j0+jb of X^T X restricted to those columns: C (m, jb) = X[:, 0:m]^T X[:, j0:j0+jb]. */
 static void gram_chunk(cloq_gram *g, const float *X, int t)
 {
-	const int n = g->n, np = (n + CLOQ_GRAM_PANEL - 1) / CLOQ_GRAM_PANEL;
+	const int n = g->n, np = (n + CLOQ_GRAM_PANEL - 1) / CLOQ_GRAM_PANEL, nth = cloq_team_cap(g->slots);
 
-#pragma omp parallel for schedule(dynamic, 1) num_threads(g->slots) if (g->slots > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
 	for (int p = np - 1; p >= 0; p--) { /* the widest panels (most rows) first */
 		int j0 = p * CLOQ_GRAM_PANEL, jb = n - j0 < CLOQ_GRAM_PANEL ? n - j0 : CLOQ_GRAM_PANEL;
 		int m = j0 + jb;
-		float *C = g->work + (size_t)(g->slots > 1 ? omp_get_thread_num() : 0) * n * CLOQ_GRAM_PANEL;
+		float *C = g->work + (size_t)(nth > 1 ? omp_get_thread_num() : 0) * n * CLOQ_GRAM_PANEL;
 		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, jb, t, 1.0f, X, n, X + j0, n, 0.0f, C, jb);
 		for (int i = 0; i < m; i++) {
 			double *h = g->H + (size_t)i * n + j0;

@@ -457,7 +457,7 @@ static double resid2(const double *Xd, const float *Xf, const double *Uc, const 
 static double resid2_f32(const float *X, const float *Uc32, const float *Z32, double s, int in,
 			 int out, int k, float *blk32)
 {
-	int nblk = (out + BLK_COLS - 1) / BLK_COLS, nth = omp_get_max_threads();
+	int nblk = (out + BLK_COLS - 1) / BLK_COLS, nth = cloq_team_cap(omp_get_max_threads());
 	nth = nth > nblk ? nblk : nth < 1 ? 1 : nth;
 	double *part = cloq_malloc((size_t)nblk * sizeof *part);
 	float *scratch = nth > 2 ? cloq_malloc((size_t)nth * in * BLK_COLS * sizeof(float)) : NULL;

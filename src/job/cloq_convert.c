@@ -597,7 +597,7 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 			CLOQ_TRY(cloq_block_forward_from(c, l, w, &J->rope, J->ws, J->xbuf, rows, start,
 							 gh ? gram_hook_fn : NULL, gh, stop_after, err));
 		} else {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nb)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(cloq_team_cap(nb))
 			for (int k = 0; k < nb; k++) {
 				struct win_slot *s = &J->slot[k];
 				for (int g = 0; g < CLOQ_GROUPS; g++)
@@ -758,6 +758,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 	const cloq_config *c = J->cfg;
 	double t_layer = now(), t;
 	J->layer_t0 = t_layer;
+	cloq_team_update(); /* the CPUs this process may use now (cloq_sys.h) */
 	cloq_layer_w w = {0}, wp = {0}, orig = {0};
 	cloq_layer_result res[CLOQ_LINEARS];
 	cloq_gram grams[CLOQ_GROUPS];
@@ -946,6 +947,7 @@ static int replay_layer(job *J, int l, cloq_err *err)
 	cloq_layer_w w = {0}, orig = {0};
 	char shard[4096];
 	snprintf(shard, sizeof shard, "%s/shards/layer_%05d.cloqshard", J->out, l);
+	cloq_team_update();
 	if (J->sp.propagate == CLOQ_PROP_FP || J->o.asym)
 		CLOQ_TRY(cloq_model_load_layer(J->m, l, &orig, err));
 	cloq_qform qf = {J->sp.bits, J->sp.group_size, J->sp.quantizer, J->sp.nf_block, J->sp.nf_double, J->sp.nf_dtype};

@@ -49,12 +49,13 @@ static int run_layers(const cloq_lm *lm, float *x, int n, int T, int progress, c
 		CLOQ_TRY(cloq_block_ws_create(c, T, &ws[i], err));
 	for (int l = 0; l < c->layers; l++) {
 		cloq_layer_w w;
+		cloq_team_update(); /* the CPUs this process may use now (cloq_sys.h) */
 		CLOQ_TRY(lm->layer(lm->ctx, l, &w, err));
 		if (nth > 0) {
 			int bad = CLOQ_OK;
 			cloq_err e1;
 			memset(&e1, 0, sizeof e1);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nth)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(cloq_team_cap(nth))
 			for (int i = 0; i < n; i++) {
 				cloq_err ei = {0};
 				int r;
@@ -162,7 +163,7 @@ int cloq_eval_ppl(const cloq_lm *lm, const cloq_windows *w, cloq_eval_result *re
 	for (int v0 = 0; v0 < V; v0 += chunk) {
 		int nv = V - v0 < chunk ? V - v0 : chunk;
 		CLOQ_TRY(lm->head_rows(lm->ctx, v0, nv, head, err));
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nlog) if (nth > 0)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(cloq_team_cap(nlog)) if (nth > 0)
 		for (int i = 0; i < n; i++) {
 			float *lg = logits + (size_t)(nth > 0 ? omp_get_thread_num() : 0) * T * chunk;
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, nv, D, 1.0f, x + (size_t)i * T * D, D, head,

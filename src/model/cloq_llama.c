@@ -417,7 +417,7 @@ static void attention_item(const cloq_config *c, const cloq_block_ws *ws, int T,
 static void attention(const cloq_config *c, cloq_block_ws *ws, int T, int window)
 {
 	int nb = (T + ATT_ROWS - 1) / ATT_ROWS, items = c->heads * nb;
-	int nth = omp_in_parallel() ? 1 : ws->s_slots; /* nested (windows in parallel): this thread alone */
+	int nth = omp_in_parallel() ? 1 : cloq_team_cap(ws->s_slots); /* nested (windows in parallel): this thread alone */
 	if (nth > items)
 		nth = items;
 	/* the last row blocks see the most keys: hand them out first */

@@ -150,6 +150,15 @@ if run_rc 0 "$T/w2b.log" "$CLOQ" convert $MODEL -o "$T/w2b" $T1 --threads 2 &&
 else
 	fail "a --threads 2 job beside two busy processes differs from the same job alone"
 fi
+# cloq's own regions follow the CPUs the process may use (cloq_team_update; CLOQ_TEAM stands in
+# for a shrunken affinity mask): one thread running both window slots, all attention items and
+# Gram panels must give the same bytes.
+if run_rc 0 "$T/w2t.log" env CLOQ_TEAM=1 "$CLOQ" convert $MODEL -o "$T/w2t" $T1 --threads 2 &&
+	same_output "$T/w2" "$T/w2t" "team of one"; then
+	ok "a --threads 2 job whose own regions run on one thread (CLOQ_TEAM=1) gives the same bytes"
+else
+	fail "a --threads 2 job with CLOQ_TEAM=1 differs from the same job on two threads"
+fi
 ppl_busy=$("$CLOQ" ppl "$T/w2" --text fixtures/text/tinystories_public.txt 2>&1 | grep '^perplexity' | cut -d'(' -f1)
 kill $busy 2>/dev/null
 wait 2>/dev/null
