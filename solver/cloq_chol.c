@@ -14,28 +14,10 @@
 
 #include <cblas.h>
 #include <lapacke.h>
-#include <omp.h>
 
-extern void openblas_set_num_threads(int);
-extern int openblas_get_num_threads(void);
+#include "cloq_solver_internal.h" /* cloq_blas_serial_begin/end */
 
 #define NB 256
-
-/* the diagonal block's LAPACK call on this thread alone (cloq_solver_internal.h) */
-static int serial_begin(void)
-{
-	if (omp_in_parallel())
-		return 0;
-	int n = openblas_get_num_threads();
-	if (n > 1)
-		openblas_set_num_threads(1);
-	return n;
-}
-static void serial_end(int n)
-{
-	if (n > 1)
-		openblas_set_num_threads(n);
-}
 
 #define CHOL_IMPL(NAME, T, POTRF, TRTRI, TRSM, SYRK, TRMM)                                                    \
 	int NAME##_potrf_upper(int n, T *A, int lda)                                                           \
@@ -45,9 +27,9 @@ static void serial_end(int n)
 		for (int k = 0; k < n; k += NB) {                                                              \
 			int kb = n - k < NB ? n - k : NB, r = n - k - kb;                                      \
 			T *A11 = A + (size_t)k * lda + k;                                                      \
-			int nth = serial_begin();                                                              \
+			int nth = cloq_blas_serial_begin();                                                              \
 			int info = POTRF(LAPACK_COL_MAJOR, 'U', kb, A11, lda);                                 \
-			serial_end(nth);                                                                       \
+			cloq_blas_serial_end(nth);                                                                       \
 			if (info != 0)                                                                         \
 				return info > 0 ? k + info : info;                                             \
 			if (r > 0) {                                                                           \
@@ -73,9 +55,9 @@ static void serial_end(int n)
 				TRSM(CblasColMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, j, jb, -1, \
 				     Ajj, lda, A0j, lda);                                                      \
 			}                                                                                      \
-			int nth = serial_begin();                                                              \
+			int nth = cloq_blas_serial_begin();                                                              \
 			int info = TRTRI(LAPACK_COL_MAJOR, 'U', 'N', jb, Ajj, lda);                            \
-			serial_end(nth);                                                                       \
+			cloq_blas_serial_end(nth);                                                                       \
 			if (info != 0)                                                                         \
 				return info > 0 ? j + info : info;                                             \
 		}                                                                                              \
