@@ -551,7 +551,8 @@ static void test_family_table(void **state)
 		assert_ptr_equal(cloq_family_of_arch((*f)->arch_name), *f);
 		assert_ptr_equal(cloq_family_of_model_type((*f)->model_type), *f);
 		assert_ptr_equal(cloq_family_of((*f)->arch), *f);
-		for (const cloq_config_key *k = (*f)->keys; k && k->name; k++) {
+		for (int t = 0; t < 2; t++) /* its own keys, then those of a rule it shares */
+		for (const cloq_config_key *k = t ? (*f)->rule_keys : (*f)->keys; k && k->name; k++) {
 			static const char *const shared[] = {"hidden_size", "sliding_window", "rope_scaling", "torch_dtype",
 							     "hidden_act", "tie_word_embeddings"};
 			for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++)
@@ -561,7 +562,8 @@ static void test_family_table(void **state)
 		}
 		/* the smallest config of the family: its required keys only */
 		char json[768], more[256] = "";
-		for (const cloq_config_key *k = (*f)->keys; k && k->name; k++) {
+		for (int t = 0; t < 2; t++)
+		for (const cloq_config_key *k = t ? (*f)->rule_keys : (*f)->keys; k && k->name; k++) {
 			static const struct {
 				const char *key, *text;
 			} req[] = {{"query_pre_attn_scalar", ", \"query_pre_attn_scalar\": 16"},

@@ -230,12 +230,12 @@ int cloq_convert_check_settings(const cJSON *s, const char *path, cloq_err *err)
 		{"group_size", 1, 1 << 20}, {"rank", 1, 1 << 16}, {"cloq_iters", 1, 100}, {"loftq_iters", 1, 100},
 		{"threads", 0, 1024},
 	};
-	const cJSON *ws = cJSON_GetObjectItemCaseSensitive(s, "window_slots");
+	if (!cJSON_IsObject(s))
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: 'settings' is not an object", path);
+	const cJSON *ws = cJSON_GetObjectItemCaseSensitive(s, "window_slots"); /* absent: one slot */
 	if (ws && (!cJSON_IsNumber(ws) || ws->valuedouble < 1 || ws->valuedouble > 1024 ||
 		   ws->valuedouble != floor(ws->valuedouble)))
 		return cloq_err_set(err, CLOQ_EINPUT, "%s: settings.window_slots: expected an integer in [1, 1024]", path);
-	if (!cJSON_IsObject(s))
-		return cloq_err_set(err, CLOQ_EINPUT, "%s: 'settings' is not an object", path);
 	for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
 		const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, ints[i].key);
 		if (!cJSON_IsNumber(v))
@@ -468,11 +468,6 @@ static void fp_stash_path(const job *J, int g, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "%s/cache/fpin_%s.cloqact", J->out, cloq_group_names[g]);
 }
-static size_t group_cols(const cloq_config *c, int g)
-{
-	return g == CLOQ_GROUP_O ? (size_t)c->heads * c->head_dim : g == CLOQ_GROUP_DOWN ? (size_t)c->intermediate
-											 : (size_t)c->hidden;
-}
 static void remove_stashes(const job *J)
 {
 	char path[4096];
@@ -548,7 +543,7 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 	cache_path(J, l, path, sizeof path);
 	if (asym_g >= 0) {
 		fp_stash_path(J, asym_g, p_fp, sizeof p_fp);
-		CLOQ_TRY(open_checked(J, p_fp, group_cols(c, asym_g), &r_fp, err));
+		CLOQ_TRY(open_checked(J, p_fp, cloq_group_cols(c, asym_g), &r_fp, err));
 	}
 	stash_path(J, CLOQ_STATE_ATT, p_att, sizeof p_att);
 	stash_path(J, CLOQ_STATE_H, p_h, sizeof p_h);
@@ -728,7 +723,7 @@ static int fp_pass(job *J, int l, const cloq_layer_w *orig, int stash, cloq_err 
 				   err));
 	for (int g = 0; g < CLOQ_GROUPS && stash; g++) {
 		fp_stash_path(J, g, path, sizeof path);
-		CLOQ_TRY(cloq_cache_create(path, group_cols(c, g), CLOQ_CACHE_F32, 1, &sw[g], err));
+		CLOQ_TRY(cloq_cache_create(path, cloq_group_cols(c, g), CLOQ_CACHE_F32, 1, &sw[g], err));
 		cloq_cache_writer_set_scratch(sw[g]);
 	}
 	cache_fp_path(J, l, path, sizeof path);
@@ -796,7 +791,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 	 * --one-pass): the widest, down_proj's, dominates a layer's memory. */
 	int gram_n[CLOQ_GROUPS];
 	for (int g = 0; g < CLOQ_GROUPS; g++) {
-		gram_n[g] = (int)group_cols(c, g);
+		gram_n[g] = (int)cloq_group_cols(c, g);
 		if (J->o.one_pass)
 			CLOQ_TRY(cloq_gram_init(&grams[g], gram_n[g], err));
 	}
@@ -1535,11 +1530,7 @@ static int run(job *J, cloq_err *err)
 	J->slot[0].ws = J->ws;
 	J->slot[0].xbuf = J->xbuf;
 	if (J->slots > 1) { /* cloq_plan.c: a workspace, a window and the captured group inputs a slot */
-		size_t capw = 0, off[CLOQ_GROUPS];
-		for (int g = 0; g < CLOQ_GROUPS; g++) {
-			off[g] = o->one_pass ? capw : 0;
-			capw = o->one_pass ? capw + group_cols(J->cfg, g) : (group_cols(J->cfg, g) > capw ? group_cols(J->cfg, g) : capw);
-		}
+		size_t off[CLOQ_GROUPS], capw = cloq_plan_capture_cols(J->cfg, o->one_pass, off);
 		for (int k = 0; k < J->slots; k++) {
 			struct win_slot *sl = &J->slot[k];
 			if (k > 0) {
@@ -1556,7 +1547,7 @@ static int run(job *J, cloq_err *err)
 		const cloq_config *c = J->cfg;
 		size_t wide = 0;
 		for (int g = 0; g < CLOQ_GROUPS; g++)
-			wide = group_cols(c, g) > wide ? group_cols(c, g) : wide;
+			wide = cloq_group_cols(c, g) > wide ? cloq_group_cols(c, g) : wide;
 		CLOQ_TRY(cloq_block_ws_create(J->cfg, J->win.seqlen, &J->ws_fp, err));
 		J->xbuf_fp = cloq_malloc((size_t)J->win.seqlen * c->hidden * sizeof(float));
 		J->cap = cloq_malloc((size_t)J->win.seqlen * wide * sizeof(float));

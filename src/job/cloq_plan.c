@@ -20,6 +20,18 @@ static int64_t dtype_bytes(const cloq_config *c)
 	return 2; /* bfloat16 / float16: what released checkpoints use */
 }
 
+size_t cloq_plan_capture_cols(const cloq_config *c, int one_pass, size_t off[CLOQ_GROUPS])
+{
+	size_t capw = 0;
+	for (int g = 0; g < CLOQ_GROUPS; g++) {
+		size_t w = cloq_group_cols(c, g);
+		if (off)
+			off[g] = one_pass ? capw : 0;
+		capw = one_pass ? capw + w : (w > capw ? w : capw);
+	}
+	return capw;
+}
+
 void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p)
 {
 	int64_t lp = cloq_config_layer_params(c);
@@ -110,12 +122,7 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	 * depend on it: a job records its choice (o->window_slots, then forced here). */
 	{
 		int th = o->threads > 0 ? o->threads : cloq_cpus_available();
-		int64_t capw = 0;
-		for (int g = 0; g < CLOQ_GROUPS; g++) {
-			int64_t w = g == CLOQ_GROUP_O ? (int64_t)c->heads * c->head_dim
-				    : g == CLOQ_GROUP_DOWN ? (int64_t)c->intermediate : (int64_t)c->hidden;
-			capw = o->one_pass ? capw + w : (w > capw ? w : capw);
-		}
+		int64_t capw = (int64_t)cloq_plan_capture_cols(c, o->one_pass, NULL);
 		int64_t per = (int64_t)cloq_block_ws_bytes(c, seqlen) + (int64_t)seqlen * c->hidden * 4;
 		int64_t extra = (int64_t)(th - 1) * per + (int64_t)th * seqlen * capw * 4;
 		int64_t allow = p->peak_bytes / 4 > ((int64_t)256 << 20) ? p->peak_bytes / 4 : ((int64_t)256 << 20);

@@ -13,6 +13,7 @@
 
 #include "cloq_config.h"
 #include "cloq_convert.h"
+#include "cloq_llama.h"
 
 typedef struct cloq_plan {
 	int64_t peak_bytes;        /* predicted peak resident memory */
@@ -43,6 +44,10 @@ typedef struct cloq_plan {
 	double windows;            /* window passes over all layers (their fixed costs) */
 	int layers;
 } cloq_plan;
+
+/* Floats per token of one window slot's captured group inputs: all four groups side by side with
+ * --one-pass (off[g]: group g's column offset; may be NULL), else the widest (offsets 0). */
+size_t cloq_plan_capture_cols(const cloq_config *cfg, int one_pass, size_t off[CLOQ_GROUPS]);
 
 void cloq_plan_compute(const cloq_config *cfg, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p);
 

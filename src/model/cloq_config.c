@@ -115,7 +115,7 @@ static const cloq_config_key *find_key(const cloq_config_key *list, const char *
 
 static int family_has_key(const cloq_family *f, const char *name)
 {
-	return find_key(f->keys, name) != NULL;
+	return find_key(f->keys, name) != NULL || find_key(f->rule_keys, name) != NULL;
 }
 
 /* The value of a JSON item, compact and cut short, for messages. */

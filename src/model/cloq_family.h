@@ -53,6 +53,7 @@ typedef struct cloq_family {
 	enum cloq_window_rule window;
 	unsigned rope_types;      /* the rope_scaling types it computes besides default: bits 1 << cloq_rope_type */
 	const cloq_config_key *keys; /* what the class adds to the shared keys; ends with {NULL} */
+	const cloq_config_key *rule_keys; /* keys of a rule it shares with another family (its parser's); may be NULL */
 	/* the fields only this family has, after the shared ones are parsed; may be NULL */
 	int (*parse)(const cJSON *root, const char *path, cloq_config *cfg, cloq_err *err);
 } cloq_family;
@@ -81,6 +82,7 @@ int cloq_gemma_parse_common(const cJSON *root, const char *path, cloq_config *cf
 /* Mixture of experts (family_qwen2_moe.c): the sparse-layer rule and sizes Qwen2-MoE and Qwen3-MoE
  * share; cloq_moe_check the sizes every MoE family must have (1 <= top-k <= experts, widths > 0). */
 int cloq_qwen_moe_parse(const cJSON *root, const char *path, cloq_config *cfg, cloq_err *err);
+extern const cloq_config_key cloq_qwen_moe_keys[]; /* the keys it reads */
 int cloq_moe_check(const char *path, const cloq_config *cfg, cloq_err *err);
 
 #endif

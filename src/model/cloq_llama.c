@@ -23,6 +23,12 @@ int cloq_linear_group(int lin)
 	return g[lin];
 }
 
+size_t cloq_group_cols(const cloq_config *c, int g)
+{
+	return g == CLOQ_GROUP_O ? (size_t)c->heads * c->head_dim : g == CLOQ_GROUP_DOWN ? (size_t)c->intermediate
+										 : (size_t)c->hidden;
+}
+
 int cloq_linear_present(const cloq_config *cfg, int lin)
 {
 	return !(cfg->fused && (lin == CLOQ_LIN_K || lin == CLOQ_LIN_V || lin == CLOQ_LIN_UP));

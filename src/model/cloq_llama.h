@@ -36,6 +36,9 @@ enum cloq_linear { CLOQ_LIN_Q, CLOQ_LIN_K, CLOQ_LIN_V, CLOQ_LIN_O, CLOQ_LIN_GATE
 
 extern const char *const cloq_group_names[CLOQ_GROUPS]; /* "qkv", "o", "gateup", "down" */
 int cloq_linear_group(int lin);
+/* The width of group g's input (its Gram matrix's side): hidden, heads * head_dim for o_proj's,
+ * intermediate for down_proj's. */
+size_t cloq_group_cols(const cloq_config *cfg, int g);
 /* 1 when slot lin is a linear of cfg's family (0: merged into a fused neighbour). */
 int cloq_linear_present(const cloq_config *cfg, int lin);
 /* The linears present per layer (7, or 4 with fused projections). */

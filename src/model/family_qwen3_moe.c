@@ -4,17 +4,6 @@
 
 static const cloq_config_key keys[] = {
 	{"attention_bias", CLOQ_KEY_IMPL, "q/k/v/o biases"},
-	{"use_sliding_window", CLOQ_KEY_IMPL, "turns sliding_window on"},
-	{"max_window_layers", CLOQ_KEY_IMPL, "layers below it attend fully"},
-	{"layer_types", CLOQ_KEY_IMPL, "transformers >= 4.54: per layer full or sliding attention"},
-	{"num_experts", CLOQ_KEY_IMPL, "experts per sparse layer (required)"},
-	{"num_experts_per_tok", CLOQ_KEY_IMPL, "the top-k experts each token goes to (required)"},
-	{"moe_intermediate_size", CLOQ_KEY_IMPL, "expert width (required)"},
-	{"norm_topk_prob", CLOQ_KEY_IMPL, "renormalise the top-k weights (default false)"},
-	{"decoder_sparse_step", CLOQ_KEY_IMPL, "layer l is sparse when (l + 1) % step == 0 (default 1)"},
-	{"mlp_only_layers", CLOQ_KEY_IMPL, "layers with a dense MLP"},
-	{"router_aux_loss_coef", CLOQ_KEY_HARMLESS, "the load-balancing loss's weight, training only"},
-	{"output_router_logits", CLOQ_KEY_HARMLESS, "what forward returns, not what it computes"},
 	{NULL, 0, NULL},
 };
 
@@ -29,5 +18,6 @@ const cloq_family cloq_family_qwen3_moe = {
 	.window = CLOQ_WIN_QWEN,
 	.rope_types = (1u << CLOQ_ROPE_LINEAR) | (1u << CLOQ_ROPE_DYNAMIC) | (1u << CLOQ_ROPE_LLAMA3),
 	.keys = keys,
+	.rule_keys = cloq_qwen_moe_keys,
 	.parse = cloq_qwen_moe_parse,
 };
