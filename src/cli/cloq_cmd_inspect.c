@@ -175,10 +175,6 @@ plan:;
 		printf("experts      %d per layer, top-%d%s, width %d, in %d of %d layers%s\n", c->moe, c->moe_topk,
 		       c->moe_norm_topk ? " (weights renormalised)" : "", c->moe_inter, sparse, c->layers,
 		       c->moe_shared_inter ? ", plus a shared expert" : "");
-		printf("conversion plan: none; a mixture of experts is read by `cloq ppl`, but converting one is not "
-		       "implemented yet\n");
-		cloq_model_close(m);
-		return CLOQ_OK;
 	}
 	cloq_plan p;
 	cloq_plan_compute(c, &o, o.nsamples, seqlen, &p);
@@ -219,6 +215,8 @@ plan:;
 		       "room: cloq_plan.h)\n");
 	printf("    output         about %s of shards in OUT; 'cloq export' (%s) about %s\n", b2,
 	       o.quantizer == CLOQ_Q_NF4_BNB ? "the adapter" : o.quantizer == CLOQ_Q_NF ? "dense fp16" : "GPTQ", b3);
+	printf("    fits           16 GiB: %s; 32 GiB: %s (the peak, with 1 GiB left for the system)\n",
+	       p.peak_bytes + (1LL << 30) <= (16LL << 30) ? "yes" : "no", p.peak_bytes + (1LL << 30) <= (32LL << 30) ? "yes" : "no");
 	if (o.mem_budget > 0) {
 		human((double)o.mem_budget, b1, sizeof b1);
 		printf("    --mem-budget   %s: %s\n", b1, p.peak_bytes <= o.mem_budget ? "fits" : "does NOT fit (convert will refuse)");

@@ -717,6 +717,10 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	CLOQ_TRY(job_identity(out, ident, err));
 	CLOQ_TRY(classify_dir(dir, ident, &state, err));
 	E.cfg = &E.om->cfg;
+	CLOQ_FAIL_IF(E.cfg->moe, err, CLOQ_EINPUT,
+		     "%s is a mixture of experts (%s): writing its experts as GPTQ tensors and PEFT targets is not "
+		     "implemented yet; refusing rather than writing a checkpoint without them ('cloq ppl %s' reads the job)",
+		     out, E.cfg->arch_name, out);
 	{
 		const cloq_qform *qf = &E.om->qf;
 		const char *qn = qf->quantizer == CLOQ_Q_NF ? "nf" : qf->quantizer == CLOQ_Q_NF4_BNB ? "nf4-bnb" : NULL;

@@ -108,8 +108,13 @@ int cloq_outmodel_load_layer(const cloq_outmodel *m, int l, cloq_layer_w *w, clo
 {
 	char path[4096];
 	snprintf(path, sizeof path, "%s/shards/layer_%05d.cloqshard", m->dir, l);
-	return cloq_layer_load_shard(path, &m->cfg, l, &m->qf, m->with_lora ? 1 : 0, m->scaling, NULL,
-				     w, err);
+	int rc = cloq_layer_load_shard(path, &m->cfg, l, &m->qf, m->with_lora ? 1 : 0, m->scaling, NULL, w, err);
+	if (rc == CLOQ_OK && cloq_layer_is_moe(&m->cfg, l)) { /* the forward needs every expert */
+		rc = cloq_layer_load_experts(path, &m->cfg, l, &m->qf, m->with_lora ? 1 : 0, m->scaling, w, err);
+		if (rc)
+			cloq_layer_w_free(w);
+	}
+	return rc;
 }
 
 static int load_layer(void *src, int l, cloq_layer_w *w, cloq_err *err)

@@ -409,7 +409,9 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 	}
 fail:
 	if (rc && rc != CLOQ_EINTERRUPTED) {
-		if (lin >= 0 && lin < CLOQ_LINEARS)
+		if (lin >= 0 && lin < CLOQ_LINEARS && p->names && p->names[lin])
+			cloq_err_wrap(err, rc, "%s", p->names[lin]);
+		else if (lin >= 0 && lin < CLOQ_LINEARS)
 			cloq_err_wrap(err, rc, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(cfg, lin));
 		else
 			cloq_err_wrap(err, rc, "layer %d, %s of %s", l, what, cloq_group_names[g]);
@@ -428,12 +430,42 @@ static int add2(cloq_shard_writer *w, const char *name, int dtype, uint64_t d0, 
 	return cloq_shard_add(w, name, dtype, d1 ? 2 : 1, shape, data, (size_t)(d0 * (d1 ? d1 : 1)) * esize, err);
 }
 
-int cloq_layer_write_shard(const char *path, const cloq_config *cfg, int l, const cloq_layer_w *w,
-			   const cloq_layer_result res[CLOQ_LINEARS], cloq_err *err)
+int cloq_layer_shard_add_linear(cloq_shard_writer *sw, const char *pre, const cloq_layer_result *r, const float *bias,
+				cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	char name[256];
+#define NAME(suffix) (snprintf(name, sizeof name, "%s.%s", pre, suffix), name)
+	CLOQ_TRY(add2(sw, NAME("qcodes"), CLOQ_SHARD_U8, r->out, r->in, r->q.q, 1, err));
+	if (r->q.nf_block > 0) {
+		size_t nb = r->q.nf_nblocks;
+		CLOQ_TRY(add2(sw, NAME("nf_absmax"), CLOQ_SHARD_F32, nb, 0, r->q.absmax, 4, err));
+		if (r->q.qabsmax) {
+			CLOQ_TRY(add2(sw, NAME("nf_qabsmax"), CLOQ_SHARD_U8, nb, 0, r->q.qabsmax, 1, err));
+			CLOQ_TRY(add2(sw, NAME("nf_absmax2"), CLOQ_SHARD_F32, (nb + 255) / 256, 0, r->q.absmax2, 4, err));
+			CLOQ_TRY(add2(sw, NAME("nf_offset"), CLOQ_SHARD_F32, 1, 0, &r->q.nf_offset, 4, err));
+		}
+	} else {
+		CLOQ_TRY(add2(sw, NAME("scales"), CLOQ_SHARD_F32, r->out, r->q.ngroups, r->q.scale, 4, err));
+		CLOQ_TRY(add2(sw, NAME("qzeros"), CLOQ_SHARD_I32, r->out, r->q.ngroups, r->q.zero, 4, err));
+		CLOQ_TRY(add2(sw, NAME("g_idx"), CLOQ_SHARD_I32, r->in, 0, r->q.g_idx, 4, err));
+	}
+	CLOQ_TRY(add2(sw, NAME("lora_A"), CLOQ_SHARD_F32, r->rank, r->in, r->A, 4, err));
+	CLOQ_TRY(add2(sw, NAME("lora_B"), CLOQ_SHARD_F32, r->out, r->rank, r->B, 4, err));
+	if (bias)
+		CLOQ_TRY(add2(sw, NAME("bias"), CLOQ_SHARD_F32, r->out, 0, bias, 4, err));
+#undef NAME
+fail:
+	return rc;
+}
+
+int cloq_layer_shard_begin(const char *path, const cloq_config *cfg, int l, const cloq_layer_w *w,
+			   const cloq_layer_result res[CLOQ_LINEARS], cloq_shard_writer **out, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	cloq_shard_writer *sw = NULL;
 	char name[256];
+	*out = NULL;
 	CLOQ_TRY(cloq_shard_writer_create(path, (uint32_t)l, &sw, err));
 	const char *nn[4];
 	const float *norm[4] = {w->attn_norm, w->ffn_norm, w->post_attn_norm, w->post_ffn_norm};
@@ -451,33 +483,33 @@ int cloq_layer_write_shard(const char *path, const cloq_config *cfg, int l, cons
 		CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, cfg->head_dim, 0, w->k_norm, 4, err));
 	}
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
-		const cloq_layer_result *r = &res[lin];
 		char pre[160];
-		if (!cloq_linear_present(cfg, lin))
+		if (!cloq_layer_has_linear(cfg, l, lin))
 			continue;
 		snprintf(pre, sizeof pre, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(cfg, lin));
-#define NAME(suffix) (snprintf(name, sizeof name, "%s.%s", pre, suffix), name)
-		CLOQ_TRY(add2(sw, NAME("qcodes"), CLOQ_SHARD_U8, r->out, r->in, r->q.q, 1, err));
-		if (r->q.nf_block > 0) {
-			size_t nb = r->q.nf_nblocks;
-			CLOQ_TRY(add2(sw, NAME("nf_absmax"), CLOQ_SHARD_F32, nb, 0, r->q.absmax, 4, err));
-			if (r->q.qabsmax) {
-				CLOQ_TRY(add2(sw, NAME("nf_qabsmax"), CLOQ_SHARD_U8, nb, 0, r->q.qabsmax, 1, err));
-				CLOQ_TRY(add2(sw, NAME("nf_absmax2"), CLOQ_SHARD_F32, (nb + 255) / 256, 0, r->q.absmax2, 4,
-					      err));
-				CLOQ_TRY(add2(sw, NAME("nf_offset"), CLOQ_SHARD_F32, 1, 0, &r->q.nf_offset, 4, err));
-			}
-		} else {
-			CLOQ_TRY(add2(sw, NAME("scales"), CLOQ_SHARD_F32, r->out, r->q.ngroups, r->q.scale, 4, err));
-			CLOQ_TRY(add2(sw, NAME("qzeros"), CLOQ_SHARD_I32, r->out, r->q.ngroups, r->q.zero, 4, err));
-			CLOQ_TRY(add2(sw, NAME("g_idx"), CLOQ_SHARD_I32, r->in, 0, r->q.g_idx, 4, err));
-		}
-		CLOQ_TRY(add2(sw, NAME("lora_A"), CLOQ_SHARD_F32, r->rank, r->in, r->A, 4, err));
-		CLOQ_TRY(add2(sw, NAME("lora_B"), CLOQ_SHARD_F32, r->out, r->rank, r->B, 4, err));
-		if (w->b[lin])
-			CLOQ_TRY(add2(sw, NAME("bias"), CLOQ_SHARD_F32, r->out, 0, w->b[lin], 4, err));
-#undef NAME
+		CLOQ_TRY(cloq_layer_shard_add_linear(sw, pre, &res[lin], w->b[lin], err));
 	}
+	if (cloq_layer_is_moe(cfg, l)) { /* the router (and the shared expert's gate) stay full precision */
+		cloq_moe_router_name(cfg, l, name, sizeof name);
+		CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, cfg->moe, cfg->hidden, w->router, 4, err));
+		if (cfg->moe_shared_inter) {
+			snprintf(name, sizeof name, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+			CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, 1, cfg->hidden, w->shared_gate, 4, err));
+		}
+	}
+	*out = sw;
+	return CLOQ_OK;
+fail:
+	cloq_shard_writer_free(sw);
+	return rc;
+}
+
+int cloq_layer_write_shard(const char *path, const cloq_config *cfg, int l, const cloq_layer_w *w,
+			   const cloq_layer_result res[CLOQ_LINEARS], cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	cloq_shard_writer *sw = NULL;
+	CLOQ_TRY(cloq_layer_shard_begin(path, cfg, l, w, res, &sw, err));
 	CLOQ_TRY(cloq_shard_commit(sw, err));
 fail:
 	cloq_shard_writer_free(sw);
@@ -515,14 +547,20 @@ void cloq_stored_linear_free(cloq_stored_linear *s)
 int cloq_layer_read_linear(void *shard, const cloq_config *cfg, int l, int lin, const cloq_qform *qf,
 			   cloq_stored_linear *o, cloq_err *err)
 {
-	int bits = qf->bits, group_size = qf->group_size;
-	int rc = CLOQ_OK;
-	cloq_shard *s = shard;
-	char pre[160], name[256];
+	char pre[160];
 	int out, in;
-	memset(o, 0, sizeof *o);
 	cloq_linear_shape(cfg, lin, &out, &in);
 	snprintf(pre, sizeof pre, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(cfg, lin));
+	return cloq_layer_read_linear_at(shard, pre, out, in, qf, o, err);
+}
+
+int cloq_layer_read_linear_at(cloq_shard *s, const char *pre, int out, int in, const cloq_qform *qf,
+			      cloq_stored_linear *o, cloq_err *err)
+{
+	int bits = qf->bits, group_size = qf->group_size;
+	int rc = CLOQ_OK;
+	char name[256];
+	memset(o, 0, sizeof *o);
 	if (cloq_qform_is_nf(qf)) {
 		cloq_nf_params np = {bits, qf->nf_block, qf->quantizer == 3, qf->nf_double, qf->nf_dtype};
 		CLOQ_TRY(cloq_qtensor_alloc_nf(&o->q, out, in, &np, err));
@@ -604,9 +642,17 @@ int cloq_layer_load_shard(const char *path, const cloq_config *cfg, int l, const
 		snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
 		CLOQ_TRY(read_f32(s, name, (size_t)cfg->head_dim, &w->k_norm, 1, err));
 	}
+	if (cloq_layer_is_moe(cfg, l)) { /* the router (and shared expert gate); the experts come one by one */
+		cloq_moe_router_name(cfg, l, name, sizeof name);
+		CLOQ_TRY(read_f32(s, name, (size_t)cfg->moe * cfg->hidden, &w->router, 1, err));
+		if (cfg->moe_shared_inter) {
+			snprintf(name, sizeof name, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+			CLOQ_TRY(read_f32(s, name, (size_t)cfg->hidden, &w->shared_gate, 1, err));
+		}
+	}
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		int out, in;
-		if (!cloq_linear_present(cfg, lin))
+		if (!cloq_layer_has_linear(cfg, l, lin))
 			continue;
 		cloq_linear_shape(cfg, lin, &out, &in);
 		size_t wn = (size_t)out * in;
@@ -640,12 +686,59 @@ fail:
 	return rc;
 }
 
+int cloq_layer_load_expert(cloq_shard *s, const cloq_config *cfg, int l, int e, int k, const cloq_qform *qf,
+			   int propagate, double scaling, float **W, cloq_err *err)
+{
+	int rc = CLOQ_OK, width = e < 0 ? cfg->moe_shared_inter : cfg->moe_inter;
+	int out = k == 2 ? cfg->hidden : width, in = k == 2 ? width : cfg->hidden;
+	char pre[160];
+	cloq_stored_linear sl;
+	*W = NULL;
+	cloq_moe_linear_prefix(cfg, l, e, k, pre, sizeof pre);
+	CLOQ_TRY(cloq_layer_read_linear_at(s, pre, out, in, qf, &sl, err));
+	*W = cloq_malloc((size_t)out * in * sizeof(float));
+	if (!*W) {
+		cloq_stored_linear_free(&sl);
+		return cloq_err_set(err, CLOQ_EIO, "out of memory for %s", pre);
+	}
+	cloq_quant_dequant(&sl.q, *W);
+	if (propagate == 1 /* lora */)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, sl.rank, (float)scaling, sl.B, sl.rank, sl.A,
+			    in, 1.0f, *W, in);
+	cloq_stored_linear_free(&sl);
+fail:
+	return rc;
+}
+
+int cloq_layer_load_experts(const char *path, const cloq_config *cfg, int l, const cloq_qform *qf, int propagate,
+			    double scaling, cloq_layer_w *w, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	cloq_shard *s = NULL;
+	CLOQ_TRY(cloq_shard_open(path, &s, err));
+	w->experts = cloq_calloc((size_t)3 * cfg->moe, sizeof *w->experts);
+	CLOQ_FAIL_IF(!w->experts, err, CLOQ_EIO, "out of memory for %d experts", cfg->moe);
+	w->n_experts = cfg->moe;
+	for (int e = 0; e < cfg->moe; e++)
+		for (int k = 0; k < 3; k++)
+			CLOQ_TRY(cloq_layer_load_expert(s, cfg, l, e, k, qf, propagate, scaling, &w->experts[3 * e + k], err));
+	for (int k = 0; k < 3 && cfg->moe_shared_inter; k++)
+		CLOQ_TRY(cloq_layer_load_expert(s, cfg, l, -1, k, qf, propagate, scaling, &w->shared[k], err));
+fail:
+	if (rc)
+		cloq_err_wrap(err, rc, "%s", path);
+	cloq_shard_close(s);
+	return rc;
+}
+
 /* ---- report -------------------------------------------------------------------------------- */
 static void add_num(cJSON *o, const char *k, double v)
 {
 	if (isfinite(v))
 		cJSON_AddNumberToObject(o, k, v);
 }
+
+static cJSON *linear_json(const char *name, const cloq_layer_result *x);
 
 cJSON *cloq_layer_report_json(const cloq_config *cfg, int l, const cloq_layer_result res[CLOQ_LINEARS], double secs)
 {
@@ -654,23 +747,42 @@ cJSON *cloq_layer_report_json(const cloq_config *cfg, int l, const cloq_layer_re
 	cJSON_AddNumberToObject(r, "seconds", secs);
 	cJSON *lins = cJSON_AddArrayToObject(r, "linears");
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
-		const cloq_layer_result *x = &res[lin];
-		if (!cloq_linear_present(cfg, lin))
-			continue;
-		cJSON *e = cJSON_CreateObject();
-		cJSON_AddStringToObject(e, "name", cloq_linear_name(cfg, lin));
-		cJSON_AddNumberToObject(e, "out", x->out);
-		cJSON_AddNumberToObject(e, "in", x->in);
-		add_num(e, "quantized", x->rel_quant);
-		add_num(e, "zero", x->rel_quant);
-		add_num(e, "loftq1", x->rel_loftq1);
-		add_num(e, "cloq", x->rel_cloq);
-		add_num(e, "final", x->rel_final);
-		add_num(e, "lambda_rel", x->lambda_rel);
-		add_num(e, "seconds", x->seconds);
-		cJSON_AddItemToArray(lins, e);
+		if (cloq_layer_has_linear(cfg, l, lin))
+			cJSON_AddItemToArray(lins, linear_json(cloq_linear_name(cfg, lin), &res[lin]));
 	}
 	return r;
+}
+
+cJSON *cloq_expert_report_json(const cloq_config *cfg, int e, int64_t tokens, int filled, const cloq_layer_result res[3])
+{
+	static const char *const mix[] = {"w1", "w3", "w2"}, *const qw[] = {"gate_proj", "up_proj", "down_proj"};
+	cJSON *r = cJSON_CreateObject();
+	if (e >= 0)
+		cJSON_AddNumberToObject(r, "expert", e);
+	else
+		cJSON_AddStringToObject(r, "expert", "shared");
+	cJSON_AddNumberToObject(r, "tokens", (double)tokens);
+	cJSON_AddNumberToObject(r, "filled", filled);
+	cJSON *lins = cJSON_AddArrayToObject(r, "linears");
+	for (int k = 0; k < 3; k++)
+		cJSON_AddItemToArray(lins, linear_json(cfg->moe_mixtral_names && e >= 0 ? mix[k] : qw[k], &res[k]));
+	return r;
+}
+
+static cJSON *linear_json(const char *name, const cloq_layer_result *x)
+{
+	cJSON *e = cJSON_CreateObject();
+	cJSON_AddStringToObject(e, "name", name);
+	cJSON_AddNumberToObject(e, "out", x->out);
+	cJSON_AddNumberToObject(e, "in", x->in);
+	add_num(e, "quantized", x->rel_quant);
+	add_num(e, "zero", x->rel_quant);
+	add_num(e, "loftq1", x->rel_loftq1);
+	add_num(e, "cloq", x->rel_cloq);
+	add_num(e, "final", x->rel_final);
+	add_num(e, "lambda_rel", x->lambda_rel);
+	add_num(e, "seconds", x->seconds);
+	return e;
 }
 
 int cloq_base_write_shard(const char *path, cloq_model *m, cJSON *inputs, cloq_err *err)

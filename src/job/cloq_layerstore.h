@@ -30,6 +30,7 @@
 #include "cloq_llama.h"
 #include "cloq_model.h"
 #include "cloq_quant.h"
+#include "cloq_shard.h"
 #include "cloq_solver.h"
 
 #define CLOQ_BASE_SHARD_LAYER 0xFFFFFFFFu
@@ -50,6 +51,7 @@ typedef struct cloq_layerstore_params {
 	int v1_zeros;            /* asym zero points in [1, maxq] (cloq_quant_params.v1_zeros) */
 	int init, rank, cloq_iters, loftq_iters, propagate, baselines;
 	double scaling;          /* s = lora_alpha / r */
+	const char *const *names;/* full HF names of the 7 slots for messages (an expert's), else NULL */
 	uint64_t seed;
 } cloq_layerstore_params;
 
@@ -84,6 +86,16 @@ int cloq_layer_solve_group(const cloq_config *cfg, const cloq_layerstore_params 
 			   cloq_gram *gram, const cloq_layer_w *w, cloq_layer_result res[CLOQ_LINEARS],
 			   double *quant_s, double *solve_s, cloq_err *err);
 
+/* The shard of layer l, begun: its norms, its own linears (cloq_layer_has_linear) and, for a
+ * sparse layer, the router (and Qwen2-MoE's shared_expert_gate) in float32, as the forward uses
+ * them. A sparse layer's experts follow one by one (cloq_layer_shard_add_linear under
+ * cloq_moe_linear_prefix's names), so a layer never holds all their codes; cloq_shard_commit
+ * ends it. */
+int cloq_layer_shard_begin(const char *path, const cloq_config *cfg, int l, const cloq_layer_w *w,
+			   const cloq_layer_result res[CLOQ_LINEARS], cloq_shard_writer **sw, cloq_err *err);
+/* One linear's tensors (the list at the top) under prefix pre; bias may be NULL. */
+int cloq_layer_shard_add_linear(cloq_shard_writer *sw, const char *pre, const cloq_layer_result *r, const float *bias,
+				cloq_err *err);
 int cloq_layer_write_shard(const char *path, const cloq_config *cfg, int l, const cloq_layer_w *w,
 			   const cloq_layer_result res[CLOQ_LINEARS], cloq_err *err);
 
@@ -100,8 +112,23 @@ typedef struct cloq_stored_linear {
 } cloq_stored_linear;
 int cloq_layer_read_linear(void *shard /* cloq_shard* */, const cloq_config *cfg, int l, int lin,
 			   const cloq_qform *qf, cloq_stored_linear *out, cloq_err *err);
+/* The same for the linear stored under prefix pre with shape (out, in). */
+int cloq_layer_read_linear_at(cloq_shard *shard, const char *pre, int out, int in, const cloq_qform *qf,
+			      cloq_stored_linear *o, cloq_err *err);
 void cloq_stored_linear_free(cloq_stored_linear *s);
+/* Expert e's linear k (0 gate, 1 up, 2 down; e = -1 the shared expert) of sparse layer l as a
+ * propagation weight: deq(Q), + s B A for lora (propagate 1). *W allocated. (cloq_layer_load_shard
+ * reads a sparse layer's router and attention; its experts come through here, one at a time.) */
+int cloq_layer_load_expert(cloq_shard *shard, const cloq_config *cfg, int l, int e, int k, const cloq_qform *qf,
+			   int propagate, double scaling, float **W, cloq_err *err);
 
+/* Every expert of sparse layer l from the shard at path into w->experts (and w->shared), as
+ * cloq_layer_load_expert gives them: what `cloq ppl OUT` needs beside cloq_layer_load_shard. */
+int cloq_layer_load_experts(const char *path, const cloq_config *cfg, int l, const cloq_qform *qf, int propagate,
+			    double scaling, cloq_layer_w *w, cloq_err *err);
+/* Report entry of expert e (-1: "shared") of a sparse layer: routed tokens, rows added by the
+ * few-token rule (cloq_moe.h), and its three linears as cloq_layer_report_json's. */
+cJSON *cloq_expert_report_json(const cloq_config *cfg, int e, int64_t tokens, int filled, const cloq_layer_result res[3]);
 cJSON *cloq_layer_report_json(const cloq_config *cfg, int l, const cloq_layer_result res[CLOQ_LINEARS], double secs);
 
 /* The base shard (embeddings, final norm, untied lm_head) in their stored dtype. The XXH3 of each

@@ -32,7 +32,7 @@ size_t cloq_plan_capture_cols(const cloq_config *c, int one_pass, size_t off[CLO
 	return capw;
 }
 
-void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p)
+static void plan_dense(const cloq_config *c, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p)
 {
 	int64_t lp = cloq_config_layer_params(c);
 	int64_t lin = 0; /* parameters in the linears */
@@ -242,6 +242,122 @@ void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsa
 		snprintf(p->largest_item, sizeof p->largest_item, "one layer's weights, %lld parameters", (long long)lp);
 	else
 		snprintf(p->largest_item, sizeof p->largest_item, "the %d-token forward workspace", seqlen);
+}
+
+/* The per-layer work and sizes of plan p, times f, added to acc (the time model's and the output's
+ * fields; memory is not additive). */
+static void plan_add(cloq_plan *acc, const cloq_plan *p, double f)
+{
+	double per = f / p->layers;
+	acc->flops += per * p->flops;
+	acc->flops_forward += per * p->flops_forward;
+	acc->flops_gram += per * p->flops_gram;
+	acc->flops_quantize += per * p->flops_quantize;
+	acc->flops_solve += per * p->flops_solve;
+	acc->read_bytes += per * p->read_bytes;
+	acc->cache_bytes += per * p->cache_bytes;
+	acc->shard_bytes += per * p->shard_bytes;
+	acc->windows += per * p->windows;
+	acc->output_bytes += (int64_t)(per * p->output_bytes);
+	acc->export_bytes += (int64_t)(per * p->export_bytes);
+}
+
+/*
+ * A mixture of experts, as the converter runs it (src/job/cloq_convert.c, "mixture of experts"): a
+ * sparse layer is its attention plus one expert at a time, planned as a dense layer whose MLP has
+ * the expert's width (the shared expert's, when wider); on top, the expert stage's buffers: the
+ * experts' output sum and the gathered rows (each as many rows as there are calibration tokens,
+ * hidden wide), the routing, and the forward workspace's wider MLP and router scratch. The work:
+ * a view with an MLP of width 1 is the attention alone; each expert adds (view of its width -
+ * attention) once per expert for quantize, solve and output, and top-k times for the forward and
+ * Gram passes (every token reaches k experts; twice the forward: down's statistics and the output).
+ * Dense layers (Qwen2-MoE's mlp_only_layers) are planned as the dense model's.
+ */
+static void plan_moe(const cloq_config *c, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p)
+{
+	cloq_config v = *c, a = *c, s = *c, d = *c;
+	cloq_plan pv, pa, ps, pd;
+	int E = c->moe, K = c->moe_topk, sparse = 0;
+	for (int l = 0; l < c->layers; l++)
+		sparse += cloq_layer_is_moe(c, l);
+	v.moe = a.moe = s.moe = d.moe = 0;
+	v.fused = a.fused = s.fused = 0;
+	v.mlp_bias = a.mlp_bias = s.mlp_bias = 0;
+	v.intermediate = c->moe_inter > c->moe_shared_inter ? c->moe_inter : c->moe_shared_inter;
+	a.intermediate = 1;
+	s.intermediate = c->moe_shared_inter ? c->moe_shared_inter : 1;
+	plan_dense(&v, o, nsamples, seqlen, &pv);
+	plan_dense(&a, o, nsamples, seqlen, &pa);
+	plan_dense(&s, o, nsamples, seqlen, &ps);
+	plan_dense(&d, o, nsamples, seqlen, &pd);
+	if (c->moe_shared_inter && c->moe_shared_inter < c->moe_inter) /* pv: the widest; the expert's own */
+		v.intermediate = c->moe_inter;
+	cloq_plan pe;
+	plan_dense(&v, o, nsamples, seqlen, &pe); /* attention + one routed expert */
+
+	*p = pv; /* memory, slots and largest item of the widest expert's stage */
+	p->flops = p->flops_forward = p->flops_gram = p->flops_quantize = p->flops_solve = 0;
+	p->read_bytes = p->cache_bytes = p->shard_bytes = p->windows = 0;
+	p->output_bytes = p->export_bytes = 0;
+	p->layers = c->layers;
+	double ks = sparse;
+	plan_add(p, &pa, ks); /* the sparse layers' attention */
+	cloq_plan ex = pe; /* one expert = its view - the attention, in each field */
+	ex.flops -= pa.flops, ex.flops_forward -= pa.flops_forward, ex.flops_gram -= pa.flops_gram;
+	ex.flops_quantize -= pa.flops_quantize, ex.flops_solve -= pa.flops_solve;
+	ex.read_bytes -= pa.read_bytes, ex.cache_bytes -= pa.cache_bytes, ex.shard_bytes -= pa.shard_bytes;
+	ex.output_bytes -= pa.output_bytes, ex.export_bytes -= pa.export_bytes;
+	ex.windows = 0;
+	cloq_plan pass = ex, once = ex; /* per-token work (k experts a token, forward twice) and per-expert work */
+	pass.flops_quantize = pass.flops_solve = pass.read_bytes = pass.shard_bytes = 0;
+	pass.output_bytes = pass.export_bytes = 0;
+	pass.cache_bytes = 0;
+	pass.flops = pass.flops_forward + pass.flops_gram;
+	pass.flops_forward *= 2.0;
+	once.flops_forward = once.flops_gram = once.cache_bytes = 0; /* the base: counted by pa and pd */
+	once.flops = once.flops_quantize + once.flops_solve;
+	plan_add(p, &pass, ks * K);
+	plan_add(p, &once, ks * E);
+	if (c->moe_shared_inter) { /* the shared expert: every token, once */
+		cloq_plan sh = ps;
+		sh.flops -= pa.flops, sh.flops_forward -= pa.flops_forward, sh.flops_gram -= pa.flops_gram;
+		sh.flops_quantize -= pa.flops_quantize, sh.flops_solve -= pa.flops_solve;
+		sh.read_bytes -= pa.read_bytes, sh.cache_bytes -= pa.cache_bytes, sh.shard_bytes -= pa.shard_bytes;
+		sh.output_bytes -= pa.output_bytes, sh.export_bytes -= pa.export_bytes;
+		sh.windows = 0;
+		plan_add(p, &sh, ks);
+	}
+	plan_add(p, &pd, c->layers - ks); /* dense layers */
+
+	/* the expert stage's buffers, and the real workspace's wider parts */
+	int64_t tok = (int64_t)nsamples * seqlen, cap = tok > 128 ? tok : 128;
+	int64_t wide = c->moe_inter > c->moe_shared_inter ? c->moe_inter : c->moe_shared_inter;
+	int64_t stage = tok * c->hidden * 4 + cap * c->hidden * 4 + cap * 12 + tok * K * 8 + (int64_t)E * 128 * 12 +
+			(int64_t)seqlen * (E + 2 * K) * 4 + 2048 * (2 * wide + c->hidden) * 4 + (int64_t)seqlen * c->hidden * 4 +
+			(int64_t)E * c->hidden * 4;
+	int64_t ws = ((int64_t)cloq_block_ws_bytes(c, seqlen) - (int64_t)cloq_block_ws_bytes(&v, seqlen)) * p->window_slots;
+	p->forward_bytes += stage + ws;
+	p->peak_bytes += stage + ws;
+	if (c->layers > sparse && pd.peak_bytes > p->peak_bytes) { /* a dense layer may be the peak */
+		int64_t keep_out = p->output_bytes, keep_exp = p->export_bytes;
+		double f[9] = {p->flops, p->flops_forward, p->flops_gram, p->flops_quantize, p->flops_solve,
+			       p->read_bytes, p->cache_bytes, p->shard_bytes, p->windows};
+		*p = pd;
+		p->flops = f[0], p->flops_forward = f[1], p->flops_gram = f[2], p->flops_quantize = f[3];
+		p->flops_solve = f[4], p->read_bytes = f[5], p->cache_bytes = f[6], p->shard_bytes = f[7], p->windows = f[8];
+		p->output_bytes = keep_out, p->export_bytes = keep_exp;
+	} else if (stage > p->solver_bytes && stage > p->weights_bytes) {
+		snprintf(p->largest_item, sizeof p->largest_item, "the experts' rows and outputs, %lld tokens of %d",
+			 (long long)tok, c->hidden);
+	}
+}
+
+void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p)
+{
+	if (c->moe)
+		plan_moe(c, o, nsamples, seqlen, p);
+	else
+		plan_dense(c, o, nsamples, seqlen, p);
 }
 
 double cloq_plan_measure_gflops(void)

@@ -42,14 +42,16 @@ int cloq_prefetch_create(cloq_model *m, cloq_prefetch **out, cloq_err *err)
 	/* every layer has the same tensors; size the buffers for the largest plan */
 	for (int l = 0; l < m->cfg.layers; l++) {
 		cloq_st_span_plan sp;
+		if (cloq_layer_is_moe(&m->cfg, l)) /* a sparse layer's experts stream one by one instead */
+			continue;
 		CLOQ_TRY(cloq_st_layer_span_plan(m->st, l, DIRECT_ALIGN, NULL, 0, &sp, err));
 		if (sp.needed > p->buf_size)
 			p->buf_size = sp.needed;
 	}
 	/* one buffer: a layer's bytes are converted to fp32 as soon as it is taken, so the next
 	 * layer's read can start in the same buffer right after (buf[1] stays unused) */
-	p->buf[0] = cloq_aligned_alloc(DIRECT_ALIGN, p->buf_size);
-	CLOQ_FAIL_IF(!p->buf[0], err, CLOQ_EIO, "out of memory for a %zu MiB layer read buffer", p->buf_size >> 20);
+	p->buf[0] = p->buf_size ? cloq_aligned_alloc(DIRECT_ALIGN, p->buf_size) : NULL;
+	CLOQ_FAIL_IF(p->buf_size && !p->buf[0], err, CLOQ_EIO, "out of memory for a %zu MiB layer read buffer", p->buf_size >> 20);
 	size_t nf = cloq_st_nfiles(m->st);
 	paths = cloq_malloc(nf * sizeof *paths);
 	CLOQ_FAIL_IF(!paths, err, CLOQ_EIO, "out of memory");
@@ -98,7 +100,7 @@ static int wait_flight(cloq_prefetch *p, double *wait_s, cloq_err *err)
 
 int cloq_prefetch_start(cloq_prefetch *p, int l, cloq_err *err)
 {
-	if (l < 0 || l >= p->m->cfg.layers || p->layer[0] == l || p->layer[1] == l)
+	if (l < 0 || l >= p->m->cfg.layers || p->layer[0] == l || p->layer[1] == l || cloq_layer_is_moe(&p->m->cfg, l))
 		return CLOQ_OK;
 	/* the reader runs one batch at a time: finish the one in flight first */
 	int rc = wait_flight(p, NULL, err);
@@ -154,6 +156,7 @@ int cloq_prefetch_take(cloq_prefetch *p, int l, cloq_layer_w *w, uint64_t *diges
 		in = cJSON_CreateObject();
 		CLOQ_FAIL_IF(!in, err, CLOQ_EIO, "out of memory");
 	}
+	CLOQ_FAIL_IF(cloq_layer_is_moe(&p->m->cfg, l), err, CLOQ_EUSAGE, "layer %d is sparse: its experts are not prefetched", l);
 	if (p->layer[0] != l && p->layer[1] != l)
 		CLOQ_TRY(cloq_prefetch_start(p, l, err));
 	i = p->layer[0] == l ? 0 : 1;

@@ -21,7 +21,8 @@ typedef struct cloq_prefetch cloq_prefetch;
 
 int cloq_prefetch_create(cloq_model *m, cloq_prefetch **out, cloq_err *err);
 void cloq_prefetch_free(cloq_prefetch *p);
-/* Start reading layer l in the background (no-op when already started or l is out of range). */
+/* Start reading layer l in the background (no-op when already started, l is out of range, or l is
+ * a sparse layer: the converter streams those expert by expert, and take refuses them). */
 int cloq_prefetch_start(cloq_prefetch *p, int l, cloq_err *err);
 /* Layer l as fp32 weights (allocated; cloq_layer_w_free), waiting for its bytes if needed (and
  * starting the read if nobody did). *digest = XXH3 over the layer's tensor hashes; *inputs (if

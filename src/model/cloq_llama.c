@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -32,6 +33,27 @@ size_t cloq_group_cols(const cloq_config *c, int g)
 int cloq_linear_present(const cloq_config *cfg, int lin)
 {
 	return !(cfg->fused && (lin == CLOQ_LIN_K || lin == CLOQ_LIN_V || lin == CLOQ_LIN_UP));
+}
+
+int cloq_layer_has_linear(const cloq_config *cfg, int l, int lin)
+{
+	return cloq_linear_present(cfg, lin) && !(cloq_layer_is_moe(cfg, l) && cloq_linear_group(lin) >= CLOQ_GROUP_GATEUP);
+}
+
+void cloq_moe_linear_prefix(const cloq_config *c, int l, int e, int k, char *buf, size_t cap)
+{
+	static const char *const mix[] = {"w1", "w3", "w2"}, *const qw[] = {"gate_proj", "up_proj", "down_proj"};
+	if (e < 0)
+		snprintf(buf, cap, "model.layers.%d.mlp.shared_expert.%s", l, qw[k]);
+	else if (c->moe_mixtral_names)
+		snprintf(buf, cap, "model.layers.%d.block_sparse_moe.experts.%d.%s", l, e, mix[k]);
+	else
+		snprintf(buf, cap, "model.layers.%d.mlp.experts.%d.%s", l, e, qw[k]);
+}
+
+void cloq_moe_router_name(const cloq_config *c, int l, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "model.layers.%d.%s.gate.weight", l, c->moe_mixtral_names ? "block_sparse_moe" : "mlp");
 }
 
 int cloq_linear_count(const cloq_config *cfg)
@@ -271,7 +293,7 @@ struct cloq_block_ws {
 	float *xe;    /* (T, hidden) the rows routed to one expert */
 	float *pr;    /* (T, experts) router probabilities */
 	float *sw;    /* (T, topk) routing weights */
-	float *sel;   /* (T, topk) selected experts, as floats (exact up to 2^24) */
+	float *sel;   /* (T, topk) selected experts (ints in float-sized room) */
 };
 
 #define WS_PARTS 14
@@ -440,8 +462,7 @@ float *cloq_block_ws_state(cloq_block_ws *ws, int state)
 	return state == CLOQ_STATE_ATT ? ws->att : state == CLOQ_STATE_H ? ws->y : state == CLOQ_STATE_ACT ? ws->g : NULL;
 }
 
-/* g = act(g) * u elementwise: silu, or Gemma's gelu_pytorch_tanh */
-static void act_mul(const cloq_config *c, float *g, const float *u, size_t n)
+void cloq_act_mul(const cloq_config *c, float *g, const float *u, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n > (1u << 20))
 	for (size_t i = 0; i < n; i++) {
@@ -460,7 +481,7 @@ static void expert_fwd(const cloq_config *c, cloq_block_ws *ws, const float *wg,
 {
 	cloq_linear_fwd(x, wg, NULL, ws->g, n, c->hidden, width);
 	cloq_linear_fwd(x, wu, NULL, ws->u, n, c->hidden, width);
-	act_mul(c, ws->g, ws->u, (size_t)n * width);
+	cloq_act_mul(c, ws->g, ws->u, (size_t)n * width);
 	cloq_linear_fwd(ws->g, wd, NULL, out, n, width, c->hidden);
 }
 
@@ -471,17 +492,13 @@ static void expert_fwd(const cloq_config *c, cloq_block_ws *ws, const float *wg,
  * rows routed to it, in expert order, its output added to those rows times their weights; then
  * Qwen2-MoE's shared expert, times sigmoid(xn . shared_gate), is added.
  */
-static int moe_mlp(const cloq_config *c, const cloq_layer_w *w, cloq_block_ws *ws, int T, cloq_err *err)
+void cloq_moe_route(const cloq_config *c, const float *router, const float *xn, int T, float *probs, int *sel,
+		    float *wt)
 {
-	int rc = CLOQ_OK, D = c->hidden, E = c->moe, K = c->moe_topk;
-	int *rows = cloq_malloc((size_t)T * sizeof(int));
-	float *wts = cloq_malloc((size_t)T * sizeof(float));
-	CLOQ_FAIL_IF(!rows || !wts, err, CLOQ_EIO, "out of memory routing %d tokens", T);
-	CLOQ_FAIL_IF(!w->router || !w->experts || w->n_experts != E, err, CLOQ_EUSAGE,
-		     "a mixture-of-experts layer without its router or %d experts", E);
-	cloq_linear_fwd(ws->xn, w->router, NULL, ws->pr, T, D, E);
+	int D = c->hidden, E = c->moe, K = c->moe_topk;
+	cloq_linear_fwd(xn, router, NULL, probs, T, D, E);
 	for (int t = 0; t < T; t++) {
-		float *p = ws->pr + (size_t)t * E, mx = p[0], sum = 0.0f;
+		float *p = probs + (size_t)t * E, mx = p[0], sum = 0.0f;
 		for (int e = 1; e < E; e++)
 			mx = p[e] > mx ? p[e] : mx;
 		for (int e = 0; e < E; e++) {
@@ -490,17 +507,18 @@ static int moe_mlp(const cloq_config *c, const cloq_layer_w *w, cloq_block_ws *w
 		}
 		for (int e = 0; e < E; e++)
 			p[e] /= sum;
-		float *sw = ws->sw + (size_t)t * K, *sel = ws->sel + (size_t)t * K, tot = 0.0f;
+		int *st = sel + (size_t)t * K;
+		float *sw = wt + (size_t)t * K, tot = 0.0f;
 		for (int j = 0; j < K; j++) { /* the j-th largest, not taken yet */
 			int best = -1;
 			for (int e = 0; e < E; e++) {
 				int taken = 0;
 				for (int i = 0; i < j; i++)
-					taken |= (int)sel[i] == e;
+					taken |= st[i] == e;
 				if (!taken && (best < 0 || p[e] > p[best]))
 					best = e;
 			}
-			sel[j] = (float)best;
+			st[j] = best;
 			sw[j] = p[best];
 			tot += sw[j];
 		}
@@ -508,12 +526,24 @@ static int moe_mlp(const cloq_config *c, const cloq_layer_w *w, cloq_block_ws *w
 			for (int j = 0; j < K; j++)
 				sw[j] /= tot;
 	}
+}
+
+static int moe_mlp(const cloq_config *c, const cloq_layer_w *w, cloq_block_ws *ws, int T, cloq_err *err)
+{
+	int rc = CLOQ_OK, D = c->hidden, E = c->moe, K = c->moe_topk;
+	int *rows = cloq_malloc((size_t)T * sizeof(int));
+	float *wts = cloq_malloc((size_t)T * sizeof(float));
+	int *sel = (int *)ws->sel; /* (T, topk) ints in the floats' room */
+	CLOQ_FAIL_IF(!rows || !wts, err, CLOQ_EIO, "out of memory routing %d tokens", T);
+	CLOQ_FAIL_IF(!w->router || !w->experts || w->n_experts != E, err, CLOQ_EUSAGE,
+		     "a mixture-of-experts layer without its router or %d experts", E);
+	cloq_moe_route(c, w->router, ws->xn, T, ws->pr, sel, ws->sw);
 	memset(ws->mo, 0, (size_t)T * D * sizeof(float));
 	for (int e = 0; e < E; e++) {
 		int n = 0;
 		for (int t = 0; t < T; t++)
 			for (int j = 0; j < K; j++)
-				if ((int)ws->sel[(size_t)t * K + j] == e) {
+				if (sel[(size_t)t * K + j] == e) {
 					rows[n] = t;
 					wts[n++] = ws->sw[(size_t)t * K + j];
 				}
@@ -623,8 +653,15 @@ from_att:
 from_h:
 	cloq_rmsnorm_cfg(c, ws->y, w->ffn_norm, ws->xn, T, D);
 	if (cloq_layer_is_moe(c, layer)) { /* x = h + the experts' weighted sum */
-		CLOQ_FAIL_IF(hook || stop_after >= 0, err, CLOQ_EUSAGE,
-			     "layer %d is a mixture of experts, which cloq does not calibrate yet", layer);
+		/* calibration sees the experts' common input (the converter routes it itself) */
+		if (stop_after == CLOQ_GROUP_GATEUP) {
+			if (hook)
+				CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_GATEUP, ws->xn, T, D, err));
+			return CLOQ_OK;
+		}
+		CLOQ_FAIL_IF(stop_after >= 0, err, CLOQ_EUSAGE,
+			     "layer %d is a mixture of experts: a pass stops at its experts' input, not after group %d",
+			     layer, stop_after);
 		CLOQ_TRY(moe_mlp(c, w, ws, T, err));
 		for (size_t i = 0; i < (size_t)T * D; i++)
 			x[i] = ws->y[i] + ws->mo[i];
@@ -641,7 +678,7 @@ from_h:
 		cloq_linear_fwd(ws->xn, wg, bg, ws->g, T, D, NI);
 		cloq_linear_fwd(ws->xn, wu, bu, ws->u, T, D, NI);
 	}
-	act_mul(c, ws->g, ws->u, (size_t)T * NI);
+	cloq_act_mul(c, ws->g, ws->u, (size_t)T * NI);
 from_act:
 	if (hook)
 		CLOQ_TRY(hook(hook_ctx, CLOQ_GROUP_DOWN, ws->g, T, NI, err));

@@ -41,6 +41,15 @@ int cloq_linear_group(int lin);
 size_t cloq_group_cols(const cloq_config *cfg, int g);
 /* 1 when slot lin is a linear of cfg's family (0: merged into a fused neighbour). */
 int cloq_linear_present(const cloq_config *cfg, int lin);
+/* 1 when layer l holds slot lin as its own linear: present, and not the MLP of a sparse layer
+ * (whose linears are its experts'). */
+int cloq_layer_has_linear(const cloq_config *cfg, int l, int lin);
+/* HF prefix of expert e's linear k (0 gate, 1 up, 2 down) in layer l, e = -1 for Qwen2-MoE's
+ * shared expert: model.layers.l.mlp.experts.e.gate_proj, Mixtral's
+ * model.layers.l.block_sparse_moe.experts.e.w1 (w3 up, w2 down), model.layers.l.mlp.shared_expert.
+ * gate_proj. The router's tensor: model.layers.l.(mlp|block_sparse_moe).gate.weight. */
+void cloq_moe_linear_prefix(const cloq_config *cfg, int l, int e, int k, char *buf, size_t cap);
+void cloq_moe_router_name(const cloq_config *cfg, int l, char *buf, size_t cap);
 /* The linears present per layer (7, or 4 with fused projections). */
 int cloq_linear_count(const cloq_config *cfg);
 /* "q_proj", ... ("qkv_proj", "gate_up_proj" when fused) and "self_attn" or "mlp". */
@@ -133,6 +142,20 @@ void cloq_rmsnorm_cfg(const cloq_config *cfg, const float *x, const float *weigh
  * NULL where the family has none. Llama: input_layernorm, post_attention_layernorm; Gemma 2:
  * input_layernorm, pre_feedforward_layernorm, post_attention_layernorm, post_feedforward_layernorm. */
 void cloq_norm_names(const cloq_config *cfg, const char *names[4]);
+
+/* g = act(g) * u elementwise over n values: silu, or Gemma's gelu_pytorch_tanh (cfg->gelu_tanh). */
+void cloq_act_mul(const cloq_config *cfg, float *g, const float *u, size_t n);
+
+/*
+ * Mixture-of-experts routing of T tokens, as transformers' sparse MoE blocks: probs (T, experts)
+ * = softmax(xn router^T) per token in float; sel (T, topk) the topk most probable experts, most
+ * probable first (ties: the lower index); wt (T, topk) their probabilities, renormalised to sum 1
+ * with cfg->moe_norm_topk. The forward and the converter's per-expert calibration share it.
+ * A pass over a sparse layer may stop at CLOQ_GROUP_GATEUP: its hook then sees the experts'
+ * common input xn = post_attention_layernorm(h), and the H state holds h.
+ */
+void cloq_moe_route(const cloq_config *cfg, const float *router, const float *xn, int T, float *probs, int *sel,
+		    float *wt);
 
 /* y (T, out) = x (T, in) W^T + b, W (out, in). */
 void cloq_linear_fwd(const float *x, const float *W, const float *b, float *y, int T, int in, int out);

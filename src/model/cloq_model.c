@@ -41,20 +41,16 @@ const cloq_st_tensor *cloq_model_qk_norm(const cloq_model *m, int l, int k)
  * *d0, *d1. */
 static void moe_name(const cloq_config *c, int l, int role, int e, char *buf, size_t cap, int64_t *d0, int64_t *d1)
 {
-	static const char *const mix[] = {"w1", "w3", "w2"}, *const qw[] = {"gate_proj", "up_proj", "down_proj"};
 	int64_t h = c->hidden, I = c->moe_inter, S = c->moe_shared_inter;
+	char pre[160];
 	if (role == 0) {
-		snprintf(buf, cap, "model.layers.%d.%s.gate.weight", l, c->moe_mixtral_names ? "block_sparse_moe" : "mlp");
+		cloq_moe_router_name(c, l, buf, cap);
 		*d0 = c->moe, *d1 = h;
-	} else if (role <= 3) {
-		if (c->moe_mixtral_names)
-			snprintf(buf, cap, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", l, e, mix[role - 1]);
-		else
-			snprintf(buf, cap, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, qw[role - 1]);
-		*d0 = role == 3 ? h : I, *d1 = role == 3 ? I : h;
 	} else if (role <= 6) {
-		snprintf(buf, cap, "model.layers.%d.mlp.shared_expert.%s.weight", l, qw[role - 4]);
-		*d0 = role == 6 ? h : S, *d1 = role == 6 ? S : h;
+		int k = (role - 1) % 3, W = role <= 3 ? I : S;
+		cloq_moe_linear_prefix(c, l, role <= 3 ? e : -1, k, pre, sizeof pre);
+		snprintf(buf, cap, "%s.weight", pre);
+		*d0 = k == 2 ? h : W, *d1 = k == 2 ? W : h;
 	} else {
 		snprintf(buf, cap, "model.layers.%d.mlp.shared_expert_gate.weight", l);
 		*d0 = 1, *d1 = h;
@@ -335,6 +331,11 @@ static int load_f32(const cloq_model *m, const cloq_st_tensor *t, float **dst, c
 
 int cloq_model_load_layer(const cloq_model *m, int l, cloq_layer_w *w, cloq_err *err)
 {
+	return cloq_model_load_layer_opt(m, l, 1, w, err);
+}
+
+int cloq_model_load_layer_opt(const cloq_model *m, int l, int experts, cloq_layer_w *w, cloq_err *err)
+{
 	int rc = CLOQ_OK;
 	memset(w, 0, sizeof *w);
 	float **slot[4] = {&w->attn_norm, &w->ffn_norm, &w->post_attn_norm, &w->post_ffn_norm};
@@ -355,12 +356,14 @@ int cloq_model_load_layer(const cloq_model *m, int l, cloq_layer_w *w, cloq_err 
 		const cloq_config *c = &m->cfg;
 		char name[192];
 		int64_t d0, d1;
-		w->experts = cloq_calloc((size_t)3 * c->moe, sizeof *w->experts);
-		CLOQ_FAIL_IF(!w->experts, err, CLOQ_EIO, "out of memory for %d experts", c->moe);
-		w->n_experts = c->moe;
+		if (experts) {
+			w->experts = cloq_calloc((size_t)3 * c->moe, sizeof *w->experts);
+			CLOQ_FAIL_IF(!w->experts, err, CLOQ_EIO, "out of memory for %d experts", c->moe);
+			w->n_experts = c->moe;
+		}
 		float **dst[8] = {&w->router, NULL, NULL, NULL, &w->shared[0], &w->shared[1], &w->shared[2], &w->shared_gate};
 		for (int role = 0; role < (c->moe_shared_inter ? 8 : 4); role++)
-			for (int e = 0; e < (role >= 1 && role <= 3 ? c->moe : 1); e++) {
+			for (int e = 0; e < (role >= 1 && role <= 3 ? (experts ? c->moe : 0) : 1); e++) {
 				moe_name(c, l, role, e, name, sizeof name, &d0, &d1);
 				CLOQ_TRY(load_f32(m, cloq_st_find(m->st, name), role >= 1 && role <= 3 ? &w->experts[3 * e + role - 1]
 										       : dst[role], err));

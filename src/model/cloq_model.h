@@ -54,6 +54,9 @@ const cloq_st_tensor *cloq_model_qk_norm(const cloq_model *m, int l, int k);
 /* Load layer l's weights as fp32 into *w (allocated; release with cloq_layer_w_free). NaN/Inf is
  * CLOQ_EINPUT naming the tensor and the first bad index. */
 int cloq_model_load_layer(const cloq_model *m, int l, cloq_layer_w *w, cloq_err *err);
+/* The same; with experts = 0 a sparse layer's experts are left out (w->experts NULL): the
+ * converter streams them one at a time. */
+int cloq_model_load_layer_opt(const cloq_model *m, int l, int experts, cloq_layer_w *w, cloq_err *err);
 
 /* Rows [row0, row0+n) of a 2-D tensor as fp32 (embedding look-ups, lm_head chunks). */
 int cloq_model_read_rows(cloq_model *m, const cloq_st_tensor *t, int64_t row0, int64_t n, float *dst, cloq_err *err);

@@ -5,9 +5,15 @@
 #  - `cloq ppl` equals tests/tools/ref_llama.py's float64 forward (softmax routing, top-k, the
 #    weights renormalised where the family does, each expert on the rows routed to it) to 1e-5, its
 #    first window's logits to 1e-4; also tied, sharded, top-1 and top-all variants;
-#  - `cloq inspect` counts every parameter and says conversion is not there yet;
-#  - `cloq convert` refuses a mixture of experts by name (exit 2) before writing anything, and a
-#    checkpoint missing one expert's tensor is refused naming it.
+#  - `cloq inspect` counts every parameter and plans the expert-by-expert conversion;
+#  - `cloq convert`, expert by expert (docs/DESIGN.md "Mixtures of experts"), on all three families:
+#    with --propagate fp each sparse layer sees the original model's input, so the tokens report.json
+#    gives each expert must be the float64 reference forward's routing, and the few-token rule's
+#    fills follow from them (tests/tools/moe_routing.py); `cloq verify` is clean and `cloq ppl OUT`
+#    reads the job; a checkpoint whose router starves experts converts with finite errors, the
+#    starved experts named in experts_filled; runs killed at moments spread over the job, resumed,
+#    give the reference's bytes; --one-pass and --asym-calib are refused by name; a checkpoint
+#    missing one expert's tensor is refused naming it.
 cd "$(dirname "$0")/../.." || exit 1
 . tests/e2e/convert_common.inc
 . tests/e2e/need_numpy.inc
@@ -29,13 +35,98 @@ family_forward "$T/q3b" "Qwen3-MoE, 6 experts, top-2"
 family_count "$T/q3b"
 grep -q "^experts      6 per layer, top-2 (weights renormalised), width 40, in 2 of 2 layers" "$T/insp" &&
 	ok "inspect describes the experts" || fail "inspect: $(grep '^experts' "$T/insp")"
+grep -q "^    peak memory .*experts' rows" "$T/insp" && ok "inspect plans the expert stage" ||
+	fail "inspect: $(grep '^    peak memory' "$T/insp")"
 
-if run_rc 2 "$T/log" "$CLOQ" convert "$T/q3b" -o "$T/x" $FQO && grep -q "Qwen3MoeForCausalLM is a mixture of experts" "$T/log"; then
-	ok "convert refuses a mixture of experts by name"
+# expert-by-expert conversion, checked against the reference routing
+for m in mx q2 q3b; do
+	rm -rf "$T/fp_$m"
+	if run_rc 0 "$T/log" "$CLOQ" convert "$T/$m" -o "$T/fp_$m" $FQO --propagate fp &&
+		run_rc 0 "$T/log" "$CLOQ" verify "$T/fp_$m"; then
+		ok "$m: converted expert by expert (--propagate fp) and verified"
+	else
+		fail "$m: convert --propagate fp / verify"
+		continue
+	fi
+	if "$PY" tests/tools/moe_routing.py counts "$T/$m" "$T/fp_$m" >"$T/cnt" 2>&1; then
+		ok "$m: tokens per expert equal the reference routing; fills as the few-token rule says ($(tail -n 1 "$T/cnt"))"
+	else
+		cat "$T/cnt"
+		fail "$m: report.json's experts disagree with the reference routing"
+	fi
+done
+# the default propagation (deq(Q) + LoRA of every expert feeds the next layer), and ppl of the job
+for m in q2 mx; do
+	rm -rf "$T/j_$m"
+	if run_rc 0 "$T/log" "$CLOQ" convert "$T/$m" -o "$T/j_$m" $FQO && run_rc 0 "$T/log" "$CLOQ" verify "$T/j_$m" &&
+		run_rc 0 "$T/pj" "$CLOQ" ppl "$T/j_$m" --tokens "$W" && run_rc 0 "$T/po" "$CLOQ" ppl "$T/$m" --tokens "$W"; then
+		a=$(ppl_of "$T/pj") b=$(ppl_of "$T/po")
+		"$PY" -c "import math, sys; a, b = $a, $b; sys.exit(0 if math.isfinite(a) and abs(a - b) < 0.05 * b else 1)" &&
+			ok "$m: job converted, verified, its ppl $a near the original's $b" || fail "$m: job ppl $a, original $b"
+	else
+		fail "$m: convert / verify / ppl of the job"
+	fi
+done
+# experts that no calibration token reaches
+"$PY" tests/tools/moe_routing.py starve "$T/q3b" "$T/st" || fail "making the starving checkpoint"
+rm -rf "$T/fp_st"
+if run_rc 0 "$T/log" "$CLOQ" convert "$T/st" -o "$T/fp_st" $FQO --propagate fp && "$CLOQ" verify "$T/fp_st" >/dev/null 2>&1 &&
+	"$PY" tests/tools/moe_routing.py counts "$T/st" "$T/fp_st" >"$T/cnt" 2>&1 &&
+	"$PY" - "$T/fp_st/report.json" <<'PYEOF'
+import json, sys
+L = json.load(open(sys.argv[1]))["layers"][0]
+starved = [e["expert"] for e in L["experts"] if e["tokens"] == 0]
+sys.exit(0 if 5 in starved and all(e in L["experts_filled"] for e in starved) else 1)
+PYEOF
+then
+	ok "experts no token reaches: finite, filled and named in report.json ($(tail -n 1 "$T/cnt"))"
 else
-	fail "convert of a mixture of experts not refused by name"
+	cat "$T/cnt"
+	fail "starved experts"
 fi
-[ -f "$T/x/journal.json" ] && fail "a journal was written for the refused MoE job"
+for opt in --one-pass --asym-calib; do
+	if run_rc 1 "$T/log" "$CLOQ" convert "$T/q3b" -o "$T/x" $FQO $opt && grep -q "mixture of experts.*$opt" "$T/log" &&
+		[ ! -f "$T/x/journal.json" ]; then
+		ok "$opt is refused for a mixture of experts, by name, before any work"
+	else
+		fail "$opt on a mixture of experts: $(tail -n 1 "$T/log")"
+	fi
+done
+
+if run_rc 2 "$T/log" "$CLOQ" export "$T/j_q2" --to "$T/ex" && grep -q "is a mixture of experts" "$T/log" && [ ! -d "$T/ex" ]; then
+	ok "export of a mixture-of-experts job is refused by name, nothing written"
+else
+	fail "export of a MoE job: $(tail -n 1 "$T/log")"
+fi
+
+# kill at moments spread over a job (mid-expert included), resume: the reference's bytes
+JOB="$T/q3b --calib-tokens fixtures/reference/calib_tokens_128x256.npy --nsamples 32 --bits 4 --group-size 32 --rank 8"
+rm -rf "$T/kref"
+t0=$(ms)
+run_rc 0 "$T/log" "$CLOQ" convert $JOB -o "$T/kref" || fail "the reference run"
+dur=$(($(ms) - t0))
+i=1
+while [ $i -le 6 ]; do
+	O="$T/k$i"
+	rm -rf "$O"
+	d=$((dur * (10 + (i - 1) * 16) / 100))
+	"$CLOQ" convert $JOB -o "$O" >"$T/kl" 2>&1 &
+	pid=$!
+	sleep "$(awk -v d="$d" 'BEGIN { printf "%.3f", d / 1000 }')"
+	kill -9 $pid 2>/dev/null
+	{ wait $pid; } 2>/dev/null
+	rc=$?
+	where=$(grep -E '^layer' "$T/kl" | tail -n 1 | cut -c1-40)
+	if [ -f "$O/journal.json" ]; then "$CLOQ" resume "$O" >"$T/rl" 2>&1; else "$CLOQ" convert $JOB -o "$O" >"$T/rl" 2>&1; fi
+	if same_output "$T/kref" "$O" "kill $i"; then
+		ok "killed after $d ms (exit $rc, at '$where'), resumed: identical to the reference"
+	else
+		fail "killed after $d ms (exit $rc, at '$where'): the resumed job differs"
+	fi
+	rm -rf "$O"
+	i=$((i + 1))
+done
+
 rm -rf "$T/nok"
 "$PY" - "$T/q3b" "$T/nok" <<'PYEOF' || fail "making the broken copy"
 import json, os, shutil, struct, sys
@@ -63,5 +154,11 @@ if run_rc 2 "$T/log" "$CLOQ" ppl "$T/nok" --tokens "$W" && grep -q "model.layers
 	ok "a missing expert tensor is refused, naming it"
 else
 	fail "a missing expert tensor not refused by name"
+fi
+if run_rc 2 "$T/log" "$CLOQ" convert "$T/nok" -o "$T/xnok" $FQO && grep -q "model.layers.1.mlp.experts.5.up_proj.weight' is missing" "$T/log" &&
+	[ ! -f "$T/xnok/journal.json" ]; then
+	ok "convert refuses the checkpoint missing an expert tensor, naming it, before any work"
+else
+	fail "convert of a checkpoint missing an expert tensor: $(tail -n 1 "$T/log")"
 fi
 finish
