@@ -143,14 +143,11 @@ void cloq_expmodel_close(cloq_expmodel *m)
 	cloq_free(m);
 }
 
-/* W (out, in) of one linear: unpacked GPTQ tensors, or a dense .weight. */
-static int load_linear(cloq_expmodel *m, int l, int lin, float *W, cloq_err *err)
+/* W (out, in) of the linear under prefix p: unpacked GPTQ tensors, or a dense .weight. */
+static int load_linear(cloq_expmodel *m, const char *p, int out, int in, float *W, cloq_err *err)
 {
 	int rc = CLOQ_OK;
-	char p[160], name[200];
-	int out, in;
-	cloq_linear_shape(&m->cfg, lin, &out, &in);
-	snprintf(p, sizeof p, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(&m->cfg, lin));
+	char name[200];
 	snprintf(name, sizeof name, "%s.qweight", p);
 	if (!m->gptq || !cloq_st_find(m->st, name)) {
 		snprintf(name, sizeof name, "%s.weight", p);
@@ -187,6 +184,68 @@ fail:
 	return rc;
 }
 
+/* W += s B A from the adapter's tensors for the linear under prefix p, when it has them */
+static int add_adapter(cloq_expmodel *m, const char *p, int out, int in, float *W, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	char name[240];
+	float *A = NULL, *B = NULL;
+	if (!m->adapter)
+		return CLOQ_OK;
+	snprintf(name, sizeof name, "base_model.model.%s.lora_A.weight", p);
+	rc = read_tensor_f32(m->adapter, "adapter", name, (size_t)m->rank * in, &A, 0, err);
+	snprintf(name, sizeof name, "base_model.model.%s.lora_B.weight", p);
+	if (rc == CLOQ_OK && A)
+		rc = read_tensor_f32(m->adapter, "adapter", name, (size_t)out * m->rank, &B, 1, err);
+	if (rc == CLOQ_OK && A && B)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, m->rank, (float)m->scaling, B, m->rank, A, in,
+			    1.0f, W, in);
+	cloq_free(A);
+	cloq_free(B);
+	return rc;
+}
+
+/* one linear (+ adapter) into a new *W */
+static int load_adapted(cloq_expmodel *m, const char *p, int out, int in, float **W, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	*W = cloq_malloc((size_t)out * in * sizeof(float));
+	CLOQ_FAIL_IF(!*W, err, CLOQ_EIO, "out of memory for %s", p);
+	CLOQ_TRY(load_linear(m, p, out, in, *W, err));
+	CLOQ_TRY(add_adapter(m, p, out, in, *W, err));
+fail:
+	return rc;
+}
+
+/* a sparse layer's router, experts and shared expert (+ their adapters) */
+static int load_experts(cloq_expmodel *m, int l, cloq_layer_w *w, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_config *c = &m->cfg;
+	char p[160];
+	cloq_moe_router_name(c, l, p, sizeof p);
+	CLOQ_TRY(read_tensor_f32(m->st, m->dir, p, (size_t)c->moe * c->hidden, &w->router, 1, err));
+	if (c->moe_shared_inter) {
+		snprintf(p, sizeof p, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+		CLOQ_TRY(read_tensor_f32(m->st, m->dir, p, (size_t)c->hidden, &w->shared_gate, 1, err));
+	}
+	w->experts = cloq_calloc((size_t)3 * c->moe, sizeof *w->experts);
+	CLOQ_FAIL_IF(!w->experts, err, CLOQ_EIO, "out of memory for %d experts", c->moe);
+	w->n_experts = c->moe;
+	for (int e = -1; e < c->moe; e++) {
+		int width = e < 0 ? c->moe_shared_inter : c->moe_inter;
+		if (!width)
+			continue;
+		for (int k = 0; k < 3; k++) {
+			cloq_moe_linear_prefix(c, l, e, k, p, sizeof p);
+			CLOQ_TRY(load_adapted(m, p, k == 2 ? c->hidden : width, k == 2 ? width : c->hidden,
+					      e < 0 ? &w->shared[k] : &w->experts[3 * e + k], err));
+		}
+	}
+fail:
+	return rc;
+}
+
 int cloq_expmodel_load_layer(cloq_expmodel *m, int l, cloq_layer_w *w, cloq_err *err)
 {
 	int rc = CLOQ_OK;
@@ -210,31 +269,17 @@ int cloq_expmodel_load_layer(cloq_expmodel *m, int l, cloq_layer_w *w, cloq_err 
 	}
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 		int out, in;
-		if (!cloq_linear_present(c, lin))
+		char p[160];
+		if (!cloq_layer_has_linear(c, l, lin))
 			continue;
 		cloq_linear_shape(c, lin, &out, &in);
-		w->w[lin] = cloq_malloc((size_t)out * in * sizeof(float));
-		CLOQ_FAIL_IF(!w->w[lin], err, CLOQ_EIO, "out of memory");
-		CLOQ_TRY(load_linear(m, l, lin, w->w[lin], err));
-		snprintf(name, sizeof name, "model.layers.%d.%s.%s.bias", l, cloq_linear_parent(lin), cloq_linear_name(c, lin));
+		snprintf(p, sizeof p, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(c, lin));
+		CLOQ_TRY(load_adapted(m, p, out, in, &w->w[lin], err));
+		snprintf(name, sizeof name, "%s.bias", p);
 		CLOQ_TRY(read_tensor_f32(m->st, m->dir, name, (size_t)out, &w->b[lin], 0, err));
-		if (m->adapter) {
-			float *A = NULL, *B = NULL;
-			snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.%s.lora_A.weight", l,
-				 cloq_linear_parent(lin), cloq_linear_name(c, lin));
-			rc = read_tensor_f32(m->adapter, "adapter", name, (size_t)m->rank * in, &A, 0, err);
-			snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.%s.lora_B.weight", l,
-				 cloq_linear_parent(lin), cloq_linear_name(c, lin));
-			if (rc == CLOQ_OK && A)
-				rc = read_tensor_f32(m->adapter, "adapter", name, (size_t)out * m->rank, &B, 1, err);
-			if (rc == CLOQ_OK && A && B)
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, m->rank, (float)m->scaling, B,
-					    m->rank, A, in, 1.0f, w->w[lin], in);
-			cloq_free(A);
-			cloq_free(B);
-			CLOQ_TRY(rc);
-		}
 	}
+	if (cloq_layer_is_moe(c, l))
+		CLOQ_TRY(load_experts(m, l, w, err));
 	return CLOQ_OK;
 fail:
 	cloq_layer_w_free(w);

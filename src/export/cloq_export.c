@@ -109,7 +109,41 @@ typedef struct out_tensor {
 
 /* K_NORM0 + role (cloq_norm_names), then Qwen3's q_norm and k_norm */
 enum { K_QWEIGHT, K_QZEROS, K_SCALES, K_GIDX, K_BIAS, K_DENSE, K_NORM0, K_NORM1, K_NORM2, K_NORM3, K_QNORM, K_KNORM,
-       K_EMBED, K_FNORM, K_HEAD, K_LORA_A, K_LORA_B };
+       K_EMBED, K_FNORM, K_HEAD, K_LORA_A, K_LORA_B, K_ROUTER, K_SGATE };
+
+/* A linear of a layer as exported: a slot (lin < CLOQ_LINEARS) or, in a sparse layer, linear k of
+ * expert e as lin = CLOQ_LINEARS + 3 e + k (e = experts: Qwen2-MoE's shared expert). */
+typedef struct xlin {
+	int lin, out, in;
+	char p[160];  /* its Hugging Face prefix, model.layers.L.... */
+} xlin;
+
+/* The linears layer l exports, in order: its own slots, then its experts; at most
+ * CLOQ_LINEARS + 3 (experts + 1). */
+static int layer_linears(const cloq_config *c, int l, xlin *x)
+{
+	int n = 0;
+	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
+		if (!cloq_layer_has_linear(c, l, lin))
+			continue;
+		x[n].lin = lin;
+		cloq_linear_shape(c, lin, &x[n].out, &x[n].in);
+		snprintf(x[n].p, sizeof x[n].p, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(c, lin));
+		n++;
+	}
+	if (!cloq_layer_is_moe(c, l))
+		return n;
+	for (int e = 0; e <= c->moe; e++) {
+		int width = e < c->moe ? c->moe_inter : c->moe_shared_inter;
+		for (int k = 0; k < 3 && width; k++, n++) {
+			x[n].lin = CLOQ_LINEARS + 3 * e + k;
+			x[n].out = k == 2 ? c->hidden : width;
+			x[n].in = k == 2 ? width : c->hidden;
+			cloq_moe_linear_prefix(c, l, e < c->moe ? e : -1, k, x[n].p, sizeof x[n].p);
+		}
+	}
+	return n;
+}
 
 typedef struct exporter {
 	cloq_outmodel *om;
@@ -118,14 +152,20 @@ typedef struct exporter {
 	int format;            /* CLOQ_GPTQ_V1 / V2 */
 	enum cloq_dtype dtype; /* dense tensors */
 	enum cloq_dtype adtype;
-	int packable[CLOQ_LINEARS];
 	int act_order, sym;
 	/* the layer whose stored linears are loaded */
 	int cur_layer;
 	cloq_shard *cur_shard;
 	cloq_stored_linear cur[CLOQ_LINEARS];
 	float *cur_norm[6];       /* the layer's norms by role (cloq_norm_names), Qwen3's q_norm, k_norm */
+	float *cur_router, *cur_sgate; /* a sparse layer's router and shared expert gate */
+	int cur_e;                /* the expert whose linears cur_x holds, -1 none */
+	cloq_stored_linear cur_x[3];
+	xlin *xl;                 /* scratch for layer_linears */
 } exporter;
+
+/* GPTQ packs a linear of this shape (else it stays dense) */
+static int packable(const exporter *E, int out, int in) { return E->gptq && cloq_quant_gptq_packable(out, in, E->om->bits); }
 
 static void unload(exporter *E)
 {
@@ -135,6 +175,12 @@ static void unload(exporter *E)
 		cloq_free(E->cur_norm[k]);
 		E->cur_norm[k] = NULL;
 	}
+	for (int k = 0; k < 3; k++)
+		cloq_stored_linear_free(&E->cur_x[k]);
+	cloq_free(E->cur_router);
+	cloq_free(E->cur_sgate);
+	E->cur_router = E->cur_sgate = NULL;
+	E->cur_e = -1;
 	cloq_shard_close(E->cur_shard);
 	E->cur_shard = NULL;
 	E->cur_layer = -1;
@@ -150,8 +196,20 @@ static int load_layer(exporter *E, int l, cloq_err *err)
 	snprintf(path, sizeof path, "%s/shards/layer_%05d.cloqshard", E->om->dir, l);
 	CLOQ_TRY(cloq_shard_open(path, &E->cur_shard, err));
 	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-		if (cloq_linear_present(E->cfg, lin))
+		if (cloq_layer_has_linear(E->cfg, l, lin))
 			CLOQ_TRY(cloq_layer_read_linear(E->cur_shard, E->cfg, l, lin, &E->om->qf, &E->cur[lin], err));
+	if (cloq_layer_is_moe(E->cfg, l)) { /* the experts come one at a time (linear_of) */
+		size_t nr = (size_t)E->cfg->moe * E->cfg->hidden, ng = (size_t)E->cfg->hidden;
+		E->cur_router = cloq_malloc(nr * sizeof(float));
+		E->cur_sgate = E->cfg->moe_shared_inter ? cloq_malloc(ng * sizeof(float)) : NULL;
+		CLOQ_FAIL_IF(!E->cur_router || (E->cfg->moe_shared_inter && !E->cur_sgate), err, CLOQ_EIO, "out of memory");
+		cloq_moe_router_name(E->cfg, l, name, sizeof name);
+		CLOQ_TRY(cloq_shard_read_name(E->cur_shard, name, E->cur_router, nr * sizeof(float), err));
+		if (E->cur_sgate) {
+			snprintf(name, sizeof name, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+			CLOQ_TRY(cloq_shard_read_name(E->cur_shard, name, E->cur_sgate, ng * sizeof(float), err));
+		}
+	}
 	const char *norms[6] = {NULL, NULL, NULL, NULL, E->cfg->qk_norm ? "self_attn.q_norm" : NULL,
 				E->cfg->qk_norm ? "self_attn.k_norm" : NULL};
 	cloq_norm_names(E->cfg, norms);
@@ -169,6 +227,37 @@ static int load_layer(exporter *E, int l, cloq_err *err)
 fail:
 	unload(E);
 	return cloq_err_wrap(err, rc, "%s", path);
+}
+
+/* The stored linear of tensor t (its layer loaded): a slot's, or an expert's, read when first asked */
+static int linear_of(exporter *E, const out_tensor *t, const cloq_stored_linear **s, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	*s = NULL;
+	if (t->lin < 0)
+		return CLOQ_OK;
+	if (t->lin < CLOQ_LINEARS) {
+		*s = &E->cur[t->lin];
+		return CLOQ_OK;
+	}
+	const cloq_config *c = E->cfg;
+	int x = t->lin - CLOQ_LINEARS, e = x / 3, k = x % 3;
+	if (E->cur_e != e) {
+		for (int i = 0; i < 3; i++)
+			cloq_stored_linear_free(&E->cur_x[i]);
+		E->cur_e = -1;
+		int width = e < c->moe ? c->moe_inter : c->moe_shared_inter;
+		for (int i = 0; i < 3; i++) {
+			char p[160];
+			cloq_moe_linear_prefix(c, t->layer, e < c->moe ? e : -1, i, p, sizeof p);
+			CLOQ_TRY(cloq_layer_read_linear_at(E->cur_shard, p, i == 2 ? c->hidden : width, i == 2 ? width : c->hidden,
+							   &E->om->qf, &E->cur_x[i], err));
+		}
+		E->cur_e = e;
+	}
+	*s = &E->cur_x[k];
+fail:
+	return rc;
 }
 
 static void add(out_tensor *t, size_t *n, enum cloq_dtype dt, int64_t d0, int64_t d1, int layer, int lin, int kind,
@@ -202,9 +291,10 @@ static int produce(exporter *E, const out_tensor *t, void *buf, cloq_err *err)
 	size_t n = (size_t)(t->shape[0] * (t->ndim > 1 ? t->shape[1] : 1));
 	const float *src = NULL;
 	float *tmp = NULL;
+	const cloq_stored_linear *s = NULL;
 	if (t->layer >= 0)
 		CLOQ_TRY(load_layer(E, t->layer, err));
-	const cloq_stored_linear *s = t->lin >= 0 ? &E->cur[t->lin] : NULL;
+	CLOQ_TRY(linear_of(E, t, &s, err));
 	switch (t->kind) {
 	case K_QWEIGHT:
 	case K_QZEROS:
@@ -248,6 +338,8 @@ static int produce(exporter *E, const out_tensor *t, void *buf, cloq_err *err)
 	case K_HEAD: src = E->om->head; break;
 	case K_LORA_A: src = s->A; break;
 	case K_LORA_B: src = s->B; break;
+	case K_ROUTER: src = E->cur_router; break;
+	case K_SGATE: src = E->cur_sgate; break;
 	}
 	CLOQ_FAIL_IF(!src, err, CLOQ_EINPUT, "no data for tensor '%s'", t->name);
 	if (t->dtype == CLOQ_DT_F32)
@@ -327,6 +419,18 @@ fail:
 	cJSON_free(text);
 	cJSON_Delete(idx);
 	return rc;
+}
+
+/* append string v to array a unless it is there */
+static void add_unique(cJSON *a, const char *v)
+{
+	const cJSON *x;
+	cJSON_ArrayForEach(x, a)
+	{
+		if (cJSON_IsString(x) && !strcmp(x->valuestring, v))
+			return;
+	}
+	cJSON_AddItemToArray(a, cJSON_CreateString(v));
 }
 
 static int write_json(const char *dir, const char *name, cJSON *j, cloq_err *err)
@@ -612,9 +716,16 @@ static int scan_needs_v2(exporter *E, int v1_job, int *needs, cloq_err *err)
 		int rc = load_layer(E, l, err);
 		if (rc)
 			return rc;
-		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
-			const cloq_qtensor *q = &E->cur[lin].q;
-			if (!cloq_linear_present(E->cfg, lin) || !E->packable[lin] || !cloq_quant_needs_v2(q))
+		int nx = layer_linears(E->cfg, l, E->xl);
+		for (int i = 0; i < nx && !*needs; i++) {
+			const cloq_stored_linear *s;
+			out_tensor t = {.layer = l, .lin = E->xl[i].lin};
+			if (!packable(E, E->xl[i].out, E->xl[i].in))
+				continue;
+			if ((rc = linear_of(E, &t, &s, err)))
+				return rc;
+			const cloq_qtensor *q = &s->q;
+			if (!cloq_quant_needs_v2(q))
 				continue;
 			*needs = 1;
 			size_t k = 0;
@@ -622,11 +733,10 @@ static int scan_needs_v2(exporter *E, int v1_job, int *needs, cloq_err *err)
 				k++;
 			if (v1_job)
 				return cloq_err_set(err, CLOQ_EINTEGRITY,
-						    "model.layers.%d.%s.%s: zero point 0 at row %zu, group %zu, in a job "
+						    "%s: zero point 0 at row %zu, group %zu, in a job "
 						    "made with --gptq-zeros v1: GPTQ v1 cannot store it, and this job "
 						    "promises a v1 checkpoint; refusing to export",
-						    l, cloq_linear_parent(lin), cloq_linear_name(E->cfg, lin),
-						    k / (size_t)q->ngroups, k % (size_t)q->ngroups);
+						    E->xl[i].p, k / (size_t)q->ngroups, k % (size_t)q->ngroups);
 		}
 	}
 	return CLOQ_OK;
@@ -642,6 +752,7 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	exporter E;
 	memset(&E, 0, sizeof E);
 	E.cur_layer = -1;
+	E.cur_e = -1;
 	out_tensor *ts = NULL, *ad = NULL;
 	cJSON *cfgj = NULL, *qc = NULL, *acfg = NULL, *marker = NULL;
 	char *cfgtext = NULL;
@@ -717,10 +828,6 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	CLOQ_TRY(job_identity(out, ident, err));
 	CLOQ_TRY(classify_dir(dir, ident, &state, err));
 	E.cfg = &E.om->cfg;
-	CLOQ_FAIL_IF(E.cfg->moe, err, CLOQ_EINPUT,
-		     "%s is a mixture of experts (%s): writing its experts as GPTQ tensors and PEFT targets is not "
-		     "implemented yet; refusing rather than writing a checkpoint without them ('cloq ppl %s' reads the job)",
-		     out, E.cfg->arch_name, out);
 	{
 		const cloq_qform *qf = &E.om->qf;
 		const char *qn = qf->quantizer == CLOQ_Q_NF ? "nf" : qf->quantizer == CLOQ_Q_NF4_BNB ? "nf4-bnb" : NULL;
@@ -742,11 +849,8 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	E.adtype = adtype;
 	E.sym = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j->settings, "sym"));
 	E.act_order = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j->settings, "act_order"));
-	for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
-		int o, in;
-		cloq_linear_shape(E.cfg, lin, &o, &in);
-		E.packable[lin] = gptq && cloq_linear_present(E.cfg, lin) && cloq_quant_gptq_packable(o, in, E.om->bits);
-	}
+	E.xl = cloq_malloc((size_t)(CLOQ_LINEARS + 3 * (E.cfg->moe + 1)) * sizeof *E.xl);
+	CLOQ_FAIL_IF(!E.xl, err, CLOQ_EIO, "out of memory");
 	E.format = CLOQ_GPTQ_V1;
 	if (gptq) {
 		int needs = 0;
@@ -768,9 +872,10 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 
 	/* ---- the base model ---- */
 	const cloq_config *c = E.cfg;
-	size_t cap = (size_t)c->layers * (CLOQ_LINEARS * 5 + 6) + 3;
+	size_t per = (size_t)CLOQ_LINEARS + 3 * (c->moe + 1); /* linears a layer, at most */
+	size_t cap = (size_t)c->layers * (per * 5 + 8) + 3;
 	ts = cloq_calloc(cap, sizeof *ts);
-	ad = cloq_calloc((size_t)c->layers * CLOQ_LINEARS * 2, sizeof *ad);
+	ad = cloq_calloc((size_t)c->layers * per * 2, sizeof *ad);
 	CLOQ_FAIL_IF(!ts || !ad, err, CLOQ_EIO, "out of memory");
 	size_t n = 0, na = 0;
 	add(ts, &n, dtype, c->vocab, c->hidden, -1, -1, K_EMBED, "model.embed_tokens.weight");
@@ -784,15 +889,19 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 			add(ts, &n, dtype, c->head_dim, 0, l, -1, K_QNORM, "model.layers.%d.self_attn.q_norm.weight", l);
 			add(ts, &n, dtype, c->head_dim, 0, l, -1, K_KNORM, "model.layers.%d.self_attn.k_norm.weight", l);
 		}
-		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
-			int o, in;
-			if (!cloq_linear_present(c, lin))
-				continue;
-			cloq_linear_shape(c, lin, &o, &in);
-			char p[128];
-			snprintf(p, sizeof p, "model.layers.%d.%s.%s", l, cloq_linear_parent(lin), cloq_linear_name(c, lin));
+		if (cloq_layer_is_moe(c, l)) { /* the router and the shared expert's gate stay dense */
+			char rn[160];
+			cloq_moe_router_name(c, l, rn, sizeof rn);
+			add(ts, &n, dtype, c->moe, c->hidden, l, -1, K_ROUTER, "%s", rn);
+			if (c->moe_shared_inter)
+				add(ts, &n, dtype, 1, c->hidden, l, -1, K_SGATE, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+		}
+		int nx = layer_linears(c, l, E.xl);
+		for (int i = 0; i < nx; i++) {
+			int lin = E.xl[i].lin, o = E.xl[i].out, in = E.xl[i].in;
+			const char *p = E.xl[i].p;
 			int b = E.om->bits, ng = (in + E.om->group_size - 1) / E.om->group_size;
-			if (E.packable[lin]) {
+			if (packable(&E, o, in)) {
 				add(ts, &n, CLOQ_DT_I32, (int64_t)in * b / 32, o, l, lin, K_QWEIGHT, "%s.qweight", p);
 				add(ts, &n, CLOQ_DT_I32, ng, (int64_t)o * b / 32, l, lin, K_QZEROS, "%s.qzeros", p);
 				add(ts, &n, CLOQ_DT_F16, ng, o, l, lin, K_SCALES, "%s.scales", p);
@@ -800,7 +909,7 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 			} else {
 				add(ts, &n, dtype, o, in, l, lin, K_DENSE, "%s.weight", p);
 			}
-			int has_bias = lin <= CLOQ_LIN_V ? c->qkv_bias : lin == CLOQ_LIN_O ? c->o_bias : c->mlp_bias;
+			int has_bias = lin <= CLOQ_LIN_V ? c->qkv_bias : lin == CLOQ_LIN_O ? c->o_bias : lin < CLOQ_LINEARS && c->mlp_bias;
 			if (has_bias)
 				add(ts, &n, gptq ? CLOQ_DT_F16 : dtype, o, 0, l, lin, K_BIAS, "%s.bias", p);
 			add(ad, &na, adtype, E.om->rank, in, l, lin, K_LORA_A, "base_model.model.%s.lora_A.weight", p);
@@ -837,10 +946,14 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	char bname[512];
 	base_model_name(out, j->settings, bname, sizeof bname);
 	cJSON_AddStringToObject(acfg, "base_model_name_or_path", bname);
+	/* PEFT matches a target against the end of each module's name: the linears' last components
+	 * (a sparse layer's router, mlp.gate / block_sparse_moe.gate, matches none of them) */
 	cJSON *tm = cJSON_AddArrayToObject(acfg, "target_modules");
-	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-		if (cloq_linear_present(c, lin))
-			cJSON_AddItemToArray(tm, cJSON_CreateString(cloq_linear_name(c, lin)));
+	for (int l = 0; l < c->layers; l++) {
+		int nx = layer_linears(c, l, E.xl);
+		for (int i = 0; i < nx; i++)
+			add_unique(tm, strrchr(E.xl[i].p, '.') + 1);
+	}
 	/* Only LoraConfig fields: PEFT before huggingface/peft#2038 raises TypeError on any other key
 	 * ("LoraConfig.__init__() got an unexpected keyword argument"); the init is in OUT's journal. */
 	CLOQ_TRY(write_json(adir, "adapter_config.json", acfg, err));
@@ -870,12 +983,15 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 		cJSON_AddStringToObject(qc, "checkpoint_format", E.format == CLOQ_GPTQ_V2 ? "gptq_v2" : "gptq");
 		cJSON *blk = cJSON_CreateArray(), *grp = cJSON_CreateArray();
 		cJSON *dense = cJSON_CreateArray();
-		for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
-			char nm[64];
-			if (!cloq_linear_present(c, lin))
-				continue;
-			snprintf(nm, sizeof nm, "%s.%s", cloq_linear_parent(lin), cloq_linear_name(c, lin));
-			cJSON_AddItemToArray(E.packable[lin] ? grp : dense, cJSON_CreateString(nm));
+		for (int l = 0; l < c->layers; l++) { /* names within a block, over every kind of block */
+			int nx = layer_linears(c, l, E.xl);
+			for (int i = 0; i < nx; i++)
+				add_unique(packable(&E, E.xl[i].out, E.xl[i].in) ? grp : dense, strchr(E.xl[i].p + 13, '.') + 1);
+			if (cloq_layer_is_moe(c, l)) { /* the router (and shared expert gate): full precision */
+				add_unique(dense, c->moe_mixtral_names ? "block_sparse_moe.gate" : "mlp.gate");
+				if (c->moe_shared_inter)
+					add_unique(dense, "mlp.shared_expert_gate");
+			}
 		}
 		cJSON_AddItemToArray(blk, grp);
 		cJSON_AddItemToObject(qc, "modules_in_block_to_quantize", blk);
@@ -895,9 +1011,13 @@ marker:
 	CLOQ_TRY(cloq_fsync_dir(tmp, err));
 	CLOQ_TRY(swap_in(tmp, dir, parent, state, err));
 	made_tmp = 0;
-	int dense_n = 0;
-	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-		dense_n += gptq && cloq_linear_present(E.cfg, lin) && !E.packable[lin];
+	int dense_n = 0, all_n = 0;
+	for (int l = 0; l < E.cfg->layers; l++) {
+		int nx = layer_linears(E.cfg, l, E.xl);
+		for (int i = 0; i < nx; i++)
+			dense_n += gptq && !packable(&E, E.xl[i].out, E.xl[i].in);
+		all_n += nx;
+	}
 	if (fmt == FMT_PEFT) {
 		printf("exported the LoRA adapter of %s to %s (PEFT, for the original checkpoint loaded by bitsandbytes "
 		       "NF4%s); %s/README.md has the load lines\n",
@@ -911,8 +1031,7 @@ marker:
 	printf("exported %s to %s (%s%s", out, dir, gptq ? "GPTQ " : "dense ",
 	       gptq ? (E.format == CLOQ_GPTQ_V2 ? "gptq_v2, zero points of 0 present" : "v1") : cloq_dtype_name(dtype));
 	if (dense_n)
-		printf("; %d of %d linears per layer stay dense: their shapes cannot be packed", dense_n,
-		       cloq_linear_count(E.cfg));
+		printf("; %d of %d linears stay dense: their shapes cannot be packed", dense_n, all_n);
 	printf(") and the LoRA adapter to %s/adapter\n", dir);
 	if (gptq && E.format == CLOQ_GPTQ_V2)
 		printf("note: checkpoint_format gptq_v2 (true zero points) is read right by GPTQModel and by\n"
@@ -925,6 +1044,7 @@ fail:
 	cJSON_Delete(marker);
 	unload(&E);
 	cloq_outmodel_close(E.om);
+	cloq_free(E.xl);
 	cloq_free(ts);
 	cloq_free(ad);
 	cloq_free(cfgtext);

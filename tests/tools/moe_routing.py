@@ -7,6 +7,11 @@
       (ref_llama.py) on JOB's calibration windows: the tokens routed to each expert, the rows the
       few-token rule added (below moe_min_rows: min(moe_min_rows - tokens, the tokens not routed to
       it)), experts_filled, the shared expert seeing every token, finite errors, final <= quantized.
+  moe_routing.py names MODEL EXPORT  the export's tensors against the original checkpoint's modules:
+      the same modules; every linear but the router (and Qwen2-MoE's shared_expert_gate) packed as
+      GPTQ and listed in modules_in_block_to_quantize, the router in modules_not_converted; the
+      adapter holds lora_A/lora_B for exactly the packed linears, each matched by target_modules the
+      way PEFT matches (the name's last component), and no other linear of the model is matched.
   moe_routing.py starve SRC DST     a copy of the Qwen3-MoE checkpoint SRC whose layer-0 router
       starves experts: embedding column 0 is a large constant, so the experts' input has a large
       positive first coordinate, and the last expert's router row is -4 there and 0 elsewhere.
@@ -71,6 +76,45 @@ def counts(model_dir, job):
     return 1 if bad else 0
 
 
+def st_names(path):
+    import struct
+    with open(path, "rb") as f:
+        h = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    return {k: v for k, v in h.items() if k != "__metadata__"}
+
+
+def names(model_dir, exp):
+    orig = st_names(model_dir + "/model.safetensors")
+    mods = {k.rsplit(".", 1)[0] for k in orig}
+    linears = {k.rsplit(".", 1)[0] for k, v in orig.items() if k.endswith(".weight") and len(v["shape"]) == 2}
+    linears -= {"model.embed_tokens", "lm_head"}
+    full = {m for m in linears if m.endswith(".gate") or m.endswith("shared_expert_gate")}
+    got = st_names(exp + "/model.safetensors")
+    gmods = {k.rsplit(".", 1)[0] for k in got}
+    packed = {k[:-len(".qweight")] for k in got if k.endswith(".qweight")}
+    qc = json.load(open(exp + "/quantize_config.json"))
+    acfg = json.load(open(exp + "/adapter/adapter_config.json"))
+    ad = {k[len("base_model.model."):].rsplit(".lora_", 1)[0] for k in st_names(exp + "/adapter/adapter_model.safetensors")}
+    targets = set(acfg["target_modules"])
+    matched = {m for m in linears if m.rsplit(".", 1)[1] in targets}
+    inblock = set(qc["modules_in_block_to_quantize"][0])
+    bad = []
+    if gmods != mods:
+        bad.append("modules: export has %s more, %s fewer" % (sorted(gmods - mods)[:4], sorted(mods - gmods)[:4]))
+    if packed != linears - full:
+        bad.append("packed: %s more, %s fewer" % (sorted(packed - (linears - full))[:4], sorted((linears - full) - packed)[:4]))
+    if {m.split(".", 3)[3] for m in packed} != inblock:
+        bad.append("modules_in_block_to_quantize differs from the packed linears")
+    if not {m.split(".", 3)[3] for m in full} <= set(qc["modules_not_converted"]):
+        bad.append("the router is not in modules_not_converted: %s" % qc["modules_not_converted"])
+    if ad != packed or matched != packed:
+        bad.append("adapter: %d linears, targets match %d, packed %d" % (len(ad), len(matched), len(packed)))
+    for b in bad:
+        print(b)
+    print("%d modules, %d packed, %d adapted, %d full precision" % (len(mods), len(packed), len(ad), len(full)))
+    return 1 if bad else 0
+
+
 def starve(src, dst):
     os.makedirs(dst, exist_ok=True)
     shutil.copy(src + "/config.json", dst)
@@ -86,6 +130,8 @@ def starve(src, dst):
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "counts":
         sys.exit(counts(sys.argv[2], sys.argv[3]))
+    if len(sys.argv) == 4 and sys.argv[1] == "names":
+        sys.exit(names(sys.argv[2], sys.argv[3]))
     if len(sys.argv) == 4 and sys.argv[1] == "starve":
         sys.exit(starve(sys.argv[2], sys.argv[3]))
     sys.exit(__doc__)
