@@ -203,10 +203,11 @@ plan:;
 	printf("    disk scratch   %s (activation caches, before compression)\n", b1);
 	if (!o.one_pass && !o.full_passes) { /* convert's choose_stashes */
 		char b4[32];
-		human((double)o.nsamples * seqlen * ((double)c->heads * c->head_dim + c->hidden + c->intermediate) * 4, b4,
-		      sizeof b4);
-		printf("    stashes        %s of per-window states: in RAM on top of the peak when that is under a quarter "
-		       "of the free memory (and within --mem-budget), else on disk\n", b4);
+		char b5[32];
+		human((double)p.stash_bytes, b4, sizeof b4);
+		human((double)(p.peak_bytes + p.stash_bytes), b5, sizeof b5);
+		printf("    stashes        %s of per-window states: in RAM on top of the peak (%s in all) when that is under "
+		       "a quarter of the free memory (and within --mem-budget), else on disk\n", b4, b5);
 	}
 	if (p.window_slots > 1)
 		printf("    windows        %d at once, one a thread (their workspaces are in the peak)\n", p.window_slots);

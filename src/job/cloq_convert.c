@@ -35,6 +35,7 @@
 #include "cloq_moe.h"
 #include "cloq_plan.h"
 #include "cloq_prefetch.h"
+#include "cloq_reader.h"
 #include "cloq_quant.h"
 #include "cloq_shard.h"
 #include "cloq_solver.h"
@@ -789,10 +790,21 @@ typedef struct moe_stage {
 	int nhash, hcap;
 	double sum_quant, sum_final; /* the experts' linears' calibrated errors, summed */
 	int nlin;
+	/* the experts' weights, read ahead: while expert e computes, e + 1's raw bytes arrive in the
+	 * other buffer (their XXH3 computed on the way) */
+	cloq_reader *rd;
+	void *rbuf[2];
+	size_t rcap;
+	cloq_reader_req rq[2][3];
+	int rexp[2];               /* the expert each buffer holds or is reading, -1 none */
+	int rflight;               /* the buffer with a read in flight, -1 none */
 } moe_stage;
 
 static void moe_stage_free(moe_stage *S)
 {
+	cloq_reader_free(S->rd); /* finishes a read in flight first */
+	cloq_free(S->rbuf[0]);
+	cloq_free(S->rbuf[1]);
 	cloq_moe_routing_free(&S->rt);
 	cloq_free(S->out);
 	cloq_free(S->rows);
@@ -881,6 +893,123 @@ static int moe_load_layer(moe_stage *S, int l, cloq_layer_w *w, cloq_err *err)
 	return CLOQ_OK;
 fail:
 	cloq_layer_w_free(w);
+	return rc;
+}
+
+/* the checkpoint tensor of expert e's linear k (e = experts: the shared expert) */
+static const cloq_st_tensor *moe_expert_tensor(const moe_stage *S, int e, int k, char *name, size_t cap)
+{
+	const cloq_config *c = S->J->cfg;
+	char pre[160];
+	cloq_moe_linear_prefix(c, S->l, e < c->moe ? e : -1, k, pre, sizeof pre);
+	snprintf(name, cap, "%s.weight", pre);
+	return cloq_st_find(S->J->m->st, name);
+}
+
+/* Start reading expert e's three tensors into a free buffer (no-op past the last expert). */
+static int moe_fetch_start(moe_stage *S, int e, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_config *c = S->J->cfg;
+	const cloq_st_model *st = S->J->m->st;
+	char name[192];
+	size_t idx[3], needed = 0;
+	if (e >= c->moe + (c->moe_shared_inter > 0) || S->rexp[0] == e || S->rexp[1] == e)
+		return CLOQ_OK;
+	if (!S->rd) { /* buffered reads, one expert a batch; the buffers fit the largest expert */
+		size_t nf = cloq_st_nfiles(st);
+		const char **paths = cloq_malloc(nf * sizeof *paths);
+		CLOQ_FAIL_IF(!paths, err, CLOQ_EIO, "out of memory");
+		for (size_t i = 0; i < nf; i++)
+			paths[i] = cloq_st_file_path(st, i);
+		rc = cloq_reader_create(paths, nf, NULL, &S->rd, err);
+		cloq_free(paths);
+		CLOQ_TRY(rc);
+		for (int x = 0; x <= c->moe; x += c->moe) { /* a routed expert, and the shared one */
+			for (int k = 0; k < 3 && (x < c->moe || c->moe_shared_inter); k++) {
+				const cloq_st_tensor *t = moe_expert_tensor(S, x, k, name, sizeof name);
+				CLOQ_FAIL_IF(!t, err, CLOQ_EINPUT, "%s: tensor '%s' is missing", S->J->m->dir, name);
+				idx[k] = cloq_st_index_of(st, t);
+			}
+			if (x < c->moe || c->moe_shared_inter) {
+				CLOQ_TRY(cloq_st_plan(st, idx, 3, NULL, 0, S->rq[0], &needed, err));
+				S->rcap = needed > S->rcap ? needed : S->rcap;
+			}
+		}
+		for (int b = 0; b < 2; b++) {
+			S->rbuf[b] = cloq_aligned_alloc(CLOQ_PLAN_ALIGN, S->rcap);
+			CLOQ_FAIL_IF(!S->rbuf[b], err, CLOQ_EIO, "out of memory for an expert's read buffer (%zu MiB)",
+				     S->rcap >> 20);
+		}
+	}
+	if (S->rflight >= 0) { /* the reader runs one batch at a time */
+		int b = S->rflight;
+		S->rflight = -1;
+		if ((rc = cloq_reader_wait(S->rd, err))) {
+			S->rexp[b] = -1;
+			goto fail;
+		}
+	}
+	int b = S->rexp[0] < 0 ? 0 : S->rexp[1] < 0 ? 1 : -1;
+	CLOQ_FAIL_IF(b < 0, err, CLOQ_EUSAGE, "both expert buffers are taken");
+	for (int k = 0; k < 3; k++) {
+		const cloq_st_tensor *t = moe_expert_tensor(S, e, k, name, sizeof name);
+		CLOQ_FAIL_IF(!t, err, CLOQ_EINPUT, "%s: tensor '%s' is missing", S->J->m->dir, name);
+		idx[k] = cloq_st_index_of(st, t);
+	}
+	CLOQ_TRY(cloq_st_plan(st, idx, 3, S->rbuf[b], S->rcap, S->rq[b], &needed, err));
+	CLOQ_TRY(cloq_reader_start(S->rd, S->rq[b], 3, err));
+	S->rexp[b] = e;
+	S->rflight = b;
+fail:
+	return rc;
+}
+
+/* Expert e's three weights as float32 (W[k] allocated), from the read-ahead (recorded in the
+ * layer's inputs when calibrating); then the next expert's read starts. */
+static int moe_fetch_take(moe_stage *S, int e, float *W[3], cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_st_model *st = S->J->m->st;
+	double t0 = now();
+	char name[192];
+	if (S->rexp[0] != e && S->rexp[1] != e)
+		CLOQ_TRY(moe_fetch_start(S, e, err));
+	int b = S->rexp[0] == e ? 0 : 1;
+	if (S->rflight == b) {
+		S->rflight = -1;
+		rc = cloq_reader_wait(S->rd, err);
+		S->J->io_wait_s += now() - t0;
+		if (rc) {
+			S->rexp[b] = -1;
+			goto fail;
+		}
+	}
+	for (int k = 0; k < 3; k++) {
+		const cloq_st_tensor *t = moe_expert_tensor(S, e, k, name, sizeof name);
+		const cloq_reader_req *q = &S->rq[b][k];
+		CLOQ_FAIL_IF(q->got != t->nbytes, err, CLOQ_EIO, "%s: read %zu of the %llu bytes of '%s'",
+			     cloq_st_file_path(st, (size_t)t->file), q->got, (unsigned long long)t->nbytes, name);
+		if (S->inputs) {
+			char hex[17];
+			if (S->nhash == S->hcap) {
+				int nc = S->hcap ? 2 * S->hcap : 64;
+				uint64_t *nh = cloq_realloc(S->hash, (size_t)nc * sizeof *nh);
+				CLOQ_FAIL_IF(!nh, err, CLOQ_EIO, "out of memory");
+				S->hash = nh, S->hcap = nc;
+			}
+			S->hash[S->nhash++] = q->xxh3;
+			cloq_inputs_hex(q->xxh3, hex);
+			CLOQ_FAIL_IF(!cJSON_AddStringToObject(S->inputs, name, hex), err, CLOQ_EIO, "out of memory");
+		}
+		W[k] = cloq_malloc((size_t)t->nelem * sizeof(float));
+		CLOQ_FAIL_IF(!W[k], err, CLOQ_EIO, "out of memory loading '%s'", name);
+		CLOQ_TRY(cloq_st_convert_f32(st, t, q->dst, W[k], err));
+	}
+	S->rexp[b] = -1;
+	S->J->stage_s[ST_READ] += now() - t0;
+	CLOQ_TRY(moe_fetch_start(S, e + 1, err)); /* the next expert arrives while this one computes */
+fail:
 	return rc;
 }
 
@@ -1015,32 +1144,25 @@ static int moe_expert(moe_stage *S, int e, cloq_err *err)
 	int width = e < E ? c->moe_inter : c->moe_shared_inter;
 	int64_t r0 = S->off[e], n = moe_rows(S, e), nr = moe_routed(S, e);
 	static const int lin_of[3] = {CLOQ_LIN_GATE, CLOQ_LIN_UP, CLOQ_LIN_DOWN};
-	char names[3][160], wname[192];
+	char names[3][160];
 	float *W[3] = {0}, *P[3] = {0};
 	cloq_layer_result er[CLOQ_LINEARS];
 	cloq_gram G;
 	memset(er, 0, sizeof er);
 	memset(&G, 0, sizeof G);
-	for (int k = 0; k < 3; k++) {
+	for (int k = 0; k < 3; k++)
 		cloq_moe_linear_prefix(c, l, ee, k, names[k], sizeof names[k]);
-		if (S->sw || J->sp.propagate == CLOQ_PROP_FP) { /* the original, streamed from the checkpoint */
-			snprintf(wname, sizeof wname, "%s.weight", names[k]);
-			const cloq_st_tensor *t = cloq_st_find(J->m->st, wname);
-			CLOQ_FAIL_IF(!t, err, CLOQ_EINPUT, "%s: tensor '%s' is missing", J->m->dir, wname);
-			cJSON *keep = S->inputs;
-			if (!S->sw)
-				S->inputs = NULL; /* replay: the journal has these hashes already */
-			rc = moe_load(S, t, &W[k], err);
-			S->inputs = keep;
-			CLOQ_TRY(rc);
-		} else { /* replay: deq(Q) (+ s B A) from the shard */
-			cloq_qform qf = {J->sp.bits, J->sp.group_size, J->sp.quantizer, J->sp.nf_block, J->sp.nf_double, J->sp.nf_dtype};
-			double t0 = now();
+	if (S->sw || J->sp.propagate == CLOQ_PROP_FP) { /* the originals, streamed from the checkpoint */
+		CLOQ_TRY(moe_fetch_take(S, e, W, err));
+	} else { /* replay: deq(Q) (+ s B A) from the shard */
+		cloq_qform qf = {J->sp.bits, J->sp.group_size, J->sp.quantizer, J->sp.nf_block, J->sp.nf_double, J->sp.nf_dtype};
+		double t0 = now();
+		for (int k = 0; k < 3; k++)
 			CLOQ_TRY(cloq_layer_load_expert(S->in, c, l, ee, k, &qf, J->sp.propagate, J->sp.scaling, &W[k], err));
-			J->stage_s[ST_READ] += now() - t0;
-		}
-		P[k] = W[k];
+		J->stage_s[ST_READ] += now() - t0;
 	}
+	for (int k = 0; k < 3; k++)
+		P[k] = W[k];
 	if (S->sw) {
 		cloq_config V = *c; /* the expert as a dense MLP of its width */
 		V.intermediate = width, V.fused = 0, V.mlp_bias = 0, V.moe = 0;
@@ -1121,6 +1243,7 @@ static int moe_run(moe_stage *S, const cloq_layer_w *w, int start, cloq_err *err
 	gram_hook gh;
 	memset(&gh, 0, sizeof gh);
 	S->w = w;
+	S->rexp[0] = S->rexp[1] = S->rflight = -1;
 	S->ntok = (int64_t)J->win.n * T;
 	S->cap = S->ntok > CLOQ_MOE_MIN_ROWS ? S->ntok : CLOQ_MOE_MIN_ROWS;
 	CLOQ_TRY(cloq_moe_routing_init(&S->rt, E, K, S->ntok, err));
@@ -1149,6 +1272,7 @@ static int moe_run(moe_stage *S, const cloq_layer_w *w, int start, cloq_err *err
 	CLOQ_FAIL_IF(!S->out || !S->rows || !S->rtok || !S->rwt || !S->off || !S->g || !S->u || !S->y || !S->xn, err,
 		     CLOQ_EIO, "out of memory for the experts of layer %d (%lld tokens of %d floats, twice)", l,
 		     (long long)S->ntok, D);
+	double t_exp = now(), routed = 0; /* the progress line's rate: routed tokens a second */
 	for (int e0 = 0, e1; e0 < E + (c->moe_shared_inter > 0); e0 = e1) {
 		int64_t tot = moe_rows(S, e0);
 		e1 = e0 + 1;
@@ -1164,7 +1288,8 @@ static int moe_run(moe_stage *S, const cloq_layer_w *w, int start, cloq_err *err
 		for (int e = e0; e < e1; e++) {
 			CLOQ_TRY(cloq_interrupt_check("between experts", err));
 			CLOQ_TRY(moe_expert(S, e, err));
-			progress(J, l, "experts", (e + 1.0) / (E + (c->moe_shared_inter > 0)), 0);
+			routed += (double)moe_routed(S, e);
+			progress(J, l, "experts", (e + 1.0) / (E + (c->moe_shared_inter > 0)), routed / (now() - t_exp + 1e-9));
 		}
 	}
 	/* cache[l+1] = h + the experts' sum, window by window */
@@ -1707,11 +1832,13 @@ static int choose_stashes(job *J, cloq_err *err)
 	if (env && !strcmp(env, "disk"))
 		return CLOQ_OK;
 	double tok = (double)J->win.n * J->win.seqlen;
-	double bytes = tok * ((double)c->heads * c->head_dim + c->hidden + c->intermediate) * 4;
+	double bytes = tok * (double)cloq_plan_stash_cols(c) * 4;
 	if (bytes > 0.25 * cloq_mem_available() || (J->o.mem_budget > 0 && J->plan_peak + bytes > (double)J->o.mem_budget))
 		return CLOQ_OK;
 	for (int st = CLOQ_STATE_ATT; st <= CLOQ_STATE_ACT; st++) {
 		size_t n = (size_t)tok * state_cols(c, st);
+		if (st == CLOQ_STATE_ACT && cloq_plan_stash_cols(c) == (int64_t)c->heads * c->head_dim + c->hidden)
+			continue; /* every layer sparse: no SwiGLU product to stash */
 		J->stash_mem[st - CLOQ_STATE_ATT] = cloq_malloc(n * sizeof(float));
 		CLOQ_FAIL_IF(!J->stash_mem[st - CLOQ_STATE_ATT], err, CLOQ_EIO, "out of memory for %zu stashed floats", n);
 	}

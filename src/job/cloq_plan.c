@@ -352,12 +352,21 @@ static void plan_moe(const cloq_config *c, const cloq_convert_opts *o, int nsamp
 	}
 }
 
+int64_t cloq_plan_stash_cols(const cloq_config *c)
+{
+	int dense = 0;
+	for (int l = 0; l < c->layers; l++)
+		dense |= !cloq_layer_is_moe(c, l);
+	return (int64_t)c->heads * c->head_dim + c->hidden + (dense ? c->intermediate : 0);
+}
+
 void cloq_plan_compute(const cloq_config *c, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p)
 {
 	if (c->moe)
 		plan_moe(c, o, nsamples, seqlen, p);
 	else
 		plan_dense(c, o, nsamples, seqlen, p);
+	p->stash_bytes = o->one_pass || o->full_passes ? 0 : (int64_t)nsamples * seqlen * cloq_plan_stash_cols(c) * 4;
 }
 
 double cloq_plan_measure_gflops(void)

@@ -27,6 +27,10 @@ typedef struct cloq_plan {
 	int64_t export_bytes;      /* `cloq export` with the job's default format (GPTQ, fp16 tensors,
 	                            * fp32 adapter; nf4-bnb: the adapter alone; nf: dense fp16): exact
 	                            * but for headers and the copied tokenizer files */
+	int64_t stash_bytes;       /* the resumable passes' per-window states (attention output, h, and
+	                            * the SwiGLU product where a layer is dense): what convert keeps in
+	                            * RAM on top of peak_bytes when they fit (choose_stashes), else on
+	                            * disk; 0 with --one-pass / --full-passes */
 	int window_slots;          /* calibration windows forwarded at once, one a thread (1: one
 	                            * window at a time, threaded GEMMs); counted in forward_bytes */
 	char largest_item[96];     /* what dominates, for messages */
@@ -48,6 +52,10 @@ typedef struct cloq_plan {
 /* Floats per token of one window slot's captured group inputs: all four groups side by side with
  * --one-pass (off[g]: group g's column offset; may be NULL), else the widest (offsets 0). */
 size_t cloq_plan_capture_cols(const cloq_config *cfg, int one_pass, size_t off[CLOQ_GROUPS]);
+
+/* Floats per token of the resumable passes' states: attention output and h, and the SwiGLU
+ * product when some layer is dense (a sparse layer's experts do not stash it). */
+int64_t cloq_plan_stash_cols(const cloq_config *cfg);
 
 void cloq_plan_compute(const cloq_config *cfg, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p);
 
