@@ -859,7 +859,9 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 		if (needs)
 			E.format = CLOQ_GPTQ_V2;
 	}
-	/* build the whole export in DIR.tmp.PID beside DIR, then swap it in */
+	/* build the whole export in DIR.tmp.PID beside DIR, then swap it in (DIR's parents are made
+	 * as `convert -o` makes OUT's) */
+	CLOQ_TRY(cloq_mkdir_p(parent, err));
 	remove_dead_temps(parent, base);
 	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
 	rm_tree(tmp);

@@ -70,11 +70,12 @@ for m in q2 mx q3b; do
 	fi
 	# the export: GPTQ experts under the checkpoint's names, the router dense, the adapter on every
 	# expert linear; read back (unpacked GPTQ + PEFT adapter) it computes what the job computes
-	rm -rf "$T/ex_$m"
-	if run_rc 0 "$T/log" "$CLOQ" export "$T/j_$m" --to "$T/ex_$m" --dtype fp32 &&
-		run_rc 0 "$T/pe" "$CLOQ" ppl "$T/ex_$m" --adapter "$T/ex_$m/adapter" --tokens "$W"; then
+	E="$T/exports/$m" # a parent that does not exist yet: made, as convert -o makes OUT's
+	rm -rf "$T/exports"
+	if run_rc 0 "$T/log" "$CLOQ" export "$T/j_$m" --to "$E" --dtype fp32 &&
+		run_rc 0 "$T/pe" "$CLOQ" ppl "$E" --adapter "$E/adapter" --tokens "$W"; then
 		close "$(ppl_of "$T/pe")" "$(ppl_of "$T/pj")" 1e-6 "$m: ppl of the GPTQ export + adapter vs the job's"
-		"$PY" tests/tools/moe_routing.py names "$T/$m" "$T/ex_$m" >"$T/nm" 2>&1 &&
+		"$PY" tests/tools/moe_routing.py names "$T/$m" "$E" >"$T/nm" 2>&1 &&
 			ok "$m: export and adapter name every module as the checkpoint does ($(tail -n 1 "$T/nm"))" ||
 			{ cat "$T/nm"; fail "$m: the export's names"; }
 	else
