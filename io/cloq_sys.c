@@ -305,6 +305,8 @@ void *cloq_aligned_alloc(size_t align, size_t n)
 	return p;
 }
 
+void cloq_mem_trim(void) { (void)malloc_trim(0); }
+
 int cloq_mem_pool_stats(size_t *live, size_t *cached, size_t *high)
 {
 	int on = big_on();

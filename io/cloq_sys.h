@@ -30,6 +30,11 @@ void cloq_free(void *p); /* cloq_free(NULL) is a no-op */
 /* The big-buffer pool (cloq_sys.c): bytes in blocks handed out, kept for reuse, and the most ever
  * handed out at once. Returns 0 when the pool is off (CLOQ_MEM_POOL=0, AddressSanitizer). */
 int cloq_mem_pool_stats(size_t *live, size_t *cached, size_t *high);
+/* Give the C heap's free pages back to the kernel (glibc malloc_trim). A loop that allocates and
+ * frees the same medium buffers (128 KiB .. 8 MiB: above glibc's first mmap threshold, below the
+ * pool's) between long-lived small allocations fragments the heap, and its resident size creeps
+ * up by megabytes an iteration; the expert loop calls this once an expert. */
+void cloq_mem_trim(void);
 char *cloq_strdup(const char *s);
 
 /* Overflow-checked a*b; returns 0 on overflow (and leaves *out untouched), 1 otherwise. */

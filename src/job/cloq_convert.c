@@ -1288,6 +1288,7 @@ static int moe_run(moe_stage *S, const cloq_layer_w *w, int start, cloq_err *err
 		for (int e = e0; e < e1; e++) {
 			CLOQ_TRY(cloq_interrupt_check("between experts", err));
 			CLOQ_TRY(moe_expert(S, e, err));
+			cloq_mem_trim(); /* each expert's medium buffers would otherwise creep (cloq_sys.h) */
 			routed += (double)moe_routed(S, e);
 			progress(J, l, "experts", (e + 1.0) / (E + (c->moe_shared_inter > 0)), routed / (now() - t_exp + 1e-9));
 		}
