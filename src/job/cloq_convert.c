@@ -1632,17 +1632,23 @@ static int write_report(job *J, int final, cloq_err *err)
 		if (!J->j.layer_report[l])
 			continue;
 		cJSON_AddItemToArray(layers, cJSON_Duplicate(J->j.layer_report[l], 1));
-		cJSON *lins = cJSON_GetObjectItemCaseSensitive(J->j.layer_report[l], "linears");
-		cJSON *e;
-		cJSON_ArrayForEach(e, lins)
-		{
-			const char *keys[4] = {"quantized", "zero", "loftq1", "final"};
-			for (int k = 0; k < 4; k++) {
-				cJSON *v = cJSON_GetObjectItemCaseSensitive(e, keys[k]);
-				if (cJSON_IsNumber(v))
-					sums[k] += v->valuedouble;
+		/* every linear: the layer's own, then a sparse layer's experts' */
+		const cJSON *xs = cJSON_GetObjectItemCaseSensitive(J->j.layer_report[l], "experts");
+		int nx = cJSON_IsArray(xs) ? cJSON_GetArraySize(xs) : 0;
+		for (int x = -1; x < nx; x++) {
+			const cJSON *owner = x < 0 ? J->j.layer_report[l] : cJSON_GetArrayItem(xs, x);
+			cJSON *lins = cJSON_GetObjectItemCaseSensitive(owner, "linears");
+			cJSON *e;
+			cJSON_ArrayForEach(e, lins)
+			{
+				const char *keys[4] = {"quantized", "zero", "loftq1", "final"};
+				for (int k = 0; k < 4; k++) {
+					cJSON *v = cJSON_GetObjectItemCaseSensitive(e, keys[k]);
+					if (cJSON_IsNumber(v))
+						sums[k] += v->valuedouble;
+				}
+				cnt++;
 			}
-			cnt++;
 		}
 	}
 	cJSON *mean = cJSON_AddObjectToObject(r, "mean_calibrated_rel_error");

@@ -44,16 +44,16 @@ rc=$?
 grep -v "^\s*$" "$TMP/time.log" | tail -25 | grep -E "Elapsed|Maximum resident|Exit status"
 kb=$(sed -n 's/.*Maximum resident set size (kbytes): *//p' "$TMP/time.log")
 "$CLOQ" verify "$TMP/o" >/dev/null && echo "verify: ok" || echo "verify: FAILED"
-"$PY" - "$TMP/o/report.json" "$kb" "$plan" "${plan_ram:-0}" <<'PYEOF'
+"$PY" - "$TMP/o/report.json" "$kb" "$plan" "${plan_ram:-0}" "$BUDGET" <<'PYEOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
-kb, plan, plan_ram = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+kb, plan, plan_ram, budget = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 ram = r["stashes"] == "ram"
 p = plan_ram if ram else plan
 gib = kb / 1048576
 print("peak RSS %.2f GiB (%d kB); planner %.2f GiB (stashes %s%s): prediction %+.1f%% of measured; budget %s"
-      % (gib, kb, p, r["stashes"], ", counted" if ram else "", 100 * (p - gib) / gib, "$BUDGET"))
-st = r["work"] if "work" in r else {}
+      % (gib, kb, p, r["stashes"], ", counted" if ram else "", 100 * (p - gib) / gib, budget))
+print("stages (s): %s" % ", ".join("%s %.1f" % (k, v) for k, v in r["run_seconds"].items()))
 lay = r["layers"]
 tok = [sum(e["tokens"] for e in L["experts"]) for L in lay]
 fil = [L["experts_filled"] for L in lay]
