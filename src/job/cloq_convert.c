@@ -822,6 +822,27 @@ static void moe_stage_free(moe_stage *S)
 	memset(S, 0, sizeof *S);
 }
 
+/* With S->inputs (calibrating): tensor `name`'s XXH3 h goes to the layer's input record and to the
+ * list its digest is made of. */
+static int moe_record(moe_stage *S, const char *name, uint64_t h, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	char hex[17];
+	if (!S->inputs)
+		return CLOQ_OK;
+	if (S->nhash == S->hcap) {
+		int nc = S->hcap ? 2 * S->hcap : 64;
+		uint64_t *nh = cloq_realloc(S->hash, (size_t)nc * sizeof *nh);
+		CLOQ_FAIL_IF(!nh, err, CLOQ_EIO, "out of memory");
+		S->hash = nh, S->hcap = nc;
+	}
+	S->hash[S->nhash++] = h;
+	cloq_inputs_hex(h, hex);
+	CLOQ_FAIL_IF(!cJSON_AddStringToObject(S->inputs, name, hex), err, CLOQ_EIO, "out of memory");
+fail:
+	return rc;
+}
+
 /* Tensor t as float32; with S->inputs its raw bytes' XXH3 is recorded (what the layer was made
  * from). NULL t: *dst = NULL. */
 static int moe_load(moe_stage *S, const cloq_st_tensor *t, float **dst, cloq_err *err)
@@ -837,19 +858,7 @@ static int moe_load(moe_stage *S, const cloq_st_tensor *t, float **dst, cloq_err
 	*dst = cloq_malloc((size_t)t->nelem * sizeof(float));
 	CLOQ_FAIL_IF(!raw || !*dst, err, CLOQ_EIO, "out of memory loading '%s'", t->name);
 	CLOQ_TRY(cloq_st_read_raw(st, t, raw, err));
-	if (S->inputs) {
-		uint64_t h = XXH3_64bits(raw, t->nbytes);
-		char hex[17];
-		if (S->nhash == S->hcap) {
-			int nc = S->hcap ? 2 * S->hcap : 64;
-			uint64_t *nh = cloq_realloc(S->hash, (size_t)nc * sizeof *nh);
-			CLOQ_FAIL_IF(!nh, err, CLOQ_EIO, "out of memory");
-			S->hash = nh, S->hcap = nc;
-		}
-		S->hash[S->nhash++] = h;
-		cloq_inputs_hex(h, hex);
-		CLOQ_FAIL_IF(!cJSON_AddStringToObject(S->inputs, t->name, hex), err, CLOQ_EIO, "out of memory");
-	}
+	CLOQ_TRY(moe_record(S, t->name, XXH3_64bits(raw, t->nbytes), err));
 	CLOQ_TRY(cloq_st_convert_f32(st, t, raw, *dst, err));
 	S->J->stage_s[ST_READ] += now() - t0;
 fail:
@@ -990,18 +999,7 @@ static int moe_fetch_take(moe_stage *S, int e, float *W[3], cloq_err *err)
 		const cloq_reader_req *q = &S->rq[b][k];
 		CLOQ_FAIL_IF(q->got != t->nbytes, err, CLOQ_EIO, "%s: read %zu of the %llu bytes of '%s'",
 			     cloq_st_file_path(st, (size_t)t->file), q->got, (unsigned long long)t->nbytes, name);
-		if (S->inputs) {
-			char hex[17];
-			if (S->nhash == S->hcap) {
-				int nc = S->hcap ? 2 * S->hcap : 64;
-				uint64_t *nh = cloq_realloc(S->hash, (size_t)nc * sizeof *nh);
-				CLOQ_FAIL_IF(!nh, err, CLOQ_EIO, "out of memory");
-				S->hash = nh, S->hcap = nc;
-			}
-			S->hash[S->nhash++] = q->xxh3;
-			cloq_inputs_hex(q->xxh3, hex);
-			CLOQ_FAIL_IF(!cJSON_AddStringToObject(S->inputs, name, hex), err, CLOQ_EIO, "out of memory");
-		}
+		CLOQ_TRY(moe_record(S, name, q->xxh3, err));
 		W[k] = cloq_malloc((size_t)t->nelem * sizeof(float));
 		CLOQ_FAIL_IF(!W[k], err, CLOQ_EIO, "out of memory loading '%s'", name);
 		CLOQ_TRY(cloq_st_convert_f32(st, t, q->dst, W[k], err));
