@@ -6,7 +6,9 @@
 #                 seqlen 512 only, the small shapes of the quant/solver/cache/reader benches, the
 #                 calibration-passes row (bench_calib.py: job (a), ~10 s; BENCH_FULL adds the
 #                 7B-geometry job (b)), the contention row (bench_contention.py --quick: ppl and convert alone and beside one
-#                 busy process per CPU, ~2 minutes), and the e2e stories260K row (bench_e2e.sh --quick; the torch side is skipped when
+#                 busy process per CPU, ~2 minutes), the mixture-of-experts row (bench_moe.sh: 64
+#                 experts against their plan, ~25 s; BENCH_FULL adds the Qwen3-235B-A22B-geometry
+#                 proof), and the e2e stories260K row (bench_e2e.sh --quick; the torch side is skipped when
 #                 python3-torch is not installed)
 #   BENCH_FULL=1  every benchmark with its own defaults (bench_forward at 512 and 2048 tokens,
 #                 bench_stages on a 4096 x 4096 linear) and the
@@ -37,6 +39,8 @@ if [ "$FULL" = 1 ]; then
 else
     /usr/bin/python3 tests/bench/bench_calib.py "$BUILD" || rc=1
 fi
+echo "== bench_moe.sh"
+BUILD=$BUILD sh tests/bench/bench_moe.sh || rc=1
 echo "== bench_contention.py"
 if [ "$FULL" = 1 ]; then
     /usr/bin/python3 tests/bench/bench_contention.py "$BUILD" || rc=1
