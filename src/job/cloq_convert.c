@@ -1995,6 +1995,15 @@ static int run(job *J, cloq_err *err)
 	snprintf(J->out, sizeof J->out, "%s", o->out_dir);
 	CLOQ_TRY(cloq_model_open(o->model_dir, &J->m, err));
 	J->cfg = &J->m->cfg;
+	/* bitsandbytes turns every nn.Linear of the loaded model into a 4-bit one unless the user
+	 * skips it, routers included; cloq calibrates against a float32 router, so the Q a QLoRA user's
+	 * GPU holds would not be the Q this adapter was made for */
+	CLOQ_FAIL_IF(J->cfg->moe && o->quantizer == CLOQ_Q_NF4_BNB, err, CLOQ_EUSAGE,
+		     "%s: %s is a mixture of experts: with --quantizer nf4-bnb the adapter is for the checkpoint as "
+		     "bitsandbytes loads it, which quantizes the router too unless told to skip it, while cloq keeps the "
+		     "router in float; refusing rather than calibrate against a model the GPU will not hold (use "
+		     "--quantizer gptq or nf)",
+		     o->model_dir, J->cfg->arch_name);
 	CLOQ_FAIL_IF(J->cfg->moe && (o->one_pass || o->asym), err, CLOQ_EUSAGE,
 		     "%s: %s is a mixture of experts: its experts are calibrated one at a time on the tokens routed to "
 		     "them, which %s does not do yet; convert without it",

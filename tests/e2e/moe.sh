@@ -82,6 +82,37 @@ for m in q2 mx q3b; do
 		fail "$m: export / ppl of the export"
 	fi
 done
+# the routing pass's h stash in RAM, on disk, or no stashes at all (--full-passes), and one thread
+# against two window slots' worth: the same shards
+for how in "CLOQ_STASH=disk" "--full-passes"; do
+	rm -rf "$T/v_q2"
+	case "$how" in
+	CLOQ_STASH=*) CLOQ_STASH=disk run_rc 0 "$T/log" "$CLOQ" convert "$T/q2" -o "$T/v_q2" $FQO ;;
+	*) run_rc 0 "$T/log" "$CLOQ" convert "$T/q2" -o "$T/v_q2" $FQO $how ;;
+	esac
+	if [ $? = 0 ] && cmp -s "$T/j_q2/shards/layer_00001.cloqshard" "$T/v_q2/shards/layer_00001.cloqshard" &&
+		cmp -s "$T/j_q2/manifest.json" "$T/v_q2/manifest.json"; then
+		ok "q2 with $how: the same shards as with the stashes in RAM"
+	else
+		fail "q2 with $how: shards differ from the default run's"
+	fi
+done
+# other quantizers and options through the expert loop: convert, verify, ppl of the job, export
+for opts in "--quantizer rtn --group-size 32" "--quantizer nf" "--init loftq --group-size 32" \
+	"--act-order --magr --group-size 32" "--cache-dtype bf16 --propagate lora --group-size 32"; do
+	rm -rf "$T/o_v" "$T/e_v"
+	fmt=
+	case "$opts" in *"quantizer nf"*) fmt="--format dequant" ;; esac
+	if run_rc 0 "$T/log" "$CLOQ" convert "$T/mx" -o "$T/o_v" --calib-tokens fixtures/reference/calib_tokens_128x256.npy \
+		--nsamples 8 --bits 4 --rank 8 --quiet $opts && run_rc 0 "$T/log" "$CLOQ" verify "$T/o_v" &&
+		run_rc 0 "$T/pv" "$CLOQ" ppl "$T/o_v" --tokens "$W" && run_rc 0 "$T/log" "$CLOQ" export "$T/o_v" --to "$T/e_v" $fmt &&
+		run_rc 0 "$T/pe" "$CLOQ" ppl "$T/e_v" --adapter "$T/e_v/adapter" --tokens "$W"; then
+		close "$(ppl_of "$T/pe")" "$(ppl_of "$T/pv")" 1e-4 "mx $opts: export + adapter vs the job"
+	else
+		fail "mx $opts: convert / verify / ppl / export"
+	fi
+done
+
 # experts that no calibration token reaches
 "$PY" tests/tools/moe_routing.py starve "$T/q3b" "$T/st" || fail "making the starving checkpoint"
 rm -rf "$T/fp_st"
@@ -107,6 +138,13 @@ for opt in --one-pass --asym-calib; do
 		fail "$opt on a mixture of experts: $(tail -n 1 "$T/log")"
 	fi
 done
+NFO="--calib-tokens fixtures/reference/calib_tokens_128x256.npy --nsamples 8 --bits 4 --rank 8 --quiet --quantizer nf4-bnb"
+if run_rc 1 "$T/log" "$CLOQ" convert "$T/mx" -o "$T/x" $NFO && grep -q "mixture of experts.*bitsandbytes.*router" "$T/log" &&
+	[ ! -f "$T/x/journal.json" ]; then
+	ok "--quantizer nf4-bnb is refused for a mixture of experts (bitsandbytes would quantize the router)"
+else
+	fail "nf4-bnb on a mixture of experts: $(tail -n 1 "$T/log")"
+fi
 
 # kill at moments spread over a job (mid-expert included), resume: the reference's bytes
 JOB="$T/q3b --calib-tokens fixtures/reference/calib_tokens_128x256.npy --nsamples 32 --bits 4 --group-size 32 --rank 8"
