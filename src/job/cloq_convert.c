@@ -3,6 +3,7 @@
  * (see cloq_convert.h for the OUT/ layout and the order of durable steps).
  */
 #include "cloq_convert.h"
+#include "cloq_job.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -44,7 +45,7 @@
 extern void openblas_set_num_threads(int);
 
 /* ---- small utilities ---------------------------------------------------------------------- */
-static double now(void)
+double cloq_job_now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -84,61 +85,10 @@ static int hash_file(const char *path, char hex[40], uint64_t *size, cloq_err *e
 }
 
 /* ---- the job ------------------------------------------------------------------------------- */
-typedef struct job {
-	cloq_convert_opts o;
-	char out[3072];
-	cloq_model *m;
-	const cloq_config *cfg;
-	cloq_windows win;
-	cloq_journal j;
-	cloq_lock lock;         /* OUT/job.lock, held exclusively for the whole run */
-	cJSON *files_at_start;  /* identities of the model's files when this run opened them */
-	cloq_rope rope;
-	cloq_block_ws *ws;
-	cloq_layerstore_params sp;
-	cloq_prefetch *pf;      /* layer l+1 arrives while layer l is converted */
-	int last_todo;          /* last layer this run converts */
-	int cur_layer;          /* the layer being converted (for messages) */
-	double io_wait_s;       /* time blocked on weight reads */
-	float *xbuf;            /* (seqlen, hidden) one window of activations */
-	double t0;
-	double stage_s[8];      /* read, stats, quant, solve, propagate, write, report */
-	long long tokens;       /* tokens per pass */
-	int layers_run;         /* layers processed in this run (for the ETA) */
-	double layer_s_sum;
-	double layer_t0;        /* when the current layer started */
-	double est_layer_s;     /* the time model's seconds per layer (until one is measured), -1 none */
-	/* --asym-calib: the original model's stream (cache/fp_*.cloqact) through the original layer */
-	cloq_block_ws *ws_fp;
-	float *xbuf_fp;         /* (seqlen, hidden) the window's original-model input */
-	float *cap;             /* (seqlen, widest group input) the original layer's input of the group */
-	int cap_group;          /* which group cap holds, -1 none */
-	float *diff;            /* (seqlen, widest group input) Xo - Xq */
-	float *cross_work;      /* (widest group input, CLOQ_GRAM_PANEL) */
-	/* the resumable passes' per-window states (attention output, h, the SwiGLU product), held in
-	 * RAM when they fit (choose_stashes), else in OUT/cache/stash_*.cloqact: the same floats */
-	float *stash_mem[3];
-	int stash_ram;
-	int64_t plan_peak;      /* the memory plan's peak, for the choice */
-	/* windows forwarded at once (cloq_plan's window_slots), slot 0 being ws/xbuf above; each
-	 * slot's group inputs are kept for the Gram updates, which run in window order after */
-	int slots;
-	struct win_slot {
-		cloq_block_ws *ws;
-		float *xbuf;
-		float *capbuf;            /* the captured group inputs (one group a pass, or all four) */
-		float *cap[CLOQ_GROUPS];
-		int cap_t[CLOQ_GROUPS], cap_n[CLOQ_GROUPS];
-		int rc;
-		cloq_err err;
-	} *slot;
-} job;
-
-enum { ST_READ, ST_STATS, ST_QUANT, ST_SOLVE, ST_PROP, ST_WRITE, ST_NSTAGES };
 static const char *const stage_names[ST_NSTAGES] = {"read", "statistics", "quantize", "solve", "propagate",
 						    "write"};
 
-static void progress(job *J, int l, const char *stage, double frac, double tok_s)
+void cloq_job_progress(job *J, int l, const char *stage, double frac, double tok_s)
 {
 	if (J->o.quiet)
 		return;
@@ -148,7 +98,7 @@ static void progress(job *J, int l, const char *stage, double frac, double tok_s
 	 * (inspect's, at the sgemm rate probed when the run started); the current layer's remainder
 	 * is that minus the time it has already taken */
 	double per_layer = J->layers_run ? J->layer_s_sum / J->layers_run : J->est_layer_s;
-	double in_layer = now() - J->layer_t0, left = per_layer - in_layer;
+	double in_layer = cloq_job_now() - J->layer_t0, left = per_layer - in_layer;
 	if (left < 0.05 * per_layer)
 		left = 0.05 * per_layer;
 	fmt_eta(per_layer < 0 ? -1 : per_layer * (J->last_todo - l) + left, eta, sizeof eta);
@@ -158,7 +108,7 @@ static void progress(job *J, int l, const char *stage, double frac, double tok_s
 	fflush(stderr);
 }
 
-static void cache_path(const job *J, int l, char *buf, size_t cap)
+void cloq_job_cache_path(const job *J, int l, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "%s/cache/act_%05d.cloqact", J->out, l);
 }
@@ -417,18 +367,7 @@ fail:
 }
 
 /* ---- statistics ---------------------------------------------------------------------------- */
-typedef struct gram_hook {
-	cloq_gram *g[CLOQ_GROUPS];
-	double *D[CLOQ_GROUPS]; /* --asym-calib: (Xo - Xq)^T Xq of the group, Xo from job->cap */
-	job *J;
-	/* a sparse layer's routing pass: the experts' input of each window (GATEUP) is routed */
-	cloq_moe_routing *route;
-	const float *router;
-	float *probs, *wt;      /* (seqlen, experts), (seqlen, topk) */
-	int *sel;               /* (seqlen, topk) */
-} gram_hook;
-
-static int gram_hook_fn(void *ctx, int group, const float *X, int t, int n, cloq_err *err)
+int cloq_job_gram_hook_fn(void *ctx, int group, const float *X, int t, int n, cloq_err *err)
 {
 	gram_hook *gh = ctx;
 	if (gh->route && group == CLOQ_GROUP_GATEUP) { /* windows arrive in order: tokens are numbered so */
@@ -462,7 +401,7 @@ static int fp_stash_hook_fn(void *ctx, int group, const float *X, int t, int n, 
 static const int stash_cols_state[] = {CLOQ_STATE_ATT, CLOQ_STATE_H, CLOQ_STATE_ACT};
 static const char *const stash_names[] = {"att", "h", "act"};
 
-static void stash_path(const job *J, int state, char *buf, size_t cap)
+void cloq_job_stash_path(const job *J, int state, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "%s/cache/stash_%s.cloqact", J->out, stash_names[state - CLOQ_STATE_ATT]);
 }
@@ -483,7 +422,7 @@ static void remove_stashes(const job *J)
 {
 	char path[4096];
 	for (size_t i = 0; i < sizeof stash_cols_state / sizeof stash_cols_state[0]; i++) {
-		stash_path(J, stash_cols_state[i], path, sizeof path);
+		cloq_job_stash_path(J, stash_cols_state[i], path, sizeof path);
 		unlink(path);
 	}
 	for (int g = 0; g < CLOQ_GROUPS; g++) {
@@ -492,7 +431,7 @@ static void remove_stashes(const job *J)
 	}
 }
 
-static int open_checked(job *J, const char *path, size_t cols, cloq_cache_reader **r, cloq_err *err)
+int cloq_job_open_checked(job *J, const char *path, size_t cols, cloq_cache_reader **r, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	CLOQ_TRY(cloq_cache_open(path, r, err));
@@ -503,12 +442,12 @@ fail:
 	return rc;
 }
 
-static int read_checked(job *J, cloq_cache_reader *r, int i, float *dst, const char *path, cloq_err *err)
+int cloq_job_read_checked(job *J, cloq_cache_reader *r, int i, float *dst, const char *path, cloq_err *err)
 {
 	int rc = CLOQ_OK, rows = 0;
-	double tr = now();
+	double tr = cloq_job_now();
 	CLOQ_TRY(cloq_cache_read_frame(r, (size_t)i, dst, &rows, err));
-	J->stage_s[ST_READ] += now() - tr;
+	J->stage_s[ST_READ] += cloq_job_now() - tr;
 	CLOQ_FAIL_IF(rows != J->win.seqlen, err, CLOQ_EINTEGRITY, "%s: frame %d has %d rows, expected %d", path, i, rows,
 		     J->win.seqlen);
 fail:
@@ -538,7 +477,7 @@ static int capture_hook_fn(void *ctx, int group, const float *X, int t, int n, c
  * then their Gram updates and writes in order. With one slot the forward's GEMMs are threaded
  * instead. On a machine shared with other work the slots keep the threads apart: a thread that
  * loses its core delays one window, not every GEMM (docs/PERFORMANCE.md section 8). */
-static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, int stop_after, int stash,
+int cloq_job_pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, int stop_after, int stash,
 		cloq_cache_writer *next, const char *stage, cloq_err *err)
 {
 	int rc = CLOQ_OK;
@@ -551,28 +490,28 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 	for (int g = 0; g < CLOQ_GROUPS && gh && J->o.asym; g++)
 		if (gh->D[g])
 			asym_g = g;
-	cache_path(J, l, path, sizeof path);
+	cloq_job_cache_path(J, l, path, sizeof path);
 	if (asym_g >= 0) {
 		fp_stash_path(J, asym_g, p_fp, sizeof p_fp);
-		CLOQ_TRY(open_checked(J, p_fp, cloq_group_cols(c, asym_g), &r_fp, err));
+		CLOQ_TRY(cloq_job_open_checked(J, p_fp, cloq_group_cols(c, asym_g), &r_fp, err));
 	}
-	stash_path(J, CLOQ_STATE_ATT, p_att, sizeof p_att);
-	stash_path(J, CLOQ_STATE_H, p_h, sizeof p_h);
-	stash_path(J, CLOQ_STATE_ACT, p_act, sizeof p_act);
+	cloq_job_stash_path(J, CLOQ_STATE_ATT, p_att, sizeof p_att);
+	cloq_job_stash_path(J, CLOQ_STATE_H, p_h, sizeof p_h);
+	cloq_job_stash_path(J, CLOQ_STATE_ACT, p_act, sizeof p_act);
 	if (start <= CLOQ_STATE_ATT)
-		CLOQ_TRY(open_checked(J, path, (size_t)c->hidden, &r, err));
+		CLOQ_TRY(cloq_job_open_checked(J, path, (size_t)c->hidden, &r, err));
 	if (start == CLOQ_STATE_ATT && !J->stash_ram)
-		CLOQ_TRY(open_checked(J, p_att, state_cols(c, CLOQ_STATE_ATT), &r_att, err));
+		CLOQ_TRY(cloq_job_open_checked(J, p_att, state_cols(c, CLOQ_STATE_ATT), &r_att, err));
 	if (start >= CLOQ_STATE_H && !J->stash_ram)
-		CLOQ_TRY(open_checked(J, p_h, state_cols(c, CLOQ_STATE_H), &r_h, err));
+		CLOQ_TRY(cloq_job_open_checked(J, p_h, state_cols(c, CLOQ_STATE_H), &r_h, err));
 	if (start == CLOQ_STATE_ACT && !J->stash_ram)
-		CLOQ_TRY(open_checked(J, p_act, state_cols(c, CLOQ_STATE_ACT), &r_act, err));
+		CLOQ_TRY(cloq_job_open_checked(J, p_act, state_cols(c, CLOQ_STATE_ACT), &r_act, err));
 	if (out_state >= 0 && !J->stash_ram) {
-		stash_path(J, out_state, p_out, sizeof p_out);
+		cloq_job_stash_path(J, out_state, p_out, sizeof p_out);
 		CLOQ_TRY(cloq_cache_create(p_out, state_cols(c, out_state), CLOQ_CACHE_F32, 1, &sw, err));
 		cloq_cache_writer_set_scratch(sw);
 	}
-	double t0 = now(), last = t0;
+	double t0 = cloq_job_now(), last = t0;
 	int P = J->slots, rows = J->win.seqlen;
 	for (int i0 = 0; i0 < J->win.n; i0 += P) {
 		int nb = J->win.n - i0 < P ? J->win.n - i0 : P;
@@ -581,13 +520,13 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 			struct win_slot *s = &J->slot[k];
 			int i = i0 + k;
 			if (r)
-				CLOQ_TRY(read_checked(J, r, i, s->xbuf, path, err));
+				CLOQ_TRY(cloq_job_read_checked(J, r, i, s->xbuf, path, err));
 			if (r_att)
-				CLOQ_TRY(read_checked(J, r_att, i, cloq_block_ws_state(s->ws, CLOQ_STATE_ATT), p_att, err));
+				CLOQ_TRY(cloq_job_read_checked(J, r_att, i, cloq_block_ws_state(s->ws, CLOQ_STATE_ATT), p_att, err));
 			if (r_h)
-				CLOQ_TRY(read_checked(J, r_h, i, cloq_block_ws_state(s->ws, CLOQ_STATE_H), p_h, err));
+				CLOQ_TRY(cloq_job_read_checked(J, r_h, i, cloq_block_ws_state(s->ws, CLOQ_STATE_H), p_h, err));
 			if (r_act)
-				CLOQ_TRY(read_checked(J, r_act, i, cloq_block_ws_state(s->ws, CLOQ_STATE_ACT), p_act, err));
+				CLOQ_TRY(cloq_job_read_checked(J, r_act, i, cloq_block_ws_state(s->ws, CLOQ_STATE_ACT), p_act, err));
 			for (int st = CLOQ_STATE_ATT; J->stash_ram && st <= CLOQ_STATE_ACT; st++) /* the states a start needs */
 				if (start == st || (st == CLOQ_STATE_H && start == CLOQ_STATE_ACT)) {
 					size_t n = (size_t)rows * state_cols(c, st);
@@ -597,11 +536,11 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 		}
 		if (P == 1) {
 			if (r_fp) {
-				CLOQ_TRY(read_checked(J, r_fp, i0, J->cap, p_fp, err));
+				CLOQ_TRY(cloq_job_read_checked(J, r_fp, i0, J->cap, p_fp, err));
 				J->cap_group = asym_g;
 			}
 			CLOQ_TRY(cloq_block_forward_from(c, l, w, &J->rope, J->ws, J->xbuf, rows, start,
-							 gh ? gram_hook_fn : NULL, gh, stop_after, err));
+							 gh ? cloq_job_gram_hook_fn : NULL, gh, stop_after, err));
 		} else {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(cloq_team_cap(nb))
 			for (int k = 0; k < nb; k++) {
@@ -624,14 +563,14 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 			int i = i0 + k;
 			if (P > 1 && gh) {
 				if (r_fp) {
-					CLOQ_TRY(read_checked(J, r_fp, i, J->cap, p_fp, err));
+					CLOQ_TRY(cloq_job_read_checked(J, r_fp, i, J->cap, p_fp, err));
 					J->cap_group = asym_g;
 				}
 				for (int g = 0; g < CLOQ_GROUPS; g++)
 					if (s->cap_t[g])
-						CLOQ_TRY(gram_hook_fn(gh, g, s->cap[g], s->cap_t[g], s->cap_n[g], err));
+						CLOQ_TRY(cloq_job_gram_hook_fn(gh, g, s->cap[g], s->cap_t[g], s->cap_n[g], err));
 			}
-			double tw = now();
+			double tw = cloq_job_now();
 			if (sw)
 				CLOQ_TRY(cloq_cache_append(sw, cloq_block_ws_state(s->ws, out_state), rows, err));
 			if (out_state >= 0 && J->stash_ram) {
@@ -641,18 +580,18 @@ static int pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start, 
 			}
 			if (next)
 				CLOQ_TRY(cloq_cache_append(next, s->xbuf, rows, err));
-			J->stage_s[ST_WRITE] += now() - tw;
+			J->stage_s[ST_WRITE] += cloq_job_now() - tw;
 		}
-		double t = now();
+		double t = cloq_job_now();
 		if (t - last > 0.5 || i0 + nb == J->win.n) {
-			progress(J, l, stage, (i0 + nb + 0.0) / J->win.n, (i0 + nb + 0.0) * J->win.seqlen / (t - t0 + 1e-9));
+			cloq_job_progress(J, l, stage, (i0 + nb + 0.0) / J->win.n, (i0 + nb + 0.0) * J->win.seqlen / (t - t0 + 1e-9));
 			last = t;
 		}
 	}
 	if (sw) {
-		double tw = now();
+		double tw = cloq_job_now();
 		CLOQ_TRY(cloq_cache_commit(sw, err));
-		J->stage_s[ST_WRITE] += now() - tw;
+		J->stage_s[ST_WRITE] += cloq_job_now() - tw;
 	}
 fail:
 	cloq_cache_writer_free(sw);
@@ -672,7 +611,7 @@ static int build_cache0(job *J, cloq_err *err)
 	cloq_cache_writer *w = NULL, *wf = NULL;
 	cloq_lm lm;
 	cloq_model_lm(J->m, &lm);
-	cache_path(J, 0, path, sizeof path);
+	cloq_job_cache_path(J, 0, path, sizeof path);
 	CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 1,
 				   &w, err));
 	if (J->o.asym) { /* both streams start from the same embeddings */
@@ -702,17 +641,17 @@ static int propagate(job *J, int l, const cloq_layer_w *w, int start, cloq_err *
 	int rc = CLOQ_OK;
 	char path[4096];
 	cloq_cache_writer *next = NULL;
-	cache_path(J, l + 1, path, sizeof path);
-	double t0 = now();
+	cloq_job_cache_path(J, l + 1, path, sizeof path);
+	double t0 = cloq_job_now();
 	CLOQ_TRY(cloq_cache_create(path, (size_t)J->cfg->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 1,
 				   &next, err));
-	CLOQ_TRY(pass(J, l, w, NULL, start, -1, 0, next, "propagate", err));
-	double tc = now();
+	CLOQ_TRY(cloq_job_pass(J, l, w, NULL, start, -1, 0, next, "propagate", err));
+	double tc = cloq_job_now();
 	CLOQ_TRY(cloq_cache_commit(next, err));
-	J->stage_s[ST_WRITE] += now() - tc;
+	J->stage_s[ST_WRITE] += cloq_job_now() - tc;
 fail:
 	cloq_cache_writer_free(next);
-	J->stage_s[ST_PROP] += now() - t0;
+	J->stage_s[ST_PROP] += cloq_job_now() - t0;
 	return rc;
 }
 
@@ -726,9 +665,9 @@ static int fp_pass(job *J, int l, const cloq_layer_w *orig, int stash, cloq_err 
 	char path[4096];
 	cloq_cache_reader *r = NULL;
 	cloq_cache_writer *next = NULL, *sw[CLOQ_GROUPS] = {0};
-	double t0 = now();
+	double t0 = cloq_job_now();
 	cache_fp_path(J, l, path, sizeof path);
-	CLOQ_TRY(open_checked(J, path, (size_t)c->hidden, &r, err));
+	CLOQ_TRY(cloq_job_open_checked(J, path, (size_t)c->hidden, &r, err));
 	cache_fp_path(J, l + 1, path, sizeof path);
 	CLOQ_TRY(cloq_cache_create(path, (size_t)c->hidden, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 1, &next,
 				   err));
@@ -740,7 +679,7 @@ static int fp_pass(job *J, int l, const cloq_layer_w *orig, int stash, cloq_err 
 	cache_fp_path(J, l, path, sizeof path);
 	for (int i = 0; i < J->win.n; i++) {
 		CLOQ_TRY(cloq_interrupt_check("original stream", err));
-		CLOQ_TRY(read_checked(J, r, i, J->xbuf_fp, path, err));
+		CLOQ_TRY(cloq_job_read_checked(J, r, i, J->xbuf_fp, path, err));
 		CLOQ_TRY(cloq_block_forward_from(c, l, orig, &J->rope, J->ws_fp, J->xbuf_fp, J->win.seqlen, CLOQ_STATE_INPUT,
 						 stash ? fp_stash_hook_fn : NULL, sw, -1, err));
 		CLOQ_TRY(cloq_cache_append(next, J->xbuf_fp, J->win.seqlen, err));
@@ -753,564 +692,7 @@ fail:
 	cloq_cache_writer_free(next);
 	for (int g = 0; g < CLOQ_GROUPS; g++)
 		cloq_cache_writer_free(sw[g]);
-	J->stage_s[ST_PROP] += now() - t0;
-	return rc;
-}
-
-/* ---- mixture of experts ------------------------------------------------------------------- */
-/*
- * A sparse layer (docs/DESIGN.md, "Mixtures of experts"): its attention is calibrated as a dense
- * layer's; then one pass routes every calibration token (cloq_moe.h) and stashes h, and the experts
- * are calibrated one at a time, each streamed from the checkpoint, on the rows routed to it
- * (true-sequential inside the expert: gate/up from its rows, down from its own quantized gate/up
- * outputs). Each finished expert adds its output, times the routing weight, to its tokens' sum,
- * and its codes and factors go straight to the shard; the next cache is h + that sum. A finished
- * layer replays the same way, its experts dequantized from the shard one by one, so a resumed job
- * gets the same bytes.
- */
-#define MOE_RB 2048 /* rows per Gram update and per expert GEMM: sums in a fixed order */
-
-typedef struct moe_stage {
-	job *J;
-	int l;
-	cloq_shard *in;            /* replay: the layer's shard, whose experts propagate */
-	cloq_shard_writer *sw;     /* calibration: the layer's shard, each expert added when done */
-	const cloq_layer_w *w;     /* ffn_norm, router, shared_gate */
-	cloq_moe_routing rt;
-	int64_t ntok, cap;         /* calibration tokens; rows the gather buffer holds */
-	float *out;                /* (ntok, hidden) the experts' weighted sum of every token */
-	float *rows;               /* (cap, hidden) the rows of a chunk of experts */
-	int64_t *rtok;             /* (cap) the token of each routed row */
-	float *rwt;                /* (cap) its routing weight (the shared expert: its gate's logit) */
-	int64_t *off;              /* (experts + 2) each expert's first row in the gather */
-	float *g, *u, *y, *xn;     /* (MOE_RB, widest) x 2, (MOE_RB, hidden), (seqlen, hidden) */
-	cJSON *report;             /* calibration: one entry an expert */
-	cJSON *inputs;             /* calibration: {"tensor": "xxh3"} of what was read */
-	uint64_t *hash;            /* the same hashes, in reading order (the layer's digest) */
-	int nhash, hcap;
-	double sum_quant, sum_final; /* the experts' linears' calibrated errors, summed */
-	int nlin;
-	/* the experts' weights, read ahead: while expert e computes, e + 1's raw bytes arrive in the
-	 * other buffer (their XXH3 computed on the way) */
-	cloq_reader *rd;
-	void *rbuf[2];
-	size_t rcap;
-	cloq_reader_req rq[2][3];
-	int rexp[2];               /* the expert each buffer holds or is reading, -1 none */
-	int rflight;               /* the buffer with a read in flight, -1 none */
-} moe_stage;
-
-static void moe_stage_free(moe_stage *S)
-{
-	cloq_reader_free(S->rd); /* finishes a read in flight first */
-	cloq_free(S->rbuf[0]);
-	cloq_free(S->rbuf[1]);
-	cloq_moe_routing_free(&S->rt);
-	cloq_free(S->out);
-	cloq_free(S->rows);
-	cloq_free(S->rtok);
-	cloq_free(S->rwt);
-	cloq_free(S->off);
-	cloq_free(S->g);
-	cloq_free(S->u);
-	cloq_free(S->y);
-	cloq_free(S->xn);
-	cloq_free(S->hash);
-	cJSON_Delete(S->report);
-	cloq_shard_writer_free(S->sw);
-	cloq_shard_close(S->in);
-	memset(S, 0, sizeof *S);
-}
-
-/* With S->inputs (calibrating): tensor `name`'s XXH3 h goes to the layer's input record and to the
- * list its digest is made of. */
-static int moe_record(moe_stage *S, const char *name, uint64_t h, cloq_err *err)
-{
-	int rc = CLOQ_OK;
-	char hex[17];
-	if (!S->inputs)
-		return CLOQ_OK;
-	if (S->nhash == S->hcap) {
-		int nc = S->hcap ? 2 * S->hcap : 64;
-		uint64_t *nh = cloq_realloc(S->hash, (size_t)nc * sizeof *nh);
-		CLOQ_FAIL_IF(!nh, err, CLOQ_EIO, "out of memory");
-		S->hash = nh, S->hcap = nc;
-	}
-	S->hash[S->nhash++] = h;
-	cloq_inputs_hex(h, hex);
-	CLOQ_FAIL_IF(!cJSON_AddStringToObject(S->inputs, name, hex), err, CLOQ_EIO, "out of memory");
-fail:
-	return rc;
-}
-
-/* Tensor t as float32; with S->inputs its raw bytes' XXH3 is recorded (what the layer was made
- * from). NULL t: *dst = NULL. */
-static int moe_load(moe_stage *S, const cloq_st_tensor *t, float **dst, cloq_err *err)
-{
-	int rc = CLOQ_OK;
-	const cloq_st_model *st = S->J->m->st;
-	void *raw = NULL;
-	*dst = NULL;
-	if (!t)
-		return CLOQ_OK;
-	double t0 = now();
-	raw = cloq_malloc(t->nbytes ? t->nbytes : 1);
-	*dst = cloq_malloc((size_t)t->nelem * sizeof(float));
-	CLOQ_FAIL_IF(!raw || !*dst, err, CLOQ_EIO, "out of memory loading '%s'", t->name);
-	CLOQ_TRY(cloq_st_read_raw(st, t, raw, err));
-	CLOQ_TRY(moe_record(S, t->name, XXH3_64bits(raw, t->nbytes), err));
-	CLOQ_TRY(cloq_st_convert_f32(st, t, raw, *dst, err));
-	S->J->stage_s[ST_READ] += now() - t0;
-fail:
-	cloq_free(raw);
-	if (rc) {
-		cloq_free(*dst);
-		*dst = NULL;
-	}
-	return rc;
-}
-
-/* A sparse layer's own tensors (norms, attention, router, shared expert gate); the experts come
- * later, one at a time. */
-static int moe_load_layer(moe_stage *S, int l, cloq_layer_w *w, cloq_err *err)
-{
-	int rc = CLOQ_OK;
-	const cloq_model *m = S->J->m;
-	const cloq_config *c = &m->cfg;
-	char name[192];
-	memset(w, 0, sizeof *w);
-	float **slot[4] = {&w->attn_norm, &w->ffn_norm, &w->post_attn_norm, &w->post_ffn_norm};
-	for (int role = 0; role < 4; role++)
-		CLOQ_TRY(moe_load(S, cloq_model_norm(m, l, role), slot[role], err));
-	if (c->qk_norm) {
-		CLOQ_TRY(moe_load(S, cloq_model_qk_norm(m, l, 0), &w->q_norm, err));
-		CLOQ_TRY(moe_load(S, cloq_model_qk_norm(m, l, 1), &w->k_norm, err));
-	}
-	for (int lin = 0; lin < CLOQ_LINEARS; lin++)
-		if (cloq_layer_has_linear(c, l, lin)) {
-			CLOQ_TRY(moe_load(S, cloq_model_linear(m, l, lin, 0), &w->w[lin], err));
-			CLOQ_TRY(moe_load(S, cloq_model_linear(m, l, lin, 1), &w->b[lin], err));
-		}
-	cloq_moe_router_name(c, l, name, sizeof name);
-	CLOQ_TRY(moe_load(S, cloq_st_find(m->st, name), &w->router, err));
-	if (c->moe_shared_inter) {
-		snprintf(name, sizeof name, "model.layers.%d.mlp.shared_expert_gate.weight", l);
-		CLOQ_TRY(moe_load(S, cloq_st_find(m->st, name), &w->shared_gate, err));
-	}
-	CLOQ_FAIL_IF(!w->router || (c->moe_shared_inter && !w->shared_gate), err, CLOQ_EINPUT,
-		     "%s: layer %d's router is missing", m->dir, l);
-	return CLOQ_OK;
-fail:
-	cloq_layer_w_free(w);
-	return rc;
-}
-
-/* the checkpoint tensor of expert e's linear k (e = experts: the shared expert) */
-static const cloq_st_tensor *moe_expert_tensor(const moe_stage *S, int e, int k, char *name, size_t cap)
-{
-	const cloq_config *c = S->J->cfg;
-	char pre[160];
-	cloq_moe_linear_prefix(c, S->l, e < c->moe ? e : -1, k, pre, sizeof pre);
-	snprintf(name, cap, "%s.weight", pre);
-	return cloq_st_find(S->J->m->st, name);
-}
-
-/* Start reading expert e's three tensors into a free buffer (no-op past the last expert). */
-static int moe_fetch_start(moe_stage *S, int e, cloq_err *err)
-{
-	int rc = CLOQ_OK;
-	const cloq_config *c = S->J->cfg;
-	const cloq_st_model *st = S->J->m->st;
-	char name[192];
-	size_t idx[3], needed = 0;
-	if (e >= c->moe + (c->moe_shared_inter > 0) || S->rexp[0] == e || S->rexp[1] == e)
-		return CLOQ_OK;
-	if (!S->rd) { /* buffered reads, one expert a batch; the buffers fit the largest expert */
-		size_t nf = cloq_st_nfiles(st);
-		const char **paths = cloq_malloc(nf * sizeof *paths);
-		CLOQ_FAIL_IF(!paths, err, CLOQ_EIO, "out of memory");
-		for (size_t i = 0; i < nf; i++)
-			paths[i] = cloq_st_file_path(st, i);
-		rc = cloq_reader_create(paths, nf, NULL, &S->rd, err);
-		cloq_free(paths);
-		CLOQ_TRY(rc);
-		for (int x = 0; x <= c->moe; x += c->moe) { /* a routed expert, and the shared one */
-			for (int k = 0; k < 3 && (x < c->moe || c->moe_shared_inter); k++) {
-				const cloq_st_tensor *t = moe_expert_tensor(S, x, k, name, sizeof name);
-				CLOQ_FAIL_IF(!t, err, CLOQ_EINPUT, "%s: tensor '%s' is missing", S->J->m->dir, name);
-				idx[k] = cloq_st_index_of(st, t);
-			}
-			if (x < c->moe || c->moe_shared_inter) {
-				CLOQ_TRY(cloq_st_plan(st, idx, 3, NULL, 0, S->rq[0], &needed, err));
-				S->rcap = needed > S->rcap ? needed : S->rcap;
-			}
-		}
-		for (int b = 0; b < 2; b++) {
-			S->rbuf[b] = cloq_aligned_alloc(CLOQ_PLAN_ALIGN, S->rcap);
-			CLOQ_FAIL_IF(!S->rbuf[b], err, CLOQ_EIO, "out of memory for an expert's read buffer (%zu MiB)",
-				     S->rcap >> 20);
-		}
-	}
-	if (S->rflight >= 0) { /* the reader runs one batch at a time */
-		int b = S->rflight;
-		S->rflight = -1;
-		if ((rc = cloq_reader_wait(S->rd, err))) {
-			S->rexp[b] = -1;
-			goto fail;
-		}
-	}
-	int b = S->rexp[0] < 0 ? 0 : S->rexp[1] < 0 ? 1 : -1;
-	CLOQ_FAIL_IF(b < 0, err, CLOQ_EUSAGE, "both expert buffers are taken");
-	for (int k = 0; k < 3; k++) {
-		const cloq_st_tensor *t = moe_expert_tensor(S, e, k, name, sizeof name);
-		CLOQ_FAIL_IF(!t, err, CLOQ_EINPUT, "%s: tensor '%s' is missing", S->J->m->dir, name);
-		idx[k] = cloq_st_index_of(st, t);
-	}
-	CLOQ_TRY(cloq_st_plan(st, idx, 3, S->rbuf[b], S->rcap, S->rq[b], &needed, err));
-	CLOQ_TRY(cloq_reader_start(S->rd, S->rq[b], 3, err));
-	S->rexp[b] = e;
-	S->rflight = b;
-fail:
-	return rc;
-}
-
-/* Expert e's three weights as float32 (W[k] allocated), from the read-ahead (recorded in the
- * layer's inputs when calibrating); then the next expert's read starts. */
-static int moe_fetch_take(moe_stage *S, int e, float *W[3], cloq_err *err)
-{
-	int rc = CLOQ_OK;
-	const cloq_st_model *st = S->J->m->st;
-	double t0 = now();
-	char name[192];
-	if (S->rexp[0] != e && S->rexp[1] != e)
-		CLOQ_TRY(moe_fetch_start(S, e, err));
-	int b = S->rexp[0] == e ? 0 : 1;
-	if (S->rflight == b) {
-		S->rflight = -1;
-		rc = cloq_reader_wait(S->rd, err);
-		S->J->io_wait_s += now() - t0;
-		if (rc) {
-			S->rexp[b] = -1;
-			goto fail;
-		}
-	}
-	for (int k = 0; k < 3; k++) {
-		const cloq_st_tensor *t = moe_expert_tensor(S, e, k, name, sizeof name);
-		const cloq_reader_req *q = &S->rq[b][k];
-		CLOQ_FAIL_IF(q->got != t->nbytes, err, CLOQ_EIO, "%s: read %zu of the %llu bytes of '%s'",
-			     cloq_st_file_path(st, (size_t)t->file), q->got, (unsigned long long)t->nbytes, name);
-		CLOQ_TRY(moe_record(S, name, q->xxh3, err));
-		W[k] = cloq_malloc((size_t)t->nelem * sizeof(float));
-		CLOQ_FAIL_IF(!W[k], err, CLOQ_EIO, "out of memory loading '%s'", name);
-		CLOQ_TRY(cloq_st_convert_f32(st, t, q->dst, W[k], err));
-	}
-	S->rexp[b] = -1;
-	S->J->stage_s[ST_READ] += now() - t0;
-	CLOQ_TRY(moe_fetch_start(S, e + 1, err)); /* the next expert arrives while this one computes */
-fail:
-	return rc;
-}
-
-/* expert e's rows in the gather (the shared expert, e = experts: every token), and its routed ones */
-static int64_t moe_rows(const moe_stage *S, int e) { return e < S->rt.E ? cloq_moe_rows(&S->rt, e) : S->ntok; }
-static int64_t moe_routed(const moe_stage *S, int e) { return e < S->rt.E ? S->rt.count[e] : S->ntok; }
-
-/* h of window i (the routing pass's stash) into dst */
-static int moe_read_h(moe_stage *S, cloq_cache_reader *r, int i, float *dst, const char *path, cloq_err *err)
-{
-	job *J = S->J;
-	size_t n = (size_t)J->win.seqlen * J->cfg->hidden;
-	if (r)
-		return read_checked(J, r, i, dst, path, err);
-	memcpy(dst, J->stash_mem[CLOQ_STATE_H - CLOQ_STATE_ATT] + (size_t)i * n, n * sizeof(float));
-	return CLOQ_OK;
-}
-
-static int moe_open_h(moe_stage *S, cloq_cache_reader **r, char *path, size_t cap, cloq_err *err)
-{
-	*r = NULL;
-	stash_path(S->J, CLOQ_STATE_H, path, cap);
-	return S->J->stash_ram ? CLOQ_OK : open_checked(S->J, path, (size_t)S->J->cfg->hidden, r, err);
-}
-
-/* The rows of experts [e0, e1) into S->rows from xn = post_attention_layernorm(h): each expert's
- * routed tokens (with their weights), then its fill tokens, both ascending (cloq_moe.h). e0 ==
- * experts is the shared expert: every token. */
-static int moe_gather(moe_stage *S, int e0, int e1, cloq_err *err)
-{
-	int rc = CLOQ_OK;
-	job *J = S->J;
-	const cloq_config *c = J->cfg;
-	const cloq_moe_routing *rt = &S->rt;
-	int D = c->hidden, T = J->win.seqlen, K = rt->K, E = rt->E, n = e1 - e0;
-	char path[4096];
-	cloq_cache_reader *r = NULL;
-	int64_t *pr = cloq_malloc((size_t)n * sizeof *pr), *pf = cloq_malloc((size_t)n * sizeof *pf);
-	int *fc = cloq_calloc((size_t)n, sizeof *fc);
-	CLOQ_FAIL_IF(!pr || !pf || !fc, err, CLOQ_EIO, "out of memory");
-	for (int e = e0; e < e1; e++) {
-		pr[e - e0] = S->off[e];
-		pf[e - e0] = S->off[e] + moe_routed(S, e);
-	}
-	CLOQ_TRY(moe_open_h(S, &r, path, sizeof path, err));
-	for (int i = 0; i < J->win.n; i++) {
-		CLOQ_TRY(moe_read_h(S, r, i, J->xbuf, path, err));
-		cloq_rmsnorm_cfg(c, J->xbuf, S->w->ffn_norm, S->xn, T, D);
-		for (int t = 0; t < T; t++) {
-			int64_t tok = (int64_t)i * T + t;
-			const float *x = S->xn + (size_t)t * D;
-			if (e0 == E) { /* the shared expert */
-				memcpy(S->rows + (size_t)pr[0] * D, x, (size_t)D * sizeof(float));
-				S->rtok[pr[0]++] = tok;
-				continue;
-			}
-			for (int j = 0; j < K; j++) {
-				int e = rt->sel[tok * K + j];
-				if (e < e0 || e >= e1)
-					continue;
-				int64_t at = pr[e - e0]++;
-				memcpy(S->rows + (size_t)at * D, x, (size_t)D * sizeof(float));
-				S->rtok[at] = tok;
-				S->rwt[at] = rt->wt[tok * K + j];
-			}
-			for (int e = e0; e < e1; e++) {
-				int k = fc[e - e0];
-				if (k < rt->nfill[e] && rt->cand_t[(size_t)e * CLOQ_MOE_MIN_ROWS + k] == tok) {
-					memcpy(S->rows + (size_t)pf[e - e0]++ * D, x, (size_t)D * sizeof(float));
-					fc[e - e0]++;
-				}
-			}
-		}
-	}
-fail:
-	cloq_cache_close(r);
-	cloq_free(pr);
-	cloq_free(pf);
-	cloq_free(fc);
-	return rc;
-}
-
-/* Each routed row's token gets weight * expert(row) added (the shared expert: sigmoid of its gate's
- * logit), over rows [r0, r0 + n) of the gather, in blocks of MOE_RB rows. */
-static void moe_expert_out(moe_stage *S, int width, float *const W[3], const float *shared_gate, int64_t r0, int64_t n)
-{
-	const cloq_config *c = S->J->cfg;
-	int D = c->hidden;
-	double t0 = now();
-	for (int64_t b = 0; b < n; b += MOE_RB) {
-		int nb = n - b < MOE_RB ? (int)(n - b) : MOE_RB;
-		const float *X = S->rows + (size_t)(r0 + b) * D;
-		cloq_linear_fwd(X, W[0], NULL, S->g, nb, D, width);
-		cloq_linear_fwd(X, W[1], NULL, S->u, nb, D, width);
-		cloq_act_mul(c, S->g, S->u, (size_t)nb * width);
-		cloq_linear_fwd(S->g, W[2], NULL, S->y, nb, width, D);
-		if (shared_gate)
-			cloq_linear_fwd(X, shared_gate, NULL, S->rwt + r0 + b, nb, D, 1);
-		for (int i = 0; i < nb; i++) {
-			int64_t row = r0 + b + i;
-			float wgt = shared_gate ? 1.0f / (1.0f + expf(-S->rwt[row])) : S->rwt[row];
-			float *dst = S->out + (size_t)S->rtok[row] * D;
-			const float *src = S->y + (size_t)i * D;
-			for (int d = 0; d < D; d++)
-				dst[d] += wgt * src[d];
-		}
-	}
-	S->J->stage_s[ST_PROP] += now() - t0;
-}
-
-/* Gram matrix of n rows of X (width cols), in blocks of MOE_RB rows */
-static int moe_gram(cloq_gram *G, const float *X, int64_t n, int cols, cloq_err *err)
-{
-	int rc = CLOQ_OK;
-	CLOQ_TRY(cloq_gram_init(G, cols, err));
-	for (int64_t b = 0; b < n; b += MOE_RB)
-		CLOQ_TRY(cloq_gram_add(G, X + (size_t)b * cols, n - b < MOE_RB ? (int)(n - b) : MOE_RB, err));
-	cloq_gram_finish(G);
-fail:
-	return rc;
-}
-
-/* Expert e (e = experts: the shared one) of the gather's rows [r0, r0 + rows): calibrated and
- * solved as a dense MLP of its width (calibration), or its stored weights (replay); then its
- * output added to its routed tokens. */
-static int moe_expert(moe_stage *S, int e, cloq_err *err)
-{
-	int rc = CLOQ_OK;
-	job *J = S->J;
-	const cloq_config *c = J->cfg;
-	int l = S->l, E = S->rt.E, ee = e < E ? e : -1, D = c->hidden;
-	int width = e < E ? c->moe_inter : c->moe_shared_inter;
-	int64_t r0 = S->off[e], n = moe_rows(S, e), nr = moe_routed(S, e);
-	static const int lin_of[3] = {CLOQ_LIN_GATE, CLOQ_LIN_UP, CLOQ_LIN_DOWN};
-	char names[3][160];
-	float *W[3] = {0}, *P[3] = {0};
-	cloq_layer_result er[CLOQ_LINEARS];
-	cloq_gram G;
-	memset(er, 0, sizeof er);
-	memset(&G, 0, sizeof G);
-	for (int k = 0; k < 3; k++)
-		cloq_moe_linear_prefix(c, l, ee, k, names[k], sizeof names[k]);
-	if (S->sw || J->sp.propagate == CLOQ_PROP_FP) { /* the originals, streamed from the checkpoint */
-		CLOQ_TRY(moe_fetch_take(S, e, W, err));
-	} else { /* replay: deq(Q) (+ s B A) from the shard */
-		cloq_qform qf = {J->sp.bits, J->sp.group_size, J->sp.quantizer, J->sp.nf_block, J->sp.nf_double, J->sp.nf_dtype};
-		double t0 = now();
-		for (int k = 0; k < 3; k++)
-			CLOQ_TRY(cloq_layer_load_expert(S->in, c, l, ee, k, &qf, J->sp.propagate, J->sp.scaling, &W[k], err));
-		J->stage_s[ST_READ] += now() - t0;
-	}
-	for (int k = 0; k < 3; k++)
-		P[k] = W[k];
-	if (S->sw) {
-		cloq_config V = *c; /* the expert as a dense MLP of its width */
-		V.intermediate = width, V.fused = 0, V.mlp_bias = 0, V.moe = 0;
-		cloq_layer_w ew;
-		memset(&ew, 0, sizeof ew);
-		const char *nm[CLOQ_LINEARS] = {0};
-		for (int k = 0; k < 3; k++) {
-			ew.w[lin_of[k]] = W[k];
-			nm[lin_of[k]] = names[k];
-		}
-		cloq_layerstore_params p = J->sp;
-		p.names = nm;
-		const float *X = S->rows + (size_t)r0 * D;
-		double t0 = now();
-		CLOQ_TRY(moe_gram(&G, X, n, D, err));
-		J->stage_s[ST_STATS] += now() - t0;
-		CLOQ_TRY(cloq_layer_solve_group(&V, &p, l, CLOQ_GROUP_GATEUP, &G, &ew, er, &J->stage_s[ST_QUANT],
-						&J->stage_s[ST_SOLVE], err));
-		cloq_gram_free(&G);
-		for (int k = 0; k < 2; k++)
-			P[k] = cloq_layer_result_propagated(&er[lin_of[k]], J->sp.propagate, W[k]);
-		/* down_proj's input: the expert's own (quantized) gate and up on the same rows */
-		t0 = now();
-		CLOQ_TRY(cloq_gram_init(&G, width, err));
-		for (int64_t b = 0; b < n; b += MOE_RB) {
-			int nb = n - b < MOE_RB ? (int)(n - b) : MOE_RB;
-			cloq_linear_fwd(X + (size_t)b * D, P[0], NULL, S->g, nb, D, width);
-			cloq_linear_fwd(X + (size_t)b * D, P[1], NULL, S->u, nb, D, width);
-			cloq_act_mul(c, S->g, S->u, (size_t)nb * width);
-			CLOQ_TRY(cloq_gram_add(&G, S->g, nb, err));
-		}
-		cloq_gram_finish(&G);
-		J->stage_s[ST_STATS] += now() - t0;
-		CLOQ_TRY(cloq_layer_solve_group(&V, &p, l, CLOQ_GROUP_DOWN, &G, &ew, er, &J->stage_s[ST_QUANT],
-						&J->stage_s[ST_SOLVE], err));
-		P[2] = cloq_layer_result_propagated(&er[CLOQ_LIN_DOWN], J->sp.propagate, W[2]);
-	}
-	moe_expert_out(S, width, P, e < E ? NULL : S->w->shared_gate, r0, nr);
-	if (S->sw) {
-		double t0 = now();
-		cloq_layer_result three[3];
-		for (int k = 0; k < 3; k++) {
-			CLOQ_TRY(cloq_layer_shard_add_linear(S->sw, names[k], &er[lin_of[k]], NULL, err));
-			three[k] = er[lin_of[k]];
-			S->sum_quant += er[lin_of[k]].rel_quant;
-			S->sum_final += er[lin_of[k]].rel_final;
-			S->nlin++;
-		}
-		J->stage_s[ST_WRITE] += now() - t0;
-		cJSON_AddItemToArray(S->report, cloq_expert_report_json(c, ee, nr, (int)(n - nr), three));
-	}
-fail:
-	cloq_gram_free(&G);
-	for (int k = 0; k < 3; k++) {
-		cloq_layer_result_free(&er[lin_of[k]]);
-		cloq_free(W[k]);
-	}
-	if (rc && rc != CLOQ_EINTERRUPTED && e < E)
-		cloq_err_wrap(err, rc, "layer %d, expert %d (%lld tokens routed to it)", l, e, (long long)nr);
-	return rc;
-}
-
-/*
- * The experts of sparse layer l after its attention: the routing pass (from state `start`, with
- * weights w: the attention as it propagates, the norms, the router), every expert chunk by chunk
- * (a chunk: consecutive experts whose rows fit the gather, which holds as many rows as there are
- * tokens), the shared expert, then cache[l+1] = h + the experts' sum.
- */
-static int moe_run(moe_stage *S, const cloq_layer_w *w, int start, cloq_err *err)
-{
-	int rc = CLOQ_OK;
-	job *J = S->J;
-	const cloq_config *c = J->cfg;
-	int l = S->l, E = c->moe, K = c->moe_topk, D = c->hidden, T = J->win.seqlen;
-	char path[4096], npath[4096];
-	cloq_cache_reader *r = NULL;
-	cloq_cache_writer *next = NULL;
-	gram_hook gh;
-	memset(&gh, 0, sizeof gh);
-	S->w = w;
-	S->rexp[0] = S->rexp[1] = S->rflight = -1;
-	S->ntok = (int64_t)J->win.n * T;
-	S->cap = S->ntok > CLOQ_MOE_MIN_ROWS ? S->ntok : CLOQ_MOE_MIN_ROWS;
-	CLOQ_TRY(cloq_moe_routing_init(&S->rt, E, K, S->ntok, err));
-	gh.J = J;
-	gh.route = &S->rt;
-	gh.router = w->router;
-	gh.probs = cloq_malloc((size_t)T * E * sizeof(float));
-	gh.wt = cloq_malloc((size_t)T * K * sizeof(float));
-	gh.sel = cloq_malloc((size_t)T * K * sizeof(int));
-	CLOQ_FAIL_IF(!gh.probs || !gh.wt || !gh.sel, err, CLOQ_EIO, "out of memory routing %d tokens", T);
-	double t0 = now();
-	CLOQ_TRY(pass(J, l, w, &gh, start, CLOQ_GROUP_GATEUP, 1, NULL, "routing", err));
-	CLOQ_TRY(cloq_moe_routing_finish(&S->rt, err));
-	J->stage_s[ST_STATS] += now() - t0;
-
-	int wide = c->moe_inter > c->moe_shared_inter ? c->moe_inter : c->moe_shared_inter;
-	S->out = cloq_calloc((size_t)S->ntok * D, sizeof(float));
-	S->rows = cloq_malloc((size_t)S->cap * D * sizeof(float));
-	S->rtok = cloq_malloc((size_t)S->cap * sizeof *S->rtok);
-	S->rwt = cloq_malloc((size_t)S->cap * sizeof *S->rwt);
-	S->off = cloq_malloc((size_t)(E + 2) * sizeof *S->off);
-	S->g = cloq_malloc((size_t)MOE_RB * wide * sizeof(float));
-	S->u = cloq_malloc((size_t)MOE_RB * wide * sizeof(float));
-	S->y = cloq_malloc((size_t)MOE_RB * D * sizeof(float));
-	S->xn = cloq_malloc((size_t)T * D * sizeof(float));
-	CLOQ_FAIL_IF(!S->out || !S->rows || !S->rtok || !S->rwt || !S->off || !S->g || !S->u || !S->y || !S->xn, err,
-		     CLOQ_EIO, "out of memory for the experts of layer %d (%lld tokens of %d floats, twice)", l,
-		     (long long)S->ntok, D);
-	double t_exp = now(), routed = 0; /* the progress line's rate: routed tokens a second */
-	for (int e0 = 0, e1; e0 < E + (c->moe_shared_inter > 0); e0 = e1) {
-		int64_t tot = moe_rows(S, e0);
-		e1 = e0 + 1;
-		if (e0 < E)
-			while (e1 < E && tot + moe_rows(S, e1) <= S->cap)
-				tot += moe_rows(S, e1++);
-		S->off[e0] = 0;
-		for (int e = e0; e < e1; e++)
-			S->off[e + 1] = S->off[e] + moe_rows(S, e);
-		t0 = now();
-		CLOQ_TRY(moe_gather(S, e0, e1, err));
-		J->stage_s[ST_READ] += now() - t0;
-		for (int e = e0; e < e1; e++) {
-			CLOQ_TRY(cloq_interrupt_check("between experts", err));
-			CLOQ_TRY(moe_expert(S, e, err));
-			cloq_mem_trim(); /* each expert's medium buffers would otherwise creep (cloq_sys.h) */
-			routed += (double)moe_routed(S, e);
-			progress(J, l, "experts", (e + 1.0) / (E + (c->moe_shared_inter > 0)), routed / (now() - t_exp + 1e-9));
-		}
-	}
-	/* cache[l+1] = h + the experts' sum, window by window */
-	t0 = now();
-	cache_path(J, l + 1, npath, sizeof npath);
-	CLOQ_TRY(cloq_cache_create(npath, (size_t)D, J->o.cache_bf16 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32, 1, &next, err));
-	CLOQ_TRY(moe_open_h(S, &r, path, sizeof path, err));
-	for (int i = 0; i < J->win.n; i++) {
-		CLOQ_TRY(moe_read_h(S, r, i, J->xbuf, path, err));
-		const float *mo = S->out + (size_t)i * T * D;
-		for (size_t k = 0; k < (size_t)T * D; k++)
-			J->xbuf[k] = J->xbuf[k] + mo[k];
-		CLOQ_TRY(cloq_cache_append(next, J->xbuf, T, err));
-	}
-	CLOQ_TRY(cloq_cache_commit(next, err));
-	J->stage_s[ST_PROP] += now() - t0;
-fail:
-	cloq_cache_close(r);
-	cloq_cache_writer_free(next);
-	cloq_free(gh.probs);
-	cloq_free(gh.wt);
-	cloq_free(gh.sel);
+	J->stage_s[ST_PROP] += cloq_job_now() - t0;
 	return rc;
 }
 
@@ -1319,7 +701,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	const cloq_config *c = J->cfg;
-	double t_layer = now(), t;
+	double t_layer = cloq_job_now(), t;
 	J->layer_t0 = t_layer;
 	cloq_team_update(); /* the CPUs this process may use now (cloq_sys.h) */
 	cloq_layer_w w = {0}, wp = {0}, orig = {0};
@@ -1331,7 +713,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 	memset(res, 0, sizeof res);
 	memset(grams, 0, sizeof grams);
 
-	t = now();
+	t = cloq_job_now();
 	uint64_t digest = 0;
 	cJSON *inputs = NULL;
 	int moe = cloq_layer_is_moe(c, l);
@@ -1342,7 +724,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 		inputs = S.inputs = cJSON_CreateObject();
 		S.report = cJSON_CreateArray();
 		CLOQ_FAIL_IF(!inputs || !S.report, err, CLOQ_EIO, "out of memory");
-		CLOQ_TRY(moe_load_layer(&S, l, &w, err));
+		CLOQ_TRY(cloq_moe_load_layer(&S, l, &w, err));
 	} else {
 		CLOQ_TRY(cloq_prefetch_take(J->pf, l, &w, &digest, &inputs, &J->io_wait_s, err));
 	}
@@ -1358,11 +740,11 @@ static int process_layer(job *J, int l, cloq_err *err)
 	if (J->o.asym) { /* the original layer on the original stream, first: its group inputs and
 			  * cache_fp[l+1] (its own copy of the weights: w's linears become their targets) */
 		CLOQ_TRY(cloq_model_load_layer(J->m, l, &orig, err));
-		J->stage_s[ST_READ] += now() - t;
+		J->stage_s[ST_READ] += cloq_job_now() - t;
 		CLOQ_TRY(fp_pass(J, l, &orig, 1, err));
-		t = now();
+		t = cloq_job_now();
 	}
-	J->stage_s[ST_READ] += now() - t;
+	J->stage_s[ST_READ] += cloq_job_now() - t;
 	/* wp: the weights that feed what comes after each processed group (propagate setting). */
 	wp = w;
 
@@ -1374,13 +756,13 @@ static int process_layer(job *J, int l, cloq_err *err)
 		if (J->o.one_pass)
 			CLOQ_TRY(cloq_gram_init(&grams[g], gram_n[g], err));
 	}
-	t = now();
+	t = cloq_job_now();
 	if (J->o.one_pass) {
 		for (int g = 0; g < CLOQ_GROUPS; g++)
 			gh.g[g] = &grams[g];
-		CLOQ_TRY(pass(J, l, &w, &gh, CLOQ_STATE_INPUT, CLOQ_GROUP_DOWN, 0, NULL, "statistics", err));
+		CLOQ_TRY(cloq_job_pass(J, l, &w, &gh, CLOQ_STATE_INPUT, CLOQ_GROUP_DOWN, 0, NULL, "statistics", err));
 	}
-	J->stage_s[ST_STATS] += now() - t;
+	J->stage_s[ST_STATS] += cloq_job_now() - t;
 	for (int g = 0; g < (moe ? CLOQ_GROUP_GATEUP : CLOQ_GROUPS); g++) { /* a sparse layer's MLP: moe_run */
 		if (!J->o.one_pass) {
 			CLOQ_TRY(cloq_gram_init(&grams[g], gram_n[g], err));
@@ -1392,7 +774,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 				CLOQ_FAIL_IF(!D, err, CLOQ_EIO, "out of memory for a %d x %d cross Gram", gram_n[g], gram_n[g]);
 				gh.D[g] = D;
 			}
-			t = now();
+			t = cloq_job_now();
 			char stage[32];
 			snprintf(stage, sizeof stage, "stats %s", cloq_group_names[g]);
 			/* each pass resumes where the previous one stopped: O's from the input (q, k, v
@@ -1402,12 +784,12 @@ static int process_layer(job *J, int l, cloq_err *err)
 				    : g == CLOQ_GROUP_GATEUP ? CLOQ_STATE_ATT
 				    : g == CLOQ_GROUP_DOWN   ? CLOQ_STATE_H
 							     : CLOQ_STATE_INPUT;
-			CLOQ_TRY(pass(J, l, &wp, &gh, start, g, !full, NULL, stage, err));
-			J->stage_s[ST_STATS] += now() - t;
+			CLOQ_TRY(cloq_job_pass(J, l, &wp, &gh, start, g, !full, NULL, stage, err));
+			J->stage_s[ST_STATS] += cloq_job_now() - t;
 		}
 		cloq_gram_finish(&grams[g]);
 		if (D) { /* each linear of the group now fits its asymmetric target (cloq_solver.h) */
-			t = now();
+			t = cloq_job_now();
 			for (int lin = 0; lin < CLOQ_LINEARS; lin++) {
 				int out, in;
 				if (cloq_linear_group(lin) != g || !cloq_linear_present(c, lin))
@@ -1422,10 +804,10 @@ static int process_layer(job *J, int l, cloq_err *err)
 			}
 			cloq_free(D);
 			D = NULL;
-			J->stage_s[ST_SOLVE] += now() - t;
+			J->stage_s[ST_SOLVE] += cloq_job_now() - t;
 		}
 		CLOQ_TRY(cloq_interrupt_check("before a solve", err));
-		progress(J, l, "solve", 0.25 * (g + 1), 0);
+		cloq_job_progress(J, l, "solve", 0.25 * (g + 1), 0);
 		/* deq(Q) of the groups already done fed this group's statistics; while this group is
 		 * solved (its H, factors and workspaces are a layer's peak) only their codes stay */
 		if (J->sp.propagate != CLOQ_PROP_FP)
@@ -1460,26 +842,26 @@ static int process_layer(job *J, int l, cloq_err *err)
 	snprintf(shard, sizeof shard, "%s/shards/layer_%05d.cloqshard", J->out, l);
 	if (moe) { /* the experts, each added to the shard when done; the next cache */
 		CLOQ_TRY(cloq_layer_shard_begin(shard, c, l, &w, res, &S.sw, err));
-		CLOQ_TRY(moe_run(&S, &wp, J->o.full_passes ? CLOQ_STATE_INPUT : CLOQ_STATE_ATT, err));
+		CLOQ_TRY(cloq_moe_run(&S, &wp, J->o.full_passes ? CLOQ_STATE_INPUT : CLOQ_STATE_ATT, err));
 		/* every expert's bytes are in: if a file changed since the run began, they may not be
 		 * the bytes of the model this job is converting */
 		CLOQ_TRY(cloq_inputs_check_unchanged(J->m->st, J->files_at_start, err));
 		digest = XXH3_64bits(S.hash, (size_t)S.nhash * sizeof *S.hash);
-		t = now();
+		t = cloq_job_now();
 		CLOQ_TRY(cloq_shard_commit(S.sw, err));
-		J->stage_s[ST_WRITE] += now() - t;
+		J->stage_s[ST_WRITE] += cloq_job_now() - t;
 	} else {
 		CLOQ_TRY(propagate(J, l, &wp, J->o.one_pass || J->o.full_passes ? CLOQ_STATE_INPUT : CLOQ_STATE_ACT, err));
-		t = now();
+		t = cloq_job_now();
 		CLOQ_TRY(cloq_layer_write_shard(shard, J->cfg, l, &w, res, err));
-		J->stage_s[ST_WRITE] += now() - t;
+		J->stage_s[ST_WRITE] += cloq_job_now() - t;
 	}
 	remove_stashes(J);
-	t = now();
+	t = cloq_job_now();
 	CLOQ_TRY(hash_file(shard, J->j.layer_hash[l], NULL, err));
-	J->stage_s[ST_WRITE] += now() - t;
+	J->stage_s[ST_WRITE] += cloq_job_now() - t;
 
-	cJSON *rep = cloq_layer_report_json(J->cfg, l, res, now() - t_layer);
+	cJSON *rep = cloq_layer_report_json(J->cfg, l, res, cloq_job_now() - t_layer);
 	if (moe && rep) { /* every expert, and which ones the few-token rule filled (cloq_moe.h) */
 		cJSON *filled = cJSON_CreateArray();
 		cJSON *x;
@@ -1517,7 +899,7 @@ static int process_layer(job *J, int l, cloq_err *err)
 	inputs = NULL;
 	CLOQ_TRY(cloq_journal_save(J->out, &J->j, err));
 	J->layers_run++;
-	J->layer_s_sum += now() - t_layer;
+	J->layer_s_sum += cloq_job_now() - t_layer;
 	if (!J->o.quiet) {
 		double zero = S.sum_quant, fin = S.sum_final;
 		int nl = S.nlin;
@@ -1530,10 +912,10 @@ static int process_layer(job *J, int l, cloq_err *err)
 		}
 		zero /= nl, fin /= nl;
 		fprintf(stderr, "%slayer %d/%d done in %.1fs: mean calibrated error %.4f quantized -> %.4f with %s LoRA\n",
-			isatty(2) ? "\r\033[K" : "", l + 1, c->layers, now() - t_layer, zero, fin, init_name(J->o.init));
+			isatty(2) ? "\r\033[K" : "", l + 1, c->layers, cloq_job_now() - t_layer, zero, fin, init_name(J->o.init));
 	}
 fail:
-	moe_stage_free(&S); /* S.inputs is `inputs`, deleted below unless the journal took it */
+	cloq_moe_stage_free(&S); /* S.inputs is `inputs`, deleted below unless the journal took it */
 	cJSON_Delete(inputs);
 	for (int g = 0; g < CLOQ_GROUPS; g++)
 		cloq_gram_free(&grams[g]);
@@ -1566,7 +948,7 @@ static int replay_layer(job *J, int l, cloq_err *err)
 				       &orig, &w, err));
 	if (moe) {
 		CLOQ_TRY(cloq_shard_open(shard, &S.in, err));
-		CLOQ_TRY(moe_run(&S, &w, CLOQ_STATE_INPUT, err));
+		CLOQ_TRY(cloq_moe_run(&S, &w, CLOQ_STATE_INPUT, err));
 		remove_stashes(J);
 	} else {
 		CLOQ_TRY(propagate(J, l, &w, CLOQ_STATE_INPUT, err));
@@ -1574,7 +956,7 @@ static int replay_layer(job *J, int l, cloq_err *err)
 	if (J->o.asym)
 		CLOQ_TRY(fp_pass(J, l, &orig, 0, err));
 fail:
-	moe_stage_free(&S);
+	cloq_moe_stage_free(&S);
 	cloq_layer_w_free(&w);
 	cloq_layer_w_free(&orig);
 	return rc;
@@ -1660,7 +1042,7 @@ static int write_report(job *J, int final, cloq_err *err)
 	cJSON *st = cJSON_AddObjectToObject(r, "run_seconds");
 	for (int s = 0; s < ST_NSTAGES; s++)
 		cJSON_AddNumberToObject(st, stage_names[s], J->stage_s[s]);
-	cJSON_AddNumberToObject(st, "total", now() - J->t0);
+	cJSON_AddNumberToObject(st, "total", cloq_job_now() - J->t0);
 	cJSON_AddNumberToObject(st, "weight_read_wait", J->io_wait_s);
 	if (J->pf)
 		cJSON_AddStringToObject(r, "reader", cloq_prefetch_backend(J->pf));
@@ -1785,7 +1167,7 @@ static void remove_stale_caches(job *J, int keep)
 	for (int l = 0; l <= J->cfg->layers; l++) {
 		if (l == keep)
 			continue;
-		cache_path(J, l, path, sizeof path);
+		cloq_job_cache_path(J, l, path, sizeof path);
 		unlink(path);
 		cache_fp_path(J, l, path, sizeof path);
 		unlink(path);
@@ -1990,7 +1372,7 @@ static int run(job *J, cloq_err *err)
 	cloq_convert_opts *o = &J->o;
 	char path[4096];
 	cJSON *settings = NULL, *fp = NULL;
-	J->t0 = now();
+	J->t0 = cloq_job_now();
 	setup_threads(o);
 	snprintf(J->out, sizeof J->out, "%s", o->out_dir);
 	CLOQ_TRY(cloq_model_open(o->model_dir, &J->m, err));
@@ -2202,7 +1584,7 @@ static int run(job *J, cloq_err *err)
 		 * rebuild it from the embeddings through the finished layers' shards. */
 		int start = first;
 		cloq_cache_reader *cr = NULL;
-		cache_path(J, first, path, sizeof path);
+		cloq_job_cache_path(J, first, path, sizeof path);
 		if (cloq_cache_open(path, &cr, NULL) != CLOQ_OK || cloq_cache_frames(cr) != (size_t)J->win.n) {
 			start = 0;
 		}
@@ -2224,12 +1606,12 @@ static int run(job *J, cloq_err *err)
 				CLOQ_TRY(replay_layer(J, l, err));
 			else
 				CLOQ_TRY(process_layer(J, l, err));
-			cache_path(J, l, path, sizeof path);
+			cloq_job_cache_path(J, l, path, sizeof path);
 			unlink(path);
 			cache_fp_path(J, l, path, sizeof path);
 			unlink(path);
 		}
-		cache_path(J, last + 1, path, sizeof path);
+		cloq_job_cache_path(J, last + 1, path, sizeof path);
 		unlink(path);
 		cache_fp_path(J, last + 1, path, sizeof path);
 		unlink(path);
@@ -2244,7 +1626,7 @@ static int run(job *J, cloq_err *err)
 	CLOQ_TRY(write_report(J, 1, err));
 	if (!o->quiet)
 		fprintf(stderr, "cloq: %s finished in %.1fs (peak RSS %.2f GiB); check it with 'cloq verify %s'\n",
-			J->out, now() - J->t0, cloq_peak_rss_gib(), J->out);
+			J->out, cloq_job_now() - J->t0, cloq_peak_rss_gib(), J->out);
 fail:
 	if (rc && J->m && J->j.layer_done)
 		write_report(J, 0, NULL);
