@@ -30,9 +30,13 @@
  * re-run with other settings does not. A non-empty DIR without this file, or with another JOB,
  * is refused (exit 2) and left untouched: export never deletes files it did not write.
  *
- * adapter_config.json's base_model_name_or_path is the original model's name, never a local
- * path: "_name_or_path" of OUT/model/config.json when it is set and not absolute, else the last
- * component of the job's model_dir.
+ * adapter_config.json's base_model_name_or_path names the base the adapter was calibrated for,
+ * never by a local path. For gptq and dequant that base is the export itself: DIR's own name (the
+ * original model's name would make PEFT's AutoPeftModelForCausalLM build the adapter on the
+ * unquantized original, a different model, without a word; with DIR's name it finds DIR from its
+ * parent folder, or a Hub repository of that name, or fails). For peft-only the base is the
+ * original checkpoint as bitsandbytes loads it: "_name_or_path" of OUT/model/config.json when it
+ * is set and not absolute, else the last component of the job's model_dir.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -946,7 +950,10 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 	cJSON_AddBoolToObject(acfg, "inference_mode", 0);
 	cJSON_AddBoolToObject(acfg, "init_lora_weights", 1);
 	char bname[512];
-	base_model_name(out, j->settings, bname, sizeof bname);
+	if (fmt == FMT_PEFT)
+		base_model_name(out, j->settings, bname, sizeof bname);
+	else /* the adapter belongs with the quantized base in DIR (see the top) */
+		snprintf(bname, sizeof bname, "%s", base);
 	cJSON_AddStringToObject(acfg, "base_model_name_or_path", bname);
 	/* PEFT matches a target against the end of each module's name: the linears' last components
 	 * (a sparse layer's router, mlp.gate / block_sparse_moe.gate, matches none of them) */

@@ -86,6 +86,19 @@ case "$ac" in *'"r":8,"lora_alpha":8'*'"task_type"'*|*'"task_type":"CAUSAL_LM","
 *) fail "adapter_config.json r/alpha/task_type: $ac";;
 esac
 case "$ac" in *'"/'*) fail "adapter_config.json holds an absolute path";; esac
+# the base of a peft-only adapter is the original checkpoint: config.json's _name_or_path when it
+# is a name, never an absolute path
+cp -r "$T/dq" "$T/dqn"
+sed -i 's|^{|{"_name_or_path": "meta-llama/Llama-2-7b-hf",|' "$T/dqn/model/config.json"
+"$CLOQ" export "$T/dqn" --to "$T/en" >/dev/null 2>&1 &&
+	grep -q '"base_model_name_or_path":[[:space:]]*"meta-llama/Llama-2-7b-hf"' "$T/en/adapter_config.json" &&
+	ok "peft-only: base_model_name_or_path from config.json's _name_or_path" ||
+	fail "peft-only base_model_name_or_path ignores _name_or_path: $(grep base_model "$T/en/adapter_config.json")"
+sed -i 's|"_name_or_path": "meta-llama/Llama-2-7b-hf"|"_name_or_path": "/home/me/models/secret"|' "$T/dqn/model/config.json"
+"$CLOQ" export "$T/dqn" --to "$T/en2" >/dev/null 2>&1 &&
+	grep -q '"base_model_name_or_path":[[:space:]]*"stories260K"' "$T/en2/adapter_config.json" &&
+	ok "peft-only: an absolute _name_or_path is not used" ||
+	fail "peft-only base_model_name_or_path: $(grep base_model "$T/en2/adapter_config.json")"
 
 # ---- perplexity: what a QLoRA user gets == cloq ppl; CLoQ beats LoftQ(1) and zero ----
 ppl_of() { sed -n 's/^perplexity \([0-9.eE+-]*\).*/\1/p' "$1" | head -n 1; }
