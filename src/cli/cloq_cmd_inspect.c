@@ -168,14 +168,10 @@ plan:;
 	cloq_err_clear(&sw);
 	if (cloq_config_check_seqlen(c, seqlen, o.model_dir, &sw))
 		printf("warning      convert would refuse this --seqlen: %s\n", sw.msg);
-	if (c->moe) {
-		int sparse = 0;
-		for (int l = 0; l < c->layers; l++)
-			sparse += cloq_layer_is_moe(c, l);
+	if (c->moe)
 		printf("experts      %d per layer, top-%d%s, width %d, in %d of %d layers%s\n", c->moe, c->moe_topk,
-		       c->moe_norm_topk ? " (weights renormalised)" : "", c->moe_inter, sparse, c->layers,
+		       c->moe_norm_topk ? " (weights renormalised)" : "", c->moe_inter, cloq_config_sparse_layers(c), c->layers,
 		       c->moe_shared_inter ? ", plus a shared expert" : "");
-	}
 	cloq_plan p;
 	cloq_plan_compute(c, &o, o.nsamples, seqlen, &p);
 	printf("conversion plan (%d x %d calibration tokens, INT%d group %d, rank %d):\n", o.nsamples, seqlen, o.bits,

@@ -226,22 +226,19 @@ static int load_experts(cloq_expmodel *m, int l, cloq_layer_w *w, cloq_err *err)
 	cloq_moe_router_name(c, l, p, sizeof p);
 	CLOQ_TRY(read_tensor_f32(m->st, m->dir, p, (size_t)c->moe * c->hidden, &w->router, 1, err));
 	if (c->moe_shared_inter) {
-		snprintf(p, sizeof p, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+		cloq_moe_shared_gate_name(l, p, sizeof p);
 		CLOQ_TRY(read_tensor_f32(m->st, m->dir, p, (size_t)c->hidden, &w->shared_gate, 1, err));
 	}
 	w->experts = cloq_calloc((size_t)3 * c->moe, sizeof *w->experts);
 	CLOQ_FAIL_IF(!w->experts, err, CLOQ_EIO, "out of memory for %d experts", c->moe);
 	w->n_experts = c->moe;
-	for (int e = -1; e < c->moe; e++) {
-		int width = e < 0 ? c->moe_shared_inter : c->moe_inter;
-		if (!width)
-			continue;
+	for (int e = c->moe_shared_inter ? -1 : 0; e < c->moe; e++)
 		for (int k = 0; k < 3; k++) {
+			int out, in;
 			cloq_moe_linear_prefix(c, l, e, k, p, sizeof p);
-			CLOQ_TRY(load_adapted(m, p, k == 2 ? c->hidden : width, k == 2 ? width : c->hidden,
-					      e < 0 ? &w->shared[k] : &w->experts[3 * e + k], err));
+			cloq_moe_linear_shape(c, e, k, &out, &in);
+			CLOQ_TRY(load_adapted(m, p, out, in, e < 0 ? &w->shared[k] : &w->experts[3 * e + k], err));
 		}
-	}
 fail:
 	return rc;
 }

@@ -137,15 +137,12 @@ static int layer_linears(const cloq_config *c, int l, xlin *x)
 	}
 	if (!cloq_layer_is_moe(c, l))
 		return n;
-	for (int e = 0; e <= c->moe; e++) {
-		int width = e < c->moe ? c->moe_inter : c->moe_shared_inter;
-		for (int k = 0; k < 3 && width; k++, n++) {
+	for (int e = 0; e < c->moe + (c->moe_shared_inter > 0); e++) /* e = experts: the shared one */
+		for (int k = 0; k < 3; k++, n++) {
 			x[n].lin = CLOQ_LINEARS + 3 * e + k;
-			x[n].out = k == 2 ? c->hidden : width;
-			x[n].in = k == 2 ? width : c->hidden;
+			cloq_moe_linear_shape(c, e < c->moe ? e : -1, k, &x[n].out, &x[n].in);
 			cloq_moe_linear_prefix(c, l, e < c->moe ? e : -1, k, x[n].p, sizeof x[n].p);
 		}
-	}
 	return n;
 }
 
@@ -210,7 +207,7 @@ static int load_layer(exporter *E, int l, cloq_err *err)
 		cloq_moe_router_name(E->cfg, l, name, sizeof name);
 		CLOQ_TRY(cloq_shard_read_name(E->cur_shard, name, E->cur_router, nr * sizeof(float), err));
 		if (E->cur_sgate) {
-			snprintf(name, sizeof name, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+			cloq_moe_shared_gate_name(l, name, sizeof name);
 			CLOQ_TRY(cloq_shard_read_name(E->cur_shard, name, E->cur_sgate, ng * sizeof(float), err));
 		}
 	}
@@ -250,12 +247,12 @@ static int linear_of(exporter *E, const out_tensor *t, const cloq_stored_linear 
 		for (int i = 0; i < 3; i++)
 			cloq_stored_linear_free(&E->cur_x[i]);
 		E->cur_e = -1;
-		int width = e < c->moe ? c->moe_inter : c->moe_shared_inter;
 		for (int i = 0; i < 3; i++) {
 			char p[160];
+			int out, in;
 			cloq_moe_linear_prefix(c, t->layer, e < c->moe ? e : -1, i, p, sizeof p);
-			CLOQ_TRY(cloq_layer_read_linear_at(E->cur_shard, p, i == 2 ? c->hidden : width, i == 2 ? width : c->hidden,
-							   &E->om->qf, &E->cur_x[i], err));
+			cloq_moe_linear_shape(c, e < c->moe ? e : -1, i, &out, &in);
+			CLOQ_TRY(cloq_layer_read_linear_at(E->cur_shard, p, out, in, &E->om->qf, &E->cur_x[i], err));
 		}
 		E->cur_e = e;
 	}
@@ -899,8 +896,10 @@ int cloq_cmd_export(int argc, char **argv, cloq_err *err)
 			char rn[160];
 			cloq_moe_router_name(c, l, rn, sizeof rn);
 			add(ts, &n, dtype, c->moe, c->hidden, l, -1, K_ROUTER, "%s", rn);
-			if (c->moe_shared_inter)
-				add(ts, &n, dtype, 1, c->hidden, l, -1, K_SGATE, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+			if (c->moe_shared_inter) {
+				cloq_moe_shared_gate_name(l, rn, sizeof rn);
+				add(ts, &n, dtype, 1, c->hidden, l, -1, K_SGATE, "%s", rn);
+			}
 		}
 		int nx = layer_linears(c, l, E.xl);
 		for (int i = 0; i < nx; i++) {

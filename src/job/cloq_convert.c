@@ -1224,7 +1224,7 @@ static int choose_stashes(job *J, cloq_err *err)
 		return CLOQ_OK;
 	for (int st = CLOQ_STATE_ATT; st <= CLOQ_STATE_ACT; st++) {
 		size_t n = (size_t)tok * state_cols(c, st);
-		if (st == CLOQ_STATE_ACT && cloq_plan_stash_cols(c) == (int64_t)c->heads * c->head_dim + c->hidden)
+		if (st == CLOQ_STATE_ACT && cloq_config_sparse_layers(c) == c->layers)
 			continue; /* every layer sparse: no SwiGLU product to stash */
 		J->stash_mem[st - CLOQ_STATE_ATT] = cloq_malloc(n * sizeof(float));
 		CLOQ_FAIL_IF(!J->stash_mem[st - CLOQ_STATE_ATT], err, CLOQ_EIO, "out of memory for %zu stashed floats", n);

@@ -116,7 +116,7 @@ int cloq_moe_load_layer(moe_stage *S, int l, cloq_layer_w *w, cloq_err *err)
 	cloq_moe_router_name(c, l, name, sizeof name);
 	CLOQ_TRY(moe_load(S, cloq_st_find(m->st, name), &w->router, err));
 	if (c->moe_shared_inter) {
-		snprintf(name, sizeof name, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+		cloq_moe_shared_gate_name(l, name, sizeof name);
 		CLOQ_TRY(moe_load(S, cloq_st_find(m->st, name), &w->shared_gate, err));
 	}
 	CLOQ_FAIL_IF(!w->router || (c->moe_shared_inter && !w->shared_gate), err, CLOQ_EINPUT,
@@ -137,14 +137,30 @@ static const cloq_st_tensor *moe_expert_tensor(const moe_stage *S, int e, int k,
 	return cloq_st_find(S->J->m->st, name);
 }
 
+/* Plan expert e's three tensors into buf (NULL: only *needed), one request each. */
+static int moe_expert_plan(moe_stage *S, int e, void *buf, cloq_reader_req reqs[3], size_t *needed, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const cloq_st_model *st = S->J->m->st;
+	char name[192];
+	size_t idx[3];
+	for (int k = 0; k < 3; k++) {
+		const cloq_st_tensor *t = moe_expert_tensor(S, e, k, name, sizeof name);
+		CLOQ_FAIL_IF(!t, err, CLOQ_EINPUT, "%s: tensor '%s' is missing", S->J->m->dir, name);
+		idx[k] = cloq_st_index_of(st, t);
+	}
+	CLOQ_TRY(cloq_st_plan(st, idx, 3, buf, buf ? S->rcap : 0, reqs, needed, err));
+fail:
+	return rc;
+}
+
 /* Start reading expert e's three tensors into a free buffer (no-op past the last expert). */
 static int moe_fetch_start(moe_stage *S, int e, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	const cloq_config *c = S->J->cfg;
 	const cloq_st_model *st = S->J->m->st;
-	char name[192];
-	size_t idx[3], needed = 0;
+	size_t needed = 0;
 	if (e >= c->moe + (c->moe_shared_inter > 0) || S->rexp[0] == e || S->rexp[1] == e)
 		return CLOQ_OK;
 	if (!S->rd) { /* buffered reads, one expert a batch; the buffers fit the largest expert */
@@ -156,16 +172,9 @@ static int moe_fetch_start(moe_stage *S, int e, cloq_err *err)
 		rc = cloq_reader_create(paths, nf, NULL, &S->rd, err);
 		cloq_free(paths);
 		CLOQ_TRY(rc);
-		for (int x = 0; x <= c->moe; x += c->moe) { /* a routed expert, and the shared one */
-			for (int k = 0; k < 3 && (x < c->moe || c->moe_shared_inter); k++) {
-				const cloq_st_tensor *t = moe_expert_tensor(S, x, k, name, sizeof name);
-				CLOQ_FAIL_IF(!t, err, CLOQ_EINPUT, "%s: tensor '%s' is missing", S->J->m->dir, name);
-				idx[k] = cloq_st_index_of(st, t);
-			}
-			if (x < c->moe || c->moe_shared_inter) {
-				CLOQ_TRY(cloq_st_plan(st, idx, 3, NULL, 0, S->rq[0], &needed, err));
-				S->rcap = needed > S->rcap ? needed : S->rcap;
-			}
+		for (int x = 0; x < 1 + (c->moe_shared_inter > 0); x++) { /* a routed expert; the shared one */
+			CLOQ_TRY(moe_expert_plan(S, x ? c->moe : 0, NULL, S->rq[0], &needed, err));
+			S->rcap = needed > S->rcap ? needed : S->rcap;
 		}
 		for (int b = 0; b < 2; b++) {
 			S->rbuf[b] = cloq_aligned_alloc(CLOQ_PLAN_ALIGN, S->rcap);
@@ -183,12 +192,7 @@ static int moe_fetch_start(moe_stage *S, int e, cloq_err *err)
 	}
 	int b = S->rexp[0] < 0 ? 0 : S->rexp[1] < 0 ? 1 : -1;
 	CLOQ_FAIL_IF(b < 0, err, CLOQ_EUSAGE, "both expert buffers are taken");
-	for (int k = 0; k < 3; k++) {
-		const cloq_st_tensor *t = moe_expert_tensor(S, e, k, name, sizeof name);
-		CLOQ_FAIL_IF(!t, err, CLOQ_EINPUT, "%s: tensor '%s' is missing", S->J->m->dir, name);
-		idx[k] = cloq_st_index_of(st, t);
-	}
-	CLOQ_TRY(cloq_st_plan(st, idx, 3, S->rbuf[b], S->rcap, S->rq[b], &needed, err));
+	CLOQ_TRY(moe_expert_plan(S, e, S->rbuf[b], S->rq[b], &needed, err));
 	CLOQ_TRY(cloq_reader_start(S->rd, S->rq[b], 3, err));
 	S->rexp[b] = e;
 	S->rflight = b;

@@ -493,7 +493,7 @@ int cloq_layer_shard_begin(const char *path, const cloq_config *cfg, int l, cons
 		cloq_moe_router_name(cfg, l, name, sizeof name);
 		CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, cfg->moe, cfg->hidden, w->router, 4, err));
 		if (cfg->moe_shared_inter) {
-			snprintf(name, sizeof name, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+			cloq_moe_shared_gate_name(l, name, sizeof name);
 			CLOQ_TRY(add2(sw, name, CLOQ_SHARD_F32, 1, cfg->hidden, w->shared_gate, 4, err));
 		}
 	}
@@ -646,7 +646,7 @@ int cloq_layer_load_shard(const char *path, const cloq_config *cfg, int l, const
 		cloq_moe_router_name(cfg, l, name, sizeof name);
 		CLOQ_TRY(read_f32(s, name, (size_t)cfg->moe * cfg->hidden, &w->router, 1, err));
 		if (cfg->moe_shared_inter) {
-			snprintf(name, sizeof name, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+			cloq_moe_shared_gate_name(l, name, sizeof name);
 			CLOQ_TRY(read_f32(s, name, (size_t)cfg->hidden, &w->shared_gate, 1, err));
 		}
 	}
@@ -689,9 +689,9 @@ fail:
 int cloq_layer_load_expert(cloq_shard *s, const cloq_config *cfg, int l, int e, int k, const cloq_qform *qf,
 			   int propagate, double scaling, float **W, cloq_err *err)
 {
-	int rc = CLOQ_OK, width = e < 0 ? cfg->moe_shared_inter : cfg->moe_inter;
-	int out = k == 2 ? cfg->hidden : width, in = k == 2 ? width : cfg->hidden;
+	int rc = CLOQ_OK, out, in;
 	char pre[160];
+	cloq_moe_linear_shape(cfg, e, k, &out, &in);
 	cloq_stored_linear sl;
 	*W = NULL;
 	cloq_moe_linear_prefix(cfg, l, e, k, pre, sizeof pre);
@@ -755,7 +755,7 @@ cJSON *cloq_layer_report_json(const cloq_config *cfg, int l, const cloq_layer_re
 
 cJSON *cloq_expert_report_json(const cloq_config *cfg, int e, int64_t tokens, int filled, const cloq_layer_result res[3])
 {
-	static const char *const mix[] = {"w1", "w3", "w2"}, *const qw[] = {"gate_proj", "up_proj", "down_proj"};
+	char pre[160];
 	cJSON *r = cJSON_CreateObject();
 	if (e >= 0)
 		cJSON_AddNumberToObject(r, "expert", e);
@@ -764,8 +764,10 @@ cJSON *cloq_expert_report_json(const cloq_config *cfg, int e, int64_t tokens, in
 	cJSON_AddNumberToObject(r, "tokens", (double)tokens);
 	cJSON_AddNumberToObject(r, "filled", filled);
 	cJSON *lins = cJSON_AddArrayToObject(r, "linears");
-	for (int k = 0; k < 3; k++)
-		cJSON_AddItemToArray(lins, linear_json(cfg->moe_mixtral_names && e >= 0 ? mix[k] : qw[k], &res[k]));
+	for (int k = 0; k < 3; k++) { /* the linear's own name: the prefix's last component */
+		cloq_moe_linear_prefix(cfg, 0, e, k, pre, sizeof pre);
+		cJSON_AddItemToArray(lins, linear_json(strrchr(pre, '.') + 1, &res[k]));
+	}
 	return r;
 }
 

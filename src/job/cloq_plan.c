@@ -245,7 +245,7 @@ static void plan_dense(const cloq_config *c, const cloq_convert_opts *o, int nsa
 }
 
 /* The per-layer work and sizes of plan p, times f, added to acc (the time model's and the output's
- * fields; memory is not additive). */
+ * fields; memory is not additive). f = -p->layers subtracts p's. */
 static void plan_add(cloq_plan *acc, const cloq_plan *p, double f)
 {
 	double per = f / p->layers;
@@ -277,9 +277,7 @@ static void plan_moe(const cloq_config *c, const cloq_convert_opts *o, int nsamp
 {
 	cloq_config v = *c, a = *c, s = *c, d = *c;
 	cloq_plan pv, pa, ps, pd;
-	int E = c->moe, K = c->moe_topk, sparse = 0;
-	for (int l = 0; l < c->layers; l++)
-		sparse += cloq_layer_is_moe(c, l);
+	int E = c->moe, K = c->moe_topk, sparse = cloq_config_sparse_layers(c);
 	v.moe = a.moe = s.moe = d.moe = 0;
 	v.fused = a.fused = s.fused = 0;
 	v.mlp_bias = a.mlp_bias = s.mlp_bias = 0;
@@ -303,10 +301,7 @@ static void plan_moe(const cloq_config *c, const cloq_convert_opts *o, int nsamp
 	double ks = sparse;
 	plan_add(p, &pa, ks); /* the sparse layers' attention */
 	cloq_plan ex = pe; /* one expert = its view - the attention, in each field */
-	ex.flops -= pa.flops, ex.flops_forward -= pa.flops_forward, ex.flops_gram -= pa.flops_gram;
-	ex.flops_quantize -= pa.flops_quantize, ex.flops_solve -= pa.flops_solve;
-	ex.read_bytes -= pa.read_bytes, ex.cache_bytes -= pa.cache_bytes, ex.shard_bytes -= pa.shard_bytes;
-	ex.output_bytes -= pa.output_bytes, ex.export_bytes -= pa.export_bytes;
+	plan_add(&ex, &pa, -pa.layers);
 	ex.windows = 0;
 	cloq_plan pass = ex, once = ex; /* per-token work (k experts a token, forward twice) and per-expert work */
 	pass.flops_quantize = pass.flops_solve = pass.read_bytes = pass.shard_bytes = 0;
@@ -326,10 +321,7 @@ static void plan_moe(const cloq_config *c, const cloq_convert_opts *o, int nsamp
 	plan_add(p, &once, ks * E);
 	if (c->moe_shared_inter) { /* the shared expert: every token, once */
 		cloq_plan sh = ps;
-		sh.flops -= pa.flops, sh.flops_forward -= pa.flops_forward, sh.flops_gram -= pa.flops_gram;
-		sh.flops_quantize -= pa.flops_quantize, sh.flops_solve -= pa.flops_solve;
-		sh.read_bytes -= pa.read_bytes, sh.cache_bytes -= pa.cache_bytes, sh.shard_bytes -= pa.shard_bytes;
-		sh.output_bytes -= pa.output_bytes, sh.export_bytes -= pa.export_bytes;
+		plan_add(&sh, &pa, -pa.layers);
 		sh.windows = 0;
 		plan_add(p, &sh, ks);
 	}
@@ -387,9 +379,7 @@ static void plan_moe(const cloq_config *c, const cloq_convert_opts *o, int nsamp
 
 int64_t cloq_plan_stash_cols(const cloq_config *c)
 {
-	int dense = 0;
-	for (int l = 0; l < c->layers; l++)
-		dense |= !cloq_layer_is_moe(c, l);
+	int dense = cloq_config_sparse_layers(c) < c->layers;
 	return (int64_t)c->heads * c->head_dim + c->hidden + (dense ? c->intermediate : 0);
 }
 

@@ -513,6 +513,14 @@ int cloq_layer_is_moe(const cloq_config *c, int l)
 	return c->moe > 0 && l >= 0 && l < CLOQ_MAX_LAYERS && !c->layer_dense[l];
 }
 
+int cloq_config_sparse_layers(const cloq_config *c)
+{
+	int n = 0;
+	for (int l = 0; l < c->layers; l++)
+		n += cloq_layer_is_moe(c, l);
+	return n;
+}
+
 long long cloq_config_layer_params_at(const cloq_config *c, int l)
 {
 	long long h = c->hidden, qd = (long long)c->heads * c->head_dim, kvd = (long long)c->kv_heads * c->head_dim;

@@ -125,6 +125,8 @@ long long cloq_config_layer_params(const cloq_config *cfg);
 long long cloq_config_layer_params_at(const cloq_config *cfg, int l);
 /* 1 when layer l's MLP is a mixture of experts. */
 int cloq_layer_is_moe(const cloq_config *cfg, int l);
+/* How many of cfg's layers are mixtures of experts (0 for a dense model). */
+int cloq_config_sparse_layers(const cloq_config *cfg);
 long long cloq_config_total_params(const cloq_config *cfg);
 
 #endif

@@ -56,6 +56,18 @@ void cloq_moe_router_name(const cloq_config *c, int l, char *buf, size_t cap)
 	snprintf(buf, cap, "model.layers.%d.%s.gate.weight", l, c->moe_mixtral_names ? "block_sparse_moe" : "mlp");
 }
 
+void cloq_moe_shared_gate_name(int l, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+}
+
+void cloq_moe_linear_shape(const cloq_config *c, int e, int k, int *out, int *in)
+{
+	int width = e < 0 ? c->moe_shared_inter : c->moe_inter;
+	*out = k == 2 ? c->hidden : width;
+	*in = k == 2 ? width : c->hidden;
+}
+
 int cloq_linear_count(const cloq_config *cfg)
 {
 	return cfg->fused ? 4 : CLOQ_LINEARS;
@@ -485,13 +497,7 @@ static void expert_fwd(const cloq_config *c, cloq_block_ws *ws, const float *wg,
 	cloq_linear_fwd(ws->g, wd, NULL, out, n, width, c->hidden);
 }
 
-/*
- * A mixture-of-experts MLP on ws->xn (T, hidden) -> ws->mo, as transformers' sparse MoE blocks:
- * probabilities = softmax(xn router^T) per token (float), the top-k experts by probability (ties:
- * the lower index), their weights renormalised to sum 1 with moe_norm_topk; each expert runs on the
- * rows routed to it, in expert order, its output added to those rows times their weights; then
- * Qwen2-MoE's shared expert, times sigmoid(xn . shared_gate), is added.
- */
+/* softmax routing and top-k (cloq_llama.h), shared by the forward and the converter */
 void cloq_moe_route(const cloq_config *c, const float *router, const float *xn, int T, float *probs, int *sel,
 		    float *wt)
 {
@@ -528,6 +534,13 @@ void cloq_moe_route(const cloq_config *c, const float *router, const float *xn, 
 	}
 }
 
+/*
+ * A mixture-of-experts MLP on ws->xn (T, hidden) -> ws->mo, as transformers' sparse MoE blocks:
+ * probabilities = softmax(xn router^T) per token (float), the top-k experts by probability (ties:
+ * the lower index), their weights renormalised to sum 1 with moe_norm_topk; each expert runs on the
+ * rows routed to it, in expert order, its output added to those rows times their weights; then
+ * Qwen2-MoE's shared expert, times sigmoid(xn . shared_gate), is added.
+ */
 static int moe_mlp(const cloq_config *c, const cloq_layer_w *w, cloq_block_ws *ws, int T, cloq_err *err)
 {
 	int rc = CLOQ_OK, D = c->hidden, E = c->moe, K = c->moe_topk;

@@ -50,6 +50,11 @@ int cloq_layer_has_linear(const cloq_config *cfg, int l, int lin);
  * gate_proj. The router's tensor: model.layers.l.(mlp|block_sparse_moe).gate.weight. */
 void cloq_moe_linear_prefix(const cloq_config *cfg, int l, int e, int k, char *buf, size_t cap);
 void cloq_moe_router_name(const cloq_config *cfg, int l, char *buf, size_t cap);
+/* Qwen2-MoE's model.layers.l.mlp.shared_expert_gate.weight (1, hidden). */
+void cloq_moe_shared_gate_name(int l, char *buf, size_t cap);
+/* (out, in) of expert e's linear k (e = -1: the shared expert): gate and up (width, hidden), down
+ * (hidden, width). */
+void cloq_moe_linear_shape(const cloq_config *cfg, int e, int k, int *out, int *in);
 /* The linears present per layer (7, or 4 with fused projections). */
 int cloq_linear_count(const cloq_config *cfg);
 /* "q_proj", ... ("qkv_proj", "gate_up_proj" when fused) and "self_attn" or "mlp". */

@@ -41,19 +41,19 @@ const cloq_st_tensor *cloq_model_qk_norm(const cloq_model *m, int l, int k)
  * *d0, *d1. */
 static void moe_name(const cloq_config *c, int l, int role, int e, char *buf, size_t cap, int64_t *d0, int64_t *d1)
 {
-	int64_t h = c->hidden, I = c->moe_inter, S = c->moe_shared_inter;
 	char pre[160];
 	if (role == 0) {
 		cloq_moe_router_name(c, l, buf, cap);
-		*d0 = c->moe, *d1 = h;
+		*d0 = c->moe, *d1 = c->hidden;
 	} else if (role <= 6) {
-		int k = (role - 1) % 3, W = role <= 3 ? I : S;
+		int k = (role - 1) % 3, out, in;
 		cloq_moe_linear_prefix(c, l, role <= 3 ? e : -1, k, pre, sizeof pre);
 		snprintf(buf, cap, "%s.weight", pre);
-		*d0 = k == 2 ? h : W, *d1 = k == 2 ? W : h;
+		cloq_moe_linear_shape(c, role <= 3 ? e : -1, k, &out, &in);
+		*d0 = out, *d1 = in;
 	} else {
-		snprintf(buf, cap, "model.layers.%d.mlp.shared_expert_gate.weight", l);
-		*d0 = 1, *d1 = h;
+		cloq_moe_shared_gate_name(l, buf, cap);
+		*d0 = 1, *d1 = c->hidden;
 	}
 }
 
