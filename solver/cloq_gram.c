@@ -9,6 +9,17 @@
 
 #include "cloq_solver_internal.h"
 
+/* Panel width: below 2048 columns, half panels. With 256 a 512-wide H is two panels of 1 and 2
+ * units of work, which two threads share 2:1; at 128 its four panels pair up evenly. Measured on
+ * this 2-core box, warm, blocks of 2048 rows (docs/PERFORMANCE.md section 11.4): n = 512 1.43x
+ * faster at 128, 768 1.06x, 1376 1.10x, 2048 equal, 3072 / 4096 / 11008 4-11% slower (panel
+ * products of 128 columns reach less of the kernel's rate). A function of n alone: the bytes of
+ * H do not depend on the thread count. */
+static int gram_panel(int n)
+{
+	return n < 2048 ? CLOQ_GRAM_PANEL / 2 : CLOQ_GRAM_PANEL;
+}
+
 int cloq_gram_init(cloq_gram *g, int n, cloq_err *err)
 {
 	int rc = CLOQ_OK;
@@ -16,7 +27,7 @@ int cloq_gram_init(cloq_gram *g, int n, cloq_err *err)
 
 	memset(g, 0, sizeof *g);
 	CLOQ_FAIL_IF(n < 1, err, CLOQ_EINPUT, "gram: width %d must be >= 1", n);
-	int panels = (n + CLOQ_GRAM_PANEL - 1) / CLOQ_GRAM_PANEL;
+	int panels = (n + gram_panel(n) - 1) / gram_panel(n);
 	g->slots = omp_get_max_threads();
 	g->slots = g->slots < 1 ? 1 : g->slots > panels ? panels : g->slots;
 	hb = cloq_bytes3((size_t)n, (size_t)n, sizeof(double));
@@ -38,13 +49,13 @@ fail:
  * 0..j0+jb of X^T X restricted to those columns: C (m, jb) = X[:, 0:m]^T X[:, j0:j0+jb]. */
 static void gram_chunk(cloq_gram *g, const float *X, int t)
 {
-	const int n = g->n, np = (n + CLOQ_GRAM_PANEL - 1) / CLOQ_GRAM_PANEL, nth = cloq_team_cap(g->slots);
+	const int n = g->n, pw = gram_panel(n), np = (n + pw - 1) / pw, nth = cloq_team_cap(g->slots);
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
 	for (int p = np - 1; p >= 0; p--) { /* the widest panels (most rows) first */
-		int j0 = p * CLOQ_GRAM_PANEL, jb = n - j0 < CLOQ_GRAM_PANEL ? n - j0 : CLOQ_GRAM_PANEL;
+		int j0 = p * pw, jb = n - j0 < pw ? n - j0 : pw;
 		int m = j0 + jb;
-		float *C = g->work + (size_t)(nth > 1 ? omp_get_thread_num() : 0) * n * CLOQ_GRAM_PANEL;
+		float *C = g->work + (size_t)(nth > 1 ? omp_get_thread_num() : 0) * n * pw;
 		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, jb, t, 1.0f, X, n, X + j0, n, 0.0f, C, jb);
 		for (int i = 0; i < m; i++) {
 			double *h = g->H + (size_t)i * n + j0;
@@ -56,23 +67,83 @@ static void gram_chunk(cloq_gram *g, const float *X, int t)
 	}
 }
 
-int cloq_gram_add(cloq_gram *g, const float *X, int t, cloq_err *err)
+/* Rows of the stream wait in g->rows until a block of CLOQ_GRAM_CHUNK is complete: the blocks
+ * are the same however the stream was cut into calls (windows of 256 rows, experts' gathers). */
+static int gram_take(cloq_gram *g, const float *X, int t, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	const int n = g->n;
+	if (!g->rows) {
+		size_t b = cloq_bytes3((size_t)CLOQ_GRAM_CHUNK, (size_t)n, sizeof(float));
+		g->rows = b ? cloq_aligned_alloc(64, b) : NULL;
+		CLOQ_FAIL_IF(!g->rows, err, CLOQ_EIO, "gram: out of memory for %d rows of width %d", CLOQ_GRAM_CHUNK, n);
+	}
+	memcpy(g->rows + (size_t)g->nrows * n, X, (size_t)t * n * sizeof(float));
+	g->nrows += t;
+	if (g->nrows == CLOQ_GRAM_CHUNK) {
+		gram_chunk(g, g->rows, CLOQ_GRAM_CHUNK);
+		g->nrows = 0;
+	}
+fail:
+	return rc;
+}
 
+/* A bad chunk is refused before anything is touched: H and the waiting rows stay as they were. */
+static int check_rows(const cloq_gram *g, const float *X, int t, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const int n = g->n;
 	CLOQ_FAIL_IF(!g->H || n < 1, err, CLOQ_EINPUT, "gram: add on an uninitialised accumulator");
 	CLOQ_FAIL_IF(t < 0 || (t > 0 && !X), err, CLOQ_EINPUT, "gram: bad chunk (%d rows)", t);
-	/* Reject before touching H, so a bad chunk leaves the accumulator as it was. */
 	for (size_t i = 0; i < (size_t)t * n; i++)
 		CLOQ_FAIL_IF(!isfinite(X[i]), err, CLOQ_EINPUT,
 			     "gram: non-finite activation at row %zu, column %zu of a %d-row chunk",
 			     i / n, i % n, t);
-	for (int r0 = 0; r0 < t; r0 += CLOQ_GRAM_CHUNK) {
-		int tb = t - r0 < CLOQ_GRAM_CHUNK ? t - r0 : CLOQ_GRAM_CHUNK;
-		gram_chunk(g, X + (size_t)r0 * n, tb);
+fail:
+	return rc;
+}
+
+static int add_rows(cloq_gram *g, const float *X, int t, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	const int n = g->n;
+	if (g->nrows > 0) { /* first complete the waiting block */
+		int k = CLOQ_GRAM_CHUNK - g->nrows < t ? CLOQ_GRAM_CHUNK - g->nrows : t;
+		CLOQ_TRY(gram_take(g, X, k, err));
+		X += (size_t)k * n;
+		t -= k;
+		g->ntokens += k;
 	}
-	g->ntokens += t;
+	for (; t >= CLOQ_GRAM_CHUNK; t -= CLOQ_GRAM_CHUNK, X += (size_t)CLOQ_GRAM_CHUNK * n) {
+		gram_chunk(g, X, CLOQ_GRAM_CHUNK); /* whole blocks straight from X */
+		g->ntokens += CLOQ_GRAM_CHUNK;
+	}
+	if (t > 0) {
+		CLOQ_TRY(gram_take(g, X, t, err));
+		g->ntokens += t;
+	}
+fail:
+	return rc;
+}
+
+int cloq_gram_add(cloq_gram *g, const float *X, int t, cloq_err *err)
+{
+	int rc = check_rows(g, X, t, err);
+	return rc ? rc : add_rows(g, X, t, err);
+}
+
+int cloq_gram_add_last(cloq_gram *g, const float *X, int t, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	CLOQ_TRY(check_rows(g, X, t, err));
+	if (g->nrows == 0 && t < CLOQ_GRAM_CHUNK) { /* nothing waits: the last block straight from X */
+		if (t > 0)
+			gram_chunk(g, X, t);
+		g->ntokens += t;
+	} else {
+		CLOQ_TRY(add_rows(g, X, t, err));
+	}
+	cloq_gram_finish(g);
 fail:
 	return rc;
 }
@@ -82,6 +153,12 @@ void cloq_gram_finish(cloq_gram *g)
 	const int n = g->n;
 	if (!g->H)
 		return;
+	if (g->nrows > 0) { /* the stream's last, partial block */
+		gram_chunk(g, g->rows, g->nrows);
+		g->nrows = 0;
+	}
+	cloq_free(g->rows); /* a later add allocates it again */
+	g->rows = NULL;
 	for (int i = 0; i < n; i++)
 		for (int j = 0; j < i; j++)
 			g->H[(size_t)i * n + j] = g->H[(size_t)j * n + i];
@@ -91,8 +168,11 @@ void cloq_gram_free(cloq_gram *g)
 {
 	cloq_free(g->H);
 	cloq_free(g->work);
+	cloq_free(g->rows);
 	g->H = NULL;
 	g->work = NULL;
+	g->rows = NULL;
+	g->nrows = 0;
 	g->n = 0;
 	g->ntokens = 0;
 }

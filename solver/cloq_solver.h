@@ -40,17 +40,24 @@
 /* ================================================================================================
  * Gram accumulation: H += X^T X over calibration chunks.
  *
- * Scheme: each call splits X into sub-chunks of at most CLOQ_GRAM_CHUNK tokens; the product of a
- * sub-chunk is formed in float32 by sgemm, one column panel of the upper triangle at a time
- * (CLOQ_GRAM_PANEL columns, so the float32 scratch is n * CLOQ_GRAM_PANEL floats instead of n^2),
- * and added into the float64 accumulator. So float32 only ever sums CLOQ_GRAM_CHUNK products; the
- * sum over chunks (262144 tokens for a 128 x 2048 calibration) is float64. sgemm is ~2x dsyrk's
- * speed here and needs no float64 copy of X.
+ * Scheme: the rows of the stream (every call's X, in order) form blocks of CLOQ_GRAM_CHUNK
+ * tokens, whatever the calls' sizes: a block is taken straight from X when a call holds it whole,
+ * and otherwise gathered in a row buffer (CLOQ_GRAM_CHUNK x n floats, allocated at the first
+ * partial block) until it is complete; cloq_gram_finish takes the last, partial block. So H is a
+ * function of the stream alone: 64 windows of 256 rows give the bytes of one call of 16384 rows.
+ * The product of a block is formed in float32 by sgemm, one column panel of the upper triangle at
+ * a time (CLOQ_GRAM_PANEL columns, so the float32 scratch is n * CLOQ_GRAM_PANEL floats instead of
+ * n^2), and added into the float64 accumulator. So float32 only ever sums CLOQ_GRAM_CHUNK
+ * products; the sum over blocks (262144 tokens for a 128 x 2048 calibration) is float64. sgemm is
+ * ~2x dsyrk's speed here and needs no float64 copy of X. Blocks of 2048 rather than one a call
+ * (a 256-token window) read and write the float64 H (n^2 / 2 doubles) 8x less often: that
+ * traffic, not the arithmetic, was half the Gram time of short windows (docs/PERFORMANCE.md).
  * Measured error (tests/test_solver.c, test_gram_accuracy, against a float64 dsyrk of the same
  * float32 X; n = 384, 12288 tokens of LLM-like activations with outlier channels x20):
- * relative Frobenius error ||H - H_ref||_F / ||H_ref||_F = 4.3e-8 one-shot, 4.2e-8 chunked
- * (calls of 1, 0, 999, 3, 3997, 4999 and 2289 rows), max |H_ij - Href_ij| / sqrt(H_ii H_jj) =
- * 1.5e-7; asserted < 1e-6 and < 1e-5. On the real stories260K activations (fixtures/solver X vs
+ * relative Frobenius error ||H - H_ref||_F / ||H_ref||_F = 6.2e-8, max |H_ij - Href_ij| /
+ * sqrt(H_ii H_jj) = 1.9e-7; asserted < 1e-6 and < 1e-5; calls of 1, 0, 999, 3, 3997, 4999 and
+ * 2289 rows give the one-shot bytes (test_gram_stream_blocks: windows, add_last, adds after a
+ * finish). On the real stories260K activations (fixtures/solver X vs
  * HX) the relative Frobenius error is asserted < 1e-6 as well. Errors this size are far below the
  * lambda = 1e-4 * mean diag damping that the solver adds anyway; a float64 dsyrk would cost 2x
  * the time and a float64 copy of every chunk.
@@ -67,13 +74,16 @@ typedef struct cloq_gram {
 	float *work;        /* private scratch: slots x (n, CLOQ_GRAM_PANEL) */
 	int slots;          /* panels computed at once, one a thread (the thread count at init,
 	                     * at most the number of panels) */
+	float *rows;        /* the waiting rows of an incomplete block: (CLOQ_GRAM_CHUNK, n), or NULL */
+	int nrows;          /* how many wait there (0 <= nrows < CLOQ_GRAM_CHUNK) */
 } cloq_gram;
 
 /* Zeroed H of (n, n). n >= 1. CLOQ_EINPUT for n < 1 or too large, CLOQ_EIO out of memory. */
 int cloq_gram_init(cloq_gram *g, int n, cloq_err *err);
-/* H += X^T X, X (t, n) row-major float32, t >= 0. A non-finite X entry is CLOQ_EINPUT (message
- * gives row and column) and leaves H unchanged. May be called after cloq_gram_finish (the upper
- * triangle stays the accumulator; call finish again). The column panels are the work items of one
+/* H += X^T X, X (t, n) row-major float32, t >= 0 (rows of an incomplete block wait in the row
+ * buffer until a later call or cloq_gram_finish completes it). A non-finite X entry is CLOQ_EINPUT
+ * (message gives row and column) and leaves H and the waiting rows unchanged. May be called after
+ * cloq_gram_finish (the upper triangle stays the accumulator; call finish again). The column panels are the work items of one
  * parallel region, each computed by one thread with a single-threaded sgemm (largest first): one
  * region per call, not two per panel, so a thread that loses its core delays one panel. */
 int cloq_gram_add(cloq_gram *g, const float *X, int t, cloq_err *err);
@@ -96,7 +106,12 @@ int cloq_solver_asym_target(const double *H, const double *D, int n, const float
 			    float *Weff, cloq_err *err);
 #define CLOQ_ASYM_LAMBDA_REL 0.01 /* GPTQ's damping */
 
-/* Mirror the upper triangle into the lower: H becomes full symmetric. */
+/* cloq_gram_add of the stream's last t rows, then cloq_gram_finish: the same H, but when no rows
+ * wait a partial last block is taken straight from X, without the row buffer (the expert Grams,
+ * whose rows come in whole blocks and one last partial one). */
+int cloq_gram_add_last(cloq_gram *g, const float *X, int t, cloq_err *err);
+/* Take the waiting rows (the last block), then mirror the upper triangle into the lower: H becomes
+ * full symmetric. */
 void cloq_gram_finish(cloq_gram *g);
 /* Free H and the scratch; safe on a zeroed or already freed struct. */
 void cloq_gram_free(cloq_gram *g);

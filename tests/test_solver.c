@@ -334,6 +334,8 @@ static void test_gram_accuracy(void **state)
 		}
 	printf("gram: one-shot rel Frobenius err %.2e, chunked %.2e, max |dH_ij|/sqrt(H_ii H_jj) "
 	       "%.2e\n", sqrt(num / den), sqrt(num12 / den), maxe);
+	/* H is a function of the row stream: the chunked calls give the one-shot bytes */
+	assert_memory_equal(g1.H, g2.H, (size_t)n * n * sizeof(double));
 	assert_true(sqrt(num / den) < 1e-6);
 	assert_true(sqrt(num12 / den) < 1e-6);
 	assert_true(maxe < 1e-5);
@@ -350,6 +352,84 @@ static void test_gram_accuracy(void **state)
 	assert_int_equal(cloq_gram_init(&g2, 0, &err), CLOQ_EINPUT);
 	cloq_gram_free(&g2); /* twice is fine */
 	free(Href);
+	free(X);
+}
+
+/* The blocks of CLOQ_GRAM_CHUNK rows are the stream's, not the calls': windows of 256 rows, one
+ * call, uneven calls ending in cloq_gram_add_last, and adds after a finish (a new stream's blocks
+ * start there) give the bytes of blocks formed by hand, and differ from one block a window. */
+static void test_gram_stream_blocks(void **state)
+{
+	const int n = 96, t = 2 * CLOQ_GRAM_CHUNK + 700; /* two whole blocks and a partial one */
+	float *X = make_X(t, n, 5);
+	cloq_gram ref, a, b, c, w;
+	cloq_err err;
+	(void)state;
+	/* by hand: each block a call of its own, its rows in a fresh accumulator's only call */
+	assert_int_equal(cloq_gram_init(&ref, n, &err), CLOQ_OK);
+	for (int r0 = 0; r0 < t; r0 += CLOQ_GRAM_CHUNK)
+		assert_int_equal(cloq_gram_add(&ref, X + (size_t)r0 * n, t - r0 < CLOQ_GRAM_CHUNK ? t - r0 : CLOQ_GRAM_CHUNK,
+					       &err), CLOQ_OK);
+	cloq_gram_finish(&ref);
+	assert_int_equal(cloq_gram_init(&a, n, &err), CLOQ_OK);
+	assert_int_equal(cloq_gram_init(&b, n, &err), CLOQ_OK);
+	assert_int_equal(cloq_gram_init(&c, n, &err), CLOQ_OK);
+	for (int r0 = 0; r0 < t; r0 += 256) /* windows of 256 rows */
+		assert_int_equal(cloq_gram_add(&a, X + (size_t)r0 * n, t - r0 < 256 ? t - r0 : 256, &err), CLOQ_OK);
+	assert_non_null(a.rows); /* the partial block waits */
+	assert_int_equal(a.nrows, t % CLOQ_GRAM_CHUNK);
+	cloq_gram_finish(&a);
+	assert_null(a.rows); /* freed by finish */
+	assert_int_equal(cloq_gram_add(&b, X, 1, &err), CLOQ_OK); /* uneven calls, then add_last */
+	assert_int_equal(cloq_gram_add(&b, X + n, 3000, &err), CLOQ_OK);
+	assert_int_equal(cloq_gram_add_last(&b, X + (size_t)3001 * n, t - 3001, &err), CLOQ_OK);
+	assert_int_equal(cloq_gram_add(&c, X, 2 * CLOQ_GRAM_CHUNK, &err), CLOQ_OK); /* whole blocks, no buffer */
+	assert_null(c.rows);
+	assert_int_equal(cloq_gram_add_last(&c, X + (size_t)2 * CLOQ_GRAM_CHUNK * n, 700, &err), CLOQ_OK);
+	assert_null(c.rows); /* the last partial block straight from X */
+	assert_int_equal(a.ntokens, t);
+	assert_int_equal(b.ntokens, t);
+	assert_int_equal(c.ntokens, t);
+	assert_memory_equal(a.H, ref.H, (size_t)n * n * sizeof(double));
+	assert_memory_equal(b.H, ref.H, (size_t)n * n * sizeof(double));
+	assert_memory_equal(c.H, ref.H, (size_t)n * n * sizeof(double));
+	/* a NaN in a call leaves the waiting rows as they were */
+	assert_int_equal(cloq_gram_init(&w, n, &err), CLOQ_OK);
+	assert_int_equal(cloq_gram_add(&w, X, 100, &err), CLOQ_OK);
+	float keep = X[(size_t)150 * n + 3];
+	X[(size_t)150 * n + 3] = INFINITY;
+	assert_int_equal(cloq_gram_add(&w, X + (size_t)100 * n, 100, &err), CLOQ_EINPUT);
+	assert_int_equal(cloq_gram_add_last(&w, X + (size_t)100 * n, 100, &err), CLOQ_EINPUT);
+	assert_int_equal(w.nrows, 100);
+	X[(size_t)150 * n + 3] = keep;
+	assert_int_equal(cloq_gram_add_last(&w, X + (size_t)100 * n, t - 100, &err), CLOQ_OK);
+	assert_memory_equal(w.H, ref.H, (size_t)n * n * sizeof(double));
+	/* adds after a finish: a new block starts with them (against the by-hand blocks of the
+	 * stream twice) */
+	for (int r0 = 0; r0 < t; r0 += CLOQ_GRAM_CHUNK)
+		assert_int_equal(cloq_gram_add(&ref, X + (size_t)r0 * n, t - r0 < CLOQ_GRAM_CHUNK ? t - r0 : CLOQ_GRAM_CHUNK,
+					       &err), CLOQ_OK);
+	cloq_gram_finish(&ref);
+	for (int r0 = 0; r0 < t; r0 += 1000)
+		assert_int_equal(cloq_gram_add(&w, X + (size_t)r0 * n, t - r0 < 1000 ? t - r0 : 1000, &err), CLOQ_OK);
+	cloq_gram_finish(&w);
+	assert_memory_equal(w.H, ref.H, (size_t)n * n * sizeof(double));
+	/* one block a window (the old scheme) is not these bytes: the blocks are real */
+	double diff = 0.0;
+	cloq_gram one;
+	assert_int_equal(cloq_gram_init(&one, n, &err), CLOQ_OK);
+	for (int r0 = 0; r0 < t; r0 += 256) {
+		assert_int_equal(cloq_gram_add_last(&one, X + (size_t)r0 * n, t - r0 < 256 ? t - r0 : 256, &err), CLOQ_OK);
+	}
+	for (size_t i = 0; i < (size_t)n * n; i++)
+		diff += fabs(one.H[i] - ref.H[i]);
+	assert_true(diff > 0.0);
+	cloq_gram_free(&one);
+	cloq_gram_free(&ref);
+	cloq_gram_free(&a);
+	cloq_gram_free(&b);
+	cloq_gram_free(&c);
+	cloq_gram_free(&w);
 	free(X);
 }
 
@@ -1591,6 +1671,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_gram_accuracy),
+		cmocka_unit_test(test_gram_stream_blocks),
 		cmocka_unit_test(test_blocked_chol),
 		cmocka_unit_test(test_asym_target),
 		cmocka_unit_test(test_objective_identity_random),

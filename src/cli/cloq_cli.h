@@ -9,7 +9,7 @@
 
 #include "cloq_error.h"
 
-#define CLOQ_VERSION "0.3.0" /* 0.3.0: attention in row blocks, calibration windows in parallel (other sums); 0.2.0: v1 zero points by default, strict inputs, job locks */
+#define CLOQ_VERSION "0.4.0" /* 0.4.0: the Gram matrices in 2048-row blocks of the token stream, not one a window (other sums); 0.3.0: attention in row blocks, calibration windows in parallel (other sums); 0.2.0: v1 zero points by default, strict inputs, job locks */
 
 /* The version this binary reports (CLOQ_VERSION unless built otherwise) and its numeric build:
  * compiler, optimisation flags, the BLAS library's configuration and the kernel it picked

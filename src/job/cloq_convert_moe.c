@@ -344,14 +344,18 @@ static void moe_expert_out(moe_stage *S, int width, float *const W[3], const flo
 	S->J->stage_s[ST_PROP] += cloq_job_now() - t0;
 }
 
-/* Gram matrix of n rows of X (width cols), in blocks of MOE_RB rows */
+_Static_assert(MOE_RB == CLOQ_GRAM_CHUNK, "an expert's row blocks are the Gram's blocks");
+
+/* Gram matrix of n rows of X (width cols), in blocks of MOE_RB rows (the last one without the
+ * Gram's row buffer) */
 static int moe_gram(cloq_gram *G, const float *X, int64_t n, int cols, cloq_err *err)
 {
 	int rc = CLOQ_OK;
 	CLOQ_TRY(cloq_gram_init(G, cols, err));
-	for (int64_t b = 0; b < n; b += MOE_RB)
-		CLOQ_TRY(cloq_gram_add(G, X + (size_t)b * cols, n - b < MOE_RB ? (int)(n - b) : MOE_RB, err));
-	cloq_gram_finish(G);
+	int64_t b = 0;
+	for (; n - b > MOE_RB; b += MOE_RB)
+		CLOQ_TRY(cloq_gram_add(G, X + (size_t)b * cols, MOE_RB, err));
+	CLOQ_TRY(cloq_gram_add_last(G, X + (size_t)b * cols, (int)(n - b), err));
 fail:
 	return rc;
 }
@@ -416,9 +420,10 @@ static int moe_expert(moe_stage *S, int e, cloq_err *err)
 			cloq_linear_fwd(X + (size_t)b * D, P[0], NULL, S->g, nb, D, width);
 			cloq_linear_fwd(X + (size_t)b * D, P[1], NULL, S->u, nb, D, width);
 			cloq_act_mul(c, S->g, S->u, (size_t)nb * width);
-			CLOQ_TRY(cloq_gram_add(&G, S->g, nb, err));
+			CLOQ_TRY(b + nb < n ? cloq_gram_add(&G, S->g, nb, err) : cloq_gram_add_last(&G, S->g, nb, err));
 		}
-		cloq_gram_finish(&G);
+		if (n == 0)
+			cloq_gram_finish(&G);
 		J->stage_s[ST_STATS] += cloq_job_now() - t0;
 		CLOQ_TRY(cloq_layer_solve_group(&V, &p, l, CLOQ_GROUP_DOWN, &G, &ew, er, &J->stage_s[ST_QUANT],
 						&J->stage_s[ST_SOLVE], err));

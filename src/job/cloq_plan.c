@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cloq_llama.h"
+#include "cloq_solver.h"
 #include "cloq_sys.h"
 
 static int64_t dtype_bytes(const cloq_config *c)
@@ -84,7 +85,10 @@ static void plan_dense(const cloq_config *c, const cloq_convert_opts *o, int nsa
 			}
 		}
 		int64_t nn = n * n, big = n * omax;
-		int64_t stats = w_orig + w_prev_deq + w_prev_codes + nn * 8 + n * 256 * 4;
+		/* H, its panel scratch, and the rows of an incomplete 2048-row block when windows
+		 * are not whole blocks (cloq_solver.h) */
+		int64_t stats = w_orig + w_prev_deq + w_prev_codes + nn * 8 + n * CLOQ_GRAM_PANEL * 4 +
+				(seqlen % CLOQ_GRAM_CHUNK ? n * CLOQ_GRAM_CHUNK * 4 : 0);
 		int64_t a = gptq ? nn * 12 : 0;
 		int64_t b = nn * 8 + (gptq ? nn * 4 + big * 4 : 0) + (early ? grp : 0);
 		/* (d): dW and M = R dW^T (f32) per linear, the report's residual with --baselines,
