@@ -69,6 +69,16 @@ struct cloq_cache_reader {
 	int seq_row;
 };
 
+/* A frame encoded apart from its writer (cloq_cache_encode), appended later in order. */
+struct cloq_cache_frame {
+	ZSTD_CCtx *cctx;
+	unsigned char *planes, *natural, *out;
+	size_t cap_planes, cap_natural, cap_out;
+	size_t cols, csize;
+	int enc, level, threads, full;
+	uint64_t rows, raw_hash, comp_hash;
+};
+
 /* ---- little helpers ------------------------------------------------------------------------ */
 static void put32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
@@ -208,20 +218,68 @@ static int writer_usable(cloq_cache_writer *w, cloq_err *err)
 	return CLOQ_OK;
 }
 
+/* The planes of X's encoded values (the frame's content before zstd) into *planes, and the
+ * XXH3-64 of the encoded values; *nbytes their size. */
+static int encode_planes(const char *path, size_t cols, int enc, const float *X, int rows, unsigned char **planes,
+			 size_t *cap_planes, unsigned char **natural_buf, size_t *cap_natural, size_t *nbytes,
+			 uint64_t *raw_hash, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	size_t es = esize_of(enc), n;
+	CLOQ_FAIL_IF(!cloq_mul_ok((size_t)rows, cols, &n) || !cloq_mul_ok(n, es, nbytes), err, CLOQ_EINPUT,
+		     "%s: append of %d rows x %zu cols overflows", path, rows, cols);
+	CLOQ_FAIL_IF(!ensure(planes, cap_planes, *nbytes), err, CLOQ_EIO, "%s: out of memory for a %zu-byte frame",
+		     path, *nbytes);
+	const unsigned char *natural = (const unsigned char *)X;
+	if (enc == CLOQ_CACHE_BF16) {
+		CLOQ_FAIL_IF(!ensure(natural_buf, cap_natural, *nbytes), err, CLOQ_EIO,
+			     "%s: out of memory for a %zu-byte frame", path, *nbytes);
+		uint16_t *h = (uint16_t *)*natural_buf;
+		for (size_t i = 0; i < n; i++)
+			h[i] = cloq_cache_f32_to_bf16(X[i]);
+		natural = *natural_buf;
+	}
+	*raw_hash = XXH3_64bits(natural, *nbytes);
+	to_planes(*planes, natural, n, es);
+fail:
+	return rc;
+}
+
+/* Room for one more index entry. */
+static int grow_frames(cloq_cache_writer *w, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	if (w->nfr == w->capfr) {
+		size_t nc = w->capfr ? 2 * w->capfr : 64;
+		struct frame_entry *fr = cloq_realloc(w->fr, nc * sizeof *fr);
+		CLOQ_FAIL_IF(!fr, err, CLOQ_EIO, "%s: out of memory", w->path);
+		w->fr = fr;
+		w->capfr = nc;
+	}
+fail:
+	return rc;
+}
+
+/* zstd's parameters for a frame of w (level, checksum, workers, the size when known) */
+static size_t frame_params(ZSTD_CCtx *c, const cloq_cache_writer *w, size_t pledged)
+{
+	ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
+	size_t zr = ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, w->level);
+	if (!ZSTD_isError(zr))
+		zr = ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+	if (!ZSTD_isError(zr) && w->threads > 0)
+		zr = ZSTD_CCtx_setParameter(c, ZSTD_c_nbWorkers, w->threads);
+	if (!ZSTD_isError(zr) && pledged)
+		zr = ZSTD_CCtx_setPledgedSrcSize(c, pledged);
+	return zr;
+}
+
 /* Compress src (n bytes) as one frame onto the temp file, hashing the compressed bytes. */
 static int compress_frame(cloq_cache_writer *w, const unsigned char *src, size_t n,
 			  uint64_t *csize, uint64_t *comp_hash, cloq_err *err)
 {
 	ZSTD_CCtx *c = w->cctx;
-	size_t zr;
-	ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
-	zr = ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, w->level);
-	if (!ZSTD_isError(zr))
-		zr = ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
-	if (!ZSTD_isError(zr) && w->threads > 0)
-		zr = ZSTD_CCtx_setParameter(c, ZSTD_c_nbWorkers, w->threads);
-	if (!ZSTD_isError(zr))
-		zr = ZSTD_CCtx_setPledgedSrcSize(c, n);
+	size_t zr = frame_params(c, w, n);
 	if (ZSTD_isError(zr))
 		return cloq_err_set(err, CLOQ_EIO, "%s: zstd setup: %s", w->path, ZSTD_getErrorName(zr));
 	XXH3_state_t st;
@@ -249,6 +307,81 @@ static int compress_frame(cloq_cache_writer *w, const unsigned char *src, size_t
 	return CLOQ_OK;
 }
 
+/* ---- frames encoded apart ----------------------------------------------------------------- */
+cloq_cache_frame *cloq_cache_frame_new(void)
+{
+	cloq_cache_frame *f = cloq_calloc(1, sizeof *f);
+	if (f && !(f->cctx = ZSTD_createCCtx())) {
+		cloq_free(f);
+		f = NULL;
+	}
+	return f;
+}
+
+void cloq_cache_frame_free(cloq_cache_frame *f)
+{
+	if (!f)
+		return;
+	ZSTD_freeCCtx(f->cctx);
+	cloq_free(f->planes);
+	cloq_free(f->natural);
+	cloq_free(f->out);
+	cloq_free(f);
+}
+
+int cloq_cache_encode(const cloq_cache_writer *w, cloq_cache_frame *f, const float *X, int rows, cloq_err *err)
+{
+	int rc = CLOQ_OK;
+	size_t nbytes;
+	f->full = 0;
+	CLOQ_FAIL_IF(rows < 1 || !X, err, CLOQ_EINPUT, "%s: encode of %d rows from %p", w->path, rows, (const void *)X);
+	CLOQ_TRY(encode_planes(w->path, w->cols, w->enc, X, rows, &f->planes, &f->cap_planes, &f->natural,
+			       &f->cap_natural, &nbytes, &f->raw_hash, err));
+	size_t bound = ZSTD_compressBound(nbytes);
+	CLOQ_FAIL_IF(!ensure(&f->out, &f->cap_out, bound), err, CLOQ_EIO, "%s: out of memory for a %zu-byte frame",
+		     w->path, nbytes);
+	/* one call over the whole frame: the bytes compress_frame streams (test_frames_encoded_apart) */
+	size_t zr = frame_params(f->cctx, w, 0);
+	if (!ZSTD_isError(zr))
+		zr = ZSTD_compress2(f->cctx, f->out, bound, f->planes, nbytes);
+	CLOQ_FAIL_IF(ZSTD_isError(zr), err, CLOQ_EIO, "%s: zstd compression of a frame: %s", w->path,
+		     ZSTD_getErrorName(zr));
+	f->csize = zr;
+	f->comp_hash = XXH3_64bits(f->out, zr);
+	f->rows = (uint64_t)rows;
+	f->cols = w->cols;
+	f->enc = w->enc;
+	f->level = w->level;
+	f->threads = w->threads;
+	f->full = 1;
+fail:
+	return rc;
+}
+
+int cloq_cache_append_frame(cloq_cache_writer *w, const cloq_cache_frame *f, cloq_err *err)
+{
+	int rc = writer_usable(w, err);
+	if (rc)
+		return rc;
+	if (!f->full || f->cols != w->cols || f->enc != w->enc || f->level != w->level || f->threads != w->threads)
+		return cloq_err_set(err, CLOQ_EINPUT, "%s: a frame encoded for another cache (or not encoded)", w->path);
+	CLOQ_TRY(grow_frames(w, err));
+	struct frame_entry *e = &w->fr[w->nfr];
+	e->off = w->f.off;
+	e->rows = f->rows;
+	e->raw_hash = f->raw_hash;
+	e->csize = f->csize;
+	e->comp_hash = f->comp_hash;
+	CLOQ_TRY(cloq_atomic_write(&w->f, f->out, f->csize, err));
+	w->nfr++;
+	w->rows += f->rows;
+	return CLOQ_OK;
+fail:
+	w->state = W_FAILED;
+	w->fail_rc = rc;
+	return rc;
+}
+
 int cloq_cache_append(cloq_cache_writer *w, const float *X, int rows, cloq_err *err)
 {
 	int rc = writer_usable(w, err);
@@ -259,32 +392,13 @@ int cloq_cache_append(cloq_cache_writer *w, const float *X, int rows, cloq_err *
 				    (const void *)X);
 	if (rows == 0)
 		return CLOQ_OK;
-	size_t es = esize_of(w->enc), n, nbytes;
-	CLOQ_FAIL_IF(!cloq_mul_ok((size_t)rows, w->cols, &n) || !cloq_mul_ok(n, es, &nbytes), err,
-		     CLOQ_EINPUT, "%s: append of %d rows x %zu cols overflows", w->path, rows, w->cols);
-	if (w->nfr == w->capfr) {
-		size_t nc = w->capfr ? 2 * w->capfr : 64;
-		struct frame_entry *fr = cloq_realloc(w->fr, nc * sizeof *fr);
-		CLOQ_FAIL_IF(!fr, err, CLOQ_EIO, "%s: out of memory", w->path);
-		w->fr = fr;
-		w->capfr = nc;
-	}
-	CLOQ_FAIL_IF(!ensure(&w->planes, &w->cap_planes, nbytes), err, CLOQ_EIO,
-		     "%s: out of memory for a %zu-byte frame", w->path, nbytes);
-	const unsigned char *natural = (const unsigned char *)X;
-	if (w->enc == CLOQ_CACHE_BF16) {
-		CLOQ_FAIL_IF(!ensure(&w->natural, &w->cap_natural, nbytes), err, CLOQ_EIO,
-			     "%s: out of memory for a %zu-byte frame", w->path, nbytes);
-		uint16_t *h = (uint16_t *)w->natural;
-		for (size_t i = 0; i < n; i++)
-			h[i] = cloq_cache_f32_to_bf16(X[i]);
-		natural = w->natural;
-	}
+	size_t nbytes;
+	CLOQ_TRY(grow_frames(w, err));
 	struct frame_entry *e = &w->fr[w->nfr];
 	e->off = w->f.off;
 	e->rows = (uint64_t)rows;
-	e->raw_hash = XXH3_64bits(natural, nbytes);
-	to_planes(w->planes, natural, n, es);
+	CLOQ_TRY(encode_planes(w->path, w->cols, w->enc, X, rows, &w->planes, &w->cap_planes, &w->natural,
+			       &w->cap_natural, &nbytes, &e->raw_hash, err));
 	CLOQ_TRY(compress_frame(w, w->planes, nbytes, &e->csize, &e->comp_hash, err));
 	w->nfr++;
 	w->rows += (uint64_t)rows;

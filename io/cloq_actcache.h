@@ -66,6 +66,19 @@ int cloq_cache_writer_set_threads(cloq_cache_writer *w, int n, cloq_err *err);
  * further appends and commit return the same status; free it to remove the temp file. */
 int cloq_cache_append(cloq_cache_writer *w, const float *X, int rows, cloq_err *err);
 
+/* Frames encoded apart: cloq_cache_encode turns X (rows >= 1, the writer's cols) into one frame
+ * exactly as cloq_cache_append would (the same bytes in the file), reading only w's settings, so
+ * several threads may encode for one writer at once, each into its own frame object; the frames
+ * then go into the file in the caller's order with cloq_cache_append_frame (one thread at a time,
+ * as every writer call). A frame holds about rows*cols*(2 + bytes per value) bytes.
+ * cloq_cache_frame_new: NULL when out of memory. append_frame: CLOQ_EINPUT for a frame not
+ * encoded for this writer's settings (the writer stays usable); write errors as cloq_cache_append. */
+typedef struct cloq_cache_frame cloq_cache_frame;
+cloq_cache_frame *cloq_cache_frame_new(void);
+int cloq_cache_encode(const cloq_cache_writer *w, cloq_cache_frame *f, const float *X, int rows, cloq_err *err);
+int cloq_cache_append_frame(cloq_cache_writer *w, const cloq_cache_frame *f, cloq_err *err);
+void cloq_cache_frame_free(cloq_cache_frame *f); /* NULL is a no-op */
+
 /* Write the index trailer (total rows, frame count, every frame's offset and hashes), fsync,
  * rename over `path`, fsync the directory. An empty cache (no rows) is valid.
  * Errors: CLOQ_EIO; CLOQ_EINPUT when the writer failed earlier or was committed already. */

@@ -171,6 +171,77 @@ static void test_f32_round_trip_bit_exact(void **state)
 	free(X);
 }
 
+/* Frames encoded apart (several at once, in reverse order, for fp32, bf16 and the scratch level)
+ * and appended in order give the file cloq_cache_append writes, byte for byte; a frame of other
+ * settings, or not yet encoded, is refused and leaves the writer usable. */
+static void test_frames_encoded_apart(void **state)
+{
+	const size_t cols = 300;
+	const int chunks[] = { 256, 7, 256, 1, 100 };
+	int total = sum_rows(chunks, 5);
+	float *X = malloc((size_t)total * cols * sizeof(float));
+	fill(X, (size_t)total * cols, 9);
+	cloq_err err;
+	cloq_err_clear(&err);
+	for (int v = 0; v < 3; v++) {
+		int enc = v == 1 ? CLOQ_CACHE_BF16 : CLOQ_CACHE_F32;
+		char pa[512], pb[512];
+		path_in(pa, sizeof pa, "append.cache");
+		path_in(pb, sizeof pb, "frames.cache");
+		cloq_cache_writer *wa = NULL, *wb = NULL, *wo = NULL;
+		assert_int_equal(cloq_cache_create(pa, cols, enc, 1, &wa, &err), CLOQ_OK);
+		assert_int_equal(cloq_cache_create(pb, cols, enc, 1, &wb, &err), CLOQ_OK);
+		if (v == 2) {
+			cloq_cache_writer_set_scratch(wa);
+			cloq_cache_writer_set_scratch(wb);
+		}
+		cloq_cache_frame *f[5];
+		size_t off[5], row = 0;
+		for (int c = 0; c < 5; c++) {
+			f[c] = cloq_cache_frame_new();
+			assert_non_null(f[c]);
+			off[c] = row;
+			row += (size_t)chunks[c];
+			assert_int_equal(cloq_cache_append(wa, X + off[c] * cols, chunks[c], &err), CLOQ_OK);
+		}
+		assert_int_equal(cloq_cache_append_frame(wb, f[0], &err), CLOQ_EINPUT); /* not encoded */
+		int erc[5];
+#pragma omp parallel for num_threads(2)
+		for (int c = 4; c >= 0; c--)
+			erc[c] = cloq_cache_encode(wb, f[c], X + off[c] * cols, chunks[c], NULL);
+		for (int c = 0; c < 5; c++)
+			assert_int_equal(erc[c], CLOQ_OK);
+		/* a frame for a cache of other columns is refused */
+		char po[512];
+		path_in(po, sizeof po, "other.cache");
+		assert_int_equal(cloq_cache_create(po, cols - 1, enc, 1, &wo, &err), CLOQ_OK);
+		assert_int_equal(cloq_cache_append_frame(wo, f[0], &err), CLOQ_EINPUT);
+		cloq_cache_writer_free(wo);
+		for (int c = 0; c < 5; c++)
+			assert_int_equal(cloq_cache_append_frame(wb, f[c], &err), CLOQ_OK);
+		assert_int_equal(cloq_cache_commit(wa, &err), CLOQ_OK);
+		assert_int_equal(cloq_cache_commit(wb, &err), CLOQ_OK);
+		cloq_cache_writer_free(wa);
+		cloq_cache_writer_free(wb);
+		for (int c = 0; c < 5; c++)
+			cloq_cache_frame_free(f[c]);
+		size_t na = 0, nb = 0;
+		unsigned char *a = cloq_test_read_file(pa, &na), *b = cloq_test_read_file(pb, &nb);
+		assert_non_null(a);
+		assert_non_null(b);
+		assert_int_equal(na, nb);
+		assert_memory_equal(a, b, na);
+		free(a);
+		free(b);
+		if (enc == CLOQ_CACHE_F32)
+			check_contents(pb, X, cols, chunks, 5, enc);
+		unlink(pa);
+		unlink(pb);
+	}
+	cloq_cache_frame_free(NULL);
+	free(X);
+}
+
 /* Large chunks through zstd worker threads: still one frame per append, still bit-exact. */
 static void test_f32_threads(void **state)
 {
@@ -506,6 +577,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_f32_round_trip_bit_exact),
 		cmocka_unit_test(test_f32_threads),
+		cmocka_unit_test(test_frames_encoded_apart),
 		cmocka_unit_test(test_bf16_rounding_known_answers),
 		cmocka_unit_test(test_bf16_round_trip),
 		cmocka_unit_test(test_empty_cache),

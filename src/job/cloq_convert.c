@@ -467,6 +467,57 @@ static int capture_hook_fn(void *ctx, int group, const float *X, int t, int n, c
 	return CLOQ_OK;
 }
 
+/* The in-RAM stashes (J->stash_ram): window i's states that a pass starting at `start` needs, into
+ * the slot's workspace; and the state formed at out_state, from it. Windows own disjoint parts of
+ * the stashes, so slots copy at once. */
+static void stash_in(job *J, struct win_slot *s, int i, int start)
+{
+	const cloq_config *c = J->cfg;
+	for (int st = CLOQ_STATE_ATT; st <= CLOQ_STATE_ACT; st++)
+		if (start == st || (st == CLOQ_STATE_H && start == CLOQ_STATE_ACT)) {
+			size_t n = (size_t)J->win.seqlen * state_cols(c, st);
+			memcpy(cloq_block_ws_state(s->ws, st), J->stash_mem[st - CLOQ_STATE_ATT] + (size_t)i * n,
+			       n * sizeof(float));
+		}
+}
+
+static void stash_out(job *J, struct win_slot *s, int i, int out_state)
+{
+	size_t n = (size_t)J->win.seqlen * state_cols(J->cfg, out_state);
+	memcpy(J->stash_mem[out_state - CLOQ_STATE_ATT] + (size_t)i * n, cloq_block_ws_state(s->ws, out_state),
+	       n * sizeof(float));
+}
+
+/* A slot's whole window when slots run at once: its cache frame read with its own reader, its
+ * in-RAM states, the forward, then its states out and its cache[l+1] frame encoded for the
+ * in-order append. The read and write seconds go to the slot (summed per batch by the caller). */
+static int slot_window(job *J, struct win_slot *s, int l, const cloq_layer_w *w, int i, int start, int stop_after,
+		       int out_state, int hook, const cloq_cache_writer *next, const char *path, cloq_err *err)
+{
+	int rc = CLOQ_OK, rows = 0;
+	double t = cloq_job_now();
+	for (int g = 0; g < CLOQ_GROUPS; g++)
+		s->cap_t[g] = 0;
+	if (s->rd) {
+		CLOQ_TRY(cloq_cache_read_frame(s->rd, (size_t)i, s->xbuf, &rows, err));
+		CLOQ_FAIL_IF(rows != J->win.seqlen, err, CLOQ_EINTEGRITY, "%s: frame %d has %d rows, expected %d", path, i,
+			     rows, J->win.seqlen);
+	}
+	if (J->stash_ram)
+		stash_in(J, s, i, start);
+	s->t_read += cloq_job_now() - t;
+	CLOQ_TRY(cloq_block_forward_from(J->cfg, l, w, &J->rope, s->ws, s->xbuf, J->win.seqlen, start,
+					 hook ? capture_hook_fn : NULL, s, stop_after, err));
+	t = cloq_job_now();
+	if (out_state >= 0 && J->stash_ram)
+		stash_out(J, s, i, out_state);
+	if (next)
+		CLOQ_TRY(cloq_cache_encode(next, s->frame, s->xbuf, J->win.seqlen, err));
+	s->t_write += cloq_job_now() - t;
+fail:
+	return rc;
+}
+
 /* One pass over the windows of layer l: each window through the block with weights w from state
  * `start` (INPUT: cache[l]; later states: the stashes of the previous pass) up to stop_after, the
  * requested Gram matrices collected on the way. With `stash` the state formed right before the
@@ -498,8 +549,11 @@ int cloq_job_pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start
 	cloq_job_stash_path(J, CLOQ_STATE_ATT, p_att, sizeof p_att);
 	cloq_job_stash_path(J, CLOQ_STATE_H, p_h, sizeof p_h);
 	cloq_job_stash_path(J, CLOQ_STATE_ACT, p_act, sizeof p_act);
-	if (start <= CLOQ_STATE_ATT)
+	int P = J->slots, rows = J->win.seqlen;
+	if (start <= CLOQ_STATE_ATT && P == 1)
 		CLOQ_TRY(cloq_job_open_checked(J, path, (size_t)c->hidden, &r, err));
+	for (int k = 0; k < P && P > 1 && start <= CLOQ_STATE_ATT; k++) /* a reader a slot: frames read at once */
+		CLOQ_TRY(cloq_job_open_checked(J, path, (size_t)c->hidden, &J->slot[k].rd, err));
 	if (start == CLOQ_STATE_ATT && !J->stash_ram)
 		CLOQ_TRY(cloq_job_open_checked(J, p_att, state_cols(c, CLOQ_STATE_ATT), &r_att, err));
 	if (start >= CLOQ_STATE_H && !J->stash_ram)
@@ -512,7 +566,6 @@ int cloq_job_pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start
 		cloq_cache_writer_set_scratch(sw);
 	}
 	double t0 = cloq_job_now(), last = t0;
-	int P = J->slots, rows = J->win.seqlen;
 	for (int i0 = 0; i0 < J->win.n; i0 += P) {
 		int nb = J->win.n - i0 < P ? J->win.n - i0 : P;
 		CLOQ_TRY(cloq_interrupt_check(stage, err));
@@ -527,12 +580,8 @@ int cloq_job_pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start
 				CLOQ_TRY(cloq_job_read_checked(J, r_h, i, cloq_block_ws_state(s->ws, CLOQ_STATE_H), p_h, err));
 			if (r_act)
 				CLOQ_TRY(cloq_job_read_checked(J, r_act, i, cloq_block_ws_state(s->ws, CLOQ_STATE_ACT), p_act, err));
-			for (int st = CLOQ_STATE_ATT; J->stash_ram && st <= CLOQ_STATE_ACT; st++) /* the states a start needs */
-				if (start == st || (st == CLOQ_STATE_H && start == CLOQ_STATE_ACT)) {
-					size_t n = (size_t)rows * state_cols(c, st);
-					memcpy(cloq_block_ws_state(s->ws, st), J->stash_mem[st - CLOQ_STATE_ATT] + (size_t)i * n,
-					       n * sizeof(float));
-				}
+			if (J->stash_ram && P == 1)
+				stash_in(J, s, i, start);
 		}
 		if (P == 1) {
 			if (r_fp) {
@@ -542,14 +591,19 @@ int cloq_job_pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start
 			CLOQ_TRY(cloq_block_forward_from(c, l, w, &J->rope, J->ws, J->xbuf, rows, start,
 							 gh ? cloq_job_gram_hook_fn : NULL, gh, stop_after, err));
 		} else {
+			for (int k = 0; k < nb; k++)
+				J->slot[k].t_read = J->slot[k].t_write = 0.0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(cloq_team_cap(nb))
+			for (int k = 0; k < nb; k++)
+				J->slot[k].rc = slot_window(J, &J->slot[k], l, w, i0 + k, start, stop_after, out_state, gh != NULL,
+							    next, path, &J->slot[k].err);
+			double tr = 0.0, tw = 0.0; /* the batch's wall share: its slowest slot's */
 			for (int k = 0; k < nb; k++) {
-				struct win_slot *s = &J->slot[k];
-				for (int g = 0; g < CLOQ_GROUPS; g++)
-					s->cap_t[g] = 0;
-				s->rc = cloq_block_forward_from(c, l, w, &J->rope, s->ws, s->xbuf, rows, start,
-								gh ? capture_hook_fn : NULL, s, stop_after, &s->err);
+				tr = J->slot[k].t_read > tr ? J->slot[k].t_read : tr;
+				tw = J->slot[k].t_write > tw ? J->slot[k].t_write : tw;
 			}
+			J->stage_s[ST_READ] += tr;
+			J->stage_s[ST_WRITE] += tw;
 			for (int k = 0; k < nb; k++)
 				if (J->slot[k].rc) {
 					if (err)
@@ -573,13 +627,12 @@ int cloq_job_pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start
 			double tw = cloq_job_now();
 			if (sw)
 				CLOQ_TRY(cloq_cache_append(sw, cloq_block_ws_state(s->ws, out_state), rows, err));
-			if (out_state >= 0 && J->stash_ram) {
-				size_t n = (size_t)rows * state_cols(c, out_state);
-				memcpy(J->stash_mem[out_state - CLOQ_STATE_ATT] + (size_t)i * n,
-				       cloq_block_ws_state(s->ws, out_state), n * sizeof(float));
-			}
-			if (next)
+			if (out_state >= 0 && J->stash_ram && P == 1)
+				stash_out(J, s, i, out_state);
+			if (next && P == 1)
 				CLOQ_TRY(cloq_cache_append(next, s->xbuf, rows, err));
+			else if (next)
+				CLOQ_TRY(cloq_cache_append_frame(next, s->frame, err));
 			J->stage_s[ST_WRITE] += cloq_job_now() - tw;
 		}
 		double t = cloq_job_now();
@@ -594,6 +647,10 @@ int cloq_job_pass(job *J, int l, const cloq_layer_w *w, gram_hook *gh, int start
 		J->stage_s[ST_WRITE] += cloq_job_now() - tw;
 	}
 fail:
+	for (int k = 0; k < J->slots; k++) {
+		cloq_cache_close(J->slot[k].rd);
+		J->slot[k].rd = NULL;
+	}
 	cloq_cache_writer_free(sw);
 	cloq_cache_close(r);
 	cloq_cache_close(r_att);
@@ -1559,7 +1616,9 @@ static int run(job *J, cloq_err *err)
 				sl->xbuf = cloq_malloc((size_t)J->win.seqlen * J->cfg->hidden * sizeof(float));
 			}
 			sl->capbuf = cloq_malloc((size_t)J->win.seqlen * capw * sizeof(float));
-			CLOQ_FAIL_IF(!sl->xbuf || !sl->capbuf, err, CLOQ_EIO, "out of memory for %d window slots", J->slots);
+			sl->frame = cloq_cache_frame_new();
+			CLOQ_FAIL_IF(!sl->xbuf || !sl->capbuf || !sl->frame, err, CLOQ_EIO, "out of memory for %d window slots",
+				     J->slots);
 			for (int g = 0; g < CLOQ_GROUPS; g++)
 				sl->cap[g] = sl->capbuf + off[g] * J->win.seqlen;
 		}
@@ -1653,6 +1712,7 @@ static void job_free(job *J)
 			cloq_free(J->slot[k].xbuf);
 		}
 		cloq_free(J->slot[k].capbuf);
+		cloq_cache_frame_free(J->slot[k].frame);
 	}
 	cloq_free(J->slot);
 	cloq_free(J->xbuf);

@@ -68,6 +68,9 @@ typedef struct job {
 		float *capbuf;            /* the captured group inputs (one group a pass, or all four) */
 		float *cap[CLOQ_GROUPS];
 		int cap_t[CLOQ_GROUPS], cap_n[CLOQ_GROUPS];
+		cloq_cache_reader *rd;    /* its reader of cache[l] during a pass (slots > 1) */
+		cloq_cache_frame *frame;  /* its window's cache[l+1] frame, encoded in the slot */
+		double t_read, t_write;   /* seconds of its reads / stash copies and encodes, this batch */
 		int rc;
 		cloq_err err;
 	} *slot;

@@ -121,21 +121,24 @@ static void plan_dense(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	p->peak_bytes = p->weights_bytes + p->solver_bytes + p->forward_bytes + (64 << 20) /* libs, zstd */;
 	/* Window slots: with two windows or more a thread, each thread forwards its own window with
 	 * single-threaded GEMMs and the group inputs wait for their Gram update in window order; a
-	 * workspace, a window buffer and the captured inputs a slot. Taken when that costs at most a
+	 * workspace, a window buffer and the captured inputs a slot, and its cache I/O: a reader of
+	 * cache[l] (a frame's planes) and its cache[l+1] frame (planes and zstd output), in place of
+	 * the one reader's and the writer's planes counted above. Taken when that costs at most a
 	 * quarter of the plan (or 256 MiB) and fits --mem-budget. The forward's sums, so the bytes,
 	 * depend on it: a job records its choice (o->window_slots, then forced here). */
 	{
 		int th = o->threads > 0 ? o->threads : cloq_cpus_available();
 		int64_t capw = (int64_t)cloq_plan_capture_cols(c, o->one_pass, NULL);
 		int64_t per = (int64_t)cloq_block_ws_bytes(c, seqlen) + (int64_t)seqlen * c->hidden * 4;
-		int64_t extra = (int64_t)(th - 1) * per + (int64_t)th * seqlen * capw * 4;
+		int64_t frame = (int64_t)seqlen * c->hidden * 4;
+		int64_t extra = (int64_t)(th - 1) * per + (int64_t)th * seqlen * capw * 4 + th * 3 * frame - 2 * frame;
 		int64_t allow = p->peak_bytes / 4 > ((int64_t)256 << 20) ? p->peak_bytes / 4 : ((int64_t)256 << 20);
 		p->window_slots = 1;
 		if (o->window_slots > 1 ||
 		    (o->window_slots <= 0 && th >= 2 && nsamples >= 2 * th && extra <= allow &&
 		     (o->mem_budget <= 0 || p->peak_bytes + extra <= o->mem_budget))) {
 			th = o->window_slots > 1 ? o->window_slots : th;
-			extra = (int64_t)(th - 1) * per + (int64_t)th * seqlen * capw * 4;
+			extra = (int64_t)(th - 1) * per + (int64_t)th * seqlen * capw * 4 + th * 3 * frame - 2 * frame;
 			p->window_slots = th;
 			p->forward_bytes += extra;
 			p->peak_bytes += extra;

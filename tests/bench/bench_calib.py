@@ -43,7 +43,23 @@ def job(cloq, mk, tmp, name, geom, nwin, seqlen, qopts):
     return peak, wall, r
 
 
-def show(name, peak, wall, r):
+def method_flops(g, rank):
+    """The quantize and solve stages' own arithmetic at the bench's settings (GPTQ, one-shot CLoQ,
+    randomized SVD, no baselines), from the layer geometry in report.json, counted as the code
+    runs it: per linear GPTQ's column updates out*in^2, CLoQ's M = R dW^T and the error
+    denominator R W^T (two triangular products, out*in^2 each), the randomized SVD's sketch, 4
+    power iterations and projection 20*in*out*l (l = rank + 64); per group GPTQ's factor of H^-1
+    (Cholesky + inverse, 2/3 n^3) and the solve's Cholesky (1/3 n^3). g: hidden, intermediate,
+    layers, q width, kv width."""
+    h, inter, layers, qd, kvd = g
+    lin = [(qd, h), (kvd, h), (kvd, h), (h, qd), (inter, h), (inter, h), (h, inter)]
+    l = rank + 64
+    per = sum(3.0 * o * i * i + 20.0 * i * o * l for o, i in lin)
+    per += sum(float(n) ** 3 for n in (h, qd, h, inter))
+    return layers * per
+
+
+def show(name, geom, rank, peak, wall, r):
     st, wk = r["run_seconds"], r["work"]
     calib = wk["forward_flops"] + wk["gram_flops"]
     limit = calib / (peak * 1e9)
@@ -55,6 +71,10 @@ def show(name, peak, wall, r):
         print("  %-12s %9.2f" % (k, st[k]))
     print("  statistics + propagate %.2f s: %.0f%% of the flop limit; end to end (%.2f s wall) %.0f%%"
           % (cs, 100 * limit / cs, wall, 100 * limit / wall))
+    mf = method_flops(geom, rank)
+    print("  quantize + solve arithmetic %.3g flop (%.2f s at that rate): end to end cannot pass %.0f%% of "
+          "the calibration limit; against all the arithmetic it is at %.0f%%"
+          % (mf, mf / (peak * 1e9), 100 * calib / (calib + mf), 100 * (calib + mf) / (peak * 1e9) / wall))
 
 
 def main(argv):
@@ -67,11 +87,11 @@ def main(argv):
         a = job(cloq, mk, tmp, "a", ["--hidden", "512", "--intermediate", "1376", "--layers", "4", "--heads", "8",
                                      "--kv-heads", "8", "--vocab", "4096"], 64, 256,
                 ["--bits", "2", "--group-size", "32", "--rank", "8"])
-        show("(a) hidden 512, 4 layers, 64 x 256, INT2 g32 r8", *a)
+        show("(a) hidden 512, 4 layers, 64 x 256, INT2 g32 r8", (512, 1376, 4, 512, 512), 8, *a)
         if full:
             b = job(cloq, mk, tmp, "b", ["--preset", "llama2-7b", "--layers", "2", "--vocab", "4096"], 16, 2048,
                     ["--bits", "4", "--group-size", "128", "--rank", "64"])
-            show("(b) Llama-2-7B geometry, 2 layers, 16 x 2048, INT4 g128 r64", *b)
+            show("(b) Llama-2-7B geometry, 2 layers, 16 x 2048, INT4 g128 r64", (4096, 11008, 2, 4096, 4096), 64, *b)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
