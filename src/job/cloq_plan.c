@@ -33,6 +33,12 @@ size_t cloq_plan_capture_cols(const cloq_config *c, int one_pass, size_t off[CLO
 	return capw;
 }
 
+/* The process before any of the job's buffers: code, libraries (OpenBLAS's and OpenMP's thread
+ * buffers, zstd's contexts), the tokenizer and the journal. stories260K's whole job peaks at 20.5
+ * MiB with its stashes on disk; job (a) of docs/PERFORMANCE.md section 11 at 114 MiB (on disk) and
+ * 274 MiB (in RAM) against 122 and 272 planned with this figure (it was 64 MiB: +28% on disk). */
+#define PLAN_BASE_BYTES ((int64_t)40 << 20)
+
 static void plan_dense(const cloq_config *c, const cloq_convert_opts *o, int nsamples, int seqlen, cloq_plan *p)
 {
 	int64_t lp = cloq_config_layer_params(c);
@@ -118,7 +124,7 @@ static void plan_dense(const cloq_config *c, const cloq_convert_opts *o, int nsa
 		p->forward_bytes += (int64_t)cloq_block_ws_bytes(c, seqlen) +
 				    (int64_t)seqlen * (c->hidden + 2 * (c->intermediate > c->hidden ? c->intermediate : c->hidden)) * 4;
 	}
-	p->peak_bytes = p->weights_bytes + p->solver_bytes + p->forward_bytes + (64 << 20) /* libs, zstd */;
+	p->peak_bytes = p->weights_bytes + p->solver_bytes + p->forward_bytes + PLAN_BASE_BYTES;
 	/* Window slots: with two windows or more a thread, each thread forwards its own window with
 	 * single-threaded GEMMs and the group inputs wait for their Gram update in window order; a
 	 * workspace, a window buffer and the captured inputs a slot, and its cache I/O: a reader of
@@ -357,7 +363,7 @@ static void plan_moe(const cloq_config *c, const cloq_convert_opts *o, int nsamp
 	int64_t att = pa.peak_bytes + ws - cloq_config_layer_params(&a) * db;
 	int64_t raw = 3 * (int64_t)c->hidden * wide * db;
 	int64_t expw = px.weights_bytes - cloq_config_layer_params(&x) * db + 2 * raw;
-	int64_t exp_peak = expw + px.solver_bytes + pa.forward_bytes + ws + stage + (64 << 20);
+	int64_t exp_peak = expw + px.solver_bytes + pa.forward_bytes + ws + stage + PLAN_BASE_BYTES;
 	p->window_slots = pa.window_slots;
 	if (exp_peak > att) {
 		p->weights_bytes = expw, p->solver_bytes = px.solver_bytes, p->forward_bytes = pa.forward_bytes + ws + stage;
