@@ -5,6 +5,7 @@
 #include <cblas.h>
 #include <omp.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "cloq_solver_internal.h"
@@ -88,6 +89,19 @@ fail:
 	return rc;
 }
 
+/* No NaN or Inf among x[0..n): an exponent field of all ones, tested on the bits with an OR
+ * that vectorizes (an isfinite loop with an early exit does not: 1.7% of a job's cycles). */
+static int all_finite(const float *x, size_t n)
+{
+	uint32_t bad = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t u;
+		memcpy(&u, x + i, sizeof u);
+		bad |= (u & 0x7f800000u) == 0x7f800000u;
+	}
+	return !bad;
+}
+
 /* A bad chunk is refused before anything is touched: H and the waiting rows stay as they were. */
 static int check_rows(const cloq_gram *g, const float *X, int t, cloq_err *err)
 {
@@ -95,10 +109,11 @@ static int check_rows(const cloq_gram *g, const float *X, int t, cloq_err *err)
 	const int n = g->n;
 	CLOQ_FAIL_IF(!g->H || n < 1, err, CLOQ_EINPUT, "gram: add on an uninitialised accumulator");
 	CLOQ_FAIL_IF(t < 0 || (t > 0 && !X), err, CLOQ_EINPUT, "gram: bad chunk (%d rows)", t);
-	for (size_t i = 0; i < (size_t)t * n; i++)
-		CLOQ_FAIL_IF(!isfinite(X[i]), err, CLOQ_EINPUT,
-			     "gram: non-finite activation at row %zu, column %zu of a %d-row chunk",
-			     i / n, i % n, t);
+	if (!all_finite(X, (size_t)t * n))
+		for (size_t i = 0; i < (size_t)t * n; i++) /* the first one, for the message */
+			CLOQ_FAIL_IF(!isfinite(X[i]), err, CLOQ_EINPUT,
+				     "gram: non-finite activation at row %zu, column %zu of a %d-row chunk",
+				     i / n, i % n, t);
 fail:
 	return rc;
 }
