@@ -10,15 +10,24 @@
 
 #include "cloq_solver_internal.h"
 
-/* Panel width: below 2048 columns, half panels. With 256 a 512-wide H is two panels of 1 and 2
- * units of work, which two threads share 2:1; at 128 its four panels pair up evenly. Measured on
- * this 2-core box, warm, blocks of 2048 rows (docs/PERFORMANCE.md section 11.4): n = 512 1.43x
- * faster at 128, 768 1.06x, 1376 1.10x, 2048 equal, 3072 / 4096 / 11008 4-11% slower (panel
- * products of 128 columns reach less of the kernel's rate). A function of n alone: the bytes of
- * H do not depend on the thread count. */
-static int gram_panel(int n)
+/* Panel width: 128 below 2048 columns, 256 to 4096, 512 from there. With 256 a 512-wide H was two
+ * panels of 1 and 2 units of work, which two threads share 2:1; at 128 its four panels pair up
+ * evenly. Wide panels pack the shared rows less often. Measured on this 2-core box, warm, blocks
+ * of 2048 rows, GFLOP/s as 2 t n^2 (docs/PERFORMANCE.md section 11.3): 128 vs 256 at n = 512
+ * 342 / 239, 1376 395 / 359, 2048 equal; 512 vs 256 at 4096 474 / 437, 8192 505 / 454, 11008
+ * 518 / 480, 28672 491 / 429, 3072 465 / 477. A function of n alone, and the panel width does not
+ * change a single bit of H (OpenBLAS sums each entry over the rows in the same order whatever
+ * the panel's width: checked at n = 512, 1376 and 4096). */
+int cloq_gram_panel(int n)
 {
-	return n < 2048 ? CLOQ_GRAM_PANEL / 2 : CLOQ_GRAM_PANEL;
+	return n < 2048 ? CLOQ_GRAM_PANEL / 2 : n < 4096 ? CLOQ_GRAM_PANEL : 2 * CLOQ_GRAM_PANEL;
+}
+
+size_t cloq_gram_scratch_floats(int n, int threads)
+{
+	int pw = cloq_gram_panel(n), panels = (n + pw - 1) / pw;
+	int slots = threads < 1 ? 1 : threads > panels ? panels : threads;
+	return (size_t)slots * n * pw;
 }
 
 int cloq_gram_init(cloq_gram *g, int n, cloq_err *err)
@@ -28,11 +37,11 @@ int cloq_gram_init(cloq_gram *g, int n, cloq_err *err)
 
 	memset(g, 0, sizeof *g);
 	CLOQ_FAIL_IF(n < 1, err, CLOQ_EINPUT, "gram: width %d must be >= 1", n);
-	int panels = (n + gram_panel(n) - 1) / gram_panel(n);
+	int pw = cloq_gram_panel(n), panels = (n + pw - 1) / pw;
 	g->slots = omp_get_max_threads();
 	g->slots = g->slots < 1 ? 1 : g->slots > panels ? panels : g->slots;
 	hb = cloq_bytes3((size_t)n, (size_t)n, sizeof(double));
-	wb = cloq_bytes3((size_t)n * g->slots, CLOQ_GRAM_PANEL, sizeof(float));
+	wb = cloq_bytes3((size_t)n * g->slots, (size_t)pw, sizeof(float));
 	CLOQ_FAIL_IF(!hb || !wb, err, CLOQ_EINPUT, "gram: width %d too large", n);
 	g->H = cloq_aligned_alloc(64, hb);
 	g->work = cloq_aligned_alloc(64, wb);
@@ -50,7 +59,7 @@ fail:
  * 0..j0+jb of X^T X restricted to those columns: C (m, jb) = X[:, 0:m]^T X[:, j0:j0+jb]. */
 static void gram_chunk(cloq_gram *g, const float *X, int t)
 {
-	const int n = g->n, pw = gram_panel(n), np = (n + pw - 1) / pw, nth = cloq_team_cap(g->slots);
+	const int n = g->n, pw = cloq_gram_panel(n), np = (n + pw - 1) / pw, nth = cloq_team_cap(g->slots);
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
 	for (int p = np - 1; p >= 0; p--) { /* the widest panels (most rows) first */

@@ -46,8 +46,8 @@
  * partial block) until it is complete; cloq_gram_finish takes the last, partial block. So H is a
  * function of the stream alone: 64 windows of 256 rows give the bytes of one call of 16384 rows.
  * The product of a block is formed in float32 by sgemm, one column panel of the upper triangle at
- * a time (CLOQ_GRAM_PANEL columns, so the float32 scratch is n * CLOQ_GRAM_PANEL floats instead of
- * n^2), and added into the float64 accumulator. So float32 only ever sums CLOQ_GRAM_CHUNK
+ * a time (cloq_gram_panel(n) columns, so the float32 scratch is n x that a thread instead of n^2),
+ * and added into the float64 accumulator. So float32 only ever sums CLOQ_GRAM_CHUNK
  * products; the sum over blocks (262144 tokens for a 128 x 2048 calibration) is float64. sgemm is
  * ~2x dsyrk's speed here and needs no float64 copy of X. Blocks of 2048 rather than one a call
  * (a 256-token window) read and write the float64 H (n^2 / 2 doubles) 8x less often: that
@@ -64,14 +64,19 @@
  * Speed (bench_solver, this 2-core box): ~25-40 Gflop/s, i.e. ~350 tokens/s at n = 11008.
  * ============================================================================================= */
 #define CLOQ_GRAM_CHUNK 2048
-#define CLOQ_GRAM_PANEL 256
+#define CLOQ_GRAM_PANEL 256 /* the panel width at 2048 <= n < 4096; half below, twice from 4096 */
+
+/* The panel width for an H of width n, and the float32 scratch of its panels with `threads`
+ * threads (one panel a thread, at most the panel count): what cloq_gram_init allocates. */
+int cloq_gram_panel(int n);
+size_t cloq_gram_scratch_floats(int n, int threads);
 
 typedef struct cloq_gram {
 	int n;              /* width of X (in features) */
 	long long ntokens;  /* rows accumulated so far */
 	double *H;          /* (n, n) row-major; upper triangle while accumulating, full symmetric
 	                     * after cloq_gram_finish. Owned; freed by cloq_gram_free. */
-	float *work;        /* private scratch: slots x (n, CLOQ_GRAM_PANEL) */
+	float *work;        /* private scratch: slots x (n, cloq_gram_panel(n)) */
 	int slots;          /* panels computed at once, one a thread (the thread count at init,
 	                     * at most the number of panels) */
 	float *rows;        /* the waiting rows of an incomplete block: (CLOQ_GRAM_CHUNK, n), or NULL */

@@ -433,6 +433,42 @@ static void test_gram_stream_blocks(void **state)
 	free(X);
 }
 
+extern void openblas_set_num_threads(int);
+extern int openblas_get_num_threads(void);
+
+/* The panels are a cut of one product: H of one block equals, bit for bit, the float32 X^T X of a
+ * single single-threaded sgemm widened to float64 (at n = 600, panels of 128; n = 2500, 256;
+ * n = 4200, 512): the panel width, chosen by n, never changes H's bytes. */
+static void test_gram_panels_one_product(void **state)
+{
+	const int ns[] = {600, 2500, 4200}, t = 1500;
+	(void)state;
+	for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
+		int n = ns[c];
+		float *X = make_X(t, n, 17 + c), *C = malloc((size_t)n * n * sizeof(float));
+		cloq_gram g;
+		cloq_err err;
+		assert_non_null(C);
+		assert_int_equal(cloq_gram_panel(n), n < 2048 ? 128 : n < 4096 ? 256 : 512);
+		assert_int_equal(cloq_gram_init(&g, n, &err), CLOQ_OK);
+		assert_int_equal(cloq_gram_add(&g, X, t, &err), CLOQ_OK);
+		cloq_gram_finish(&g);
+		int nth = openblas_get_num_threads(); /* one thread: the kernel's own sums, uncut */
+		openblas_set_num_threads(1);
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, t, 1.0f, X, n, X, n, 0.0f, C, n);
+		openblas_set_num_threads(nth);
+		size_t bad = 0;
+		for (int i = 0; i < n; i++)
+			for (int j = i; j < n; j++)
+				bad += g.H[(size_t)i * n + j] != (double)C[(size_t)i * n + j] ||
+				       g.H[(size_t)j * n + i] != (double)C[(size_t)i * n + j];
+		assert_int_equal(bad, 0);
+		cloq_gram_free(&g);
+		free(C);
+		free(X);
+	}
+}
+
 /* ================================================================================================
  * (1) objective == tail energy; splits; undamped objective; cloq_solver_objective
  * ============================================================================================= */
@@ -1672,6 +1708,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_gram_accuracy),
 		cmocka_unit_test(test_gram_stream_blocks),
+		cmocka_unit_test(test_gram_panels_one_product),
 		cmocka_unit_test(test_blocked_chol),
 		cmocka_unit_test(test_asym_target),
 		cmocka_unit_test(test_objective_identity_random),

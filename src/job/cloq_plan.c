@@ -69,6 +69,7 @@ static void plan_dense(const cloq_config *c, const cloq_convert_opts *o, int nsa
 	int64_t fixed = lp * dtype_bytes(c) + (lp - lin) * 4 + (int64_t)cloq_linear_count(c) * r * (c->hidden + c->intermediate) * 4;
 	p->weights_bytes = p->solver_bytes = 0;
 	int64_t best = 0, nmax = 0;
+	int gth = o->threads > 0 ? o->threads : cloq_cpus_available(); /* the Gram's panels, one a thread */
 	for (int g = 0; g < CLOQ_GROUPS; g++) {
 		int64_t w_orig = 0, w_prev_deq = 0, w_prev_codes = 0, grp = 0, omax = 0, n = 0;
 		for (int l = 0; l < CLOQ_LINEARS; l++) {
@@ -93,7 +94,7 @@ static void plan_dense(const cloq_config *c, const cloq_convert_opts *o, int nsa
 		int64_t nn = n * n, big = n * omax;
 		/* H, its panel scratch, and the rows of an incomplete 2048-row block when windows
 		 * are not whole blocks (cloq_solver.h) */
-		int64_t stats = w_orig + w_prev_deq + w_prev_codes + nn * 8 + n * CLOQ_GRAM_PANEL * 4 +
+		int64_t stats = w_orig + w_prev_deq + w_prev_codes + nn * 8 + (int64_t)cloq_gram_scratch_floats((int)n, gth) * 4 +
 				(seqlen % CLOQ_GRAM_CHUNK ? n * CLOQ_GRAM_CHUNK * 4 : 0);
 		int64_t a = gptq ? nn * 12 : 0;
 		int64_t b = nn * 8 + (gptq ? nn * 4 + big * 4 : 0) + (early ? grp : 0);
