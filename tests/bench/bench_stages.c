@@ -17,7 +17,8 @@
  * spread spectrum); W is std 1/sqrt(in); 4 bits, group 128, rank 64 (the e2e bench's settings).
  *
  * usage: bench_stages [--shape OUTxIN] [--tokens T] [--threads N]
- *        default 4096x4096 (q/k/v/o of Llama-2-7B), T 2048; 11008x4096 and 4096x11008 for the MLP.
+ *        [--rank R]; default 4096x4096 (q/k/v/o of Llama-2-7B), T 2048, rank 64; 11008x4096 and
+ *        4096x11008 for the MLP.
  */
 #include <math.h>
 #include <stdio.h>
@@ -74,7 +75,7 @@ static double grand(void) { return sqrt(-2.0 * log(urand())) * cos(6.28318530717
 
 int main(int argc, char **argv)
 {
-	int out = 4096, in = 4096, T = 2048, threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	int out = 4096, in = 4096, T = 2048, threads = (int)sysconf(_SC_NPROCESSORS_ONLN), rank = 64;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--shape") && i + 1 < argc && sscanf(argv[i + 1], "%dx%d", &out, &in) == 2)
 			i++;
@@ -82,12 +83,14 @@ int main(int argc, char **argv)
 			T = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
 			threads = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--rank") && i + 1 < argc)
+			rank = atoi(argv[++i]);
 		else {
-			fprintf(stderr, "usage: %s [--shape OUTxIN] [--tokens T] [--threads N]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--shape OUTxIN] [--tokens T] [--threads N] [--rank R]\n", argv[0]);
 			return 1;
 		}
 	}
-	if (out < 8 || in < 8 || T < 1 || threads < 1) {
+	if (out < 8 || in < 8 || T < 1 || threads < 1 || rank < 1 || rank > (in < out ? in : out)) {
 		fprintf(stderr, "bench_stages: bad sizes\n");
 		return 1;
 	}
@@ -98,7 +101,6 @@ int main(int argc, char **argv)
 	size_t wn = (size_t)out * in;
 	float *X = malloc((size_t)T * in * 4), *W = malloc(wn * 4), *Wq = malloc(wn * 4), *dW = malloc(wn * 4);
 	float *sc = malloc((size_t)in * 4);
-	int rank = 64;
 	float *A = calloc((size_t)rank * in, 4), *B = calloc((size_t)out * rank, 4);
 	if (!X || !W || !Wq || !dW || !sc || !A || !B) {
 		fprintf(stderr, "bench_stages: out of memory\n");
@@ -111,8 +113,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < wn; i++)
 		W[i] = (float)(grand() / sqrt((double)in));
 
-	printf("one linear %d x %d (out x in), %d calibration tokens, 4 bits group 128, rank 64, %d threads, "
-	       "load 1m %.2f at start\n", out, in, T, threads, load1());
+	printf("one linear %d x %d (out x in), %d calibration tokens, 4 bits group 128, rank %d, %d threads, "
+	       "load 1m %.2f at start\n", out, in, T, rank, threads, load1());
 	printf("| step (as cloq_layer_solve_group runs it, defaults: GPTQ, one-shot CLoQ) | seconds | GFLOP counted | GFLOP/s |\n");
 	printf("|---|---|---|---|\n");
 	double t, tg, tf, th, thq, tc, to, tr;
