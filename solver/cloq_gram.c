@@ -23,11 +23,16 @@ int cloq_gram_panel(int n)
 	return n < 2048 ? CLOQ_GRAM_PANEL / 2 : n < 4096 ? CLOQ_GRAM_PANEL : 2 * CLOQ_GRAM_PANEL;
 }
 
-size_t cloq_gram_scratch_floats(int n, int threads)
+/* Panels computed at once: one a thread, at most the panel count. */
+static int gram_slots(int n, int threads)
 {
 	int pw = cloq_gram_panel(n), panels = (n + pw - 1) / pw;
-	int slots = threads < 1 ? 1 : threads > panels ? panels : threads;
-	return (size_t)slots * n * pw;
+	return threads < 1 ? 1 : threads > panels ? panels : threads;
+}
+
+size_t cloq_gram_scratch_floats(int n, int threads)
+{
+	return (size_t)gram_slots(n, threads) * n * cloq_gram_panel(n);
 }
 
 int cloq_gram_init(cloq_gram *g, int n, cloq_err *err)
@@ -37,11 +42,9 @@ int cloq_gram_init(cloq_gram *g, int n, cloq_err *err)
 
 	memset(g, 0, sizeof *g);
 	CLOQ_FAIL_IF(n < 1, err, CLOQ_EINPUT, "gram: width %d must be >= 1", n);
-	int pw = cloq_gram_panel(n), panels = (n + pw - 1) / pw;
-	g->slots = omp_get_max_threads();
-	g->slots = g->slots < 1 ? 1 : g->slots > panels ? panels : g->slots;
+	g->slots = gram_slots(n, omp_get_max_threads());
 	hb = cloq_bytes3((size_t)n, (size_t)n, sizeof(double));
-	wb = cloq_bytes3((size_t)n * g->slots, (size_t)pw, sizeof(float));
+	wb = cloq_bytes3(cloq_gram_scratch_floats(n, g->slots), 1, sizeof(float));
 	CLOQ_FAIL_IF(!hb || !wb, err, CLOQ_EINPUT, "gram: width %d too large", n);
 	g->H = cloq_aligned_alloc(64, hb);
 	g->work = cloq_aligned_alloc(64, wb);
@@ -130,22 +133,18 @@ fail:
 static int add_rows(cloq_gram *g, const float *X, int t, cloq_err *err)
 {
 	int rc = CLOQ_OK;
-	const int n = g->n;
+	const int n = g->n, all = t;
 	if (g->nrows > 0) { /* first complete the waiting block */
 		int k = CLOQ_GRAM_CHUNK - g->nrows < t ? CLOQ_GRAM_CHUNK - g->nrows : t;
 		CLOQ_TRY(gram_take(g, X, k, err));
 		X += (size_t)k * n;
 		t -= k;
-		g->ntokens += k;
 	}
-	for (; t >= CLOQ_GRAM_CHUNK; t -= CLOQ_GRAM_CHUNK, X += (size_t)CLOQ_GRAM_CHUNK * n) {
+	for (; t >= CLOQ_GRAM_CHUNK; t -= CLOQ_GRAM_CHUNK, X += (size_t)CLOQ_GRAM_CHUNK * n)
 		gram_chunk(g, X, CLOQ_GRAM_CHUNK); /* whole blocks straight from X */
-		g->ntokens += CLOQ_GRAM_CHUNK;
-	}
-	if (t > 0) {
+	if (t > 0)
 		CLOQ_TRY(gram_take(g, X, t, err));
-		g->ntokens += t;
-	}
+	g->ntokens += all;
 fail:
 	return rc;
 }

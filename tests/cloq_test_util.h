@@ -39,24 +39,4 @@ static __attribute__((unused)) int count_entries(const char *dir)
 	return n;
 }
 
-/* The whole file, malloc'd (free it), or NULL; *n its size. */
-static __attribute__((unused)) unsigned char *cloq_test_read_file(const char *path, size_t *n)
-{
-	FILE *f = fopen(path, "rb");
-	unsigned char *buf = NULL;
-	long len;
-	*n = 0;
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-	    (buf = malloc((size_t)len + 1)) && fread(buf, 1, (size_t)len, f) == (size_t)len)
-		*n = (size_t)len;
-	else {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	return buf;
-}
-
 #endif

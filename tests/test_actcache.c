@@ -171,6 +171,14 @@ static void test_f32_round_trip_bit_exact(void **state)
 	free(X);
 }
 
+static unsigned char *slurp(const char *path, size_t *n)
+{
+	char *d = NULL;
+	cloq_err err;
+	assert_int_equal(cloq_read_file(path, &d, n, &err), CLOQ_OK);
+	return (unsigned char *)d;
+}
+
 /* Frames encoded apart (several at once, in reverse order, for fp32, bf16 and the scratch level)
  * and appended in order give the file cloq_cache_append writes, byte for byte; a frame of other
  * settings, or not yet encoded, is refused and leaves the writer usable. */
@@ -226,13 +234,11 @@ static void test_frames_encoded_apart(void **state)
 		for (int c = 0; c < 5; c++)
 			cloq_cache_frame_free(f[c]);
 		size_t na = 0, nb = 0;
-		unsigned char *a = cloq_test_read_file(pa, &na), *b = cloq_test_read_file(pb, &nb);
-		assert_non_null(a);
-		assert_non_null(b);
+		unsigned char *a = slurp(pa, &na), *b = slurp(pb, &nb);
 		assert_int_equal(na, nb);
 		assert_memory_equal(a, b, na);
-		free(a);
-		free(b);
+		cloq_free(a);
+		cloq_free(b);
 		if (enc == CLOQ_CACHE_F32)
 			check_contents(pb, X, cols, chunks, 5, enc);
 		unlink(pa);
@@ -367,14 +373,6 @@ static void test_bad_arguments(void **state)
 	assert_non_null(strstr(err.msg, "not an activation cache"));
 	assert_null(r);
 	unlink(path);
-}
-
-static unsigned char *slurp(const char *path, size_t *n)
-{
-	char *d = NULL;
-	cloq_err err;
-	assert_int_equal(cloq_read_file(path, &d, n, &err), CLOQ_OK);
-	return (unsigned char *)d;
 }
 
 static void spit(const char *path, const unsigned char *d, size_t n)

@@ -442,15 +442,22 @@ fail:
 	return rc;
 }
 
-int cloq_job_read_checked(job *J, cloq_cache_reader *r, int i, float *dst, const char *path, cloq_err *err)
+/* Frame i of a cache into dst, which must be one window: seqlen rows (the timing is the caller's). */
+static int read_window(const job *J, cloq_cache_reader *r, int i, float *dst, const char *path, cloq_err *err)
 {
 	int rc = CLOQ_OK, rows = 0;
-	double tr = cloq_job_now();
 	CLOQ_TRY(cloq_cache_read_frame(r, (size_t)i, dst, &rows, err));
-	J->stage_s[ST_READ] += cloq_job_now() - tr;
 	CLOQ_FAIL_IF(rows != J->win.seqlen, err, CLOQ_EINTEGRITY, "%s: frame %d has %d rows, expected %d", path, i, rows,
 		     J->win.seqlen);
 fail:
+	return rc;
+}
+
+int cloq_job_read_checked(job *J, cloq_cache_reader *r, int i, float *dst, const char *path, cloq_err *err)
+{
+	double tr = cloq_job_now();
+	int rc = read_window(J, r, i, dst, path, err);
+	J->stage_s[ST_READ] += cloq_job_now() - tr;
 	return rc;
 }
 
@@ -494,15 +501,12 @@ static void stash_out(job *J, struct win_slot *s, int i, int out_state)
 static int slot_window(job *J, struct win_slot *s, int l, const cloq_layer_w *w, int i, int start, int stop_after,
 		       int out_state, int hook, const cloq_cache_writer *next, const char *path, cloq_err *err)
 {
-	int rc = CLOQ_OK, rows = 0;
+	int rc = CLOQ_OK;
 	double t = cloq_job_now();
 	for (int g = 0; g < CLOQ_GROUPS; g++)
 		s->cap_t[g] = 0;
-	if (s->rd) {
-		CLOQ_TRY(cloq_cache_read_frame(s->rd, (size_t)i, s->xbuf, &rows, err));
-		CLOQ_FAIL_IF(rows != J->win.seqlen, err, CLOQ_EINTEGRITY, "%s: frame %d has %d rows, expected %d", path, i,
-			     rows, J->win.seqlen);
-	}
+	if (s->rd)
+		CLOQ_TRY(read_window(J, s->rd, i, s->xbuf, path, err));
 	if (J->stash_ram)
 		stash_in(J, s, i, start);
 	s->t_read += cloq_job_now() - t;
